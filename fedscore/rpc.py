@@ -1,0 +1,236 @@
+"""The one place where gRPC meets fedscore: server factory, error mapping, channels.
+
+Invariants:
+- Every server uses mutual TLS with the federation CA; there is no insecure port.
+- Handlers receive raw request bytes and parse them here, so a malformed or oversized
+  message becomes a logged `InvalidArgument`/`ResourceExhausted` in our own code
+  instead of a framework error that nobody records.
+- A `FedscoreError` raised by a handler becomes a gRPC status with a
+  `google.rpc.ErrorInfo` detail whose `reason` is the error's reason; nothing else is
+  sent to the caller. Any other exception is reported as INTERNAL without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from fedscore.errors import (
+    ERROR_DOMAIN,
+    FedscoreError,
+    InvalidArgument,
+    ResourceExhausted,
+    error_class_for,
+)
+
+_log = logging.getLogger(__name__)
+
+# Our own limit, checked in our code so the refusal is logged. The transport limit is
+# larger so such messages reach the handler at all.
+MAX_MESSAGE_BYTES = 256 * 1024
+TRANSPORT_MAX_BYTES = 4 * 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM bytes for one party's mutual TLS: the federation CA, its certificate and key."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", TRANSPORT_MAX_BYTES),
+        ("grpc.max_send_message_length", TRANSPORT_MAX_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def parse_request(raw: bytes, message_type: type[M]) -> M:
+    """Parse request bytes, refusing oversized or malformed messages with a reason."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ResourceExhausted(
+            f"message of {len(raw)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+            reason="MESSAGE_TOO_LARGE",
+        )
+    message = message_type()
+    try:
+        message.ParseFromString(raw)
+    except DecodeError as exc:
+        raise InvalidArgument(
+            f"request is not a valid {message_type.DESCRIPTOR.full_name}",
+            reason="MALFORMED_MESSAGE",
+        ) from exc
+    return message
+
+
+def status_for(error: FedscoreError) -> grpc.Status:
+    """The rich gRPC status that carries `error`'s code, message and reason."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=error.code.value[0], message=error.message[:1000], details=[detail]
+    )
+    return rpc_status.to_status(status)
+
+
+def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
+    """Turn a failed call back into the FedscoreError the server raised."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    message = exc.details() if hasattr(exc, "details") else str(exc)
+    reason = code.name if code is not None else "UNKNOWN"
+    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in metadata or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason = info.reason
+    if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
+        reason = "NODE_UNAVAILABLE"
+    error = error_class_for(code)(message or reason, reason=reason)
+    error.code = code
+    return error
+
+
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+def unary(handler: Handler) -> grpc.RpcMethodHandler:
+    """Register `handler` (raw bytes in, message out) with error mapping."""
+
+    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            return await handler(raw, context)
+        except FedscoreError as error:
+            await context.abort_with_status(status_for(error))
+            raise AssertionError("unreachable") from error
+        except Exception as exc:
+            _log.exception("internal error in handler")
+            internal = FedscoreError("internal error", reason="INTERNAL")
+            await context.abort_with_status(status_for(internal))
+            raise AssertionError("unreachable") from exc
+
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=None,
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+
+
+def peer_common_name(context: grpc.aio.ServicerContext) -> str:
+    """The subject common name of the caller's verified TLS certificate ('' if none)."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
+    return names[0].decode() if names else ""
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    tls: TlsMaterial,
+    bind: str,
+    services: Mapping[str, Mapping[str, Handler]],
+) -> RunningServer:
+    """Start an aio gRPC server with mutual TLS, health and reflection.
+
+    `services` maps a full service name (e.g. "fedscore.v1.NodeService") to its methods.
+    Health is SERVING only once every service is registered and the port is bound.
+    """
+    server = grpc.aio.server(options=_options())
+    for service_name, methods in services.items():
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    service_name, {name: unary(fn) for name, fn in methods.items()}
+                ),
+            )
+        )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*services.keys(), health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)],
+        root_certificates=tls.ca_pem,
+        require_client_auth=True,
+    )
+    port = server.add_secure_port(bind, credentials)
+    if port == 0:
+        raise OSError(f"cannot bind {bind}")
+    await server.start()
+    for service_name in [*services.keys(), ""]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server=server, port=port, health=health_servicer)
+
+
+def secure_channel(target: str, tls: TlsMaterial, server_name: str) -> grpc.aio.Channel:
+    """An aio channel with mutual TLS; `server_name` is the peer's party id (its cert CN/SAN)."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+    )
+    options = [*_options(), ("grpc.ssl_target_name_override", server_name)]
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+async def call_unary(
+    channel: grpc.aio.Channel,
+    method: str,
+    request: Message,
+    response_type: type[M],
+    timeout: float,
+) -> M:
+    """Call `method` ("/pkg.Service/Method"), raising the server's FedscoreError on failure."""
+    stub = channel.unary_unary(
+        method,
+        request_serializer=lambda message: message.SerializeToString(),
+        response_deserializer=response_type.FromString,
+    )
+    try:
+        return await stub(request, timeout=timeout)  # type: ignore[no-any-return]
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from exc
+
+
+# Exported for tests that send raw bytes to a method.
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "RunningServer",
+    "TlsMaterial",
+    "call_unary",
+    "code_pb2",
+    "error_from_rpc",
+    "parse_request",
+    "peer_common_name",
+    "secure_channel",
+    "start_server",
+    "status_for",
+]
