@@ -1,0 +1,135 @@
+"""Pushing a revocation to every checking party the moment it happens.
+
+Invariants:
+- Notices go to every agency node and every coordinator listed in the trust registry,
+  at the endpoint the registry lists, over mutual TLS with the peer's party id as the
+  expected certificate name, so a notice reaches only the party it is meant for.
+- One channel per party, opened once at start and reused for every push.
+- All parties are told concurrently, each call bounded by a short timeout. A party that
+  is down or slow never fails the revocation: the outcome records who acknowledged and
+  who did not, in the registry's audit log, and the signed status list (with its short
+  time-to-live) reaches the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc.aio
+
+from audit.log import EventLog
+from fedscore.errors import FedscoreError
+from fedscore.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import (
+    NotifyRevocationRequest,
+    NotifyRevocationResponse,
+    PushRevocationRequest,
+    PushRevocationResponse,
+)
+from fedscore.v1.trust_pb2 import Role
+from keys.registry import TrustView
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_PUSH_TIMEOUT_SECONDS = 2.0
+NODE_METHOD = "/fedscore.v1.NodeService/NotifyRevocation"
+COORDINATOR_METHOD = "/fedscore.v1.CoordinatorService/PushRevocation"
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A party that keeps revocation state, and where to reach it."""
+
+    party_id: str
+    endpoint: str
+    role: Role.ValueType
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    token_id: str
+    acknowledged: tuple[str, ...]
+    not_acknowledged: tuple[str, ...]
+
+
+def push_targets(trust: TrustView) -> list[PushTarget]:
+    """Every agency node and coordinator with an endpoint, sorted by role then id."""
+    return [
+        PushTarget(party_id=p.id, endpoint=p.endpoint, role=p.role)
+        for role in (Role.ROLE_AGENCY, Role.ROLE_COORDINATOR)
+        for p in trust.by_role(role)
+        if p.endpoint
+    ]
+
+
+class RevocationPusher:
+    """Holds one open channel per checking party and tells them all about a revocation."""
+
+    def __init__(
+        self,
+        targets: list[PushTarget],
+        tls: TlsMaterial,
+        log: EventLog,
+        *,
+        timeout: float = DEFAULT_PUSH_TIMEOUT_SECONDS,
+    ) -> None:
+        self._targets = list(targets)
+        self._log = log
+        self._timeout = timeout
+        # grpc connects lazily: a party that is down now is reached once it comes back.
+        self._channels: dict[str, grpc.aio.Channel] = {
+            t.party_id: secure_channel(t.endpoint, tls, t.party_id) for t in self._targets
+        }
+
+    @property
+    def targets(self) -> tuple[PushTarget, ...]:
+        return tuple(self._targets)
+
+    async def _tell(self, target: PushTarget, notice: Envelope) -> bool:
+        channel = self._channels[target.party_id]
+        try:
+            if target.role == Role.ROLE_COORDINATOR:
+                await call_unary(
+                    channel,
+                    COORDINATOR_METHOD,
+                    PushRevocationRequest(notice=notice),
+                    PushRevocationResponse,
+                    self._timeout,
+                )
+            else:
+                await call_unary(
+                    channel,
+                    NODE_METHOD,
+                    NotifyRevocationRequest(notice=notice),
+                    NotifyRevocationResponse,
+                    self._timeout,
+                )
+        except FedscoreError as error:
+            _log.warning("revocation push to %s failed: %s", target.party_id, error)
+            return False
+        except Exception:  # never let one party's failure fail the revocation
+            _log.exception("revocation push to %s failed unexpectedly", target.party_id)
+            return False
+        return True
+
+    async def push(self, token_id: str, notice: Envelope) -> PushOutcome:
+        """Tell every party at once; log and return who acknowledged. Never raises for a peer."""
+        results = await asyncio.gather(*(self._tell(t, notice) for t in self._targets))
+        acknowledged = tuple(t.party_id for t, ok in zip(self._targets, results, strict=True) if ok)
+        missed = tuple(t.party_id for t, ok in zip(self._targets, results, strict=True) if not ok)
+        self._log.append_now(
+            "revocation_push",
+            {
+                "token_id": token_id,
+                "acknowledged": list(acknowledged),
+                "not_acknowledged": list(missed),
+            },
+        )
+        return PushOutcome(token_id=token_id, acknowledged=acknowledged, not_acknowledged=missed)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+        self._channels.clear()

@@ -1,0 +1,477 @@
+"""The consent registry's workflows: grant, revoke, status, list, status-list publication.
+
+Plain functions over a `ConsentRegistry` (opened once at start); the gRPC handlers in
+`consent.service` only decode, call these and encode, and unit tests call them directly.
+
+Invariants:
+- A refused request stores nothing and logs nothing: every check runs before the one
+  transaction that writes the grant (or revocation) together with its audit log entry.
+- The national ID is used only to seal it for each participating agency, to derive the
+  citizen key (HMAC under the registry's pseudonym key) and to show its last four digits
+  on the citizen's receipt; it is never stored or logged.
+- Only the citizen who granted a consent can revoke it or see it listed.
+- Revocation is idempotent: revoking a revoked token returns a receipt and changes
+  nothing. A first revocation bumps the status-list sequence in the same transaction,
+  so every list signed afterwards carries the revoked bit.
+- The published status list is re-signed whenever the sequence changed or the signed
+  copy is older than half its time-to-live, so a list a party holds is never stale
+  while the registry is up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from audit.log import EventLog
+from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from fedscore.party import Party
+from fedscore.status import build_status_list
+from fedscore.v1.consent_pb2 import (
+    ConsentReceipt,
+    ConsentToken,
+    GrantSummary,
+    RevocationNotice,
+    SealedSubject,
+)
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.trust_pb2 import Participant, Role
+from keys.envelope import sign_message
+from keys.national_id import validate_national_id
+from keys.pseudonym import pseudonym
+from keys.registry import TrustView
+from keys.seal import seal_subject
+from keys.signing import SigningKey
+from policies.model import Policy, Purpose
+
+from consent.store import (
+    ConsentGrant,
+    add_grant,
+    draw_status_index,
+    find_grant,
+    grant_count,
+    grants_of,
+    revoked_indexes,
+    status_list_record,
+    status_list_size,
+)
+
+LEGAL_BASIS = "PDPA s.19 consent"
+DEFAULT_STATUS_TTL_SECONDS = 60
+SECONDS_PER_DAY = 86_400
+# A citizen portal's clock may lag ours a little; a window may start this much in the past.
+CLOCK_SKEW_SECONDS = 300
+
+ACTIVE = "active"
+REVOKED = "revoked"
+EXPIRED = "expired"
+NOT_YET_VALID = "not_yet_valid"
+
+
+@dataclass(frozen=True)
+class ConsentRegistry:
+    """Everything the registry's workflows need, opened once at start."""
+
+    registry_id: str
+    signing_key: SigningKey
+    pseudonym_key: bytes
+    trust: TrustView
+    policy: Policy
+    engine: Engine
+    log: EventLog
+    status_ttl_seconds: int = DEFAULT_STATUS_TTL_SECONDS
+
+    @classmethod
+    def for_party(
+        cls,
+        party: Party,
+        engine: Engine,
+        log: EventLog,
+        *,
+        status_ttl_seconds: int = DEFAULT_STATUS_TTL_SECONDS,
+    ) -> ConsentRegistry:
+        if party.role != Role.ROLE_CONSENT_REGISTRY:
+            raise FailedPrecondition(
+                f"{party.id} is not the consent registry of this federation",
+                reason="WRONG_ROLE",
+            )
+        if status_ttl_seconds < 2:
+            raise InvalidArgument("status list TTL must be at least 2 seconds", "BAD_TTL")
+        return cls(
+            registry_id=party.id,
+            signing_key=party.signing_key,
+            pseudonym_key=party.secrets.pseudonym_key,
+            trust=party.trust,
+            policy=party.policy,
+            engine=engine,
+            log=log,
+            status_ttl_seconds=status_ttl_seconds,
+        )
+
+    def citizen_key(self, national_id: str) -> str:
+        """The key grants are stored under: HMAC of the ID, useless without our key."""
+        return pseudonym(self.pseudonym_key, national_id)
+
+
+@dataclass(frozen=True)
+class IssuedConsent:
+    token_id: str
+    token: Envelope  # signed ConsentToken, for the relying party
+    receipt: Envelope  # signed ConsentReceipt, for the citizen
+
+
+@dataclass(frozen=True)
+class Revocation:
+    token_id: str
+    receipt: Envelope
+    # Signed RevocationNotice to push; None when the token was already revoked before.
+    notice: Envelope | None
+
+
+# --- who may call -----------------------------------------------------------------
+
+
+def _caller(trust: TrustView, caller_id: str) -> Participant:
+    try:
+        return trust.participant(caller_id)
+    except NotFound:
+        raise PermissionDenied(
+            f"caller {caller_id or '(no certificate name)'} is not a participant of this "
+            "federation",
+            reason="CALLER_NOT_ALLOWED",
+        ) from None
+
+
+def require_participant(trust: TrustView, caller_id: str) -> None:
+    """Any participant may read token status and the status list."""
+    _caller(trust, caller_id)
+
+
+def require_citizen_portal(trust: TrustView, caller_id: str) -> None:
+    """Only the citizen portal (which authenticated the citizen) may grant, revoke, list."""
+    if _caller(trust, caller_id).role != Role.ROLE_CITIZEN_PORTAL:
+        raise PermissionDenied(
+            f"only the citizen portal may change or list consents; {caller_id} may not",
+            reason="CALLER_NOT_ALLOWED",
+        )
+
+
+# --- grant ------------------------------------------------------------------------
+
+
+def _check_window(purpose: Purpose, not_before: int, not_after: int, now: int) -> int:
+    """The window start (0 means now); raise unless the window is sane and allowed."""
+    start = not_before or now
+    if start < now - CLOCK_SKEW_SECONDS:
+        raise InvalidArgument(
+            f"not_before {start} is in the past; consent cannot be backdated",
+            reason="INVALID_WINDOW",
+        )
+    if not_after <= start:
+        raise InvalidArgument(
+            f"not_after {not_after} must be later than not_before {start}",
+            reason="INVALID_WINDOW",
+        )
+    if not_after <= now:
+        raise InvalidArgument(f"not_after {not_after} has already passed", "INVALID_WINDOW")
+    longest = purpose.max_token_days * SECONDS_PER_DAY
+    # Measured from now when the start is (slightly) backdated: the skew allowance only
+    # covers clocks, it does not lengthen what the citizen may consent to ahead.
+    if not_after - max(start, now) > longest:
+        raise InvalidArgument(
+            f"purpose {purpose.id} allows consent for at most {purpose.max_token_days} days",
+            reason="WINDOW_TOO_LONG",
+        )
+    return start
+
+
+def _check_uses(purpose: Purpose, max_uses: int) -> int:
+    """The use limit to put in the token; a purpose's limit is the default and the ceiling."""
+    if purpose.max_uses <= 0:
+        return max_uses
+    if max_uses == 0:
+        return purpose.max_uses
+    if max_uses > purpose.max_uses:
+        raise InvalidArgument(
+            f"purpose {purpose.id} allows at most {purpose.max_uses} uses per consent",
+            reason="TOO_MANY_USES",
+        )
+    return max_uses
+
+
+def _agency_box_keys(trust: TrustView, purpose: Purpose) -> dict[str, bytes]:
+    try:
+        return {agency: trust.box_public(agency) for agency in purpose.participants}
+    except NotFound as exc:
+        raise FailedPrecondition(
+            f"purpose {purpose.id} names an agency the trust registry does not list: {exc}",
+            reason="AGENCY_NOT_IN_REGISTRY",
+        ) from exc
+
+
+def _how_to_withdraw(token_id: str) -> str:
+    return (
+        "You may withdraw this consent at any time, as easily as you gave it: run "
+        f"`fedscore consent revoke --token-id {token_id}` or use the citizen portal. "
+        "Withdrawal reaches every agency and the coordinator at once; nobody may use "
+        "your score for positive behaviour under this consent afterwards."
+    )
+
+
+def _receipt(
+    registry: ConsentRegistry,
+    token: ConsentToken,
+    *,
+    event: str,
+    event_time: int,
+    subject_hint: str,
+) -> Envelope:
+    purpose = registry.policy.purposes.get(token.purpose_id)
+    receipt = ConsentReceipt(
+        receipt_id=secrets.token_hex(16),
+        token_id=token.token_id,
+        event=event,
+        controller=registry.registry_id,
+        purpose_id=token.purpose_id,
+        purpose_description=purpose.description if purpose is not None else "",
+        relying_party=token.relying_party,
+        agencies=list(token.agencies),
+        event_time=event_time,
+        not_before=token.not_before,
+        not_after=token.not_after,
+        legal_basis=token.legal_basis,
+        how_to_withdraw=_how_to_withdraw(token.token_id),
+        subject_hint=subject_hint,
+    )
+    return sign_message(receipt, registry.signing_key)
+
+
+def grant(
+    registry: ConsentRegistry,
+    *,
+    national_id: str,
+    purpose_id: str,
+    relying_party: str,
+    not_before: int,
+    not_after: int,
+    max_uses: int,
+    now: int,
+) -> IssuedConsent:
+    """Check the request against the policy, then issue, store and log one consent."""
+    national_id = validate_national_id(national_id)
+    purpose = registry.policy.purpose(purpose_id)
+    if relying_party not in purpose.relying_parties:
+        raise PermissionDenied(
+            f"relying party {relying_party!r} may not ask for purpose {purpose.id}",
+            reason="RELYING_PARTY_NOT_ALLOWED",
+        )
+    start = _check_window(purpose, not_before, not_after, now)
+    uses = _check_uses(purpose, max_uses)
+    box_keys = _agency_box_keys(registry.trust, purpose)
+    token_id = secrets.token_hex(16)
+    with Session(registry.engine) as session:
+        status_index, _ = draw_status_index(session)
+        token = ConsentToken(
+            token_id=token_id,
+            purpose_id=purpose.id,
+            policy_hash=registry.policy.content_hash,
+            relying_party=relying_party,
+            agencies=list(purpose.participants),
+            domains=list(purpose.domains),
+            not_before=start,
+            not_after=not_after,
+            max_uses=uses,
+            legal_basis=LEGAL_BASIS,
+            sealed_subjects=[
+                SealedSubject(
+                    agency_id=agency,
+                    blob=seal_subject(token_id, agency, national_id, box_public),
+                )
+                for agency, box_public in box_keys.items()
+            ],
+            status_index=status_index,
+            issuer=registry.registry_id,
+            issued_at=now,
+        )
+        envelope = sign_message(token, registry.signing_key)
+        receipt = _receipt(
+            registry, token, event="granted", event_time=now, subject_hint=national_id[-4:]
+        )
+        add_grant(
+            session,
+            ConsentGrant(
+                token_id=token_id,
+                citizen_key=registry.citizen_key(national_id),
+                purpose_id=purpose.id,
+                relying_party=relying_party,
+                not_before=start,
+                not_after=not_after,
+                max_uses=uses,
+                status_index=status_index,
+                granted_at=now,
+                token_envelope=envelope.SerializeToString(),
+            ),
+        )
+        registry.log.append(
+            session,
+            "consent_granted",
+            {
+                "token_id": token_id,
+                "purpose": purpose.id,
+                "relying_party": relying_party,
+                "not_before": start,
+                "not_after": not_after,
+            },
+        )
+        session.commit()
+    return IssuedConsent(token_id=token_id, token=envelope, receipt=receipt)
+
+
+# --- revoke -----------------------------------------------------------------------
+
+
+def _own_grant(
+    registry: ConsentRegistry, session: Session, national_id: str, token_id: str
+) -> ConsentGrant:
+    """The grant `token_id`, if `national_id` is who made it; raise otherwise."""
+    found = find_grant(session, token_id)
+    if found is None:
+        raise NotFound(f"no consent with token id {token_id!r}", reason="UNKNOWN_TOKEN")
+    if not hmac.compare_digest(found.citizen_key, registry.citizen_key(national_id)):
+        raise PermissionDenied(
+            f"consent {token_id} was not given by this citizen", reason="NOT_YOUR_GRANT"
+        )
+    return found
+
+
+def stored_token(grant_row: ConsentGrant) -> ConsentToken:
+    """The token as we signed it (our own stored bytes, so no verification needed)."""
+    envelope = Envelope.FromString(grant_row.token_envelope)
+    return ConsentToken.FromString(envelope.payload)
+
+
+def revoke(
+    registry: ConsentRegistry, *, national_id: str, token_id: str, now: int
+) -> Revocation:
+    """Withdraw the citizen's consent; the caller pushes `notice` to every checking party."""
+    national_id = validate_national_id(national_id)
+    with Session(registry.engine) as session:
+        row = _own_grant(registry, session, national_id, token_id)
+        token = stored_token(row)
+        hint = national_id[-4:]
+        if row.revoked_at is not None:
+            receipt = _receipt(
+                registry, token, event="revoked", event_time=row.revoked_at, subject_hint=hint
+            )
+            return Revocation(token_id=token_id, receipt=receipt, notice=None)
+        row.revoked_at = now
+        session.add(row)
+        record = status_list_record(session)
+        record.sequence += 1
+        session.add(record)
+        registry.log.append(
+            session,
+            "consent_revoked",
+            {"token_id": token_id, "revoked_at": now, "status_sequence": record.sequence},
+        )
+        session.commit()
+    receipt = _receipt(registry, token, event="revoked", event_time=now, subject_hint=hint)
+    notice = RevocationNotice(
+        issuer=registry.registry_id,
+        token_id=token_id,
+        status_index=token.status_index,
+        revoked_at=now,
+    )
+    return Revocation(
+        token_id=token_id, receipt=receipt, notice=sign_message(notice, registry.signing_key)
+    )
+
+
+# --- status and listing -----------------------------------------------------------
+
+
+def status_of(row: ConsentGrant, now: int) -> str:
+    """Same boundaries as `fedscore.tokens.verify_token`: valid for not_before <= now <= not_after."""
+    if row.revoked_at is not None:
+        return REVOKED
+    if now > row.not_after:
+        return EXPIRED
+    if now < row.not_before:
+        return NOT_YET_VALID
+    return ACTIVE
+
+
+def consent_status(registry: ConsentRegistry, *, token_id: str, now: int) -> str:
+    with Session(registry.engine) as session:
+        row = find_grant(session, token_id)
+        if row is None:
+            raise NotFound(f"no consent with token id {token_id!r}", reason="UNKNOWN_TOKEN")
+        return status_of(row, now)
+
+
+def list_grants(registry: ConsentRegistry, *, national_id: str, now: int) -> list[GrantSummary]:
+    """The citizen's own grants, oldest first; nobody else's."""
+    national_id = validate_national_id(national_id)
+    with Session(registry.engine) as session:
+        rows = grants_of(session, registry.citizen_key(national_id))
+        return [
+            GrantSummary(
+                token_id=row.token_id,
+                purpose_id=row.purpose_id,
+                relying_party=row.relying_party,
+                not_before=row.not_before,
+                not_after=row.not_after,
+                status=status_of(row, now),
+                granted_at=row.granted_at,
+                revoked_at=row.revoked_at or 0,
+            )
+            for row in rows
+        ]
+
+
+# --- status list ------------------------------------------------------------------
+
+
+def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
+    """The signed status list: the stored copy while fresh, else a newly signed one."""
+    ttl = registry.status_ttl_seconds
+    with Session(registry.engine) as session:
+        record = status_list_record(session)
+        age = now - record.signed_at
+        if (
+            record.signed_envelope is not None
+            and record.signed_sequence == record.sequence
+            and record.signed_ttl == ttl
+            and 0 <= age < ttl / 2
+        ):
+            return Envelope.FromString(record.signed_envelope)
+        size_bits = status_list_size(grant_count(session))
+        revoked = revoked_indexes(session)
+        status_list = build_status_list(
+            registry.registry_id, record.sequence, revoked, size_bits, ttl, now
+        )
+        envelope = sign_message(status_list, registry.signing_key)
+        new_sequence = record.signed_sequence != record.sequence
+        record.signed_sequence = record.sequence
+        record.signed_at = now
+        record.signed_ttl = ttl
+        record.signed_envelope = envelope.SerializeToString()
+        session.add(record)
+        if new_sequence:
+            registry.log.append(
+                session,
+                "status_list_published",
+                {
+                    "sequence": record.sequence,
+                    "size_bits": size_bits,
+                    "revoked": len(revoked),
+                    "ttl_seconds": ttl,
+                    "issued_at": now,
+                },
+            )
+        session.commit()
+        return envelope

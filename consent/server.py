@@ -1,0 +1,71 @@
+"""Start and stop the consent registry's gRPC server.
+
+Invariants:
+- The server binds the endpoint the trust registry lists for this party (unless a test
+  or operator gives another), with mutual TLS from the federation CA only.
+- State lives in the party's database (grants, status list, audit log in one file), so a
+  restarted registry serves the same grants, sequence and log.
+- Push channels are opened once here and closed on stop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from audit.log import EventLog
+from fedscore.party import Party
+from fedscore.rpc import RunningServer, start_server
+
+from consent.push import DEFAULT_PUSH_TIMEOUT_SECONDS, RevocationPusher, push_targets
+from consent.registry import DEFAULT_STATUS_TTL_SECONDS, ConsentRegistry
+from consent.service import SERVICE_NAME, Clock, consent_handlers
+from consent.store import open_engine
+
+
+@dataclass
+class Running:
+    """A started consent registry."""
+
+    port: int
+    registry: ConsentRegistry
+    pusher: RevocationPusher
+    server: RunningServer
+    engine: Engine
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.pusher.close()
+        self.engine.dispose()
+
+
+async def start(
+    party: Party,
+    *,
+    bind: str | None = None,
+    status_ttl_seconds: int = DEFAULT_STATUS_TTL_SECONDS,
+    push_timeout: float = DEFAULT_PUSH_TIMEOUT_SECONDS,
+    clock: Clock = time.time,
+) -> Running:
+    """Open the registry's state and serve `fedscore.v1.ConsentService`."""
+    engine = open_engine(party.db_url)
+    log = EventLog(engine, party.id)
+    registry = ConsentRegistry.for_party(
+        party, engine, log, status_ttl_seconds=status_ttl_seconds
+    )
+    pusher = RevocationPusher(push_targets(party.trust), party.tls, log, timeout=push_timeout)
+    try:
+        server = await start_server(
+            party.tls,
+            bind or party.participant.endpoint,
+            {SERVICE_NAME: consent_handlers(registry, pusher, clock)},
+        )
+    except BaseException:
+        await pusher.close()
+        engine.dispose()
+        raise
+    return Running(
+        port=server.port, registry=registry, pusher=pusher, server=server, engine=engine
+    )

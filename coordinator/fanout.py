@@ -1,0 +1,217 @@
+"""Fan-out of one logged query to every participant, and the secure sum of the answers.
+
+Invariants:
+- Channels to the agency nodes are opened once, at start, with mutual TLS; a query
+  never opens a connection or reads a file.
+- Every participant of the purpose is asked, concurrently, under one deadline. If any
+  node is down, late or answers something that does not verify, the query fails as a
+  whole: no partial total is computed, returned or logged.
+- An answer counts only if its envelope verifies under the agency keyring, its signer
+  is the agency asked, and it names this query's id and hash.
+- Only masked values reach this module; they are summed mod 2^64, where the pairwise
+  masks cancel, and no single value is ever logged or returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+
+from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
+from fedscore.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.v1 import envelope_pb2, query_pb2, trust_pb2
+from keys.envelope import sign_message, verify_message
+from keys.keyring import Keyring
+from keys.masks import MODULUS
+from keys.registry import TrustView
+from keys.signing import SigningKey
+
+NODE_DEADLINE_SECONDS = 5.0
+CONTRIBUTE_METHOD = "/fedscore.v1.NodeService/Contribute"
+
+# A node reporting one of these has refused the query on its merits; its reason is
+# passed on. Any other failure (down, late, internal) makes the node unavailable.
+_REFUSAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class NodeChannels:
+    """One mutual-TLS channel per agency endpoint in the trust registry."""
+
+    def __init__(self, channels: Mapping[str, grpc.aio.Channel]) -> None:
+        self._channels = dict(channels)
+
+    @classmethod
+    def open(cls, trust: TrustView, tls: TlsMaterial) -> NodeChannels:
+        return cls(
+            {
+                agency.id: secure_channel(agency.endpoint, tls, server_name=agency.id)
+                for agency in trust.by_role(trust_pb2.ROLE_AGENCY)
+                if agency.endpoint
+            }
+        )
+
+    def get(self, agency_id: str) -> grpc.aio.Channel | None:
+        return self._channels.get(agency_id)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+
+
+@dataclass(frozen=True)
+class LoggedQuery:
+    """A query after it was logged: exactly the bytes every node will hash."""
+
+    spec: query_pb2.QuerySpec
+    spec_bytes: bytes
+    query_hash: bytes
+    log_promise: envelope_pb2.Envelope
+    sealed_subjects: Mapping[str, bytes] = field(repr=False)
+
+
+@dataclass
+class NodeAnswers:
+    """How each participant answered one query; masked values only."""
+
+    masked: dict[str, int] = field(default_factory=dict)
+    unavailable: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    refused: dict[str, FedscoreError] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.unavailable or self.invalid or self.refused)
+
+    def failure_fields(self, query_id: str) -> dict[str, object]:
+        """The "query_failed" log body: who failed and why, never a value."""
+        fields: dict[str, object] = {"query_id": query_id, "unavailable": self.unavailable}
+        if self.invalid:
+            fields["invalid"] = self.invalid
+        if self.refused:
+            fields["refused"] = {agency: error.reason for agency, error in self.refused.items()}
+        return fields
+
+    def raise_for_failure(self) -> None:
+        """Raise the one error the relying party sees when the query cannot complete."""
+        if self.unavailable:
+            raise Unavailable(
+                f"agency nodes did not answer: {', '.join(self.unavailable)}",
+                reason="NODE_UNAVAILABLE",
+            )
+        if self.invalid:
+            raise Unavailable(
+                f"agency nodes sent answers that do not verify: {', '.join(self.invalid)}",
+                reason="NODE_ANSWER_INVALID",
+            )
+        for agency, error in self.refused.items():
+            passed_on = type(error)(f"agency {agency} refused: {error.message}", error.reason)
+            passed_on.code = error.code
+            raise passed_on
+
+
+def secure_sum(masked_values: Iterable[int]) -> int:
+    """Sum masked answers mod 2^64; the pairwise masks cancel and leave the total.
+
+    Contributions are non-negative and far below 2^63, so a sum in the upper half means
+    the masks did not cancel (a node used a different participant set or seed).
+    """
+    total = sum(masked_values) % MODULUS
+    if total >= MODULUS // 2:
+        raise FedscoreError("the masked answers do not add up", reason="MASKS_DID_NOT_CANCEL")
+    return total
+
+
+def contribution_request(
+    logged: LoggedQuery, agency_id: str, signing_key: SigningKey
+) -> query_pb2.ContributeRequest:
+    query = query_pb2.ContributionQuery(
+        spec=logged.spec_bytes,
+        agency_id=agency_id,
+        sealed_subject=logged.sealed_subjects[agency_id],
+        log_promise=logged.log_promise,
+    )
+    return query_pb2.ContributeRequest(query=sign_message(query, signing_key))
+
+
+def verify_answer(
+    envelope: envelope_pb2.Envelope, agency_id: str, logged: LoggedQuery, keyring: Keyring
+) -> int:
+    """The masked value of a verified answer from `agency_id` to this very query."""
+    verified = verify_message(envelope, query_pb2.ContributionAnswer, keyring)
+    answer = verified.payload
+    if verified.signer != agency_id or answer.agency_id != agency_id:
+        raise Unauthenticated(
+            f"answer asked of {agency_id} is signed by {verified.signer}", "SIGNER_MISMATCH"
+        )
+    if answer.query_id != logged.spec.query_id or answer.query_hash != logged.query_hash:
+        raise Unauthenticated(f"answer from {agency_id} is for another query", "QUERY_MISMATCH")
+    return int(answer.masked_value)
+
+
+async def _ask(
+    agency_id: str,
+    logged: LoggedQuery,
+    channels: NodeChannels,
+    signing_key: SigningKey,
+    keyring: Keyring,
+    deadline: float,
+    answers: NodeAnswers,
+) -> None:
+    channel = channels.get(agency_id)
+    if channel is None:
+        answers.unavailable.append(agency_id)
+        return
+    request = contribution_request(logged, agency_id, signing_key)
+    try:
+        response = await call_unary(
+            channel, CONTRIBUTE_METHOD, request, query_pb2.ContributeResponse, deadline
+        )
+    except FedscoreError as error:
+        if error.code in _REFUSAL_CODES:
+            answers.refused[agency_id] = error
+        else:
+            answers.unavailable.append(agency_id)
+        return
+    except (TimeoutError, grpc.RpcError):
+        answers.unavailable.append(agency_id)
+        return
+    try:
+        answers.masked[agency_id] = verify_answer(response.answer, agency_id, logged, keyring)
+    except FedscoreError:
+        answers.invalid.append(agency_id)
+
+
+async def fan_out(
+    logged: LoggedQuery,
+    channels: NodeChannels,
+    signing_key: SigningKey,
+    agency_keyring: Keyring,
+    deadline: float = NODE_DEADLINE_SECONDS,
+) -> NodeAnswers:
+    """Ask every participant at once and collect what each one answered."""
+    answers = NodeAnswers()
+    participants = list(logged.spec.participants)
+    await asyncio.gather(
+        *(
+            _ask(agency, logged, channels, signing_key, agency_keyring, deadline, answers)
+            for agency in participants
+        )
+    )
+    # Report in the policy's participant order, whatever order the answers arrived in.
+    answers.unavailable.sort(key=participants.index)
+    answers.invalid.sort(key=participants.index)
+    answers.refused = {a: answers.refused[a] for a in participants if a in answers.refused}
+    return answers

@@ -1,0 +1,34 @@
+"""gRPC handlers of the coordinator: decode, call a plain function, encode.
+
+Errors are mapped to statuses in `fedscore.rpc` only; nothing here catches to translate.
+"""
+
+from __future__ import annotations
+
+import grpc.aio
+
+from coordinator.scoring import Coordinator, answer_score, receive_revocation
+from fedscore.rpc import Handler, parse_request
+from fedscore.v1 import query_pb2
+
+SERVICE_NAME = "fedscore.v1.CoordinatorService"
+
+
+class CoordinatorService:
+    """The CoordinatorService methods over one started Coordinator."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    async def score(self, raw: bytes, context: grpc.aio.ServicerContext) -> query_pb2.ScoreResponse:
+        request = parse_request(raw, query_pb2.ScoreRequest)
+        return await answer_score(self.coordinator, request)
+
+    async def push_revocation(
+        self, raw: bytes, context: grpc.aio.ServicerContext
+    ) -> query_pb2.PushRevocationResponse:
+        request = parse_request(raw, query_pb2.PushRevocationRequest)
+        return receive_revocation(self.coordinator, request)
+
+    def handlers(self) -> dict[str, dict[str, Handler]]:
+        return {SERVICE_NAME: {"Score": self.score, "PushRevocation": self.push_revocation}}

@@ -1,0 +1,192 @@
+"""What each `fedscore` subcommand does; `main.py` only parses arguments and prints errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from fedscore import client
+from fedscore.errors import IngestError, InvalidArgument
+from fedscore.federation import init_federation
+from fedscore.party import FederationPaths, load_party
+from fedscore.v1.consent_pb2 import ConsentToken
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.trust_pb2 import Role
+from keys.national_id import validate_national_id
+
+PORTAL_ID = "citizen-portal"
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "json", False):
+        print(text, flush=True)
+
+
+def federation_init(args: argparse.Namespace) -> dict[str, Any]:
+    layout = init_federation(args.dir, args.agencies)
+    _say(args, f"federation {layout.federation_id} created in {layout.root}")
+    for party_id, role in layout.roles.items():
+        endpoint = layout.endpoints.get(party_id) or "(client only)"
+        _say(args, f"  {party_id:18} {role:24} {endpoint}")
+    return layout.to_json()
+
+
+async def serve(args: argparse.Namespace) -> dict[str, Any]:
+    party = load_party(args.workdir, args.party)
+    if party.role == Role.ROLE_AGENCY:
+        from node.server import start
+    elif party.role == Role.ROLE_CONSENT_REGISTRY:
+        from consent.server import start
+    elif party.role == Role.ROLE_COORDINATOR:
+        from coordinator.server import start
+    else:
+        raise InvalidArgument(
+            f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
+        )
+    running = await start(party)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"fedscore: {party.id} serving on {party.participant.endpoint}", flush=True)
+    await stop.wait()
+    await running.stop()
+    print(f"fedscore: {party.id} stopped", flush=True)
+    return {}
+
+
+def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from node.ingest import ingest_file
+    from node.store import NodeStore
+
+    party = load_party(args.workdir, args.agency)
+    if party.role != Role.ROLE_AGENCY:
+        raise InvalidArgument(f"{args.agency} is not an agency", reason="NOT_AN_AGENCY")
+    store = NodeStore(party.db_url)
+    try:
+        report = ingest_file(
+            store, args.file, party.policy, party.id, party.secrets.pseudonym_key
+        )
+    except IngestError as error:
+        shown = "; ".join(f"row {row}: {why}" for row, why in error.problems[:10])
+        more = f" (and {len(error.problems) - 10} more)" if len(error.problems) > 10 else ""
+        raise IngestError(
+            f"{args.file} rejected, nothing imported: {shown}{more}", error.problems
+        ) from error
+    if report.already_imported:
+        _say(args, f"{args.file} was already imported; nothing changed")
+    else:
+        _say(
+            args,
+            f"{args.file}: {report.rows} rows, {report.new_records} new records, "
+            f"{report.duplicate_records} already held",
+        )
+    return {
+        "agency": party.id,
+        "file": str(args.file),
+        "file_sha256": report.file_sha256,
+        "rows": report.rows,
+        "new_records": report.new_records,
+        "duplicate_records": report.duplicate_records,
+        "already_imported": report.already_imported,
+    }
+
+
+async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
+    national_id = validate_national_id(args.citizen)
+    portal = load_party(args.workdir, PORTAL_ID)
+    response = await client.grant(
+        portal, national_id, args.purpose, args.relying_party, args.days
+    )
+    receipt = client.verify_receipt(portal, response.receipt)
+    token = ConsentToken.FromString(response.token.payload)
+    wallet = FederationPaths(args.workdir).root / "wallet"
+    token_path: Path = args.out or wallet / f"{token.token_id}.token"
+    token_path.parent.mkdir(parents=True, exist_ok=True)
+    token_path.write_bytes(response.token.SerializeToString())
+    receipt_path = token_path.with_suffix(".receipt")
+    receipt_path.write_bytes(response.receipt.SerializeToString())
+    _say(
+        args,
+        f"consent {token.token_id} granted: {receipt.relying_party} may ask for "
+        f"'{receipt.purpose_id}' until {token.not_after} (Unix time)\n"
+        f"  token:   {token_path}  (hand this to {receipt.relying_party})\n"
+        f"  receipt: {receipt_path}\n  withdraw: {receipt.how_to_withdraw}",
+    )
+    return {
+        "token_id": token.token_id,
+        "purpose": token.purpose_id,
+        "relying_party": token.relying_party,
+        "not_after": token.not_after,
+        "agencies": list(token.agencies),
+        "token_file": str(token_path),
+        "receipt_file": str(receipt_path),
+    }
+
+
+async def consent_revoke(args: argparse.Namespace) -> dict[str, Any]:
+    national_id = validate_national_id(args.citizen)
+    portal = load_party(args.workdir, PORTAL_ID)
+    receipt = await client.revoke(portal, national_id, args.token_id)
+    _say(args, f"consent {args.token_id} revoked at {receipt.event_time}; every party refuses it")
+    return {"token_id": args.token_id, "event": receipt.event, "revoked_at": receipt.event_time}
+
+
+async def consent_list(args: argparse.Namespace) -> dict[str, Any]:
+    national_id = validate_national_id(args.citizen)
+    portal = load_party(args.workdir, PORTAL_ID)
+    grants = await client.list_grants(portal, national_id)
+    rows = [
+        {
+            "token_id": g.token_id,
+            "purpose": g.purpose_id,
+            "relying_party": g.relying_party,
+            "status": g.status,
+            "not_before": g.not_before,
+            "not_after": g.not_after,
+            "granted_at": g.granted_at,
+            "revoked_at": g.revoked_at,
+        }
+        for g in grants
+    ]
+    for row in rows:
+        _say(args, f"{row['token_id']}  {row['purpose']:20} {row['relying_party']:16} {row['status']}")
+    if not rows:
+        _say(args, "no consents granted")
+    return {"grants": rows}
+
+
+async def score(args: argparse.Namespace) -> dict[str, Any]:
+    relying_party = load_party(args.workdir, args.relying_party)
+    try:
+        envelope = Envelope.FromString(args.token.read_bytes())
+        purpose_id = ConsentToken.FromString(envelope.payload).purpose_id
+    except Exception as exc:
+        raise InvalidArgument(
+            f"{args.token} is not a consent token file", reason="BAD_TOKEN_FILE"
+        ) from exc
+    outcome = await client.score(relying_party, envelope, purpose_id, args.year)
+    result = outcome.result
+    _say(
+        args,
+        f"{result.purpose_id} ({result.year}): {outcome.release_kind} = {outcome.release_value} "
+        f"(query {result.query_id}, coordinator log entry {result.log_index})",
+    )
+    return {
+        "query_id": result.query_id,
+        "purpose": result.purpose_id,
+        "year": result.year,
+        "release": outcome.release_kind,
+        "value": outcome.release_value,
+        "log_index": result.log_index,
+    }
+
+
+def demo(args: argparse.Namespace) -> dict[str, Any]:
+    from fedscore.demo import run_demo
+
+    run_demo(args.workdir, args.citizens)
+    return {}

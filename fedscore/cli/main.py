@@ -1,0 +1,125 @@
+"""`fedscore`: one command, a subcommand per party.
+
+Every command exits 0 on success; on error it prints one line naming the problem to
+stderr and exits 2 (bad input or refusal) or 1 (unexpected). `--json` prints data as one
+JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedscore.cli import commands
+from fedscore.errors import FedscoreError
+
+DESCRIPTION = (
+    "fedscore: a federated gateway for scores for positive behaviour. Records stay at "
+    "each agency; only signed, consented, purpose-limited questions cross the network."
+)
+
+
+def _workdir(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--workdir", type=Path, required=True, help="the federation folder (from 'federation init')"
+    )
+
+
+def _json(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedscore", description=DESCRIPTION)
+    parties = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    federation = parties.add_parser("federation", help="create a local federation")
+    fed_sub = federation.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = fed_sub.add_parser(
+        "init", help="keys, CA, signed trust registry and default policy for N agencies"
+    )
+    init.add_argument("dir", type=Path, help="new, empty folder for the federation")
+    init.add_argument("--agencies", type=int, default=3, help="number of agencies (2-10)")
+    _json(init)
+    init.set_defaults(run=commands.federation_init)
+
+    serve = parties.add_parser("serve", help="run one party's gRPC server until stopped")
+    _workdir(serve)
+    serve.add_argument("--party", required=True, help="party id, e.g. trc, coordinator")
+    serve.set_defaults(run=commands.serve)
+
+    node = parties.add_parser("node", help="agency node operations")
+    node_sub = node.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ingest = node_sub.add_parser("ingest", help="import an agency export (CSV or JSON Lines)")
+    _workdir(ingest)
+    ingest.add_argument("--agency", required=True, help="agency id, e.g. trc")
+    ingest.add_argument("file", type=Path, help="export file (.csv or .jsonl)")
+    _json(ingest)
+    ingest.set_defaults(run=commands.node_ingest)
+
+    consent = parties.add_parser("consent", help="a citizen grants, revokes or lists consent")
+    consent_sub = consent.add_subparsers(dest="action", required=True, metavar="ACTION")
+    grant = consent_sub.add_parser("grant", help="consent to one purpose for one relying party")
+    _workdir(grant)
+    grant.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
+    grant.add_argument("--purpose", required=True, help="purpose id, e.g. ptt-fuel-discount")
+    grant.add_argument("--relying-party", required=True, help="who may ask, e.g. ptt")
+    grant.add_argument("--days", type=int, default=30, help="validity in days (default 30)")
+    grant.add_argument("--out", type=Path, help="where to write the token (default: wallet/)")
+    _json(grant)
+    grant.set_defaults(run=commands.consent_grant)
+    revoke = consent_sub.add_parser("revoke", help="withdraw a consent, effective everywhere")
+    _workdir(revoke)
+    revoke.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
+    revoke.add_argument("--token-id", required=True, help="id of the consent to withdraw")
+    _json(revoke)
+    revoke.set_defaults(run=commands.consent_revoke)
+    listing = consent_sub.add_parser("list", help="the citizen's grants and their status")
+    _workdir(listing)
+    listing.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
+    _json(listing)
+    listing.set_defaults(run=commands.consent_list)
+
+    score = parties.add_parser("score", help="a relying party asks for what a purpose releases")
+    _workdir(score)
+    score.add_argument("--as", dest="relying_party", required=True, help="relying party id")
+    score.add_argument("--token", type=Path, required=True, help="consent token file")
+    score.add_argument("--year", type=int, default=0, help="calendar year (default: current)")
+    _json(score)
+    score.set_defaults(run=commands.score)
+
+    demo = parties.add_parser("demo", help="run a whole local federation and narrate it")
+    demo.add_argument("--workdir", type=Path, help="folder to use (default: a new one here)")
+    demo.add_argument("--citizens", type=int, default=1200, help="synthetic citizens (>=1000)")
+    demo.set_defaults(run=commands.demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], Any] = args.run
+    try:
+        outcome = run(args)
+        if asyncio.iscoroutine(outcome):
+            outcome = asyncio.run(outcome)
+    except FedscoreError as error:
+        print(f"fedscore: error: {error.reason}: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as error:
+        print(f"fedscore: error: {error}", file=sys.stderr)
+        return 2
+    if isinstance(outcome, dict) and getattr(args, "json", False):
+        print(json.dumps(outcome, ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

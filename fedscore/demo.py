@@ -1,0 +1,176 @@
+"""`fedscore demo`: a whole local federation, narrated, ending in one JSON line.
+
+Every party runs as its own process with mutual TLS; the citizen's and the relying
+party's steps run through the same CLI a user would type. The last stdout line is a
+JSON object that tests and newcomers can check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fedscore.client import send_score_query, signed_score_query
+from fedscore.demo_data import expected_total, generate
+from fedscore.errors import FedscoreError
+from fedscore.federation import init_federation
+from fedscore.party import load_party
+from fedscore.processes import FederationProcesses
+from fedscore.v1.envelope_pb2 import Envelope
+from keys.envelope import sign_bytes
+from keys.signing import SigningKey
+
+WIDTH = 78
+
+
+def narrate(text: str) -> None:
+    print(text, flush=True)
+
+
+def step(title: str) -> None:
+    narrate("")
+    narrate(f"== {title} " + "=" * max(0, WIDTH - len(title) - 4))
+
+
+def cli(workdir: Path, *args: str, expect_ok: bool = True) -> tuple[int, dict[str, Any], str]:
+    """Run one `fedscore` command in its own process, as a user would type it."""
+    command = [sys.executable, "-m", "fedscore.cli.main", *args]
+    shown = " ".join(["fedscore", *args]).replace(str(workdir), "$W")
+    narrate(f"  $ {shown}")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    data: dict[str, Any] = {}
+    if done.returncode == 0 and "--json" in args:
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+    if expect_ok and done.returncode != 0:
+        raise RuntimeError(f"'{shown}' failed: {done.stderr.strip()}")
+    return done.returncode, data, done.stderr.strip()
+
+
+def _reason(stderr: str) -> str:
+    # "fedscore: error: REASON: message"
+    parts = stderr.splitlines()[-1].split(": ") if stderr else []
+    return parts[2] if len(parts) > 2 else stderr
+
+
+async def _adversary(workdir: Path, self_view_token: Path) -> tuple[str, str]:
+    """A forged and a replayed request, sent straight to the coordinator."""
+    portal = load_party(workdir, "citizen-portal")
+    token = Envelope.FromString(self_view_token.read_bytes())
+    genuine = signed_score_query(portal, token, "self-view")
+    forger = SigningKey.generate()
+    forged = sign_bytes(genuine.payload_type, genuine.payload, forger)
+    forged.key_id = genuine.key_id  # claims to be the citizen portal
+    try:
+        await send_score_query(portal, forged)
+        forged_reason = "ACCEPTED"
+    except FedscoreError as error:
+        forged_reason = error.reason
+    narrate(f"  forged request (signed by an outsider's key, claiming the portal's): {forged_reason}")
+    await send_score_query(portal, genuine)
+    try:
+        await send_score_query(portal, genuine)
+        replay_reason = "ACCEPTED"
+    except FedscoreError as error:
+        replay_reason = error.reason
+    narrate(f"  the same signed request sent a second time: {replay_reason}")
+    return forged_reason, replay_reason
+
+
+def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
+    started = time.monotonic()
+    if workdir is None:
+        workdir = Path.cwd() / time.strftime("fedscore-demo-%Y%m%d-%H%M%S")
+    workdir = workdir.resolve()
+    narrate("fedscore demo: a federated score for positive behaviour, with no central database.")
+
+    step("1. The federation authority creates a local federation of 3 agencies")
+    layout = init_federation(workdir, 3)
+    narrate(f"  folder: {workdir}")
+    for party_id, role in layout.roles.items():
+        narrate(f"  {party_id:18} {role:24} {layout.endpoints.get(party_id) or '(client only)'}")
+    policy = load_party(workdir, "regulator").policy
+    narrate(f"  signed policy {policy.content_hash[:23]}... with {len(policy.indicators)} indicators")
+
+    step(f"2. Each agency exports its own records ({citizens} synthetic citizens)")
+    data = generate(workdir / "data", policy, layout.agencies, citizens, seed=int(time.time()))
+    narrate(f"  {data.records} records across {len(data.files)} export files in {workdir / 'data'}")
+    for agency, path in data.files.items():
+        _, report, _ = cli(workdir, "node", "ingest", "--workdir", str(workdir),
+                           "--agency", agency, str(path), "--json")
+        narrate(f"    {agency}: {report['new_records']} records stored under agency pseudonyms")
+    _, again, _ = cli(workdir, "node", "ingest", "--workdir", str(workdir), "--agency",
+                      layout.agencies[0], str(data.files[layout.agencies[0]]), "--json")
+    narrate(f"    re-importing the same file changes nothing: already_imported={again['already_imported']}")
+
+    processes = FederationProcesses(workdir)
+    citizen = data.demo_citizen
+    try:
+        step("3. Every party starts as its own process (mutual TLS on loopback)")
+        prober = load_party(workdir, "regulator")
+        asyncio.run(processes.start_all(prober))
+        for party_id, process in processes.processes.items():
+            narrate(f"  {party_id:18} pid {process.pid}  serving on {layout.endpoints[party_id]}")
+
+        step(f"4. Citizen ...{citizen[-4:]} consents: PTT may ask for the fuel-discount band")
+        _, ptt_grant, _ = cli(workdir, "consent", "grant", "--workdir", str(workdir),
+                              "--citizen", citizen, "--purpose", "ptt-fuel-discount",
+                              "--relying-party", "ptt", "--days", "30", "--json")
+        narrate(f"  token {ptt_grant['token_id']} sealed for {', '.join(ptt_grant['agencies'])}")
+        _, self_grant, _ = cli(workdir, "consent", "grant", "--workdir", str(workdir),
+                               "--citizen", citizen, "--purpose", "self-view",
+                               "--relying-party", "citizen-portal", "--days", "1", "--json")
+
+        step("5. PTT asks; the coordinator sums masked answers it cannot read one by one")
+        _, band, _ = cli(workdir, "score", "--workdir", str(workdir), "--as", "ptt",
+                         "--token", ptt_grant["token_file"], "--json")
+        narrate(f"  PTT learns only the band: {band['value']!r}")
+        _, own, _ = cli(workdir, "score", "--workdir", str(workdir), "--as", "citizen-portal",
+                        "--token", self_grant["token_file"], "--json")
+        federated = int(own["value"])
+        expected = expected_total(data.files, policy, citizen, data.year)
+        narrate(f"  the citizen sees the full {data.year} score: {federated} "
+                f"(computed from the export files independently: {expected})")
+
+        step("6. The citizen revokes PTT's consent; PTT asks again")
+        cli(workdir, "consent", "revoke", "--workdir", str(workdir), "--citizen", citizen,
+            "--token-id", ptt_grant["token_id"], "--json")
+        code, _, stderr = cli(workdir, "score", "--workdir", str(workdir), "--as", "ptt",
+                              "--token", ptt_grant["token_file"], "--json", expect_ok=False)
+        after = _reason(stderr) if code != 0 else "ACCEPTED"
+        narrate(f"  refused: {after}")
+
+        step("7. An attacker forges a request, then replays a genuine one")
+        forged, replayed = asyncio.run(_adversary(workdir, Path(self_grant["token_file"])))
+
+        step("8. Consents as the citizen sees them")
+        _, listing, _ = cli(workdir, "consent", "list", "--workdir", str(workdir),
+                            "--citizen", citizen, "--json")
+        for grant in listing["grants"]:
+            narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
+    finally:
+        step("9. Stopping every process the demo started")
+        processes.stop_all()
+    narrate(f"  everything the federation wrote is in {workdir}")
+    narrate(f"  demo took {time.monotonic() - started:.1f} s")
+    summary: dict[str, Any] = {
+        "demo": "ok" if federated == expected and after == "CONSENT_REVOKED" else "failed",
+        "agencies": len(layout.agencies),
+        "citizens": len(data.citizens),
+        "records": data.records,
+        "expected_total": expected,
+        "federated_total": federated,
+        "band": band["value"],
+        "after_revocation": after,
+        "forged_request": forged,
+        "replayed_request": replayed,
+        "workdir": str(workdir),
+    }
+    print(json.dumps(summary, ensure_ascii=False), flush=True)
+    if summary["demo"] != "ok":
+        raise FedscoreError("the demo's federated total or revocation check failed", "DEMO_FAILED")
+    return summary

@@ -1,0 +1,183 @@
+"""Revocation state: the signed status list plus pushed revocation notices.
+
+Invariants:
+- Only the consent registry's key can revoke anything here (its keyring is the only one
+  given to `RevocationState`).
+- A revocation once seen is never forgotten, even if an older status list arrives.
+- A party with no status list fresher than its TTL refuses (fail closed): a revoked
+  token is refused within the push latency and never later than the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+
+import grpc.aio
+
+from fedscore.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from fedscore.rpc import call_unary
+from fedscore.v1.consent_pb2 import (
+    ConsentToken,
+    GetStatusListRequest,
+    GetStatusListResponse,
+    RevocationNotice,
+    StatusList,
+)
+from fedscore.v1.envelope_pb2 import Envelope
+from keys.envelope import sign_message, verify_message
+from keys.keyring import Keyring
+from keys.signing import SigningKey
+
+_log = logging.getLogger(__name__)
+
+MIN_STATUS_LIST_BITS = 131_072  # herd privacy: one index among many
+
+
+def build_status_list(
+    issuer: str,
+    sequence: int,
+    revoked_indexes: set[int],
+    size_bits: int,
+    ttl_seconds: int,
+    now: int,
+) -> StatusList:
+    """A status list with bit i set for every revoked index i (zlib-compressed)."""
+    bits = bytearray((size_bits + 7) // 8)
+    for index in revoked_indexes:
+        if not 0 <= index < size_bits:
+            raise InvalidArgument(f"status index {index} outside list of {size_bits} bits")
+        bits[index // 8] |= 0x80 >> (index % 8)
+    return StatusList(
+        issuer=issuer,
+        sequence=sequence,
+        issued_at=now,
+        ttl_seconds=ttl_seconds,
+        size_bits=size_bits,
+        compressed_bits=zlib.compress(bytes(bits), 9),
+    )
+
+
+def sign_status_list(status_list: StatusList, key: SigningKey) -> Envelope:
+    return sign_message(status_list, key)
+
+
+def _bit(bits: bytes, index: int) -> bool:
+    return index // 8 < len(bits) and bool(bits[index // 8] & (0x80 >> (index % 8)))
+
+
+class RevocationState:
+    """What one checking party knows about revoked consent tokens."""
+
+    def __init__(self, registry_keyring: Keyring) -> None:
+        self._keyring = registry_keyring
+        self._bits = b""
+        self._sequence = -1
+        self._issued_at = 0
+        self._ttl = 0
+        self._revoked_indexes: set[int] = set()
+        self._revoked_tokens: set[str] = set()
+
+    @property
+    def sequence(self) -> int:
+        return self._sequence
+
+    def apply_status_list(self, envelope: Envelope, now: int) -> None:
+        """Verify and adopt a signed status list unless an equal or newer one is held."""
+        status_list = verify_message(envelope, StatusList, self._keyring).payload
+        if status_list.issued_at > now + 30:
+            raise InvalidArgument("status list issued in the future", reason="BAD_STATUS_LIST")
+        if status_list.sequence < self._sequence:
+            return
+        try:
+            bits = zlib.decompress(status_list.compressed_bits)
+        except zlib.error as exc:
+            raise InvalidArgument("status list bits do not decompress", "BAD_STATUS_LIST") from exc
+        self._bits = bits
+        self._sequence = status_list.sequence
+        self._issued_at = status_list.issued_at
+        self._ttl = status_list.ttl_seconds
+
+    def apply_notice(self, envelope: Envelope) -> RevocationNotice:
+        """Verify a pushed revocation and apply it at once."""
+        notice = verify_message(envelope, RevocationNotice, self._keyring).payload
+        self._revoked_indexes.add(notice.status_index)
+        self._revoked_tokens.add(notice.token_id)
+        return notice
+
+    def fresh_until(self) -> int:
+        return self._issued_at + self._ttl if self._sequence >= 0 else 0
+
+    def check(self, token: ConsentToken, now: int) -> None:
+        """Raise if the token is revoked, or if this party cannot know (stale list)."""
+        if (
+            token.token_id in self._revoked_tokens
+            or token.status_index in self._revoked_indexes
+            or _bit(self._bits, token.status_index)
+        ):
+            raise PermissionDenied(
+                f"consent {token.token_id} was revoked by the citizen", reason="CONSENT_REVOKED"
+            )
+        if now > self.fresh_until():
+            raise FailedPrecondition(
+                "no consent status list fresher than its time-to-live; refusing until one arrives",
+                reason="STATUS_LIST_STALE",
+            )
+
+
+StatusFetch = Callable[[], Awaitable[Envelope]]
+
+
+class StatusListFollower:
+    """Pulls the registry's signed status list in the background, every `interval` seconds."""
+
+    def __init__(self, state: RevocationState, fetch: StatusFetch, interval: float) -> None:
+        self._state = state
+        self._fetch = fetch
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        envelope = await self._fetch()
+        self._state.apply_status_list(envelope, int(time.time()))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+                delay = self._interval
+            except Exception as exc:  # keep following; the TTL makes staleness fail closed
+                _log.warning("status list refresh failed: %s", exc)
+                delay = min(self._interval, 1.0)
+            await asyncio.sleep(delay)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def fetch_from_registry(channel: grpc.aio.Channel, timeout: float = 2.0) -> StatusFetch:
+    """A fetch function pulling the signed status list from the consent registry."""
+
+    async def fetch() -> Envelope:
+        response = await call_unary(
+            channel,
+            "/fedscore.v1.ConsentService/GetStatusList",
+            GetStatusListRequest(),
+            GetStatusListResponse,
+            timeout,
+        )
+        return response.status_list
+
+    return fetch

@@ -1,0 +1,182 @@
+"""The trust registry: the root-signed list of participants, and a view of it at one time.
+
+Invariants:
+- A `TrustView` exists only for a registry whose envelope verified under the federation
+  root verify key and whose `not_after` has not passed; `verify_registry` is its only
+  maker. Every signature problem is `Unauthenticated BAD_REGISTRY`; expiry is
+  `Unauthenticated REGISTRY_EXPIRED`.
+- The view is fixed at the time `now` it was verified for. Participants whose own window
+  (`not_before <= now <= not_after`) does not contain `now` are invisible: they are in no
+  keyring, no role list, and `participant()` does not find them.
+- Rotation lists one participant id twice with overlapping windows; keyrings then hold
+  both keys, and `participant()` returns the entry that started most recently.
+- Keyrings are built per role set, so a node key can never verify what only the
+  coordinator, the consent registry or the policy authority may sign.
+"""
+
+from __future__ import annotations
+
+from fedscore.errors import InvalidArgument, NotFound, Unauthenticated
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.trust_pb2 import Participant, Role, TrustRegistry
+from keys.envelope import sign_message, verify_message
+from keys.keyring import Keyring
+from keys.signing import SigningKey, VerifyKey
+
+REGISTRY_PAYLOAD_TYPE = "fedscore.v1.TrustRegistry"
+ROOT_SIGNER = "federation-root"
+KEY_BYTES = 32
+
+
+def build_participant(
+    participant_id: str,
+    role: Role,
+    signing_key: VerifyKey,
+    box_public: bytes,
+    not_before: int,
+    not_after: int,
+    *,
+    endpoint: str = "",
+    display_name: str = "",
+) -> Participant:
+    """A registry entry for one participant."""
+    if not participant_id:
+        raise InvalidArgument("participant id must not be empty", reason="BAD_REGISTRY")
+    if not_after < not_before:
+        raise InvalidArgument(
+            f"participant {participant_id!r}: not_after {not_after} is before "
+            f"not_before {not_before}",
+            reason="BAD_REGISTRY",
+        )
+    return Participant(
+        id=participant_id,
+        role=role,
+        display_name=display_name or participant_id,
+        endpoint=endpoint,
+        signing_public_key=signing_key.encode(),
+        box_public_key=bytes(box_public),
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def sign_registry(registry: TrustRegistry, root: SigningKey) -> Envelope:
+    """The registry signed by the federation root key."""
+    return sign_message(registry, root)
+
+
+def _check_entry(participant: Participant) -> None:
+    if not participant.id:
+        raise Unauthenticated("registry lists a participant without an id", "BAD_REGISTRY")
+    if len(participant.signing_public_key) != KEY_BYTES:
+        raise Unauthenticated(
+            f"participant {participant.id!r} has a malformed signing key", "BAD_REGISTRY"
+        )
+    # An empty box key is allowed: key-only parties (policy authority) receive no seals.
+    if len(participant.box_public_key) not in (0, KEY_BYTES):
+        raise Unauthenticated(
+            f"participant {participant.id!r} has a malformed box key", "BAD_REGISTRY"
+        )
+
+
+class TrustView:
+    """A verified trust registry as seen at time `now` (Unix seconds)."""
+
+    __slots__ = ("_current", "now", "registry")
+
+    def __init__(self, registry: TrustRegistry, now: int) -> None:
+        # Private to this module in spirit: only verify_registry should call it.
+        self.registry = registry
+        self.now = now
+        current: dict[str, Participant] = {}
+        key_owner: dict[bytes, str] = {}
+        for participant in registry.participants:
+            _check_entry(participant)
+            owner = key_owner.setdefault(participant.signing_public_key, participant.id)
+            if owner != participant.id:
+                # A shared key would let one party sign as another.
+                raise Unauthenticated(
+                    f"participants {owner!r} and {participant.id!r} share a signing key",
+                    "BAD_REGISTRY",
+                )
+            if not participant.not_before <= now <= participant.not_after:
+                continue
+            known = current.get(participant.id)
+            if known is not None and known.role != participant.role:
+                raise Unauthenticated(
+                    f"participant {participant.id!r} is listed with two roles", "BAD_REGISTRY"
+                )
+            if known is None or participant.not_before >= known.not_before:
+                current[participant.id] = participant
+        self._current = current
+
+    @property
+    def federation_id(self) -> str:
+        return str(self.registry.federation_id)
+
+    @property
+    def version(self) -> int:
+        return int(self.registry.version)
+
+    def participant(self, participant_id: str) -> Participant:
+        """The entry for `participant_id` valid now; `NotFound UNKNOWN_PARTICIPANT` otherwise."""
+        try:
+            return self._current[participant_id]
+        except KeyError:
+            raise NotFound(
+                f"participant {participant_id!r} is not in the trust registry valid at {self.now}",
+                reason="UNKNOWN_PARTICIPANT",
+            ) from None
+
+    def by_role(self, role: Role) -> list[Participant]:
+        """Participants with `role` valid now, one entry per id, sorted by id."""
+        return [p for _, p in sorted(self._current.items()) if p.role == role]
+
+    def box_public(self, participant_id: str) -> bytes:
+        """The participant's X25519 public key; `NotFound NO_BOX_KEY` if it lists none."""
+        box_public = bytes(self.participant(participant_id).box_public_key)
+        if not box_public:
+            raise NotFound(f"participant {participant_id!r} has no box key", reason="NO_BOX_KEY")
+        return box_public
+
+    def verify_key(self, participant_id: str) -> VerifyKey:
+        """The signing key `participant_id` uses now (the most recent during rotation)."""
+        return VerifyKey.from_bytes(self.participant(participant_id).signing_public_key)
+
+    def keyring(self, *roles: Role) -> Keyring:
+        """Every key valid now of participants with one of `roles` (all keys during rotation)."""
+        if not roles:
+            raise InvalidArgument("a keyring needs at least one role", reason="NO_ROLES")
+        wanted = set(roles)
+        entries = [
+            (p.id, VerifyKey.from_bytes(p.signing_public_key))
+            for p in self.registry.participants
+            if p.role in wanted and p.not_before <= self.now <= p.not_after
+        ]
+        purpose = "+".join(sorted(Role.Name(role) for role in wanted))
+        return Keyring(entries, purpose=purpose)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrustView({self.federation_id!r} v{self.version} at {self.now}, "
+            f"{len(self._current)} participants)"
+        )
+
+
+def verify_registry(envelope: Envelope, root: VerifyKey, now: int) -> TrustView:
+    """Verify a signed registry under the root verify key and view it at `now`."""
+    root_keyring = Keyring.of({ROOT_SIGNER: root}, purpose="federation root")
+    try:
+        verified = verify_message(envelope, TrustRegistry, root_keyring)
+    except Unauthenticated as exc:
+        raise Unauthenticated(
+            f"trust registry is not signed by the federation root ({exc.reason}: {exc.message})",
+            reason="BAD_REGISTRY",
+        ) from exc
+    registry = verified.payload
+    if registry.not_after < now:
+        raise Unauthenticated(
+            f"trust registry version {registry.version} expired at {registry.not_after}",
+            reason="REGISTRY_EXPIRED",
+        )
+    return TrustView(registry, now)

@@ -1,0 +1,278 @@
+"""The agency node's checks on a contribution query (ARCHITECTURE.md "One score query" step 4).
+
+Plain functions; each raises a `FedscoreError` with a reason and returns the value it
+established. `admit_query` runs them in the one fixed order below, so a forged envelope is
+refused before anything it carries is believed or parsed:
+
+ 1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
+    UNKNOWN_SIGNER, BAD_SIGNATURE);
+ 2. it is addressed to this agency (WRONG_AGENCY); the spec parses (MALFORMED_MESSAGE);
+ 3. the policy hash is one this node holds (UNKNOWN_POLICY);
+ 4. it is fresh (QUERY_EXPIRED);
+ 5. the coordinator's log promise covers exactly these spec bytes (BAD_LOG_PROMISE);
+ 6. the consent token verifies, is not revoked, and covers this purpose, policy, agency
+    and domains (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, PURPOSE_MISMATCH, ...);
+ 7. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
+ 8. the query id is unused (REPLAYED_QUERY).
+
+Invariants:
+- Only facts from a verified envelope are written into `RefusalNotes`, so a forger cannot
+  put a query id or purpose of its choosing into the node's log.
+- Nothing here opens the sealed subject or reads a record: a query that fails any check
+  never touches personal data.
+- Every check reads in-memory state only, except the replay lookup passed in as a function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from fedscore.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+from fedscore.status import RevocationState
+from fedscore.tokens import VerifiedToken, verify_token
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import ContributionQuery, LogPromise, QuerySpec
+from keys.envelope import verify_message
+from keys.keyring import Keyring
+from keys.registry import TrustView
+from policies.model import Policy, Purpose
+
+# Clocks of the coordinator and the node may disagree by this much.
+CLOCK_SKEW_SECONDS = 30
+
+
+@dataclass
+class RefusalNotes:
+    """Authenticated facts about a query so far, for the "query_refused" log entry."""
+
+    query_id: str = ""
+    purpose: str = ""
+
+    def fields(self) -> dict[str, str]:
+        known = {"query_id": self.query_id, "purpose": self.purpose}
+        return {name: value for name, value in known.items() if value}
+
+
+@dataclass(frozen=True)
+class SignedQuery:
+    """A ContributionQuery the coordinator signed for this agency, with its parsed spec."""
+
+    query: ContributionQuery
+    spec: QuerySpec
+    query_hash: bytes  # SHA-256 of the exact spec bytes the coordinator logged
+    coordinator: str  # participant id of the signer
+
+
+@dataclass(frozen=True)
+class AdmittedQuery:
+    """A query that passed every check; the node must now answer it."""
+
+    signed: SignedQuery
+    policy: Policy
+    purpose: Purpose
+    token: VerifiedToken
+    year: int
+
+    @property
+    def query_id(self) -> str:
+        return str(self.signed.spec.query_id)
+
+    @property
+    def token_id(self) -> str:
+        return str(self.token.token.token_id)
+
+
+@dataclass(frozen=True)
+class NodeTrust:
+    """What the node trusts, fixed at start: keyrings, policies, revocations, its own id."""
+
+    agency_id: str
+    trust: TrustView
+    coordinator_keyring: Keyring
+    policies: Mapping[str, Policy]  # by content hash
+    revocations: RevocationState
+
+
+def authenticate_query(
+    envelope: Envelope, coordinator_keyring: Keyring, agency_id: str
+) -> SignedQuery:
+    """Steps 1-2: the coordinator signed it, it is for this agency, and its spec parses."""
+    verified = verify_message(envelope, ContributionQuery, coordinator_keyring)
+    query = verified.payload
+    if query.agency_id != agency_id:
+        raise PermissionDenied(
+            f"query is addressed to agency {query.agency_id!r}, this is {agency_id!r}",
+            reason="WRONG_AGENCY",
+        )
+    spec = QuerySpec()
+    try:
+        spec.ParseFromString(query.spec)
+    except DecodeError as exc:
+        raise InvalidArgument("query spec is not a valid QuerySpec", "MALFORMED_MESSAGE") from exc
+    if not spec.query_id:
+        raise InvalidArgument("query spec has no query id", reason="MALFORMED_MESSAGE")
+    return SignedQuery(
+        query=query,
+        spec=spec,
+        query_hash=hashlib.sha256(query.spec).digest(),
+        coordinator=verified.signer,
+    )
+
+
+def policy_named(spec: QuerySpec, policies: Mapping[str, Policy]) -> Policy:
+    """Step 3: the policy the query was asked under, if this node holds it."""
+    try:
+        return policies[spec.policy_hash]
+    except KeyError:
+        raise FailedPrecondition(
+            f"query names policy {spec.policy_hash!r}, which this node does not hold",
+            reason="UNKNOWN_POLICY",
+        ) from None
+
+
+def check_freshness(spec: QuerySpec, now: int) -> None:
+    """Step 4: not past its expiry, and not issued in the future beyond the clock skew."""
+    if now > spec.expires_at:
+        raise PermissionDenied(
+            f"query expired at {spec.expires_at} (now {now})", reason="QUERY_EXPIRED"
+        )
+    if spec.issued_at > now + CLOCK_SKEW_SECONDS:
+        raise PermissionDenied(
+            f"query issued at {spec.issued_at}, in the future of {now}", reason="QUERY_EXPIRED"
+        )
+
+
+def check_log_promise(signed: SignedQuery, coordinator_keyring: Keyring) -> LogPromise:
+    """Step 5: the coordinator logged exactly these spec bytes before asking."""
+    envelope = signed.query.log_promise
+    if not envelope.payload and not envelope.signature:
+        raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
+    try:
+        verified = verify_message(envelope, LogPromise, coordinator_keyring)
+    except (Unauthenticated, InvalidArgument) as exc:
+        raise Unauthenticated(
+            f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
+        ) from exc
+    promise = verified.payload
+    if promise.query_hash != signed.query_hash:
+        raise Unauthenticated("log promise is for another query", reason="BAD_LOG_PROMISE")
+    if not promise.origin == signed.spec.coordinator == signed.coordinator == verified.signer:
+        raise Unauthenticated(
+            "log promise, query spec and signature name different coordinators",
+            reason="BAD_LOG_PROMISE",
+        )
+    return promise
+
+
+def check_token(
+    spec: QuerySpec,
+    policy: Policy,
+    agency_id: str,
+    trust: TrustView,
+    revocations: RevocationState,
+    now: int,
+) -> VerifiedToken:
+    """Step 6: a live, unrevoked token for this purpose, policy, agency and its domains."""
+    verified = verify_token(spec.token, trust, now)
+    token = verified.token
+    revocations.check(token, now)
+    if token.purpose_id != spec.purpose_id:
+        raise PermissionDenied(
+            f"token is for purpose {token.purpose_id!r}, query asks for {spec.purpose_id!r}",
+            reason="PURPOSE_MISMATCH",
+        )
+    if token.policy_hash != spec.policy_hash:
+        raise PermissionDenied(
+            "token was granted under another policy version", reason="POLICY_MISMATCH"
+        )
+    if agency_id not in token.agencies:
+        raise PermissionDenied(
+            f"token does not name agency {agency_id!r}", reason="AGENCY_NOT_IN_TOKEN"
+        )
+    purpose = policy.purpose(spec.purpose_id)
+    check_domains(policy, purpose, agency_id, set(token.domains))
+    return verified
+
+
+def domains_used(policy: Policy, purpose: Purpose, agency_id: str) -> set[str]:
+    """Domains of this agency's indicators that count towards `purpose`."""
+    return {
+        indicator.domain
+        for indicator in policy.indicators_for(agency_id)
+        if indicator.domain in purpose.domains
+    }
+
+
+def check_domains(policy: Policy, purpose: Purpose, agency_id: str, consented: set[str]) -> None:
+    """The citizen consented to every domain this agency would contribute from."""
+    missing = domains_used(policy, purpose, agency_id) - consented
+    if missing:
+        raise PermissionDenied(
+            f"token does not cover domains {sorted(missing)} that {agency_id!r} contributes",
+            reason="DOMAIN_NOT_IN_TOKEN",
+        )
+
+
+def check_participants(spec: QuerySpec, purpose: Purpose, agency_id: str) -> None:
+    """Step 7: exactly the purpose's participant set: a subset would allow differencing."""
+    listed = list(spec.participants)
+    if len(set(listed)) != len(listed) or set(listed) != set(purpose.participants):
+        raise PermissionDenied(
+            f"query lists participants {sorted(listed)}, purpose {purpose.id!r} requires "
+            f"{sorted(purpose.participants)}",
+            reason="PARTICIPANT_SET_MISMATCH",
+        )
+    if agency_id not in listed:
+        raise PermissionDenied(
+            f"agency {agency_id!r} is not a participant of purpose {purpose.id!r}",
+            reason="PARTICIPANT_SET_MISMATCH",
+        )
+
+
+def check_not_replayed(query_id: str, seen: Callable[[str], bool]) -> None:
+    """Step 8: a query id is answered at most once."""
+    if seen(query_id):
+        raise AlreadyExists(f"query {query_id!r} was already answered", reason="REPLAYED_QUERY")
+
+
+def scoring_year(spec: QuerySpec, policy: Policy, now: int) -> int:
+    """The calendar year asked for; 0 means the current year in the policy's time zone."""
+    return int(spec.year) if spec.year else policy.current_year(now)
+
+
+def admit_query(
+    envelope: Envelope,
+    node: NodeTrust,
+    seen: Callable[[str], bool],
+    now: int,
+    notes: RefusalNotes,
+) -> AdmittedQuery:
+    """Run steps 1-8 in order; fill `notes` with what is authenticated as it is learned."""
+    signed = authenticate_query(envelope, node.coordinator_keyring, node.agency_id)
+    spec = signed.spec
+    notes.query_id = spec.query_id
+    notes.purpose = spec.purpose_id
+    policy = policy_named(spec, node.policies)
+    check_freshness(spec, now)
+    check_log_promise(signed, node.coordinator_keyring)
+    token = check_token(spec, policy, node.agency_id, node.trust, node.revocations, now)
+    purpose = policy.purpose(spec.purpose_id)
+    check_participants(spec, purpose, node.agency_id)
+    check_not_replayed(spec.query_id, seen)
+    return AdmittedQuery(
+        signed=signed,
+        policy=policy,
+        purpose=purpose,
+        token=token,
+        year=scoring_year(spec, policy, now),
+    )
