@@ -14,7 +14,7 @@ Invariants:
   being replayed at another position or in another party's log.
 - Bodies never hold personal data or secrets of the query path: a field whose key names
   a national ID, a pseudonym, a contribution or a masked value (at any depth) is refused,
-  as is any 13-digit string, before anything is written.
+  as is a string holding a stand-alone 13-digit number, before anything is written.
 - `root()` is computed from the stored leaf hashes of committed entries only; the cached
   peaks only ever extend over rows already committed, which are never rewritten.
 """
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy import BigInteger, Connection, Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
@@ -39,7 +39,9 @@ from fedscore.errors import FailedPrecondition, InvalidArgument
 
 # Normalised (lower case, no "_" or "-") key fragments an entry body may never contain.
 DENIED_KEYS = ("nationalid", "pseudonym", "contribution", "maskedvalue")
-_THIRTEEN_DIGITS = re.compile(r"[0-9]{13}")
+# A 13-digit number standing alone (plain or as printed on ID cards, 1-2345-67890-12-3).
+# Runs of digits inside hex or base64 (bounded by letters) are hashes, not IDs.
+_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:\d{13}|\d-\d{4}-\d{5}-\d{2}-\d)(?![0-9A-Za-z])")
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 # A writer loses the race for an index only when another one commits first; this many
 # losses in a row means the database is not serialising writers (e.g. REPEATABLE READ).
@@ -52,11 +54,14 @@ class AuditEntry(SQLModel, table=True):
 
     __tablename__ = "audit_entry"
 
-    index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    # 64-bit on PostgreSQL; indexes are allocated here, never by the database.
+    index: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
     kind: str
     body: str
     leaf_hash: str
-    logged_at: int
+    logged_at: int = Field(sa_type=BigInteger)
 
 
 AUDIT_ENTRY: Table = AuditEntry.__table__  # type: ignore[attr-defined]
@@ -68,7 +73,7 @@ class LogRef:
 
     index: int
     leaf_hash: bytes
-    logged_at: int
+    logged_at: int = Field(sa_type=BigInteger)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class LogEntry:
     kind: str
     body: str
     leaf_hash: bytes
-    logged_at: int
+    logged_at: int = Field(sa_type=BigInteger)
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -121,7 +126,7 @@ def _check_value(value: object, path: str) -> None:
         for i, inner in enumerate(value):
             _check_value(inner, f"{path}[{i}]")
     elif isinstance(value, str):
-        if _THIRTEEN_DIGITS.search(value):
+        if _ID_LIKE.search(value):
             # The value itself is not echoed: it may be a national ID.
             raise InvalidArgument(
                 f"{path}: a log entry never holds a 13-digit number", "DENIED_LOG_FIELD"

@@ -45,7 +45,7 @@ class PushTarget:
 
     party_id: str
     endpoint: str
-    role: Role.ValueType
+    role: int  # a fedscore.v1.Role value
 
 
 @dataclass(frozen=True)

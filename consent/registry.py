@@ -1,4 +1,4 @@
-"""The consent registry's workflows: grant, revoke, status, list, status-list publication.
+"""The consent registry's workflows: grant, revoke, status, list.
 
 Plain functions over a `ConsentRegistry` (opened once at start); the gRPC handlers in
 `consent.service` only decode, call these and encode, and unit tests call them directly.
@@ -12,15 +12,13 @@ Invariants:
 - Only the citizen who granted a consent can revoke it or see it listed.
 - Revocation is idempotent: revoking a revoked token returns a receipt and changes
   nothing. A first revocation bumps the status-list sequence in the same transaction,
-  so every list signed afterwards carries the revoked bit.
-- The published status list is re-signed whenever the sequence changed or the signed
-  copy is older than half its time-to-live, so a list a party holds is never stale
-  while the registry is up.
+  so every list signed afterwards carries the revoked bit (see `consent.status_list`).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -28,11 +26,19 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from audit.log import EventLog
+from consent.receipts import GRANTED, signed_receipt
+from consent.receipts import REVOKED as REVOKED_EVENT
+from consent.store import (
+    ConsentGrant,
+    add_grant,
+    draw_status_index,
+    find_grant,
+    grants_of,
+    status_list_record,
+)
 from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from fedscore.party import Party
-from fedscore.status import build_status_list
 from fedscore.v1.consent_pb2 import (
-    ConsentReceipt,
     ConsentToken,
     GrantSummary,
     RevocationNotice,
@@ -48,23 +54,12 @@ from keys.seal import seal_subject
 from keys.signing import SigningKey
 from policies.model import Policy, Purpose
 
-from consent.store import (
-    ConsentGrant,
-    add_grant,
-    draw_status_index,
-    find_grant,
-    grant_count,
-    grants_of,
-    revoked_indexes,
-    status_list_record,
-    status_list_size,
-)
-
 LEGAL_BASIS = "PDPA s.19 consent"
 DEFAULT_STATUS_TTL_SECONDS = 60
 SECONDS_PER_DAY = 86_400
 # A citizen portal's clock may lag ours a little; a window may start this much in the past.
 CLOCK_SKEW_SECONDS = 300
+_THIRTEEN_DIGITS = re.compile(r"[0-9]{13}")
 
 ACTIVE = "active"
 REVOKED = "revoked"
@@ -112,6 +107,20 @@ class ConsentRegistry:
             status_ttl_seconds=status_ttl_seconds,
         )
 
+    def receipt(
+        self, token: ConsentToken, *, event: str, event_time: int, national_id: str
+    ) -> Envelope:
+        """The citizen's signed receipt for `event` on `token`."""
+        return signed_receipt(
+            self.registry_id,
+            self.signing_key,
+            self.policy,
+            token,
+            event=event,
+            event_time=event_time,
+            national_id=national_id,
+        )
+
     def citizen_key(self, national_id: str) -> str:
         """The key grants are stored under: HMAC of the ID, useless without our key."""
         return pseudonym(self.pseudonym_key, national_id)
@@ -130,6 +139,18 @@ class Revocation:
     receipt: Envelope
     # Signed RevocationNotice to push; None when the token was already revoked before.
     notice: Envelope | None
+
+
+def new_token_id() -> str:
+    """16 random bytes in hex, drawn again if they hold a run of 13 decimal digits.
+
+    Audit logs refuse any 13-digit string (it could be a national ID), and about one
+    random hex id in sixty holds such a run; redrawing costs almost no entropy.
+    """
+    while True:
+        token_id = secrets.token_hex(16)
+        if not _THIRTEEN_DIGITS.search(token_id):
+            return token_id
 
 
 # --- who may call -----------------------------------------------------------------
@@ -213,43 +234,6 @@ def _agency_box_keys(trust: TrustView, purpose: Purpose) -> dict[str, bytes]:
         ) from exc
 
 
-def _how_to_withdraw(token_id: str) -> str:
-    return (
-        "You may withdraw this consent at any time, as easily as you gave it: run "
-        f"`fedscore consent revoke --token-id {token_id}` or use the citizen portal. "
-        "Withdrawal reaches every agency and the coordinator at once; nobody may use "
-        "your score for positive behaviour under this consent afterwards."
-    )
-
-
-def _receipt(
-    registry: ConsentRegistry,
-    token: ConsentToken,
-    *,
-    event: str,
-    event_time: int,
-    subject_hint: str,
-) -> Envelope:
-    purpose = registry.policy.purposes.get(token.purpose_id)
-    receipt = ConsentReceipt(
-        receipt_id=secrets.token_hex(16),
-        token_id=token.token_id,
-        event=event,
-        controller=registry.registry_id,
-        purpose_id=token.purpose_id,
-        purpose_description=purpose.description if purpose is not None else "",
-        relying_party=token.relying_party,
-        agencies=list(token.agencies),
-        event_time=event_time,
-        not_before=token.not_before,
-        not_after=token.not_after,
-        legal_basis=token.legal_basis,
-        how_to_withdraw=_how_to_withdraw(token.token_id),
-        subject_hint=subject_hint,
-    )
-    return sign_message(receipt, registry.signing_key)
-
-
 def grant(
     registry: ConsentRegistry,
     *,
@@ -272,7 +256,7 @@ def grant(
     start = _check_window(purpose, not_before, not_after, now)
     uses = _check_uses(purpose, max_uses)
     box_keys = _agency_box_keys(registry.trust, purpose)
-    token_id = secrets.token_hex(16)
+    token_id = new_token_id()
     with Session(registry.engine) as session:
         status_index, _ = draw_status_index(session)
         token = ConsentToken(
@@ -298,9 +282,7 @@ def grant(
             issued_at=now,
         )
         envelope = sign_message(token, registry.signing_key)
-        receipt = _receipt(
-            registry, token, event="granted", event_time=now, subject_hint=national_id[-4:]
-        )
+        receipt = registry.receipt(token, event=GRANTED, event_time=now, national_id=national_id)
         add_grant(
             session,
             ConsentGrant(
@@ -326,6 +308,7 @@ def grant(
                 "not_before": start,
                 "not_after": not_after,
             },
+            now=now,
         )
         session.commit()
     return IssuedConsent(token_id=token_id, token=envelope, receipt=receipt)
@@ -351,21 +334,19 @@ def _own_grant(
 def stored_token(grant_row: ConsentGrant) -> ConsentToken:
     """The token as we signed it (our own stored bytes, so no verification needed)."""
     envelope = Envelope.FromString(grant_row.token_envelope)
-    return ConsentToken.FromString(envelope.payload)
+    token: ConsentToken = ConsentToken.FromString(envelope.payload)
+    return token
 
 
-def revoke(
-    registry: ConsentRegistry, *, national_id: str, token_id: str, now: int
-) -> Revocation:
+def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: int) -> Revocation:
     """Withdraw the citizen's consent; the caller pushes `notice` to every checking party."""
     national_id = validate_national_id(national_id)
     with Session(registry.engine) as session:
         row = _own_grant(registry, session, national_id, token_id)
         token = stored_token(row)
-        hint = national_id[-4:]
         if row.revoked_at is not None:
-            receipt = _receipt(
-                registry, token, event="revoked", event_time=row.revoked_at, subject_hint=hint
+            receipt = registry.receipt(
+                token, event=REVOKED_EVENT, event_time=row.revoked_at, national_id=national_id
             )
             return Revocation(token_id=token_id, receipt=receipt, notice=None)
         row.revoked_at = now
@@ -377,9 +358,10 @@ def revoke(
             session,
             "consent_revoked",
             {"token_id": token_id, "revoked_at": now, "status_sequence": record.sequence},
+            now=now,
         )
         session.commit()
-    receipt = _receipt(registry, token, event="revoked", event_time=now, subject_hint=hint)
+    receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=now, national_id=national_id)
     notice = RevocationNotice(
         issuer=registry.registry_id,
         token_id=token_id,
@@ -395,7 +377,7 @@ def revoke(
 
 
 def status_of(row: ConsentGrant, now: int) -> str:
-    """Same boundaries as `fedscore.tokens.verify_token`: valid for not_before <= now <= not_after."""
+    """Boundaries as in `fedscore.tokens.verify_token`: valid for not_before <= now <= not_after."""
     if row.revoked_at is not None:
         return REVOKED
     if now > row.not_after:
@@ -431,47 +413,3 @@ def list_grants(registry: ConsentRegistry, *, national_id: str, now: int) -> lis
             )
             for row in rows
         ]
-
-
-# --- status list ------------------------------------------------------------------
-
-
-def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
-    """The signed status list: the stored copy while fresh, else a newly signed one."""
-    ttl = registry.status_ttl_seconds
-    with Session(registry.engine) as session:
-        record = status_list_record(session)
-        age = now - record.signed_at
-        if (
-            record.signed_envelope is not None
-            and record.signed_sequence == record.sequence
-            and record.signed_ttl == ttl
-            and 0 <= age < ttl / 2
-        ):
-            return Envelope.FromString(record.signed_envelope)
-        size_bits = status_list_size(grant_count(session))
-        revoked = revoked_indexes(session)
-        status_list = build_status_list(
-            registry.registry_id, record.sequence, revoked, size_bits, ttl, now
-        )
-        envelope = sign_message(status_list, registry.signing_key)
-        new_sequence = record.signed_sequence != record.sequence
-        record.signed_sequence = record.sequence
-        record.signed_at = now
-        record.signed_ttl = ttl
-        record.signed_envelope = envelope.SerializeToString()
-        session.add(record)
-        if new_sequence:
-            registry.log.append(
-                session,
-                "status_list_published",
-                {
-                    "sequence": record.sequence,
-                    "size_bits": size_bits,
-                    "revoked": len(revoked),
-                    "ttl_seconds": ttl,
-                    "issued_at": now,
-                },
-            )
-        session.commit()
-        return envelope

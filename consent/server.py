@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from audit.log import EventLog
-from fedscore.party import Party
-from fedscore.rpc import RunningServer, start_server
-
 from consent.push import DEFAULT_PUSH_TIMEOUT_SECONDS, RevocationPusher, push_targets
 from consent.registry import DEFAULT_STATUS_TTL_SECONDS, ConsentRegistry
 from consent.service import SERVICE_NAME, Clock, consent_handlers
 from consent.store import open_engine
+from fedscore.party import Party
+from fedscore.rpc import RunningServer, start_server
 
 
 @dataclass
@@ -52,9 +51,7 @@ async def start(
     """Open the registry's state and serve `fedscore.v1.ConsentService`."""
     engine = open_engine(party.db_url)
     log = EventLog(engine, party.id)
-    registry = ConsentRegistry.for_party(
-        party, engine, log, status_ttl_seconds=status_ttl_seconds
-    )
+    registry = ConsentRegistry.for_party(party, engine, log, status_ttl_seconds=status_ttl_seconds)
     pusher = RevocationPusher(push_targets(party.trust), party.tls, log, timeout=push_timeout)
     try:
         server = await start_server(
@@ -66,6 +63,4 @@ async def start(
         await pusher.close()
         engine.dispose()
         raise
-    return Running(
-        port=server.port, registry=registry, pusher=pusher, server=server, engine=engine
-    )
+    return Running(port=server.port, registry=registry, pusher=pusher, server=server, engine=engine)

@@ -18,6 +18,17 @@ from collections.abc import Callable
 import grpc.aio
 from google.protobuf.message import Message
 
+from consent.push import RevocationPusher
+from consent.registry import (
+    ConsentRegistry,
+    consent_status,
+    grant,
+    list_grants,
+    require_citizen_portal,
+    require_participant,
+    revoke,
+)
+from consent.status_list import publish_status_list
 from fedscore.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.consent_pb2 import (
     ConsentStatusRequest,
@@ -30,18 +41,6 @@ from fedscore.v1.consent_pb2 import (
     ListGrantsResponse,
     RevokeRequest,
     RevokeResponse,
-)
-
-from consent.push import RevocationPusher
-from consent.registry import (
-    ConsentRegistry,
-    consent_status,
-    grant,
-    list_grants,
-    publish_status_list,
-    require_citizen_portal,
-    require_participant,
-    revoke,
 )
 
 SERVICE_NAME = "fedscore.v1.ConsentService"

@@ -15,7 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,26 +49,49 @@ _REFUSAL_CODES = frozenset(
 
 
 class NodeChannels:
-    """One mutual-TLS channel per agency endpoint in the trust registry."""
+    """One mutual-TLS channel per agency endpoint in the trust registry.
 
-    def __init__(self, channels: Mapping[str, grpc.aio.Channel]) -> None:
-        self._channels = dict(channels)
+    A channel whose node failed is replaced by a fresh, still idle one: gRPC would
+    otherwise retry on its own backoff (up to two minutes), and a node that is back
+    would stay unreachable that long. A healthy node's channel is never reopened.
+    """
+
+    def __init__(
+        self, endpoints: Mapping[str, str], open_channel: Callable[[str, str], grpc.aio.Channel]
+    ) -> None:
+        self._endpoints = dict(endpoints)
+        self._open = open_channel
+        self._channels = {
+            agency: open_channel(agency, endpoint) for agency, endpoint in self._endpoints.items()
+        }
 
     @classmethod
     def open(cls, trust: TrustView, tls: TlsMaterial) -> NodeChannels:
-        return cls(
-            {
-                agency.id: secure_channel(agency.endpoint, tls, server_name=agency.id)
-                for agency in trust.by_role(trust_pb2.ROLE_AGENCY)
-                if agency.endpoint
-            }
-        )
+        def open_channel(agency_id: str, endpoint: str) -> grpc.aio.Channel:
+            return secure_channel(endpoint, tls, server_name=agency_id)
+
+        endpoints = {
+            agency.id: agency.endpoint
+            for agency in trust.by_role(trust_pb2.ROLE_AGENCY)
+            if agency.endpoint
+        }
+        return cls(endpoints, open_channel)
 
     def get(self, agency_id: str) -> grpc.aio.Channel | None:
         return self._channels.get(agency_id)
 
+    async def replace(self, agency_id: str, failed: grpc.aio.Channel) -> None:
+        """Swap `failed` for a new channel, unless a concurrent query already did."""
+        current = self._channels.get(agency_id)
+        if current is None or current is not failed:
+            return
+        self._channels[agency_id] = self._open(agency_id, self._endpoints[agency_id])
+        await current.close()
+
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+        channels = list(self._channels.values())
+        self._channels.clear()
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
 @dataclass(frozen=True)
@@ -182,11 +205,15 @@ async def _ask(
     except FedscoreError as error:
         if error.code in _REFUSAL_CODES:
             answers.refused[agency_id] = error
-        else:
-            answers.unavailable.append(agency_id)
-        return
+            return
+        node_down = True
     except (TimeoutError, grpc.RpcError):
+        node_down = True
+    else:
+        node_down = False
+    if node_down:
         answers.unavailable.append(agency_id)
+        await channels.replace(agency_id, channel)
         return
     try:
         answers.masked[agency_id] = verify_answer(response.answer, agency_id, logged, keyring)

@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -151,13 +152,20 @@ async def answer_score(
         raise
     query_id = logged.spec.query_id
 
-    answers = await fan_out(
-        logged,
-        coordinator.channels,
-        coordinator.signing_key,
-        coordinator.agency_keyring,
-        coordinator.node_deadline,
-    )
+    try:
+        answers = await fan_out(
+            logged,
+            coordinator.channels,
+            coordinator.signing_key,
+            coordinator.agency_keyring,
+            coordinator.node_deadline,
+        )
+    except asyncio.CancelledError:
+        # The caller went away mid-query; the log still shows how the query ended.
+        coordinator.store.finish(
+            query_id, "failed", "query_failed", {"query_id": query_id, "reason": "CANCELLED"}
+        )
+        raise
     try:
         answers.raise_for_failure()
         total = secure_sum(answers.masked.values())

@@ -1,6 +1,7 @@
 """gRPC handlers of the coordinator: decode, call a plain function, encode.
 
-Errors are mapped to statuses in `fedscore.rpc` only; nothing here catches to translate.
+Errors are mapped to statuses in `fedscore.rpc` only; handlers catch only to log a
+request that could not even be parsed, then re-raise it unchanged.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import grpc.aio
 
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
+from fedscore.errors import FedscoreError
 from fedscore.rpc import Handler, parse_request
 from fedscore.v1 import query_pb2
 
@@ -21,13 +23,22 @@ class CoordinatorService:
         self.coordinator = coordinator
 
     async def score(self, raw: bytes, context: grpc.aio.ServicerContext) -> query_pb2.ScoreResponse:
-        request = parse_request(raw, query_pb2.ScoreRequest)
+        try:
+            request = parse_request(raw, query_pb2.ScoreRequest)
+        except FedscoreError as error:
+            # Malformed or oversized requests are refusals too, and every refusal is logged.
+            self.coordinator.store.refuse({"reason": error.reason})
+            raise
         return await answer_score(self.coordinator, request)
 
     async def push_revocation(
         self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> query_pb2.PushRevocationResponse:
-        request = parse_request(raw, query_pb2.PushRevocationRequest)
+        try:
+            request = parse_request(raw, query_pb2.PushRevocationRequest)
+        except FedscoreError as error:
+            self.coordinator.store.log.append_now("revocation_refused", {"reason": error.reason})
+            raise
         return receive_revocation(self.coordinator, request)
 
     def handlers(self) -> dict[str, dict[str, Handler]]:

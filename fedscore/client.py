@@ -113,16 +113,20 @@ class ScoreOutcome:
     release_value: int | str | bool
 
 
-async def send_score_query(relying_party: Party, signed_query: Envelope) -> ScoreOutcome:
-    """Send a signed query; verify the coordinator's signed answer and its binding."""
-    async with channel_to(relying_party, COORDINATOR_ID) as channel:
-        response = await call_unary(
-            channel,
-            "/fedscore.v1.CoordinatorService/Score",
-            ScoreRequest(query=signed_query),
-            ScoreResponse,
-            CALL_TIMEOUT,
-        )
+async def send_score_query(
+    relying_party: Party, signed_query: Envelope, channel: grpc.aio.Channel | None = None
+) -> ScoreOutcome:
+    """Send a signed query; verify the coordinator's signed answer and its binding.
+
+    Pass an open `channel` to the coordinator to reuse it across queries.
+    """
+    request = ScoreRequest(query=signed_query)
+    method = "/fedscore.v1.CoordinatorService/Score"
+    if channel is None:
+        async with channel_to(relying_party, COORDINATOR_ID) as own_channel:
+            response = await call_unary(own_channel, method, request, ScoreResponse, CALL_TIMEOUT)
+    else:
+        response = await call_unary(channel, method, request, ScoreResponse, CALL_TIMEOUT)
     keyring = relying_party.trust.keyring(Role.ROLE_COORDINATOR)
     result = verify_message(response.result, ScoreResult, keyring).payload
     sent = ScoreQuery.FromString(signed_query.payload)

@@ -70,7 +70,9 @@ async def _adversary(workdir: Path, self_view_token: Path) -> tuple[str, str]:
         forged_reason = "ACCEPTED"
     except FedscoreError as error:
         forged_reason = error.reason
-    narrate(f"  forged request (signed by an outsider's key, claiming the portal's): {forged_reason}")
+    narrate(
+        f"  forged request (signed by an outsider's key, claiming the portal's): {forged_reason}"
+    )
     await send_score_query(portal, genuine)
     try:
         await send_score_query(portal, genuine)
@@ -94,18 +96,39 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
     for party_id, role in layout.roles.items():
         narrate(f"  {party_id:18} {role:24} {layout.endpoints.get(party_id) or '(client only)'}")
     policy = load_party(workdir, "regulator").policy
-    narrate(f"  signed policy {policy.content_hash[:23]}... with {len(policy.indicators)} indicators")
+    narrate(
+        f"  signed policy {policy.content_hash[:23]}... with {len(policy.indicators)} indicators"
+    )
 
     step(f"2. Each agency exports its own records ({citizens} synthetic citizens)")
     data = generate(workdir / "data", policy, layout.agencies, citizens, seed=int(time.time()))
     narrate(f"  {data.records} records across {len(data.files)} export files in {workdir / 'data'}")
     for agency, path in data.files.items():
-        _, report, _ = cli(workdir, "node", "ingest", "--workdir", str(workdir),
-                           "--agency", agency, str(path), "--json")
+        _, report, _ = cli(
+            workdir,
+            "node",
+            "ingest",
+            "--workdir",
+            str(workdir),
+            "--agency",
+            agency,
+            str(path),
+            "--json",
+        )
         narrate(f"    {agency}: {report['new_records']} records stored under agency pseudonyms")
-    _, again, _ = cli(workdir, "node", "ingest", "--workdir", str(workdir), "--agency",
-                      layout.agencies[0], str(data.files[layout.agencies[0]]), "--json")
-    narrate(f"    re-importing the same file changes nothing: already_imported={again['already_imported']}")
+    _, again, _ = cli(
+        workdir,
+        "node",
+        "ingest",
+        "--workdir",
+        str(workdir),
+        "--agency",
+        layout.agencies[0],
+        str(data.files[layout.agencies[0]]),
+        "--json",
+    )
+    unchanged = again["already_imported"]
+    narrate(f"    re-importing the same file changes nothing: already_imported={unchanged}")
 
     processes = FederationProcesses(workdir)
     citizen = data.demo_citizen
@@ -117,30 +140,96 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
             narrate(f"  {party_id:18} pid {process.pid}  serving on {layout.endpoints[party_id]}")
 
         step(f"4. Citizen ...{citizen[-4:]} consents: PTT may ask for the fuel-discount band")
-        _, ptt_grant, _ = cli(workdir, "consent", "grant", "--workdir", str(workdir),
-                              "--citizen", citizen, "--purpose", "ptt-fuel-discount",
-                              "--relying-party", "ptt", "--days", "30", "--json")
+        _, ptt_grant, _ = cli(
+            workdir,
+            "consent",
+            "grant",
+            "--workdir",
+            str(workdir),
+            "--citizen",
+            citizen,
+            "--purpose",
+            "ptt-fuel-discount",
+            "--relying-party",
+            "ptt",
+            "--days",
+            "30",
+            "--json",
+        )
         narrate(f"  token {ptt_grant['token_id']} sealed for {', '.join(ptt_grant['agencies'])}")
-        _, self_grant, _ = cli(workdir, "consent", "grant", "--workdir", str(workdir),
-                               "--citizen", citizen, "--purpose", "self-view",
-                               "--relying-party", "citizen-portal", "--days", "1", "--json")
+        _, self_grant, _ = cli(
+            workdir,
+            "consent",
+            "grant",
+            "--workdir",
+            str(workdir),
+            "--citizen",
+            citizen,
+            "--purpose",
+            "self-view",
+            "--relying-party",
+            "citizen-portal",
+            "--days",
+            "1",
+            "--json",
+        )
 
         step("5. PTT asks; the coordinator sums masked answers it cannot read one by one")
-        _, band, _ = cli(workdir, "score", "--workdir", str(workdir), "--as", "ptt",
-                         "--token", ptt_grant["token_file"], "--json")
+        _, band, _ = cli(
+            workdir,
+            "score",
+            "--workdir",
+            str(workdir),
+            "--as",
+            "ptt",
+            "--token",
+            ptt_grant["token_file"],
+            "--json",
+        )
         narrate(f"  PTT learns only the band: {band['value']!r}")
-        _, own, _ = cli(workdir, "score", "--workdir", str(workdir), "--as", "citizen-portal",
-                        "--token", self_grant["token_file"], "--json")
+        _, own, _ = cli(
+            workdir,
+            "score",
+            "--workdir",
+            str(workdir),
+            "--as",
+            "citizen-portal",
+            "--token",
+            self_grant["token_file"],
+            "--json",
+        )
         federated = int(own["value"])
         expected = expected_total(data.files, policy, citizen, data.year)
-        narrate(f"  the citizen sees the full {data.year} score: {federated} "
-                f"(computed from the export files independently: {expected})")
+        narrate(
+            f"  the citizen sees the full {data.year} score: {federated} "
+            f"(computed from the export files independently: {expected})"
+        )
 
         step("6. The citizen revokes PTT's consent; PTT asks again")
-        cli(workdir, "consent", "revoke", "--workdir", str(workdir), "--citizen", citizen,
-            "--token-id", ptt_grant["token_id"], "--json")
-        code, _, stderr = cli(workdir, "score", "--workdir", str(workdir), "--as", "ptt",
-                              "--token", ptt_grant["token_file"], "--json", expect_ok=False)
+        cli(
+            workdir,
+            "consent",
+            "revoke",
+            "--workdir",
+            str(workdir),
+            "--citizen",
+            citizen,
+            "--token-id",
+            ptt_grant["token_id"],
+            "--json",
+        )
+        code, _, stderr = cli(
+            workdir,
+            "score",
+            "--workdir",
+            str(workdir),
+            "--as",
+            "ptt",
+            "--token",
+            ptt_grant["token_file"],
+            "--json",
+            expect_ok=False,
+        )
         after = _reason(stderr) if code != 0 else "ACCEPTED"
         narrate(f"  refused: {after}")
 
@@ -148,8 +237,9 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         forged, replayed = asyncio.run(_adversary(workdir, Path(self_grant["token_file"])))
 
         step("8. Consents as the citizen sees them")
-        _, listing, _ = cli(workdir, "consent", "list", "--workdir", str(workdir),
-                            "--citizen", citizen, "--json")
+        _, listing, _ = cli(
+            workdir, "consent", "list", "--workdir", str(workdir), "--citizen", citizen, "--json"
+        )
         for grant in listing["grants"]:
             narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
     finally:

@@ -61,8 +61,10 @@ def generate(
         for person in people:
             for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
                 this_year = rng.random() < 0.8
-                day = start + timedelta(days=rng.randint(0, span)) if this_year else date(
-                    year - 1, rng.randint(1, 12), rng.randint(1, 28)
+                day = (
+                    start + timedelta(days=rng.randint(0, span))
+                    if this_year
+                    else date(year - 1, rng.randint(1, 12), rng.randint(1, 28))
                 )
                 rows[agency].append(
                     {

@@ -91,7 +91,8 @@ def init_federation(
     root = Path(workdir)
     if root.exists() and any(root.iterdir()):
         raise InvalidArgument(
-            f"{root} is not empty; choose a new folder for the federation", reason="FOLDER_NOT_EMPTY"
+            f"{root} is not empty; choose a new folder for the federation",
+            reason="FOLDER_NOT_EMPTY",
         )
     document = default_policy_document(agency_count)
     policy = parse_policy(document)
@@ -99,15 +100,16 @@ def init_federation(
     paths = FederationPaths(root)
     now = int(time.time())
     passphrase = passphrase or secrets.token_urlsafe(24)
-    layout = FederationLayout(root=root, federation_id="fedscore-local-" + secrets.token_hex(4),
-                              agencies=agencies)
+    layout = FederationLayout(
+        root=root, federation_id="fedscore-local-" + secrets.token_hex(4), agencies=agencies
+    )
 
     ca_key_pem, ca_cert_pem = create_ca(f"{layout.federation_id} CA")
     root_key = SigningKey.generate()
     policy_key = SigningKey.generate()
 
     servers = [REGISTRY_ID, COORDINATOR_ID, *agencies]
-    roles: dict[str, tuple[Role.ValueType, str]] = {
+    roles: dict[str, tuple[Role, str]] = {
         REGISTRY_ID: (Role.ROLE_CONSENT_REGISTRY, "Consent registry"),
         COORDINATOR_ID: (Role.ROLE_COORDINATOR, "Coordinator"),
         **{a: (Role.ROLE_AGENCY, policy.agencies[a].name) for a in agencies},
@@ -168,8 +170,9 @@ def init_federation(
     _write(paths.policy_json, canonical_json(policy.document).encode("utf-8"))
     _write(paths.policy_signed, sign_policy(policy, policy_key).SerializeToString())
     save_signing_key(paths.offline / "root.key", root_key, passphrase, fast_kdf=fast_kdf)
-    save_signing_key(paths.offline / "policy-authority.key", policy_key, passphrase,
-                     fast_kdf=fast_kdf)
+    save_signing_key(
+        paths.offline / "policy-authority.key", policy_key, passphrase, fast_kdf=fast_kdf
+    )
     save_pem_key(paths.offline / "ca.key", ca_key_pem, passphrase, fast_kdf=fast_kdf)
     for party_id, party_secrets, cert_pem in party_files:
         save_secrets(paths.party_key(party_id), party_secrets, passphrase, fast_kdf=fast_kdf)

@@ -26,7 +26,7 @@ from keys.signing import SigningKey, VerifyKey
 from policies.model import Policy
 from policies.signing import verify_policy
 
-PASSPHRASE_ENV = "FEDSCORE_PASSPHRASE"
+PASSPHRASE_ENV = "FEDSCORE_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Party:
     db_url: str
 
     @property
-    def role(self) -> Role.ValueType:
+    def role(self) -> Role:
         return self.participant.role
 
 

@@ -66,8 +66,16 @@ class FederationProcesses:
         log_path = FederationPaths(self.workdir).party_dir(party_id) / "serve.log"
         log = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "fedscore.cli.main", "serve",
-             "--workdir", str(self.workdir), "--party", party_id],
+            [
+                sys.executable,
+                "-m",
+                "fedscore.cli.main",
+                "serve",
+                "--workdir",
+                str(self.workdir),
+                "--party",
+                party_id,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

@@ -69,7 +69,7 @@ def parse_request(raw: bytes, message_type: type[M]) -> M:
             f"message of {len(raw)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
             reason="MESSAGE_TOO_LARGE",
         )
-    message = message_type()
+    message: M = message_type()
     try:
         message.ParseFromString(raw)
     except DecodeError as exc:

@@ -27,10 +27,9 @@ from keys.pseudonym import pseudonym
 from keys.registry import TrustView
 from keys.seal import open_subject
 from keys.signing import SigningKey
+from node.checks import AdmittedQuery
 from policies.model import Policy, Purpose
 from policies.scoring import contribution
-
-from node.checks import AdmittedQuery
 
 
 def derive_mask_seeds(agency_id: str, box: BoxKeyPair, trust: TrustView) -> dict[str, bytes]:

@@ -13,7 +13,7 @@ refused before anything it carries is believed or parsed:
  6. the consent token verifies, is not revoked, and covers this purpose, policy, agency
     and domains (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, PURPOSE_MISMATCH, ...);
  7. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
- 8. the query id is unused (REPLAYED_QUERY).
+ 8. the year can hold a score (BAD_YEAR), and the query id is unused (REPLAYED_QUERY).
 
 Invariants:
 - Only facts from a verified envelope are written into `RefusalNotes`, so a forger cannot
@@ -49,6 +49,8 @@ from policies.model import Policy, Purpose
 
 # Clocks of the coordinator and the node may disagree by this much.
 CLOCK_SKEW_SECONDS = 30
+# No record predates Unix time; the upper bound keeps the year window a valid datetime.
+MIN_YEAR, MAX_YEAR = 1970, 9998
 
 
 @dataclass
@@ -247,7 +249,11 @@ def check_not_replayed(query_id: str, seen: Callable[[str], bool]) -> None:
 
 def scoring_year(spec: QuerySpec, policy: Policy, now: int) -> int:
     """The calendar year asked for; 0 means the current year in the policy's time zone."""
-    return int(spec.year) if spec.year else policy.current_year(now)
+    if not spec.year:
+        return policy.current_year(now)
+    if not MIN_YEAR <= spec.year <= MAX_YEAR:
+        raise InvalidArgument(f"year {spec.year} cannot hold a score", reason="BAD_YEAR")
+    return int(spec.year)
 
 
 def admit_query(
@@ -268,11 +274,6 @@ def admit_query(
     token = check_token(spec, policy, node.agency_id, node.trust, node.revocations, now)
     purpose = policy.purpose(spec.purpose_id)
     check_participants(spec, purpose, node.agency_id)
+    year = scoring_year(spec, policy, now)
     check_not_replayed(spec.query_id, seen)
-    return AdmittedQuery(
-        signed=signed,
-        policy=policy,
-        purpose=purpose,
-        token=token,
-        year=scoring_year(spec, policy, now),
-    )
+    return AdmittedQuery(signed=signed, policy=policy, purpose=purpose, token=token, year=year)

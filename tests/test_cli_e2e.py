@@ -59,24 +59,58 @@ def test_grant_score_revoke_refused(federation: tuple[Path, object]) -> None:
     policy = load_party(workdir, "regulator").policy
     expected = expected_total(data.files, policy, citizen, data.year)  # type: ignore[attr-defined]
 
-    own = ok_json("consent", "grant", "--workdir", w, "--citizen", citizen,
-                  "--purpose", "self-view", "--relying-party", "citizen-portal", "--days", "1")
-    seen = ok_json("score", "--workdir", w, "--as", "citizen-portal", "--token",
-                   str(own["token_file"]))
+    own = ok_json(
+        "consent",
+        "grant",
+        "--workdir",
+        w,
+        "--citizen",
+        citizen,
+        "--purpose",
+        "self-view",
+        "--relying-party",
+        "citizen-portal",
+        "--days",
+        "1",
+    )
+    seen = ok_json(
+        "score", "--workdir", w, "--as", "citizen-portal", "--token", str(own["token_file"])
+    )
     assert seen["release"] == "score"
     assert seen["value"] == expected
 
-    grant = ok_json("consent", "grant", "--workdir", w, "--citizen", citizen,
-                    "--purpose", "ptt-fuel-discount", "--relying-party", "ptt", "--days", "30")
+    grant = ok_json(
+        "consent",
+        "grant",
+        "--workdir",
+        w,
+        "--citizen",
+        citizen,
+        "--purpose",
+        "ptt-fuel-discount",
+        "--relying-party",
+        "ptt",
+        "--days",
+        "30",
+    )
     band = ok_json("score", "--workdir", w, "--as", "ptt", "--token", str(grant["token_file"]))
     assert band["release"] == "band"
     assert band["value"] == policy.release(policy.purpose("ptt-fuel-discount"), expected)[1]
 
-    revoked = ok_json("consent", "revoke", "--workdir", w, "--citizen", citizen,
-                      "--token-id", str(grant["token_id"]))
+    revoked = ok_json(
+        "consent",
+        "revoke",
+        "--workdir",
+        w,
+        "--citizen",
+        citizen,
+        "--token-id",
+        str(grant["token_id"]),
+    )
     assert revoked["event"] == "revoked"
-    refused = fedscore("score", "--workdir", w, "--as", "ptt", "--token",
-                       str(grant["token_file"]), "--json")
+    refused = fedscore(
+        "score", "--workdir", w, "--as", "ptt", "--token", str(grant["token_file"]), "--json"
+    )
     assert refused.returncode == 2
     assert "CONSENT_REVOKED" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
@@ -88,20 +122,39 @@ def test_grant_score_revoke_refused(federation: tuple[Path, object]) -> None:
 
 def test_cli_errors_are_one_clear_line(federation: tuple[Path, object]) -> None:
     workdir, _ = federation
-    bad_id = fedscore("consent", "grant", "--workdir", str(workdir), "--citizen", "1234567890123",
-                      "--purpose", "self-view", "--relying-party", "citizen-portal")
+    bad_id = fedscore(
+        "consent",
+        "grant",
+        "--workdir",
+        str(workdir),
+        "--citizen",
+        "1234567890123",
+        "--purpose",
+        "self-view",
+        "--relying-party",
+        "citizen-portal",
+    )
     assert bad_id.returncode == 2
     assert "INVALID_NATIONAL_ID" in bad_id.stderr
     assert len(bad_id.stderr.strip().splitlines()) == 1
-    no_federation = fedscore("consent", "list", "--workdir", str(workdir / "nowhere"),
-                             "--citizen", "1101700203451")
+    no_federation = fedscore(
+        "consent", "list", "--workdir", str(workdir / "nowhere"), "--citizen", "1101700203450"
+    )
     assert no_federation.returncode == 2
     assert "NO_FEDERATION" in no_federation.stderr
 
 
 def test_every_command_has_help() -> None:
-    for command in (["federation", "init"], ["serve"], ["node", "ingest"], ["consent", "grant"],
-                    ["consent", "revoke"], ["consent", "list"], ["score"], ["demo"]):
+    for command in (
+        ["federation", "init"],
+        ["serve"],
+        ["node", "ingest"],
+        ["consent", "grant"],
+        ["consent", "revoke"],
+        ["consent", "list"],
+        ["score"],
+        ["demo"],
+    ):
         done = fedscore(*command, "--help")
         assert done.returncode == 0
         assert "usage: fedscore" in done.stdout

@@ -69,7 +69,9 @@ TRUST = TrustView(
                 pid,
                 ROLES[pid],
                 KEYS[pid].verify_key,
-                BoxKeyPair.from_private(hashlib.sha256(b"box" + pid.encode()).digest()).public_bytes,
+                BoxKeyPair.from_private(
+                    hashlib.sha256(b"box" + pid.encode()).digest()
+                ).public_bytes,
                 NOW - 100,
                 NOW + 10_000,
             )
@@ -431,5 +433,7 @@ def test_use_limit(uses: int, limit: int) -> None:
     ("token_limit", "purpose_limit", "effective"),
     [(0, 0, 0), (5, 0, 5), (0, 3, 3), (5, 3, 3), (2, 9, 2)],
 )
-def test_the_tighter_use_limit_applies(token_limit: int, purpose_limit: int, effective: int) -> None:
+def test_the_tighter_use_limit_applies(
+    token_limit: int, purpose_limit: int, effective: int
+) -> None:
     assert effective_max_uses(token_limit, purpose_limit) == effective

@@ -20,8 +20,15 @@ def federation(tmp_path: Path) -> Path:
 
 def test_init_writes_a_verifiable_federation(federation: Path) -> None:
     paths = FederationPaths(federation)
-    for path in (paths.root_pub, paths.registry, paths.ca_cert, paths.policy_json,
-                 paths.policy_signed, paths.manifest, paths.passphrase):
+    for path in (
+        paths.root_pub,
+        paths.registry,
+        paths.ca_cert,
+        paths.policy_json,
+        paths.policy_signed,
+        paths.manifest,
+        paths.passphrase,
+    ):
         assert path.exists(), path
     assert oct(paths.passphrase.stat().st_mode & 0o777) == "0o600"
     trc = load_party(federation, "trc")

@@ -67,9 +67,7 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgument(f"{args.agency} is not an agency", reason="NOT_AN_AGENCY")
     store = NodeStore(party.db_url)
     try:
-        report = ingest_file(
-            store, args.file, party.policy, party.id, party.secrets.pseudonym_key
-        )
+        report = ingest_file(store, args.file, party.policy, party.id, party.secrets.pseudonym_key)
     except IngestError as error:
         shown = "; ".join(f"row {row}: {why}" for row, why in error.problems[:10])
         more = f" (and {len(error.problems) - 10} more)" if len(error.problems) > 10 else ""
@@ -98,9 +96,7 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
 async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
     national_id = validate_national_id(args.citizen)
     portal = load_party(args.workdir, PORTAL_ID)
-    response = await client.grant(
-        portal, national_id, args.purpose, args.relying_party, args.days
-    )
+    response = await client.grant(portal, national_id, args.purpose, args.relying_party, args.days)
     receipt = client.verify_receipt(portal, response.receipt)
     token = ConsentToken.FromString(response.token.payload)
     wallet = FederationPaths(args.workdir).root / "wallet"
@@ -153,7 +149,10 @@ async def consent_list(args: argparse.Namespace) -> dict[str, Any]:
         for g in grants
     ]
     for row in rows:
-        _say(args, f"{row['token_id']}  {row['purpose']:20} {row['relying_party']:16} {row['status']}")
+        _say(
+            args,
+            f"{row['token_id']}  {row['purpose']:20} {row['relying_party']:16} {row['status']}",
+        )
     if not rows:
         _say(args, "no consents granted")
     return {"grants": rows}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedscore.cli import commands
+import fedscore.cli.commands as commands
 from fedscore.errors import FedscoreError
 
 DESCRIPTION = (

@@ -1,0 +1,63 @@
+"""Consent receipts: what the citizen keeps as proof of a grant or a withdrawal.
+
+Fields follow ISO/IEC TS 27560 (who is the controller, which purpose, for whom, when,
+on what legal basis, how to withdraw). Invariants:
+- A receipt is always signed by the registry, so the citizen can show it to anyone.
+- It names the citizen only by the last four digits of the national ID (for their own
+  recognition); the full ID is never in a receipt.
+- Every receipt says how to withdraw, in words a citizen can follow.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken
+from fedscore.v1.envelope_pb2 import Envelope
+from keys.envelope import sign_message
+from keys.signing import SigningKey
+from policies.model import Policy
+
+GRANTED = "granted"
+REVOKED = "revoked"
+SUBJECT_HINT_DIGITS = 4
+
+
+def how_to_withdraw(token_id: str) -> str:
+    return (
+        "You may withdraw this consent at any time, as easily as you gave it: run "
+        f"`fedscore consent revoke --token-id {token_id}` or use the citizen portal. "
+        "Withdrawal reaches every agency and the coordinator at once; nobody may use "
+        "your score for positive behaviour under this consent afterwards."
+    )
+
+
+def signed_receipt(
+    controller: str,
+    key: SigningKey,
+    policy: Policy,
+    token: ConsentToken,
+    *,
+    event: str,
+    event_time: int,
+    national_id: str,
+) -> Envelope:
+    """The receipt for `event` ("granted" or "revoked") on `token`, signed by `key`."""
+    purpose = policy.purposes.get(token.purpose_id)
+    receipt = ConsentReceipt(
+        receipt_id=secrets.token_hex(16),
+        token_id=token.token_id,
+        event=event,
+        controller=controller,
+        purpose_id=token.purpose_id,
+        purpose_description=purpose.description if purpose is not None else "",
+        relying_party=token.relying_party,
+        agencies=list(token.agencies),
+        event_time=event_time,
+        not_before=token.not_before,
+        not_after=token.not_after,
+        legal_basis=token.legal_basis,
+        how_to_withdraw=how_to_withdraw(token.token_id),
+        subject_hint=national_id[-SUBJECT_HINT_DIGITS:],
+    )
+    return sign_message(receipt, key)

@@ -1,0 +1,64 @@
+"""Publishing the registry's signed status list (one bit per token, set when revoked).
+
+Invariants:
+- The list served is re-signed whenever the sequence changed (a revocation since the
+  last signature) or the signed copy is at least half its time-to-live old, so a party
+  that pulls it never holds a list that is stale while the registry is up.
+- The signed copy is stored, so every caller within one period gets the same bytes and a
+  restart does not change what was published.
+- A newly signed sequence is logged ("status_list_published") in the same transaction
+  that stores it; a mere re-signature of the same sequence is not.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from consent.registry import ConsentRegistry
+from consent.store import grant_count, revoked_indexes, status_list_record, status_list_size
+from fedscore.status import build_status_list
+from fedscore.v1.envelope_pb2 import Envelope
+from keys.envelope import sign_message
+
+
+def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
+    """The signed status list: the stored copy while fresh, else a newly signed one."""
+    ttl = registry.status_ttl_seconds
+    with Session(registry.engine) as session:
+        record = status_list_record(session)
+        age = now - record.signed_at
+        if (
+            record.signed_envelope is not None
+            and record.signed_sequence == record.sequence
+            and record.signed_ttl == ttl
+            and 0 <= age < ttl / 2
+        ):
+            stored: Envelope = Envelope.FromString(record.signed_envelope)
+            return stored
+        size_bits = status_list_size(grant_count(session))
+        revoked = revoked_indexes(session)
+        status_list = build_status_list(
+            registry.registry_id, record.sequence, revoked, size_bits, ttl, now
+        )
+        envelope = sign_message(status_list, registry.signing_key)
+        new_sequence = record.signed_sequence != record.sequence
+        record.signed_sequence = record.sequence
+        record.signed_at = now
+        record.signed_ttl = ttl
+        record.signed_envelope = envelope.SerializeToString()
+        session.add(record)
+        if new_sequence:
+            registry.log.append(
+                session,
+                "status_list_published",
+                {
+                    "sequence": record.sequence,
+                    "size_bits": size_bits,
+                    "revoked": len(revoked),
+                    "ttl_seconds": ttl,
+                    "issued_at": now,
+                },
+                now=now,
+            )
+        session.commit()
+        return envelope

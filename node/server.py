@@ -1,0 +1,122 @@
+"""Start and stop an agency node's gRPC server.
+
+Invariants:
+- Keys, keyrings, the policy and the pairwise mask seeds are set up once here; answering
+  a query reads no file and derives no key.
+- The server binds the endpoint the trust registry lists for this agency (unless a test
+  or operator gives another), with mutual TLS from the federation CA only.
+- Revocation state follows the consent registry's signed status list from the start:
+  one fetch before serving and then in the background. If the registry is not up yet,
+  the node still starts and refuses every query with STATUS_LIST_STALE until a list
+  arrives (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc.aio
+
+from audit.log import EventLog
+from fedscore.errors import FailedPrecondition
+from fedscore.party import Party
+from fedscore.rpc import RunningServer, secure_channel, start_server
+from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
+from fedscore.v1.trust_pb2 import Role
+from node.answer import derive_mask_seeds
+from node.checks import NodeTrust
+from node.service import SERVICE_NAME, AgencyNode, Clock, node_handlers
+from node.store import NodeStore
+
+_log = logging.getLogger(__name__)
+
+# Well inside the registry's status list TTL, so a healthy node never goes stale.
+STATUS_REFRESH_SECONDS = 15.0
+
+
+@dataclass
+class Running:
+    """A started agency node."""
+
+    port: int
+    node: AgencyNode
+    server: RunningServer
+    follower: StatusListFollower
+    registry_channel: grpc.aio.Channel
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.follower.stop()
+        await self.registry_channel.close()
+        self.node.store.dispose()
+
+
+def _registry_channel(party: Party) -> grpc.aio.Channel:
+    registries = [p for p in party.trust.by_role(Role.ROLE_CONSENT_REGISTRY) if p.endpoint]
+    if not registries:
+        raise FailedPrecondition(
+            "the trust registry lists no consent registry endpoint", reason="NO_REGISTRY"
+        )
+    return secure_channel(registries[0].endpoint, party.tls, server_name=registries[0].id)
+
+
+def open_node(party: Party, clock: Clock = time.time) -> AgencyNode:
+    """The node's state and trust, derived once from its party folder."""
+    if party.role != Role.ROLE_AGENCY:
+        raise FailedPrecondition(f"{party.id} is not an agency of this federation", "WRONG_ROLE")
+    store = NodeStore(party.db_url)
+    trust = NodeTrust(
+        agency_id=party.id,
+        trust=party.trust,
+        coordinator_keyring=party.trust.keyring(Role.ROLE_COORDINATOR),
+        policies={party.policy.content_hash: party.policy},
+        revocations=RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY)),
+    )
+    return AgencyNode(
+        trust=trust,
+        signing_key=party.signing_key,
+        box=party.box,
+        pseudonym_key=party.secrets.pseudonym_key,
+        mask_seeds=derive_mask_seeds(party.id, party.box, party.trust),
+        store=store,
+        log=EventLog(store.engine, party.id),
+        clock=clock,
+    )
+
+
+async def start(
+    party: Party,
+    *,
+    bind: str | None = None,
+    status_refresh_seconds: float = STATUS_REFRESH_SECONDS,
+    clock: Clock = time.time,
+) -> Running:
+    """Open the node's state and serve `fedscore.v1.NodeService`."""
+    node = open_node(party, clock)
+    registry_channel = _registry_channel(party)
+    follower = StatusListFollower(
+        node.trust.revocations, fetch_from_registry(registry_channel), status_refresh_seconds
+    )
+    try:
+        await follower.refresh()
+    except Exception as exc:  # fail closed later (STATUS_LIST_STALE), not at start
+        _log.warning("first status list fetch failed, retrying in background: %s", exc)
+    follower.start()
+    try:
+        server = await start_server(
+            party.tls, bind or party.participant.endpoint, {SERVICE_NAME: node_handlers(node)}
+        )
+    except BaseException:
+        await follower.stop()
+        await registry_channel.close()
+        node.store.dispose()
+        raise
+    return Running(
+        port=server.port,
+        node=node,
+        server=server,
+        follower=follower,
+        registry_channel=registry_channel,
+    )

@@ -1,0 +1,167 @@
+"""gRPC handlers of `fedscore.v1.NodeService`, and the plain workflows they call.
+
+Invariants:
+- Handlers only parse (`fedscore.rpc.parse_request`), call `contribute` or
+  `notify_revocation`, and encode; errors become gRPC statuses only in `fedscore.rpc`.
+- Every refusal, including a malformed or oversized request, is logged as
+  "query_refused" with its reason and only authenticated facts (query id, purpose).
+- An answered query is recorded as seen and logged as "query_answered" in ONE
+  transaction, before the answer leaves the node: a concurrent replay loses in the
+  database, and no answer exists that the log does not show.
+- No log entry holds a national ID, a pseudonym, a contribution or a masked value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import grpc.aio
+from google.protobuf.message import Message
+from sqlalchemy.orm import Session
+
+from audit.log import EventLog
+from fedscore.errors import FedscoreError
+from fedscore.rpc import Handler, parse_request
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import (
+    ContributeRequest,
+    ContributeResponse,
+    NotifyRevocationRequest,
+    NotifyRevocationResponse,
+)
+from keys.box import BoxKeyPair
+from keys.signing import SigningKey
+from node.answer import contribution_for, signed_answer, subject_pseudonym
+from node.checks import AdmittedQuery, NodeTrust, RefusalNotes, admit_query
+from node.store import NodeStore
+from policies.model import Policy
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = "fedscore.v1.NodeService"
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class AgencyNode:
+    """Everything the node's workflows need, set up once at start."""
+
+    trust: NodeTrust
+    signing_key: SigningKey
+    box: BoxKeyPair = field(repr=False)
+    pseudonym_key: bytes = field(repr=False)
+    mask_seeds: Mapping[str, bytes] = field(repr=False)
+    store: NodeStore
+    log: EventLog
+    clock: Clock = time.time
+
+    @property
+    def agency_id(self) -> str:
+        return self.trust.agency_id
+
+    def now(self) -> int:
+        return int(self.clock())
+
+
+def uncertified_indicators(policy: Policy, agency_id: str) -> frozenset[str]:
+    """Codes of this agency's indicators that count without certification."""
+    return frozenset(
+        indicator.code
+        for indicator in policy.indicators_for(agency_id)
+        if not indicator.requires_certification
+    )
+
+
+def _answer(node: AgencyNode, admitted: AdmittedQuery) -> Envelope:
+    """Open the subject, count the year's records and sign the masked answer."""
+    person = subject_pseudonym(admitted, node.agency_id, node.box, node.pseudonym_key)
+    start, end = admitted.policy.year_bounds(admitted.year)
+    held = node.store.quantities(
+        person,
+        int(start.timestamp()),
+        int(end.timestamp()),
+        uncertified_ok=uncertified_indicators(admitted.policy, node.agency_id),
+    )
+    points = contribution_for(admitted, node.agency_id, held)
+    return signed_answer(admitted, node.agency_id, points, node.mask_seeds, node.signing_key)
+
+
+def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> ContributeResponse:
+    """Check a contribution query and answer it; raise a FedscoreError to refuse."""
+    now = node.now()
+    admitted = admit_query(query, node.trust, node.store.has_seen_query, now, notes)
+    answer = _answer(node, admitted)
+    with Session(node.store.engine) as session:
+        node.store.mark_query_seen(session, admitted.query_id, now)
+        node.log.append(
+            session,
+            "query_answered",
+            {
+                "query_id": admitted.query_id,
+                "query_hash": admitted.signed.query_hash.hex(),
+                "purpose": admitted.purpose.id,
+                "token_id": admitted.token_id,
+            },
+            now=now,
+        )
+        session.commit()
+    return ContributeResponse(answer=answer)
+
+
+def _append_facts(
+    log: EventLog, kind: str, essential: Mapping[str, object], facts: Mapping[str, object]
+) -> None:
+    """Log `essential` with `facts`; if the log's field rules refuse a fact, log `essential`.
+
+    The event itself (a refusal, a revocation) must never go unrecorded, nor change
+    because one of its descriptive facts could not be written.
+    """
+    try:
+        log.append_now(kind, {**essential, **facts})
+    except FedscoreError as error:
+        _log.warning("%s: facts not loggable (%s); logging the rest", kind, error.reason)
+        log.append_now(kind, essential)
+
+
+def log_refusal(node: AgencyNode, error: FedscoreError, notes: RefusalNotes) -> None:
+    """Write "query_refused" with the reason and what was authenticated, nothing more."""
+    _append_facts(node.log, "query_refused", {"reason": error.reason}, notes.fields())
+
+
+def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> None:
+    """Apply a registry-signed revocation at once, then log it."""
+    notice = node.trust.revocations.apply_notice(request.notice)
+    _append_facts(
+        node.log,
+        "revocation_received",
+        {"status_index": notice.status_index},
+        {"token_id": notice.token_id},
+    )
+
+
+def node_handlers(node: AgencyNode) -> dict[str, Handler]:
+    """The NodeService methods, ready for `fedscore.rpc.start_server`."""
+
+    async def contribute_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        notes = RefusalNotes()
+        try:
+            request = parse_request(raw, ContributeRequest)
+            return contribute(node, request.query, notes)
+        except FedscoreError as error:
+            log_refusal(node, error, notes)
+            raise
+
+    async def notify_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            request = parse_request(raw, NotifyRevocationRequest)
+            notify_revocation(node, request)
+        except FedscoreError as error:
+            node.log.append_now("revocation_refused", {"reason": error.reason})
+            raise
+        return NotifyRevocationResponse(party=node.agency_id)
+
+    return {"Contribute": contribute_handler, "NotifyRevocation": notify_handler}

@@ -1,0 +1,236 @@
+"""An agency node's records of positive behaviour, its import history and seen queries.
+
+Invariants:
+- Records are keyed by the agency's pseudonym; no column ever holds a national ID.
+- `record_key` (hex HMAC over pseudonym|indicator|occurred_at|quantity|certifier, under a
+  key derived from the agency's pseudonym key) is unique, so importing the same
+  occurrence twice, from one file or from several, stores it once. An export must
+  therefore sum same-moment occurrences into `quantity`.
+- `occurred_at` is Unix seconds (UTC); scoring years are half-open [start, end).
+- A query id is stored at most once: a second `mark_query_seen` is a replay.
+- Queries are plain SQLAlchemy Core that SQLite and PostgreSQL both run; the only
+  engine-specific code is the connect-time SQLite tuning and the choice of the
+  dialect's INSERT ... ON CONFLICT DO NOTHING construct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Collection
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    Select,
+    Table,
+    create_engine,
+    distinct,
+    event,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from fedscore.errors import AlreadyExists, FailedPrecondition
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_RECORD_KEY_INFO = b"fedscore/v1/record-key"
+# Times are 64-bit (a 32-bit PostgreSQL INTEGER ends in 2038). Record ids are 64-bit too,
+# except on SQLite, where only INTEGER PRIMARY KEY is the auto-numbered rowid (already 64-bit).
+_ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class ImportBatch(SQLModel, table=True):
+    """One accepted agency export; `file_sha256` makes re-importing a file a no-op."""
+
+    __tablename__ = "import_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    file_sha256: str = Field(unique=True)
+    filename: str
+    row_count: int
+    new_records: int
+    imported_at: int = Field(sa_type=BigInteger)
+
+
+class BehaviourRecord(SQLModel, table=True):
+    """One occurrence (or `quantity` occurrences) of an indicator for one pseudonym."""
+
+    __tablename__ = "behaviour_record"
+    # The contribution query filters on pseudonym and a time window.
+    __table_args__ = (Index("ix_behaviour_record_pseudonym_time", "pseudonym", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_ROW_ID)
+    record_key: str = Field(unique=True)
+    pseudonym: str
+    indicator: str
+    occurred_at: int = Field(sa_type=BigInteger)
+    quantity: int
+    certifier: str
+    certified: bool
+    import_id: int = Field(foreign_key="import_batch.id")
+
+
+class SeenQuery(SQLModel, table=True):
+    """A contribution query id this node has admitted (replay protection)."""
+
+    __tablename__ = "seen_query"
+
+    query_id: str = Field(primary_key=True)
+    seen_at: int = Field(sa_type=BigInteger)
+
+
+IMPORT_BATCH: Table = ImportBatch.__table__  # type: ignore[attr-defined]
+BEHAVIOUR_RECORD: Table = BehaviourRecord.__table__  # type: ignore[attr-defined]
+SEEN_QUERY: Table = SeenQuery.__table__  # type: ignore[attr-defined]
+NODE_TABLES = (IMPORT_BATCH, BEHAVIOUR_RECORD, SEEN_QUERY)
+
+
+def record_key_secret(pseudonym_key: bytes) -> bytes:
+    """The HMAC key of record keys, derived from the pseudonym key (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_RECORD_KEY_INFO).derive(
+        pseudonym_key
+    )
+
+
+def record_key(
+    secret: bytes,
+    pseudonym: str,
+    indicator: str,
+    occurred_at: int,
+    quantity: int,
+    certifier: str,
+) -> str:
+    """Hex HMAC-SHA256 naming one record; only the last field is free text, so "|" is safe."""
+    message = f"{pseudonym}|{indicator}|{occurred_at}|{quantity}|{certifier}".encode()
+    return hmac.digest(secret, message, hashlib.sha256).hex()
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers (queries) proceed while an import writes; the busy timeout
+        # makes a second writer wait for the first instead of failing at once.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # 64 MiB of page cache: an import inserts into two indexes in random key order.
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def make_engine(db_url: str) -> Engine:
+    """An engine for `db_url`; SQLite connections get WAL mode and a busy timeout."""
+    # Parameters stay out of error messages: they hold pseudonyms.
+    engine = create_engine(db_url, hide_parameters=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
+    name = connection.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
+
+
+def quantities_query(
+    pseudonym: str, start_ts: int, end_ts: int, uncertified_ok: Collection[str] = ()
+) -> Select[str, int]:
+    """One GROUP BY over the (pseudonym, occurred_at) index: indicator -> summed quantity."""
+    records = BEHAVIOUR_RECORD.c
+    counted: ColumnElement[bool] = records.certified.is_(True)
+    if uncertified_ok:
+        counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
+    return (
+        select(records.indicator, func.sum(records.quantity))
+        .where(
+            records.pseudonym == pseudonym,
+            records.occurred_at >= start_ts,
+            records.occurred_at < end_ts,
+            counted,
+        )
+        .group_by(records.indicator)
+    )
+
+
+class NodeStore:
+    """The node's database: behaviour records, import batches and seen query ids."""
+
+    def __init__(self, db_url: str) -> None:
+        self.engine = make_engine(db_url)
+        SQLModel.metadata.create_all(self.engine, tables=list(NODE_TABLES))
+
+    def dispose(self) -> None:
+        """Close pooled connections (lets tests and shutdown release the file)."""
+        self.engine.dispose()
+
+    def quantities(
+        self,
+        pseudonym: str,
+        start_ts: int,
+        end_ts: int,
+        *,
+        uncertified_ok: Collection[str] = (),
+    ) -> dict[str, int]:
+        """Occurrences per indicator for `pseudonym` with start_ts <= occurred_at < end_ts.
+
+        Only certified records count, except for the indicator codes in `uncertified_ok`
+        (those whose policy does not require certification).
+        """
+        query = quantities_query(pseudonym, start_ts, end_ts, uncertified_ok)
+        with self.engine.connect() as connection:
+            return {str(code): int(total) for code, total in connection.execute(query)}
+
+    def has_seen_query(self, query_id: str) -> bool:
+        query = select(SEEN_QUERY.c.query_id).where(SEEN_QUERY.c.query_id == query_id)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def mark_query_seen(self, session: Session, query_id: str, now: float | None = None) -> None:
+        """Record `query_id` inside the caller's session; `AlreadyExists REPLAYED_QUERY` if seen.
+
+        The insert does nothing on a conflict instead of failing, so the caller's
+        session stays usable (e.g. to log the refusal) after a replay.
+        """
+        connection = session.connection()
+        insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
+        seen_at = int(time.time() if now is None else now)
+        inserted = connection.execute(insert, {"query_id": query_id, "seen_at": seen_at})
+        if inserted.rowcount != 1:
+            raise AlreadyExists(f"query {query_id!r} was already answered", "REPLAYED_QUERY")
+
+    def record_count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(BEHAVIOUR_RECORD)).scalar_one()
+            )
+
+    def pseudonym_count(self) -> int:
+        query = select(func.count(distinct(BEHAVIOUR_RECORD.c.pseudonym)))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def import_batches(self) -> list[ImportBatch]:
+        """Every accepted import, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(ImportBatch).order_by(IMPORT_BATCH.c.id)).scalars()
+            return list(rows)

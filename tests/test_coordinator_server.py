@@ -1,0 +1,389 @@
+"""The whole score path with real servers on 127.0.0.1 and mutual TLS.
+
+A local federation of three agencies is made with `init_federation`; each agency's own
+export file is ingested into its node; the consent registry, every node and the
+coordinator run in-process as real gRPC servers. The citizen portal grants consent
+through the registry, and relying parties ask the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import grpc
+import pytest
+
+from audit.log import EventLog, LogEntry
+from consent import server as consent_server
+from coordinator import server as coordinator_server
+from fedscore import client
+from fedscore.errors import FedscoreError
+from fedscore.federation import init_federation
+from fedscore.party import Party, load_party
+from fedscore.rpc import call_unary
+from fedscore.v1.consent_pb2 import RevocationNotice
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import (
+    PushRevocationRequest,
+    PushRevocationResponse,
+    ScoreQuery,
+    ScoreRequest,
+    ScoreResponse,
+)
+from keys.envelope import sign_bytes, sign_message
+from keys.national_id import with_check_digit
+from keys.signing import SigningKey
+from node import server as node_server
+from node.ingest import ingest_file
+from node.store import NodeStore
+
+CITIZEN = with_check_digit("110170012345")
+OTHER_CITIZEN = with_check_digit("310040099887")
+AGENCIES = ("trc", "dsd", "chuangpao")
+SCORE = "/fedscore.v1.CoordinatorService/Score"
+PUSH = "/fedscore.v1.CoordinatorService/PushRevocation"
+TIMEOUT = 10.0
+
+# What each agency exports for CITIZEN this year, plus rows that must not count.
+# TRC: blood 70 + plasma 70; DSD: one skill training 30; Chuang Pao: account 50.
+EXPECTED_TOTAL = 70 + 70 + 30 + 50
+
+
+def _rows(year: int) -> dict[str, list[tuple[str, str, str, int, str]]]:
+    this_year = f"{year}-01-01T00:0"
+    return {
+        "trc": [
+            (CITIZEN, "TRC-BLOOD", this_year + "1", 1, "trc-unit-01"),
+            (CITIZEN, "TRC-PLASMA", this_year + "2", 1, "trc-unit-01"),
+            # Last year's donation and an uncertified one do not count this year.
+            (CITIZEN, "TRC-STEM-CELL", f"{year - 1}-06-01", 1, "trc-unit-01"),
+            (CITIZEN, "TRC-PLATELET", this_year + "3", 1, ""),
+            (OTHER_CITIZEN, "TRC-BODY-PLEDGE", this_year + "1", 1, "trc-unit-02"),
+        ],
+        "dsd": [
+            (CITIZEN, "NAT-SKILL-TRAINING", this_year + "1", 1, "dsd-centre-7"),
+            (OTHER_CITIZEN, "NAT-SKILL-STANDARD", this_year + "1", 3, "dsd-centre-7"),
+        ],
+        "chuangpao": [
+            (CITIZEN, "CP-ACCOUNT", this_year + "1", 1, "chuangpao-council"),
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A federation folder whose nodes hold the records of `_rows`."""
+    root = tmp_path_factory.mktemp("coordinator") / "federation"
+    init_federation(root, agency_count=len(AGENCIES), fast_kdf=True)
+    year = datetime.now(ZoneInfo("Asia/Bangkok")).year
+    exports = root / "exports"
+    exports.mkdir()
+    for agency, rows in _rows(year).items():
+        path = exports / f"{agency}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["national_id", "indicator", "occurred_at", "quantity", "certifier"])
+            writer.writerows(rows)
+        party = load_party(root, agency)
+        store = NodeStore(party.db_url)
+        try:
+            ingest_file(store, path, party.policy, agency, party.secrets.pseudonym_key)
+        finally:
+            store.dispose()
+    return root
+
+
+@dataclass
+class Federation:
+    root: Path
+    consent: consent_server.Running
+    nodes: dict[str, node_server.Running]
+    coordinator: coordinator_server.Running
+    portal: Party
+    ptt: Party
+
+    @property
+    def coordinator_log(self) -> EventLog:
+        return self.coordinator.coordinator.store.log
+
+    def node_log(self, agency: str) -> EventLog:
+        return self.nodes[agency].node.log
+
+
+@asynccontextmanager
+async def running(root: Path) -> AsyncIterator[Federation]:
+    """Start the registry, every node and the coordinator; stop them all afterwards."""
+    consent = await consent_server.start(load_party(root, "consent-registry"))
+    nodes: dict[str, node_server.Running] = {}
+    coordinator: coordinator_server.Running | None = None
+    try:
+        for agency in AGENCIES:
+            nodes[agency] = await node_server.start(load_party(root, agency))
+        coordinator = await coordinator_server.start(load_party(root, "coordinator"))
+        yield Federation(
+            root=root,
+            consent=consent,
+            nodes=nodes,
+            coordinator=coordinator,
+            portal=load_party(root, "citizen-portal"),
+            ptt=load_party(root, "ptt"),
+        )
+    finally:
+        if coordinator is not None:
+            await coordinator.stop()
+        for node in nodes.values():
+            await node.stop()
+        await consent.stop()
+
+
+def _entries(log: EventLog) -> list[LogEntry]:
+    return log.entries(0, log.size())
+
+
+def _of_kind(log: EventLog, kind: str) -> list[LogEntry]:
+    return [entry for entry in _entries(log) if entry.kind == kind]
+
+
+async def _send(party: Party, query: Envelope) -> ScoreResponse:
+    async with client.channel_to(party, "coordinator") as channel:
+        return await call_unary(channel, SCORE, ScoreRequest(query=query), ScoreResponse, TIMEOUT)
+
+
+async def _refusal(party: Party, query: Envelope) -> FedscoreError:
+    with pytest.raises(FedscoreError) as caught:
+        await _send(party, query)
+    return caught.value
+
+
+def test_ptt_gets_the_band_and_the_citizen_the_full_score(federation: Path) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            ptt_grant = await client.grant(fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30)
+            outcome = await client.score(fed.ptt, ptt_grant.token, "ptt-fuel-discount")
+            assert (outcome.release_kind, outcome.release_value) == ("band", "3%")
+            result = outcome.result
+            assert result.relying_party == "ptt"
+            assert result.year == datetime.now(ZoneInfo("Asia/Bangkok")).year
+            assert result.policy_hash == fed.portal.policy.content_hash
+
+            own_grant = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
+            own = await client.score(fed.portal, own_grant.token, "self-view")
+            assert (own.release_kind, own.release_value) == ("score", EXPECTED_TOTAL)
+
+            # Another citizen's self-view: 300 body pledge + 3 x 30 skill standards.
+            other_grant = await client.grant(
+                fed.portal, OTHER_CITIZEN, "self-view", "citizen-portal", 7
+            )
+            other = await client.score(fed.portal, other_grant.token, "self-view")
+            assert other.release_value == 390
+
+            _check_log_before_act(fed, [result.query_id, own.result.query_id])
+            _check_log_holds_only_releases(fed)
+            await _check_forged_requests(fed, own_grant.token)
+
+    asyncio.run(scenario())
+
+
+def _check_log_before_act(fed: Federation, query_ids: list[str]) -> None:
+    """Every node's answer follows the coordinator's "query_issued" for the same hash."""
+    issued = {e.fields["query_id"]: e for e in _of_kind(fed.coordinator_log, "query_issued")}
+    released = {e.fields["query_id"]: e for e in _of_kind(fed.coordinator_log, "result_released")}
+    for query_id in query_ids:
+        logged = issued[query_id]
+        assert released[query_id].index > logged.index
+        assert logged.fields["participants"] == list(AGENCIES)
+        for agency in AGENCIES:
+            answered = [
+                e
+                for e in _of_kind(fed.node_log(agency), "query_answered")
+                if e.fields["query_id"] == query_id
+            ]
+            assert len(answered) == 1
+            assert answered[0].fields["query_hash"] == logged.fields["query_hash"]
+            assert answered[0].logged_at >= logged.logged_at
+
+
+def _check_log_holds_only_releases(fed: Federation) -> None:
+    """The coordinator logs who asked and what was released, never a per-node value."""
+    allowed = {
+        "query_issued": {
+            "query_id",
+            "query_hash",
+            "token_id",
+            "purpose",
+            "relying_party",
+            "participants",
+            "year",
+        },
+        "result_released": {"query_id", "released", "value"},
+    }
+    for entry in _entries(fed.coordinator_log):
+        if entry.kind in allowed:
+            assert set(entry.fields) == allowed[entry.kind]
+        assert CITIZEN not in entry.body and OTHER_CITIZEN not in entry.body
+    values = [e.fields["value"] for e in _of_kind(fed.coordinator_log, "result_released")]
+    assert values == ["3%", EXPECTED_TOTAL, 390]
+    # The coordinator's database never holds a national ID.
+    database = (fed.root / "parties" / "coordinator" / "state.db").read_bytes()
+    assert CITIZEN.encode() not in database
+
+
+async def _check_forged_requests(fed: Federation, token: Envelope) -> None:
+    genuine = client.signed_score_query(fed.portal, token, "self-view")
+
+    # Signed by an outsider's key but claiming the portal's key id.
+    forged = sign_bytes(genuine.payload_type, genuine.payload, SigningKey.generate())
+    forged.key_id = genuine.key_id
+    refused = await _refusal(fed.portal, forged)
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "BAD_SIGNATURE")
+
+    # Signed by a key the trust registry does not list.
+    unknown = sign_bytes(genuine.payload_type, genuine.payload, SigningKey.generate())
+    refused = await _refusal(fed.portal, unknown)
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_SIGNER")
+
+    # PTT signing a query that names the citizen portal.
+    in_other_name = sign_message(ScoreQuery.FromString(genuine.payload), fed.ptt.signing_key)
+    refused = await _refusal(fed.ptt, in_other_name)
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SIGNER_MISMATCH")
+
+    # The forgeries burnt nothing: the genuine request with the same nonce is answered once.
+    outcome = await client.send_score_query(fed.portal, genuine)
+    assert outcome.release_value == EXPECTED_TOTAL
+    refused = await _refusal(fed.portal, genuine)
+    assert (refused.code, refused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REPLAYED_NONCE")
+
+    reasons = [e.fields["reason"] for e in _of_kind(fed.coordinator_log, "score_refused")]
+    assert reasons[-4:] == ["BAD_SIGNATURE", "UNKNOWN_SIGNER", "SIGNER_MISMATCH", "REPLAYED_NONCE"]
+    # A forged request names nobody in the log; the replay names who sent it.
+    refusals = _of_kind(fed.coordinator_log, "score_refused")
+    assert "relying_party" not in refusals[-4].fields
+    assert refusals[-1].fields["relying_party"] == "citizen-portal"
+
+
+def test_revoked_consent_is_refused(federation: Path) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            grant = await client.grant(fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30)
+            before = await client.score(fed.ptt, grant.token, "ptt-fuel-discount")
+            assert before.release_value == "3%"
+            token_id = before.result.token_id
+            await client.revoke(fed.portal, CITIZEN, token_id)
+
+            query = client.signed_score_query(fed.ptt, grant.token, "ptt-fuel-discount")
+            refused = await _refusal(fed.ptt, query)
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CONSENT_REVOKED",
+            )
+            received = _of_kind(fed.coordinator_log, "revocation_received")
+            assert received[-1].fields["token_id"] == token_id
+            last = _of_kind(fed.coordinator_log, "score_refused")[-1]
+            assert last.fields == {
+                "reason": "CONSENT_REVOKED",
+                "relying_party": "ptt",
+                "purpose": "ptt-fuel-discount",
+                "token_id": token_id,
+            }
+            # The revoked request spent nothing: its nonce is still unused.
+            store = fed.coordinator.coordinator.store
+            assert not store.nonce_seen(ScoreQuery.FromString(query.payload).nonce)
+
+    asyncio.run(scenario())
+
+
+def test_use_limit_and_forged_revocation_notice(federation: Path) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            grant = await client.grant(
+                fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30, max_uses=1
+            )
+            await client.score(fed.ptt, grant.token, "ptt-fuel-discount")
+            refused = await _refusal(
+                fed.ptt, client.signed_score_query(fed.ptt, grant.token, "ptt-fuel-discount")
+            )
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "USE_LIMIT_REACHED",
+            )
+
+            # Only the consent registry can revoke: a notice signed by PTT is refused.
+            notice = RevocationNotice(issuer="consent-registry", token_id="x", status_index=1)
+            forged = PushRevocationRequest(notice=sign_message(notice, fed.ptt.signing_key))
+            with pytest.raises(FedscoreError) as caught:
+                async with client.channel_to(fed.ptt, "coordinator") as channel:
+                    await call_unary(channel, PUSH, forged, PushRevocationResponse, TIMEOUT)
+            assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(scenario())
+
+
+def test_a_stopped_node_fails_the_whole_query(federation: Path) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            grant = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
+            await fed.nodes["dsd"].stop()
+            refused = await _refusal(
+                fed.portal, client.signed_score_query(fed.portal, grant.token, "self-view")
+            )
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "NODE_UNAVAILABLE",
+            )
+            assert "dsd" in refused.message
+
+            failed = _of_kind(fed.coordinator_log, "query_failed")[-1]
+            assert failed.fields["unavailable"] == ["dsd"]
+            query_id = failed.fields["query_id"]
+            issued = [
+                e
+                for e in _of_kind(fed.coordinator_log, "query_issued")
+                if e.fields["query_id"] == query_id
+            ]
+            assert len(issued) == 1 and issued[0].index < failed.index
+            released = _of_kind(fed.coordinator_log, "result_released")
+            assert all(e.fields["query_id"] != query_id for e in released)
+            # A node that is back is reached by the very next query.
+            fed.nodes["dsd"] = await node_server.start(load_party(fed.root, "dsd"))
+            again = await client.score(fed.portal, grant.token, "self-view")
+            assert again.release_value == EXPECTED_TOTAL
+
+    asyncio.run(scenario())
+
+
+def test_nonce_too_short_and_stale_request(federation: Path) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            grant = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
+            base = ScoreQuery(
+                relying_party="citizen-portal",
+                purpose_id="self-view",
+                token=grant.token,
+                nonce=secrets.token_bytes(8),
+                issued_at=int(time.time()),
+            )
+            short = sign_message(base, fed.portal.signing_key)
+            refused = await _refusal(fed.portal, short)
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "BAD_NONCE",
+            )
+            base.nonce = secrets.token_bytes(16)
+            base.issued_at -= 3600
+            refused = await _refusal(fed.portal, sign_message(base, fed.portal.signing_key))
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "REQUEST_EXPIRED",
+            )
+            assert not fed.coordinator.coordinator.store.nonce_seen(base.nonce)
+
+    asyncio.run(scenario())

@@ -1,0 +1,107 @@
+"""The coordinator's store: nonce, token use and "query_issued" commit together or not at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audit.log import EventLog
+from coordinator.store import CoordinatorStore, QueryIssue, open_engine
+from fedscore.errors import AlreadyExists, ResourceExhausted
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CoordinatorStore:
+    engine = open_engine(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    return CoordinatorStore(engine, EventLog(engine, "coordinator"))
+
+
+def _issue(
+    nonce: bytes = b"n" * 16,
+    *,
+    token_id: str = "tok-1",  # noqa: S107
+    max_uses: int = 0,
+    query_id: str = "q-1",
+) -> QueryIssue:
+    return QueryIssue(
+        query_id=query_id,
+        query_hash=b"\xab" * 32,
+        nonce=nonce,
+        relying_party="ptt",
+        token_id=token_id,
+        max_uses=max_uses,
+        purpose_id="ptt-fuel-discount",
+        participants=("trc", "dsd", "chuangpao"),
+        year=2025,
+        issued_at=1_760_000_000,
+        expires_at=1_760_000_030,
+    )
+
+
+def test_issue_stores_nonce_use_query_and_log_entry(store: CoordinatorStore) -> None:
+    ref = store.issue(_issue())
+    assert store.nonce_seen(b"n" * 16)
+    assert store.uses("tok-1") == 1
+    row = store.query("q-1")
+    assert row is not None
+    assert (row.log_index, row.outcome, row.query_hash) == (ref.index, "issued", "ab" * 32)
+    [entry] = store.log.entries(0, store.log.size())
+    assert entry.kind == "query_issued"
+    assert entry.index == ref.index and entry.leaf_hash == ref.leaf_hash
+    assert entry.fields == {
+        "query_id": "q-1",
+        "query_hash": "ab" * 32,
+        "token_id": "tok-1",
+        "purpose": "ptt-fuel-discount",
+        "relying_party": "ptt",
+        "participants": ["trc", "dsd", "chuangpao"],
+        "year": 2025,
+    }
+
+
+def test_replayed_nonce_is_refused_and_nothing_is_stored(store: CoordinatorStore) -> None:
+    store.issue(_issue())
+    with pytest.raises(AlreadyExists) as caught:
+        store.issue(_issue(query_id="q-2"))
+    assert caught.value.reason == "REPLAYED_NONCE"
+    assert store.uses("tok-1") == 1
+    assert store.query("q-2") is None
+    assert store.log.size() == 1
+
+
+def test_use_limit_is_counted_persistently(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    first = CoordinatorStore(open_engine(url), EventLog(open_engine(url), "coordinator"))
+    first.issue(_issue(b"a" * 16, max_uses=2, query_id="q-a"))
+    first.issue(_issue(b"b" * 16, max_uses=2, query_id="q-b"))
+    first.engine.dispose()
+    # A restarted coordinator still knows the token was used twice.
+    engine = open_engine(url)
+    again = CoordinatorStore(engine, EventLog(engine, "coordinator"))
+    with pytest.raises(ResourceExhausted) as caught:
+        again.issue(_issue(b"c" * 16, max_uses=2, query_id="q-c"))
+    assert caught.value.reason == "USE_LIMIT_REACHED"
+    # The refused request spent neither its nonce nor a use.
+    assert not again.nonce_seen(b"c" * 16)
+    assert again.uses("tok-1") == 2
+    assert again.log.size() == 2
+    # Another token is counted on its own.
+    again.issue(_issue(b"d" * 16, token_id="tok-2", max_uses=2, query_id="q-d"))
+
+
+def test_finish_records_outcome_with_its_log_entry(store: CoordinatorStore) -> None:
+    store.issue(_issue())
+    ref = store.finish("q-1", "failed", "query_failed", {"query_id": "q-1", "unavailable": ["dsd"]})
+    row = store.query("q-1")
+    assert row is not None and row.outcome == "failed"
+    entry = store.log.entries(ref.index, ref.index + 1)[0]
+    assert (entry.kind, entry.fields["unavailable"]) == ("query_failed", ["dsd"])
+
+
+def test_refusal_is_logged_without_spending_anything(store: CoordinatorStore) -> None:
+    store.refuse({"reason": "BAD_SIGNATURE"})
+    [entry] = store.log.entries(0, 1)
+    assert (entry.kind, json.loads(entry.body)) == ("score_refused", {"reason": "BAD_SIGNATURE"})
+    assert store.uses("tok-1") == 0

@@ -1,0 +1,177 @@
+"""The node's store on real SQLite files: engine tuning, replay protection, the yearly
+quantities query and the record key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.orm import Session
+
+from audit.log import EventLog
+from fedscore.errors import AlreadyExists
+from node.store import (
+    BEHAVIOUR_RECORD,
+    IMPORT_BATCH,
+    NodeStore,
+    quantities_query,
+    record_key,
+    record_key_secret,
+)
+
+ALICE = "a" * 64
+BOB = "b" * 64
+START_2024 = 1_703_955_600  # 2024-01-01 00:00 Asia/Bangkok
+END_2024 = 1_735_664_400  # 2025-01-01 00:00 Asia/Bangkok
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[NodeStore]:
+    store = NodeStore(f"sqlite:///{tmp_path / 'state.db'}")
+    yield store
+    store.dispose()
+
+
+def _add(store: NodeStore, *records: tuple[str, str, int, int, bool]) -> None:
+    secret = record_key_secret(b"k" * 32)
+    with store.engine.begin() as connection:
+        inserted = connection.execute(
+            insert(IMPORT_BATCH).values(
+                file_sha256=f"{len(records)}-{records[0]}",
+                filename="x.csv",
+                row_count=len(records),
+                new_records=len(records),
+                imported_at=0,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        batch = inserted[0]
+        rows = []
+        for subject, indicator, occurred_at, quantity, certified in records:
+            certifier = "TRC-HQ" if certified else ""
+            key = record_key(secret, subject, indicator, occurred_at, quantity, certifier)
+            rows.append(
+                {
+                    "record_key": key,
+                    "pseudonym": subject,
+                    "indicator": indicator,
+                    "occurred_at": occurred_at,
+                    "quantity": quantity,
+                    "certifier": certifier,
+                    "certified": certified,
+                    "import_id": batch,
+                }
+            )
+        connection.execute(insert(BEHAVIOUR_RECORD), rows)
+
+
+def test_sqlite_connections_use_wal_and_wait_for_writers(store: NodeStore) -> None:
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar_one() >= 5000
+
+
+def test_a_new_store_is_empty_and_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    first = NodeStore(url)
+    assert (first.record_count(), first.pseudonym_count()) == (0, 0)
+    _add(
+        first, (ALICE, "TRC-BLOOD", START_2024, 1, True), (ALICE, "TRC-PLASMA", START_2024, 2, True)
+    )
+    _add(first, (BOB, "TRC-BLOOD", START_2024, 1, True))
+    first.dispose()
+    second = NodeStore(url)
+    assert (second.record_count(), second.pseudonym_count()) == (3, 2)
+    second.dispose()
+
+
+def test_quantities_sum_certified_records_inside_the_year(store: NodeStore) -> None:
+    _add(
+        store,
+        (ALICE, "TRC-BLOOD", START_2024, 1, True),  # first second of the year: counts
+        (ALICE, "TRC-BLOOD", START_2024 + 86_400, 2, True),
+        (ALICE, "TRC-BLOOD", START_2024 - 1, 5, True),  # last second of 2023
+        (ALICE, "TRC-BLOOD", END_2024, 7, True),  # first second of 2025
+        (ALICE, "TRC-PLASMA", START_2024 + 10, 3, False),  # not certified
+        (ALICE, "TRC-ORGAN-PLEDGE", END_2024 - 1, 1, True),
+        (BOB, "TRC-BLOOD", START_2024 + 10, 4, True),  # someone else
+    )
+    assert store.quantities(ALICE, START_2024, END_2024) == {
+        "TRC-BLOOD": 3,
+        "TRC-ORGAN-PLEDGE": 1,
+    }
+    assert store.quantities(ALICE, START_2024, END_2024, uncertified_ok={"TRC-PLASMA"}) == {
+        "TRC-BLOOD": 3,
+        "TRC-ORGAN-PLEDGE": 1,
+        "TRC-PLASMA": 3,
+    }
+    assert store.quantities(ALICE, END_2024, END_2024 + 365 * 86_400) == {"TRC-BLOOD": 7}
+    assert store.quantities("c" * 64, START_2024, END_2024) == {}
+
+
+def test_quantities_query_uses_the_pseudonym_time_index(store: NodeStore) -> None:
+    query = quantities_query(ALICE, START_2024, END_2024)
+    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
+    with store.engine.connect() as connection:
+        plan = " ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        )
+    assert "ix_behaviour_record_pseudonym_time" in plan
+
+
+def test_quantities_query_compiles_for_postgresql() -> None:
+    dialect = PGDialect()  # type: ignore[no-untyped-call]
+    sql = str(quantities_query(ALICE, 0, 1, {"X"}).compile(dialect=dialect))
+    assert "GROUP BY behaviour_record.indicator" in sql
+    assert "IS true" in sql
+
+
+def test_a_query_id_is_accepted_once(store: NodeStore) -> None:
+    log = EventLog(store.engine, "trc")
+    assert not store.has_seen_query("q-1")
+    with Session(store.engine) as session:
+        store.mark_query_seen(session, "q-1")
+        log.append(session, "query.accepted", {"query_id": "q-1"})
+        session.commit()
+    assert store.has_seen_query("q-1")
+
+    with Session(store.engine) as session:
+        with pytest.raises(AlreadyExists) as err:
+            store.mark_query_seen(session, "q-1")
+        assert err.value.reason == "REPLAYED_QUERY"
+        # The session is still usable: the refusal is logged in it.
+        log.append(session, "query.refused", {"query_id": "q-1", "reason": err.value.reason})
+        session.commit()
+    assert [e.kind for e in log.entries(0, 2)] == ["query.accepted", "query.refused"]
+
+
+def test_a_rolled_back_session_does_not_mark_the_query(store: NodeStore) -> None:
+    with Session(store.engine) as session:
+        store.mark_query_seen(session, "q-2")
+        session.rollback()
+    assert not store.has_seen_query("q-2")
+    with Session(store.engine) as session:
+        store.mark_query_seen(session, "q-2")
+        session.commit()
+    assert store.has_seen_query("q-2")
+
+
+def test_record_key_names_every_field_and_hides_the_key() -> None:
+    secret = record_key_secret(b"k" * 32)
+    assert secret != b"k" * 32 and len(secret) == 32
+    assert record_key_secret(b"j" * 32) != secret
+    base = record_key(secret, ALICE, "TRC-BLOOD", 100, 1, "TRC-HQ")
+    assert base == record_key(secret, ALICE, "TRC-BLOOD", 100, 1, "TRC-HQ")
+    assert len(base) == 64 and int(base, 16) >= 0
+    variants = {
+        record_key(secret, BOB, "TRC-BLOOD", 100, 1, "TRC-HQ"),
+        record_key(secret, ALICE, "TRC-PLASMA", 100, 1, "TRC-HQ"),
+        record_key(secret, ALICE, "TRC-BLOOD", 101, 1, "TRC-HQ"),
+        record_key(secret, ALICE, "TRC-BLOOD", 100, 2, "TRC-HQ"),
+        record_key(secret, ALICE, "TRC-BLOOD", 100, 1, ""),
+        record_key(record_key_secret(b"j" * 32), ALICE, "TRC-BLOOD", 100, 1, "TRC-HQ"),
+    }
+    assert base not in variants and len(variants) == 6
