@@ -134,7 +134,9 @@ def expected_total(files: dict[str, Path], policy: Policy, national_id: str, yea
     for agency, path in files.items():
         quantity: dict[str, int] = defaultdict(int)
         for row in read_rows(path):
-            if row["national_id"] != national_id or not row["certifier"]:
+            if row["national_id"] != national_id:
+                continue
+            if not row["certifier"] and policy.indicators[row["indicator"]].requires_certification:
                 continue
             if date.fromisoformat(row["occurred_at"][:10]).year != year:
                 continue
