@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fedscore import client
 from fedscore.errors import IngestError, InvalidArgument
@@ -18,6 +18,10 @@ from fedscore.v1.trust_pb2 import Role
 from keys.national_id import validate_national_id
 
 PORTAL_ID = "citizen-portal"
+
+
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -36,17 +40,23 @@ def federation_init(args: argparse.Namespace) -> dict[str, Any]:
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     party = load_party(args.workdir, args.party)
+    running: _Stoppable
     if party.role == Role.ROLE_AGENCY:
-        from node.server import start
+        from node import server as node_server
+
+        running = await node_server.start(party)
     elif party.role == Role.ROLE_CONSENT_REGISTRY:
-        from consent.server import start
+        from consent import server as consent_server
+
+        running = await consent_server.start(party)
     elif party.role == Role.ROLE_COORDINATOR:
-        from coordinator.server import start
+        from coordinator import server as coordinator_server
+
+        running = await coordinator_server.start(party)
     else:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
         )
-    running = await start(party)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
