@@ -104,10 +104,9 @@ def ingest_scenario(records: int, root: Path) -> dict[str, Any]:
     import csv
     import random
 
+    from fedscore.demo_data import FIELDS, random_national_id
     from node.ingest import ingest_file
     from node.store import NodeStore
-
-    from fedscore.demo_data import FIELDS, random_national_id
 
     workdir = root / "ingest"
     init_federation(workdir, 3)
