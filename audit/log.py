@@ -29,12 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Engine, Table, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit import merkle
+from fedscore.db import insert_unless_present
 from fedscore.errors import FailedPrecondition, InvalidArgument
 
 # Normalised (lower case, no "_" or "-") key fragments an entry body may never contain.
@@ -137,16 +137,6 @@ def _check_value(value: object, path: str) -> None:
         )
 
 
-def _insert_unless_taken(connection: Connection) -> Any:
-    """INSERT ... ON CONFLICT (index) DO NOTHING for the engines fedscore supports."""
-    name = connection.dialect.name
-    if name == "sqlite":
-        return sqlite.insert(AUDIT_ENTRY).on_conflict_do_nothing(index_elements=["index"])
-    if name == "postgresql":
-        return postgresql.insert(AUDIT_ENTRY).on_conflict_do_nothing(index_elements=["index"])
-    raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
-
-
 class EventLog:
     """The log of one party (`origin`), in the `audit_entry` table of `engine`."""
 
@@ -176,7 +166,7 @@ class EventLog:
             raise InvalidArgument(f"fields: {exc}", "BAD_LOG_FIELD") from exc
         logged_at = int(time.time() if now is None else now)
         connection = session.connection()
-        insert = _insert_unless_taken(connection)
+        insert = insert_unless_present(connection, AUDIT_ENTRY, "index")
         next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
         for _ in range(_MAX_ATTEMPTS):
             index = int(connection.execute(next_index).scalar_one())

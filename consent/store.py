@@ -18,11 +18,11 @@ log entry commit together or not at all.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, event, func
-from sqlmodel import Column, Field, Session, SQLModel, col, create_engine, select
+from sqlalchemy import Engine, LargeBinary, func
+from sqlmodel import Column, Field, Session, SQLModel, col, select
 
+from fedscore.db import open_engine as open_database
 from fedscore.status import MIN_STATUS_LIST_BITS
 
 STATUS_LIST_ROW = 1
@@ -59,19 +59,9 @@ class StatusListRecord(SQLModel, table=True):
     signed_envelope: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers (the status list) proceed while a revocation commits.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
 def open_engine(db_url: str) -> Engine:
-    """An engine for `db_url` with the registry's tables created (SQLite in WAL mode)."""
-    engine = create_engine(db_url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    """An engine for `db_url` with the registry's tables created."""
+    engine = open_database(db_url)
     SQLModel.metadata.create_all(
         engine,
         tables=[ConsentGrant.__table__, StatusListRecord.__table__],  # type: ignore[attr-defined]

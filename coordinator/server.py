@@ -22,7 +22,8 @@ from audit.log import EventLog
 from coordinator.fanout import NODE_DEADLINE_SECONDS, NodeChannels
 from coordinator.scoring import Coordinator, unix_now
 from coordinator.service import CoordinatorService
-from coordinator.store import CoordinatorStore, open_engine
+from coordinator.store import CoordinatorStore
+from fedscore.db import open_engine
 from fedscore.party import Party
 from fedscore.rpc import RunningServer, secure_channel, start_server
 from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry

@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine
+from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
 from coordinator.checks import check_replay, check_use_limit
@@ -65,21 +64,6 @@ class IssuedQuery(SQLModel, table=True):
 
 
 COORDINATOR_TABLES = [UsedNonce.__table__, TokenUse.__table__, IssuedQuery.__table__]  # type: ignore[attr-defined]
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets log readers proceed while a query is being issued.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
-
-
-def open_engine(db_url: str) -> Engine:
-    """An engine for the coordinator's database (SQLite in WAL mode, or any other URL)."""
-    engine = create_engine(db_url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 def nonce_digest(nonce: bytes) -> str:

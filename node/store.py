@@ -19,33 +19,27 @@ import hashlib
 import hmac
 import time
 from collections.abc import Collection
-from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Connection,
-    Engine,
     Index,
     Integer,
     Select,
     Table,
-    create_engine,
     distinct,
-    event,
     func,
     or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.errors import AlreadyExists, FailedPrecondition
+from fedscore.db import insert_unless_present, open_engine
+from fedscore.errors import AlreadyExists
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RECORD_KEY_INFO = b"fedscore/v1/record-key"
 # Times are 64-bit (a 32-bit PostgreSQL INTEGER ends in 2038). Record ids are 64-bit too,
 # except on SQLite, where only INTEGER PRIMARY KEY is the auto-numbered rowid (already 64-bit).
@@ -118,40 +112,6 @@ def record_key(
     return hmac.digest(secret, message, hashlib.sha256).hex()
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # WAL lets readers (queries) proceed while an import writes; the busy timeout
-        # makes a second writer wait for the first instead of failing at once.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # 64 MiB of page cache: an import inserts into two indexes in random key order.
-        cursor.execute("PRAGMA cache_size=-65536")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
-
-
-def make_engine(db_url: str) -> Engine:
-    """An engine for `db_url`; SQLite connections get WAL mode and a busy timeout."""
-    # Parameters stay out of error messages: they hold pseudonyms.
-    engine = create_engine(db_url, hide_parameters=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _tune_sqlite)
-    return engine
-
-
-def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
-    """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
-    name = connection.dialect.name
-    if name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-    if name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-    raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
-
-
 def quantities_query(
     pseudonym: str, start_ts: int, end_ts: int, uncertified_ok: Collection[str] = ()
 ) -> Select[str, int]:
@@ -176,7 +136,7 @@ class NodeStore:
     """The node's database: behaviour records, import batches and seen query ids."""
 
     def __init__(self, db_url: str) -> None:
-        self.engine = make_engine(db_url)
+        self.engine = open_engine(db_url)
         SQLModel.metadata.create_all(self.engine, tables=list(NODE_TABLES))
 
     def dispose(self) -> None:

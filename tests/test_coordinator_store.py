@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from audit.log import EventLog
-from coordinator.store import CoordinatorStore, QueryIssue, open_engine
+from coordinator.store import CoordinatorStore, QueryIssue
+from fedscore.db import open_engine
 from fedscore.errors import AlreadyExists, ResourceExhausted
 
 

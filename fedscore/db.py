@@ -1,0 +1,51 @@
+"""One way to open a party's database, for every party.
+
+SQLite by default (one file per party, WAL mode so readers proceed while a writer
+commits, a busy timeout so a second writer waits instead of failing); any other URL
+SQLAlchemy knows, PostgreSQL in production, by configuration alone. Queries stay
+portable: the only dialect-specific construct, an insert that skips a taken key, is
+built here for each supported engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+from fedscore.errors import FailedPrecondition
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # In WAL mode NORMAL never corrupts the database; a power cut may lose the last
+        # commits, which the parties' Merkle checkpoints make visible.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def open_engine(db_url: str) -> Engine:
+    """An engine for `db_url`. Parameters stay out of error messages (they may hold pseudonyms)."""
+    engine = create_engine(db_url, hide_parameters=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
+    name = connection.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
