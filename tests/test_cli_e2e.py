@@ -158,3 +158,34 @@ def test_every_command_has_help() -> None:
         done = fedscore(*command, "--help")
         assert done.returncode == 0
         assert "usage: fedscore" in done.stdout
+
+
+def test_usage_errors_are_one_line() -> None:
+    done = fedscore("consent", "grant", "--workdir", "/nowhere")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--citizen" in lines[0]
+
+
+def test_a_bad_export_is_rejected_whole_through_the_cli(
+    federation: tuple[Path, object], tmp_path: Path
+) -> None:
+    from node.store import NodeStore
+
+    workdir, _ = federation
+    store = NodeStore(load_party(workdir, "trc").db_url)
+    before = store.record_count()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "national_id,indicator,occurred_at,quantity,certifier\n"
+        "1101700203450,TRC-BLOOD,2025-03-01,1,trc-nurse\n"
+        "1101700203451,TRC-BLOOD,2025-03-01,1,trc-nurse\n"
+        "1101700203450,NO-SUCH-INDICATOR,2025-03-01,1,trc-nurse\n"
+    )
+    done = fedscore("node", "ingest", "--workdir", str(workdir), "--agency", "trc", str(bad))
+    assert done.returncode == 2
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "row 3" in line and "row 4" in line and "row 2" not in line
+    assert store.record_count() == before

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import fedscore.cli.commands as commands
 from fedscore.errors import FedscoreError
@@ -22,6 +23,13 @@ DESCRIPTION = (
     "fedscore: a federated gateway for scores for positive behaviour. Records stay at "
     "each agency; only signed, consented, purpose-limited questions cross the network."
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, naming the problem and where to get help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _workdir(sub: argparse.ArgumentParser) -> None:
@@ -35,7 +43,7 @@ def _json(sub: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedscore", description=DESCRIPTION)
+    parser = _Parser(prog="fedscore", description=DESCRIPTION)
     parties = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     federation = parties.add_parser("federation", help="create a local federation")
@@ -116,6 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"fedscore: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if os.environ.get("FEDSCORE_DEBUG"):
+            raise
+        print(
+            f"fedscore: internal error: {type(error).__name__}: {error} "
+            "(set FEDSCORE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     if isinstance(outcome, dict) and getattr(args, "json", False):
         print(json.dumps(outcome, ensure_ascii=False, sort_keys=True))
     return 0
