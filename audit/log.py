@@ -15,8 +15,13 @@ Invariants:
 - Bodies never hold personal data or secrets of the query path: a field whose key names
   a national ID, a pseudonym, a contribution or a masked value (at any depth) is refused,
   as is a string holding a stand-alone 13-digit number, before anything is written.
-- `root()` is computed from the stored leaf hashes of committed entries only; the cached
-  peaks only ever extend over rows already committed, which are never rewritten.
+- Roots and proofs are computed from the stored leaf hashes of committed entries only.
+  The roots of complete, aligned subtrees of `BLOCK` (256) leaves and above are cached
+  in memory and only ever extend over rows already committed, which are never
+  rewritten; so a root or proof at any size reads at most one block of leaves from the
+  database and hashes O(log n) nodes, whatever the log's length.
+- `stored_entries` returns rows exactly as stored, without checking them: it is what an
+  auditor is served, so that the auditor, not the party, decides what is wrong.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Table, func, select
+from sqlalchemy import BigInteger, Engine, RowMapping, Table, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -46,7 +51,10 @@ _KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 # A writer loses the race for an index only when another one commits first; this many
 # losses in a row means the database is not serialising writers (e.g. REPEATABLE READ).
 _MAX_ATTEMPTS = 100
-_READ_CHUNK = 10_000
+# Subtrees of 2**BLOCK_LEVEL leaves and larger are cached; smaller ones are read and hashed.
+BLOCK_LEVEL = 8
+BLOCK = 1 << BLOCK_LEVEL
+_READ_CHUNK = 64 * BLOCK
 
 
 class AuditEntry(SQLModel, table=True):
@@ -73,7 +81,7 @@ class LogRef:
 
     index: int
     leaf_hash: bytes
-    logged_at: int = Field(sa_type=BigInteger)
+    logged_at: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class LogEntry:
     kind: str
     body: str
     leaf_hash: bytes
-    logged_at: int = Field(sa_type=BigInteger)
+    logged_at: int
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -137,6 +145,39 @@ def _check_value(value: object, path: str) -> None:
         )
 
 
+def _perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """Root of a complete subtree (len(hashes) a power of two), level by level."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+class _CompleteSubtrees:
+    """Roots of the aligned complete subtrees of BLOCK leaves and more, bottom level first."""
+
+    def __init__(self) -> None:
+        self.levels: list[list[bytes]] = [[]]
+
+    @property
+    def blocks(self) -> int:
+        return len(self.levels[0])
+
+    def add_block(self, block_root: bytes) -> None:
+        node, level = block_root, 0
+        while True:
+            if level == len(self.levels):
+                self.levels.append([])
+            row = self.levels[level]
+            row.append(node)
+            if len(row) % 2:
+                return
+            node, level = merkle.node_hash(row[-2], row[-1]), level + 1
+
+    def get(self, level: int, index: int) -> bytes:
+        return self.levels[level - BLOCK_LEVEL][index]
+
+
 class EventLog:
     """The log of one party (`origin`), in the `audit_entry` table of `engine`."""
 
@@ -150,37 +191,77 @@ class EventLog:
         # from the primary key, so this lock is an optimisation, not the guarantee.
         self._append_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._peaks: list[bytes] = []
-        self._peaks_size = 0
+        self._subtrees = _CompleteSubtrees()
+        # Built once: SQLAlchemy then reuses the compiled statements on every append.
+        self._next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
+        self._inserts: dict[str, Any] = {}
+
+    @staticmethod
+    def _body(kind: str, fields: Mapping[str, Any]) -> str:
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise InvalidArgument(f"bad log entry kind {kind!r}", "BAD_LOG_FIELD")
+        _check_value(fields, "fields")
+        try:
+            return canonical_json(dict(fields))
+        except ValueError as exc:
+            raise InvalidArgument(f"fields: {exc}", "BAD_LOG_FIELD") from exc
+
+    def _row(self, index: int, kind: str, body: str, logged_at: int) -> dict[str, Any]:
+        leaf = merkle.leaf_hash(leaf_data(self.origin, index, kind, body, logged_at))
+        return {
+            "index": index,
+            "kind": kind,
+            "body": body,
+            "leaf_hash": leaf.hex(),
+            "logged_at": logged_at,
+        }
 
     def append(
         self, session: Session, kind: str, fields: Mapping[str, Any], *, now: float | None = None
     ) -> LogRef:
         """Add an entry inside `session` (not committed here); the caller commits."""
-        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-            raise InvalidArgument(f"bad log entry kind {kind!r}", "BAD_LOG_FIELD")
-        _check_value(fields, "fields")
-        try:
-            body = canonical_json(dict(fields))
-        except ValueError as exc:
-            raise InvalidArgument(f"fields: {exc}", "BAD_LOG_FIELD") from exc
+        body = self._body(kind, fields)
         logged_at = int(time.time() if now is None else now)
         connection = session.connection()
-        insert = insert_unless_present(connection, AUDIT_ENTRY, "index")
-        next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
+        dialect = connection.dialect.name
+        if dialect not in self._inserts:
+            self._inserts[dialect] = insert_unless_present(connection, AUDIT_ENTRY, "index")
+        insert = self._inserts[dialect]
         for _ in range(_MAX_ATTEMPTS):
-            index = int(connection.execute(next_index).scalar_one())
-            leaf = merkle.leaf_hash(leaf_data(self.origin, index, kind, body, logged_at))
-            row = {
-                "index": index,
-                "kind": kind,
-                "body": body,
-                "leaf_hash": leaf.hex(),
-                "logged_at": logged_at,
-            }
+            index = int(connection.execute(self._next_index).scalar_one())
+            row = self._row(index, kind, body, logged_at)
             if connection.execute(insert, row).rowcount == 1:
-                return LogRef(index, leaf, logged_at)
+                return LogRef(index, bytes.fromhex(row["leaf_hash"]), logged_at)
         raise FailedPrecondition("could not take a log index", "LOG_CONTENDED")
+
+    def append_many(
+        self,
+        session: Session,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        now: float | None = None,
+    ) -> list[LogRef]:
+        """Add consecutive entries inside `session` (not committed here), in one statement.
+
+        The first entry takes its index as `append` does; from then on this transaction
+        holds the next index, which every other writer must read as committed before
+        taking it, so the rest follow densely without a race.
+        """
+        bodies = [(kind, self._body(kind, fields)) for kind, fields in events]
+        if not bodies:
+            return []
+        logged_at = int(time.time() if now is None else now)
+        first_kind, first_fields = events[0]
+        first = self.append(session, first_kind, first_fields, now=logged_at)
+        rows = [
+            self._row(first.index + offset, kind, body, logged_at)
+            for offset, (kind, body) in enumerate(bodies[1:], start=1)
+        ]
+        if rows:
+            session.connection().execute(AUDIT_ENTRY.insert(), rows)
+        return [first] + [
+            LogRef(row["index"], bytes.fromhex(row["leaf_hash"]), logged_at) for row in rows
+        ]
 
     def append_now(
         self, kind: str, fields: Mapping[str, Any], *, now: float | None = None
@@ -197,8 +278,7 @@ class EventLog:
             top = connection.execute(select(func.max(AUDIT_ENTRY.c.index))).scalar_one()
         return 0 if top is None else int(top) + 1
 
-    def entries(self, start: int, end: int) -> list[LogEntry]:
-        """Committed entries with start <= index < end, in order; refuses tampered rows."""
+    def _select_rows(self, start: int, end: int) -> list[LogEntry]:
         if not 0 <= start <= end:
             raise InvalidArgument(f"bad entry range [{start}, {end})", "BAD_RANGE")
         query = (
@@ -208,24 +288,53 @@ class EventLog:
         )
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        found = []
-        for expected, row in enumerate(rows, start=start):
-            # Row.index is the tuple method, so read the columns through the mapping.
-            col = row._mapping
-            entry = LogEntry(
-                int(col["index"]),
-                str(col["kind"]),
-                str(col["body"]),
-                bytes.fromhex(col["leaf_hash"]),
-                int(col["logged_at"]),
-            )
+        # Row.index is the tuple method, so read the columns through the mapping.
+        return [_as_entry(row._mapping) for row in rows]
+
+    def stored_entries(self, start: int, end: int) -> list[LogEntry]:
+        """Rows with start <= index < end exactly as stored, unchecked (for auditors)."""
+        return self._select_rows(start, end)
+
+    def entries(self, start: int, end: int) -> list[LogEntry]:
+        """Committed entries with start <= index < end, in order; refuses tampered rows."""
+        found = self._select_rows(start, end)
+        for expected, entry in enumerate(found, start=start):
             if entry.index != expected:
                 raise FailedPrecondition(f"log has no entry {expected}", "LOG_CORRUPTED")
             if merkle.leaf_hash(entry.leaf_data(self.origin)) != entry.leaf_hash:
                 raise FailedPrecondition(
                     f"entry {entry.index} does not match its leaf hash", "LOG_CORRUPTED"
                 )
-            found.append(entry)
+        return found
+
+    def entries_naming(self, field: str, values: Sequence[str], limit: int) -> list[LogEntry]:
+        """Entries whose top-level `field` equals one of `values`, oldest first, unchecked.
+
+        Bodies are canonical JSON, so `"field":"value"` appears verbatim in a match; the
+        database narrows by that text and the parsed body confirms the exact value.
+        """
+        if not values:
+            return []
+        needles = [canonical_json({field: value})[1:-1] for value in values]
+        column = AUDIT_ENTRY.c.body
+        query = (
+            select(AUDIT_ENTRY)
+            .where(or_(*(column.contains(needle, autoescape=True) for needle in needles)))
+            .order_by(AUDIT_ENTRY.c.index)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        wanted = set(values)
+        found = []
+        for row in rows:
+            entry = _as_entry(row._mapping)
+            try:
+                fields = json.loads(entry.body)
+            except ValueError:
+                continue  # a body that is not JSON any more; the auditor reports it
+            if isinstance(fields, dict) and fields.get(field) in wanted:
+                found.append(entry)
         return found
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
@@ -247,33 +356,77 @@ class EventLog:
             raise FailedPrecondition(f"log has fewer than {end} entries", "LOG_CORRUPTED")
         return hashes
 
+    def _cover(self, size: int) -> None:
+        """Extend the cached complete subtrees over every whole block below `size`."""
+        target = size >> BLOCK_LEVEL << BLOCK_LEVEL
+        for lo in range(self._subtrees.blocks * BLOCK, target, _READ_CHUNK):
+            hashes = self.leaf_hashes(lo, min(target, lo + _READ_CHUNK))
+            for b in range(0, len(hashes), BLOCK):
+                self._subtrees.add_block(_perfect_root(hashes[b : b + BLOCK]))
+
+    def _subtree_roots(self, size: int) -> merkle.SubtreeRoot:
+        """MTH over [lo, hi) within the first `size` entries, from the cache and one block."""
+        self._cover(size)
+        blocks: dict[int, list[bytes]] = {}
+
+        def block(number: int) -> list[bytes]:
+            if number not in blocks:
+                lo = number * BLOCK
+                blocks[number] = self.leaf_hashes(lo, min(size, lo + BLOCK))
+            return blocks[number]
+
+        def subtree(lo: int, hi: int) -> bytes:
+            n = hi - lo
+            if n & (n - 1) == 0:  # complete; RFC 6962 ranges start aligned to their size
+                level = n.bit_length() - 1
+                if level >= BLOCK_LEVEL:
+                    return self._subtrees.get(level, lo >> level)
+                offset = lo & (BLOCK - 1)
+                return _perfect_root(block(lo >> BLOCK_LEVEL)[offset : offset + n])
+            k = 1 << ((n - 1).bit_length() - 1)
+            return merkle.node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
+
+        return subtree
+
     def root(self, size: int | None = None) -> bytes:
         """The tree root over the first `size` committed entries (default: all)."""
         current = self.size()
         if size is None:
             size = current
-        if not 0 <= size <= current:
-            raise InvalidArgument(f"log has {current} entries, not {size}", "BAD_RANGE")
+        self._check_size(size, current)
+        if size == 0:
+            return merkle.EMPTY_ROOT
         with self._cache_lock:
-            if size < self._peaks_size:
-                return merkle.root(self.leaf_hashes(0, size))
-            peaks = self._peaks
-            for offset, leaf in enumerate(self.leaf_hashes(self._peaks_size, size)):
-                peaks = merkle.append_to_peaks(peaks, self._peaks_size + offset, leaf)
-            self._peaks, self._peaks_size = peaks, size
-            return merkle.root_from_peaks(peaks)
+            return self._subtree_roots(size)(0, size)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The audit path of entry `index` in the tree of the first `size` entries."""
-        self._check_size(size)
-        return merkle.inclusion_proof(self.leaf_hashes(0, size), index)
+        self._check_size(size, self.size())
+        with self._cache_lock:
+            return merkle.inclusion_path(self._subtree_roots(size), size, index)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Proof that the tree of `size1` entries is a prefix of the tree of `size2`."""
-        self._check_size(size2)
-        return merkle.consistency_proof(self.leaf_hashes(0, size2), size1)
+        self._check_size(size2, self.size())
+        with self._cache_lock:
+            return merkle.consistency_path(self._subtree_roots(size2), size1, size2)
 
-    def _check_size(self, size: int) -> None:
-        current = self.size()
+    @staticmethod
+    def _check_size(size: int, current: int) -> None:
         if not 0 <= size <= current:
             raise InvalidArgument(f"log has {current} entries, not {size}", "BAD_RANGE")
+
+
+def _as_entry(col: RowMapping) -> LogEntry:
+    try:
+        leaf = bytes.fromhex(str(col["leaf_hash"]))
+    except ValueError:
+        leaf = b""  # garbage in the column: shown as no hash, so no check can pass
+    return LogEntry(
+        int(col["index"]), str(col["kind"]), str(col["body"]), leaf, int(col["logged_at"])
+    )
+
+
+# What opens a party's log over its engine: `EventLog` in production. Servers take it as
+# an argument only so that the benchmark can measure the score path without logging.
+LogFactory = Callable[[Engine, str], EventLog]

@@ -5,7 +5,8 @@ Invariants:
   the two prefixes keep a leaf from ever being passed off as a node (second preimages).
 - The root of the empty tree is SHA-256(b""); the tree over n > 1 leaves splits at the
   largest power of two below n (RFC 6962 section 2.1), so a log only ever grows on the right.
-- Proofs are generated from the list of leaf hashes in log order; verifiers take only
+- Proofs are generated from the list of leaf hashes in log order, or from any function
+  giving subtree roots (`inclusion_path`, `consistency_path`); verifiers take only
   sizes, hashes and the proof, follow RFC 9162 sections 2.1.3.2 and 2.1.4.2, and raise
   `Unauthenticated` (reasons `BAD_INCLUSION_PROOF`, `BAD_CONSISTENCY_PROOF`) instead of
   returning a bool, so a forgotten check cannot pass silently.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fedscore.errors import InvalidArgument, Unauthenticated
 
@@ -78,9 +79,20 @@ def root_from_peaks(peaks: Sequence[bytes]) -> bytes:
     return acc
 
 
-def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """PATH(index, D[n]): the audit path of leaf `index` in the tree over `leaf_hashes`."""
-    size = len(leaf_hashes)
+SubtreeRoot = Callable[[int, int], bytes]
+"""MTH(D[lo:hi]) of a log's leaves, for the ranges the RFC 6962 recursion asks for."""
+
+
+def _from_hashes(leaf_hashes: Sequence[bytes]) -> SubtreeRoot:
+    return lambda lo, hi: _subtree_root(leaf_hashes, lo, hi)
+
+
+def inclusion_path(subtree_root: SubtreeRoot, size: int, index: int) -> list[bytes]:
+    """PATH(index, D[size]) with subtree hashes taken from `subtree_root`.
+
+    Lets a stored log answer from cached interior nodes instead of every leaf; the
+    ranges asked for always start at a multiple of their largest power-of-two part.
+    """
     if not 0 <= index < size:
         raise InvalidArgument(f"leaf {index} is not in a tree of {size}", "INDEX_OUT_OF_RANGE")
     proof: list[bytes] = []
@@ -90,18 +102,17 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            proof.append(subtree_root(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            proof.append(subtree_root(lo, lo + k))
             lo = lo + k
     proof.reverse()
     return proof
 
 
-def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
-    """PROOF(size1, D[n]): shows the tree of the first `size1` leaves is a prefix of this one."""
-    size2 = len(leaf_hashes)
+def consistency_path(subtree_root: SubtreeRoot, size1: int, size2: int) -> list[bytes]:
+    """PROOF(size1, D[size2]) with subtree hashes taken from `subtree_root`."""
     if not 0 <= size1 <= size2:
         raise InvalidArgument(f"size {size1} is not within a tree of {size2}", "INDEX_OUT_OF_RANGE")
     if size1 in (0, size2):
@@ -111,15 +122,25 @@ def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            proof.append(_subtree_root(leaf_hashes, lo + k, hi))
+            proof.append(subtree_root(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_subtree_root(leaf_hashes, lo, lo + k))
+            proof.append(subtree_root(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     if not complete:
-        proof.append(_subtree_root(leaf_hashes, lo, hi))
+        proof.append(subtree_root(lo, hi))
     proof.reverse()
     return proof
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """PATH(index, D[n]): the audit path of leaf `index` in the tree over `leaf_hashes`."""
+    return inclusion_path(_from_hashes(leaf_hashes), len(leaf_hashes), index)
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], size1: int) -> list[bytes]:
+    """PROOF(size1, D[n]): shows the tree of the first `size1` leaves is a prefix of this one."""
+    return consistency_path(_from_hashes(leaf_hashes), size1, len(leaf_hashes))
 
 
 def _check_hashes(reason: str, *hashes: bytes) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from audit.log import EventLog
+from audit.service import AuditEndpoint, start_audit
 from consent.push import DEFAULT_PUSH_TIMEOUT_SECONDS, RevocationPusher, push_targets
 from consent.registry import DEFAULT_STATUS_TTL_SECONDS, ConsentRegistry
 from consent.service import SERVICE_NAME, Clock, consent_handlers
@@ -33,9 +34,11 @@ class Running:
     pusher: RevocationPusher
     server: RunningServer
     engine: Engine
+    audit: AuditEndpoint
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.audit.stop()
         await self.pusher.close()
         self.engine.dispose()
 
@@ -53,14 +56,23 @@ async def start(
     log = EventLog(engine, party.id)
     registry = ConsentRegistry.for_party(party, engine, log, status_ttl_seconds=status_ttl_seconds)
     pusher = RevocationPusher(push_targets(party.trust), party.tls, log, timeout=push_timeout)
+    audit = start_audit(party, log)
     try:
         server = await start_server(
             party.tls,
             bind or party.participant.endpoint,
-            {SERVICE_NAME: consent_handlers(registry, pusher, clock)},
+            {SERVICE_NAME: consent_handlers(registry, pusher, clock), **audit.services()},
         )
     except BaseException:
+        await audit.stop()
         await pusher.close()
         engine.dispose()
         raise
-    return Running(port=server.port, registry=registry, pusher=pusher, server=server, engine=engine)
+    return Running(
+        port=server.port,
+        registry=registry,
+        pusher=pusher,
+        server=server,
+        engine=engine,
+        audit=audit,
+    )

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import grpc.aio
 from sqlalchemy import Engine
 
-from audit.log import EventLog
+from audit.log import EventLog, LogFactory
+from audit.service import AuditEndpoint, start_audit
 from coordinator.fanout import NODE_DEADLINE_SECONDS, NodeChannels
 from coordinator.scoring import Coordinator, unix_now
 from coordinator.service import CoordinatorService
@@ -45,9 +46,11 @@ class Running:
     follower: StatusListFollower
     registry_channels: list[grpc.aio.Channel]
     engine: Engine
+    audit: AuditEndpoint
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.audit.stop()
         await self.follower.stop()
         await self.coordinator.channels.close()
         for channel in self.registry_channels:
@@ -69,10 +72,11 @@ async def start(
     bind: str | None = None,
     node_deadline: float = NODE_DEADLINE_SECONDS,
     status_refresh_seconds: float = STATUS_REFRESH_SECONDS,
+    log_factory: LogFactory = EventLog,
 ) -> Running:
-    """Open the coordinator's state and channels and serve `fedscore.v1.CoordinatorService`."""
+    """Open the coordinator's state and channels; serve CoordinatorService and AuditService."""
     engine = open_engine(party.db_url)
-    store = CoordinatorStore(engine, EventLog(engine, party.id))
+    store = CoordinatorStore(engine, log_factory(engine, party.id))
     revocations = RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY))
     registry_channel = _registry_channel(party)
     follower = StatusListFollower(
@@ -96,13 +100,15 @@ async def start(
         node_deadline=node_deadline,
         clock=unix_now,
     )
+    audit = start_audit(party, store.log)
     try:
         server = await start_server(
             party.tls,
             bind or party.participant.endpoint,
-            CoordinatorService(coordinator).handlers(),
+            {**CoordinatorService(coordinator).handlers(), **audit.services()},
         )
     except BaseException:
+        await audit.stop()
         await follower.stop()
         await coordinator.channels.close()
         await registry_channel.close()
@@ -115,4 +121,5 @@ async def start(
         follower=follower,
         registry_channels=[registry_channel],
         engine=engine,
+        audit=audit,
     )

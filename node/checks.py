@@ -84,6 +84,7 @@ class AdmittedQuery:
     purpose: Purpose
     token: VerifiedToken
     year: int
+    promise: LogPromise  # the coordinator's signed word that it logged this query first
 
     @property
     def query_id(self) -> str:
@@ -270,10 +271,12 @@ def admit_query(
     notes.purpose = spec.purpose_id
     policy = policy_named(spec, node.policies)
     check_freshness(spec, now)
-    check_log_promise(signed, node.coordinator_keyring)
+    promise = check_log_promise(signed, node.coordinator_keyring)
     token = check_token(spec, policy, node.agency_id, node.trust, node.revocations, now)
     purpose = policy.purpose(spec.purpose_id)
     check_participants(spec, purpose, node.agency_id)
     year = scoring_year(spec, policy, now)
     check_not_replayed(spec.query_id, seen)
-    return AdmittedQuery(signed=signed, policy=policy, purpose=purpose, token=token, year=year)
+    return AdmittedQuery(
+        signed=signed, policy=policy, purpose=purpose, token=token, year=year, promise=promise
+    )

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from audit.log import EventLog
+from audit.log import EventLog, LogFactory
+from audit.service import AuditEndpoint, start_audit
 from fedscore.errors import FailedPrecondition
 from fedscore.party import Party
 from fedscore.rpc import RunningServer, secure_channel, start_server
@@ -28,6 +29,8 @@ from fedscore.v1.trust_pb2 import Role
 from node.answer import derive_mask_seeds
 from node.checks import NodeTrust
 from node.service import SERVICE_NAME, AgencyNode, Clock, node_handlers
+from node.statistics import SERVICE_NAME as STATISTICS_SERVICE
+from node.statistics import statistics_handlers
 from node.store import NodeStore
 
 _log = logging.getLogger(__name__)
@@ -45,9 +48,11 @@ class Running:
     server: RunningServer
     follower: StatusListFollower
     registry_channel: grpc.aio.Channel
+    audit: AuditEndpoint
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.audit.stop()
         await self.follower.stop()
         await self.registry_channel.close()
         self.node.store.dispose()
@@ -62,7 +67,9 @@ def _registry_channel(party: Party) -> grpc.aio.Channel:
     return secure_channel(registries[0].endpoint, party.tls, server_name=registries[0].id)
 
 
-def open_node(party: Party, clock: Clock = time.time) -> AgencyNode:
+def open_node(
+    party: Party, clock: Clock = time.time, log_factory: LogFactory = EventLog
+) -> AgencyNode:
     """The node's state and trust, derived once from its party folder."""
     if party.role != Role.ROLE_AGENCY:
         raise FailedPrecondition(f"{party.id} is not an agency of this federation", "WRONG_ROLE")
@@ -81,7 +88,7 @@ def open_node(party: Party, clock: Clock = time.time) -> AgencyNode:
         pseudonym_key=party.secrets.pseudonym_key,
         mask_seeds=derive_mask_seeds(party.id, party.box, party.trust),
         store=store,
-        log=EventLog(store.engine, party.id),
+        log=log_factory(store.engine, party.id),
         clock=clock,
     )
 
@@ -92,9 +99,10 @@ async def start(
     bind: str | None = None,
     status_refresh_seconds: float = STATUS_REFRESH_SECONDS,
     clock: Clock = time.time,
+    log_factory: LogFactory = EventLog,
 ) -> Running:
-    """Open the node's state and serve `fedscore.v1.NodeService`."""
-    node = open_node(party, clock)
+    """Open the node's state and serve `fedscore.v1.NodeService` and its AuditService."""
+    node = open_node(party, clock, log_factory)
     registry_channel = _registry_channel(party)
     follower = StatusListFollower(
         node.trust.revocations, fetch_from_registry(registry_channel), status_refresh_seconds
@@ -104,11 +112,19 @@ async def start(
     except Exception as exc:  # fail closed later (STATUS_LIST_STALE), not at start
         _log.warning("first status list fetch failed, retrying in background: %s", exc)
     follower.start()
+    audit = start_audit(party, node.log)
     try:
         server = await start_server(
-            party.tls, bind or party.participant.endpoint, {SERVICE_NAME: node_handlers(node)}
+            party.tls,
+            bind or party.participant.endpoint,
+            {
+                SERVICE_NAME: node_handlers(node),
+                STATISTICS_SERVICE: statistics_handlers(node),
+                **audit.services(),
+            },
         )
     except BaseException:
+        await audit.stop()
         await follower.stop()
         await registry_channel.close()
         node.store.dispose()
@@ -119,4 +135,5 @@ async def start(
         server=server,
         follower=follower,
         registry_channel=registry_channel,
+        audit=audit,
     )

@@ -105,6 +105,10 @@ def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> Contri
                 "query_hash": admitted.signed.query_hash.hex(),
                 "purpose": admitted.purpose.id,
                 "token_id": admitted.token_id,
+                # Where the coordinator promised it logged the query: the regulator checks.
+                "coordinator": admitted.promise.origin,
+                "promise_index": admitted.promise.index,
+                "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
             },
             now=now,
         )

@@ -40,6 +40,7 @@ from policies.model import (
     RelyingParty,
     ScoreRules,
 )
+from policies.statistics import parse_statistics
 
 PERSON_RANGE = (0, 1_000)
 ORGANISATION_RANGE = (0, 5_000)
@@ -113,9 +114,9 @@ def parse_policy(document: Mapping[str, Any]) -> Policy:
         "purposes",
         "id",
     )
-    statistics = json_value(top.raw("statistics", default={}), "statistics")
-    if not isinstance(statistics, dict):
-        raise refuse("statistics", "must be a table")
+    statistics_rules, statistics = parse_statistics(
+        json_value(top.raw("statistics", default={}), "statistics"), score
+    )
 
     normal = {
         "policy_id": policy_id,
@@ -137,6 +138,7 @@ def parse_policy(document: Mapping[str, Any]) -> Policy:
         score=score,
         purposes=MappingProxyType(purposes),
         statistics=MappingProxyType(statistics),
+        statistics_rules=statistics_rules,
         canonical=canonical,
         content_hash=content_hash_of(canonical),
     )

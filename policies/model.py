@@ -20,10 +20,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fedscore.errors import InvalidArgument, NotFound, PermissionDenied
+
+if TYPE_CHECKING:
+    from policies.statistics import StatisticsRules
 
 NATIONAL = "national"
 
@@ -159,6 +162,7 @@ class Policy:
     score: ScoreRules
     purposes: Mapping[str, Purpose]
     statistics: Mapping[str, Any]
+    statistics_rules: StatisticsRules  # the typed form of `statistics`
     canonical: bytes
     content_hash: str
 

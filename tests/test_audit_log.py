@@ -307,3 +307,81 @@ def test_concurrent_processes_get_distinct_consecutive_indexes(
         (f"p{p}", i) for p in range(processes) for i in range(per_process)
     }
     assert log.root() == _expected_root(log, total)
+
+
+# --- batched appends, cached subtrees, what auditors are served ---------------------------
+
+
+def test_append_many_takes_dense_indexes_in_the_callers_transaction(engine: Engine) -> None:
+    log = EventLog(engine, ORIGIN)
+    log.append_now("start", {})
+    with Session(engine) as session:
+        refs = log.append_many(session, [("e", {"i": i}) for i in range(5)], now=1_700_000_000)
+        session.rollback()
+    assert [r.index for r in refs] == [1, 2, 3, 4, 5]
+    assert log.size() == 1  # rolled back: nothing of the batch remains
+    with Session(engine) as session:
+        refs = log.append_many(session, [("e", {"i": i}) for i in range(5)], now=1_700_000_000)
+        session.commit()
+    entries = log.entries(1, 6)  # re-hashes every entry: the batch hashed them right
+    assert [e.leaf_hash for e in entries] == [r.leaf_hash for r in refs]
+    assert [e.fields["i"] for e in entries] == list(range(5))
+    with Session(engine) as session:
+        assert log.append_many(session, []) == []
+        with pytest.raises(InvalidArgument):
+            log.append_many(session, [("e", {}), ("e", {"national_id": "x"})])
+    assert log.size() == 6
+
+
+def test_roots_and_proofs_from_cached_subtrees_equal_those_from_every_leaf(
+    engine: Engine,
+) -> None:
+    """Sizes around the 256-leaf blocks: the cache must never change an answer."""
+    log = EventLog(engine, ORIGIN)
+    with Session(engine) as session:
+        log.append_many(session, [("e", {"i": i}) for i in range(1100)])
+        session.commit()
+    leaves = log.leaf_hashes(0, 1100)
+    sizes = [1, 2, 255, 256, 257, 511, 512, 513, 767, 1024, 1025, 1099, 1100]
+    for size in sizes:
+        assert log.root(size) == merkle.root(leaves[:size]), size
+        for index in {0, size // 2, size - 1}:
+            assert log.inclusion_proof(index, size) == merkle.inclusion_proof(leaves[:size], index)
+        for size1 in {0, 1, size // 3, size - 1, size}:
+            assert log.consistency_proof(size1, size) == merkle.consistency_proof(
+                leaves[:size], size1
+            )
+    # A fresh EventLog (a restart) builds its cache from the stored leaves alone.
+    reopened = EventLog(engine, ORIGIN)
+    assert reopened.inclusion_proof(700, 1100) == merkle.inclusion_proof(leaves, 700)
+
+
+def test_auditors_are_served_rows_as_stored_even_when_tampered(engine: Engine) -> None:
+    log = EventLog(engine, ORIGIN)
+    for i in range(3):
+        log.append_now("e", {"i": i})
+    with engine.begin() as connection:
+        connection.execute(
+            text('update audit_entry set body = :b where "index" = 1'), {"b": '{"i":7}'}
+        )
+        connection.execute(text("update audit_entry set leaf_hash = 'zz' where \"index\" = 2"))
+    served = log.stored_entries(0, 3)
+    assert [e.body for e in served] == ['{"i":0}', '{"i":7}', '{"i":2}']
+    assert served[2].leaf_hash == b""  # garbage is shown as no hash at all
+    with pytest.raises(FailedPrecondition):
+        log.entries(0, 3)
+
+
+def test_entries_naming_a_value_match_the_field_exactly(engine: Engine) -> None:
+    log = EventLog(engine, ORIGIN)
+    log.append_now("a", {"token_id": "abc"})
+    log.append_now("b", {"token_id": "abcd"})  # a longer id sharing the prefix
+    log.append_now("c", {"query_id": "abc"})  # the same value in another field
+    log.append_now("d", {"outer": {"token_id": "abc"}})  # nested, not top level
+    log.append_now("e", {"token_id": "a%c"})
+    log.append_now("f", {"token_id": "abc", "query_id": "q"})
+    assert [e.kind for e in log.entries_naming("token_id", ["abc"], 100)] == ["a", "f"]
+    assert [e.kind for e in log.entries_naming("token_id", ["a%c"], 100)] == ["e"]
+    assert [e.kind for e in log.entries_naming("query_id", ["abc", "q"], 100)] == ["c", "f"]
+    assert log.entries_naming("token_id", [], 100) == []
+    assert len(log.entries_naming("token_id", ["abc"], 1)) == 1

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from audit import merkle
 from fedscore.errors import InvalidArgument, Unauthenticated
 
-# The eight leaves used by the Certificate Transparency implementations (RFC 6962 tests).
+# Published test vectors of the Certificate Transparency implementations, as in
+# transparency-dev/merkle (proof/verify_test.go and rfc6962/rfc6962_test.go, formerly
+# google/certificate-transparency-go merkletree tests): eight leaves, the roots of every
+# prefix, inclusion paths and consistency proofs. Their inclusion vectors number leaves
+# from 1; here indexes are 0-based.
 LEAVES = [
     bytes.fromhex(h)
     for h in (
@@ -167,6 +171,22 @@ def _data(n: int) -> list[bytes]:
 
 def test_empty_tree_root_is_hash_of_nothing() -> None:
     assert merkle.root([]) == hashlib.sha256(b"").digest() == merkle.EMPTY_ROOT
+
+
+def test_rfc6962_hasher_vectors() -> None:
+    """transparency-dev/merkle rfc6962_test.go: empty root, empty leaf, a leaf, a node."""
+    assert merkle.EMPTY_ROOT.hex() == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    assert merkle.leaf_hash(b"").hex() == (
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+    )
+    assert merkle.leaf_hash(b"L123456").hex() == (
+        "395aa064aa4c29f7010acfe3f25db9485bbd4b91897b6ad7ad547639252b4d56"
+    )
+    assert merkle.node_hash(b"N123", b"N456").hex() == (
+        "aa217fe888e47007fa15edab33c2b492a722cb106c64667fc2b044444de66bbb"
+    )
 
 
 def test_leaf_and_node_hashes_use_domain_prefixes() -> None:

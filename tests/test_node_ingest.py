@@ -11,13 +11,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from fedscore.errors import IngestError
 from keys.national_id import with_check_digit
 from keys.pseudonym import pseudonym
 from node.ingest import COLUMNS, IngestReport, ingest_file
-from node.store import IMPORT_BATCH, NodeStore
+from node.store import BEHAVIOUR_RECORD, IMPORT_BATCH, QUERY_INDEX_NAME, NodeStore
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
 from policies.model import Policy
@@ -352,7 +352,8 @@ def test_the_database_files_hold_no_raw_id(
     assert any(p.name.endswith("-wal") for p in files())
     for stage in ("open", "closed"):
         data = raw_bytes()
-        assert pseudonym(KEY, ID_A).encode() in data, stage  # the check can see records
+        # Pseudonyms are stored as their 32 raw bytes; the check can see records.
+        assert bytes.fromhex(pseudonym(KEY, ID_A)) in data, stage
         for national_id in ALL_IDS:
             assert national_id.encode() not in data, stage
             assert national_id.encode("utf-16-le") not in data, stage
@@ -387,3 +388,54 @@ def test_concurrent_imports_of_overlapping_files(
     distinct = len(set(rows))
     assert sum(r.new_records for r in reports) == distinct == store.record_count()
     assert sum(r.duplicate_records for r in reports) == 6000 - distinct
+
+
+def _query_index_exists(store: NodeStore) -> bool:
+    with store.engine.connect() as connection:
+        names = connection.execute(
+            text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"),
+            {"t": "behaviour_record"},
+        ).scalars()
+        return QUERY_INDEX_NAME in set(names)
+
+
+def test_a_first_import_rebuilds_the_query_index_and_a_rejected_one_keeps_it(
+    store: NodeStore, policy: Policy, tmp_path: Path
+) -> None:
+    bad = _csv(tmp_path / "bad.csv", GOOD_ROWS[0], BAD_ROWS[0][1])
+    _problems(store, policy, bad)  # the first import into an empty node fails
+    assert _query_index_exists(store)
+    _ingest(store, _csv(tmp_path / "good.csv", *GOOD_ROWS), policy)
+    assert _query_index_exists(store)
+    start, end = _year(policy, 2024)
+    assert store.quantities(pseudonym(KEY, ID_A), start, end) == {
+        "TRC-BLOOD": 3,
+        "TRC-ORGAN-PLEDGE": 1,
+    }
+    # A later import into a node that holds records keeps the index all along.
+    _ingest(store, _csv(tmp_path / "more.csv", f"{ID_B},TRC-BLOOD,2024-05-05,1,HQ"), policy)
+    assert _query_index_exists(store)
+    assert store.quantities(pseudonym(KEY, ID_B), start, end) == {"TRC-BLOOD": 1}
+
+
+def test_pseudonyms_and_record_keys_are_stored_as_32_bytes(
+    store: NodeStore, policy: Policy, tmp_path: Path
+) -> None:
+    _ingest(store, _csv(tmp_path / "export.csv", *GOOD_ROWS), policy)
+    columns = BEHAVIOUR_RECORD.c
+    with store.engine.connect() as connection:
+        stored = connection.execute(select(columns.pseudonym, columns.record_key)).all()
+    assert len(stored) == 5
+    assert {bytes(p) for p, _ in stored} == {bytes.fromhex(pseudonym(KEY, i)) for i in ALL_IDS}
+    assert all(len(p) == 32 and len(k) == 32 for p, k in stored)
+    assert len({bytes(k) for _, k in stored}) == 5
+
+
+def test_a_bad_value_seen_again_is_refused_again(
+    store: NodeStore, policy: Policy, tmp_path: Path
+) -> None:
+    # Validated values are cached per file; a refused value must never enter the cache.
+    rows = [GOOD_ROWS[0], BAD_ROWS[0][1], GOOD_ROWS[0], BAD_ROWS[0][1], BAD_ROWS[10][1]]
+    problems = _problems(store, policy, _csv(tmp_path / "export.csv", *rows))
+    assert [n for n, _ in problems] == [3, 5, 6]
+    assert "check digit" in problems[1][1]

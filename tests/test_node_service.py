@@ -368,6 +368,9 @@ def test_masked_answers_of_all_nodes_sum_to_the_total(tmp_path: Path) -> None:
                     "query_hash": spec_hash.hex(),
                     "purpose": PURPOSE,
                     "token_id": token_id,
+                    "coordinator": "coordinator",
+                    "promise_index": 7,
+                    "promise_leaf_hash": hashlib.sha256(b"leaf").hexdigest(),
                 }
                 assert_clean_log(live.log_entries(agency))
 

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import fedscore.cli.audit_commands as audit_commands
 import fedscore.cli.commands as commands
+import fedscore.cli.stats_commands as stats_commands
 from fedscore.errors import FedscoreError
 
 DESCRIPTION = (
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, help="folder to use (default: a new one here)")
     demo.add_argument("--citizens", type=int, default=1200, help="synthetic citizens (>=1000)")
     demo.set_defaults(run=commands.demo)
+    stats_commands.register(parties)
+    audit_commands.register(parties)
     return parser
 
 

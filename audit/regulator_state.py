@@ -1,0 +1,127 @@
+"""The regulator's memory of what it verified, kept in the regulator's own database.
+
+Invariants:
+- For each party: the last checkpoint the regulator verified (as the party signed it)
+  and the leaf hash of every entry under it, recomputed by the regulator itself from the
+  entry's contents; never a hash the party supplied.
+- State only moves forward: a party's record is replaced only by a checkpoint at least as
+  large that was proven consistent with it and whose entries all re-hashed to its root,
+  and the new leaves are written in the same transaction as the new checkpoint.
+- It lives in the regulator party's database (`DIR/parties/regulator/state.db` unless
+  configured otherwise), which no audited party can write: a party that rewrites its own
+  history cannot rewrite what the regulator remembers of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Column, Engine, LargeBinary, Table, delete, select
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from audit.checkpoint import Checkpoint
+from fedscore.errors import FailedPrecondition
+from fedscore.v1.envelope_pb2 import Envelope
+
+
+class VerifiedCheckpoint(SQLModel, table=True):
+    """The last checkpoint of `party` that the regulator verified."""
+
+    __tablename__ = "regulator_checkpoint"
+
+    party: str = Field(primary_key=True)
+    size: int = Field(sa_type=BigInteger)
+    root: str
+    timestamp: int = Field(sa_type=BigInteger)
+    verified_at: int = Field(sa_type=BigInteger)
+    envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class VerifiedLeaf(SQLModel, table=True):
+    """The leaf hash of entry `index` of `party`, as the regulator recomputed it."""
+
+    __tablename__ = "regulator_leaf"
+
+    party: str = Field(primary_key=True)
+    index: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    leaf_hash: str
+
+
+VERIFIED_CHECKPOINT: Table = VerifiedCheckpoint.__table__  # type: ignore[attr-defined]
+VERIFIED_LEAF: Table = VerifiedLeaf.__table__  # type: ignore[attr-defined]
+
+
+class RegulatorState:
+    """What the regulator verified before, per party."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        SQLModel.metadata.create_all(engine, tables=[VERIFIED_CHECKPOINT, VERIFIED_LEAF])
+
+    def checkpoint(self, party: str) -> Checkpoint | None:
+        with Session(self.engine) as session:
+            row = session.get(VerifiedCheckpoint, party)
+            if row is None:
+                return None
+            return Checkpoint(party, row.size, bytes.fromhex(row.root), row.timestamp)
+
+    def leaves(self, party: str) -> list[bytes]:
+        """The leaf hashes under the party's verified checkpoint, in order."""
+        query = (
+            select(VERIFIED_LEAF.c.index, VERIFIED_LEAF.c.leaf_hash)
+            .where(VERIFIED_LEAF.c.party == party)
+            .order_by(VERIFIED_LEAF.c.index)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        if any(int(index) != expected for expected, (index, _) in enumerate(rows)):
+            raise FailedPrecondition(
+                f"the regulator's own record of {party} has a gap", "REGULATOR_STATE_CORRUPTED"
+            )
+        return [bytes.fromhex(leaf) for _, leaf in rows]
+
+    def advance(
+        self,
+        checkpoint: Checkpoint,
+        envelope: Envelope,
+        leaves: Sequence[bytes],
+        verified_at: int,
+    ) -> None:
+        """Remember `checkpoint` of its origin and the leaves under it, in one transaction."""
+        party = checkpoint.origin
+        if len(leaves) != checkpoint.size:
+            raise FailedPrecondition("leaves do not cover the checkpoint", "BAD_STATE_UPDATE")
+        with Session(self.engine) as session:
+            previous = session.get(VerifiedCheckpoint, party)
+            known = 0 if previous is None else previous.size
+            if checkpoint.size < known:
+                raise FailedPrecondition(
+                    f"refusing to move {party} back from {known} to {checkpoint.size} entries",
+                    "BAD_STATE_UPDATE",
+                )
+            # Rows at or above `known` can only be left over from an interrupted run.
+            connection = session.connection()
+            connection.execute(
+                delete(VERIFIED_LEAF).where(
+                    VERIFIED_LEAF.c.party == party, VERIFIED_LEAF.c.index >= known
+                )
+            )
+            new = [
+                {"party": party, "index": index, "leaf_hash": leaves[index].hex()}
+                for index in range(known, checkpoint.size)
+            ]
+            if new:
+                connection.execute(VERIFIED_LEAF.insert(), new)
+            row = previous or VerifiedCheckpoint(
+                party=party, size=0, root="", timestamp=0, verified_at=0, envelope=b""
+            )
+            row.size = checkpoint.size
+            row.root = checkpoint.root.hex()
+            row.timestamp = checkpoint.timestamp
+            row.verified_at = verified_at
+            row.envelope = envelope.SerializeToString()
+            session.add(row)
+            session.commit()

@@ -1,0 +1,253 @@
+"""The score scenarios of `make bench`: product, ceiling and lake, each its own processes.
+
+Every scenario measures with `bench.loadgen.measure` (same client processes, same
+request shape, same answer checks) and adds the CPU each server process used per
+completed query during the throughput window (from /proc), so a reader sees where time
+goes. Each federation folder comes from `init_federation(..., fast_kdf=True)`: real keys
+and certificates, with the key files' Argon2id at its minimum cost (it only slows
+process start, never a query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import ceiling, lake
+from bench.bigdata import fill_nodes
+from bench.loadgen import CpuSampler, Target, measure, resident_mb
+from bench.revocation import measure_revocation
+from fedscore import client
+from fedscore.client import COORDINATOR_ID
+from fedscore.demo_data import DemoData, expected_total, generate
+from fedscore.federation import init_federation
+from fedscore.party import Party, load_party
+from fedscore.processes import FederationProcesses, wait_serving
+from fedscore.v1.envelope_pb2 import Envelope
+from node.ingest import ingest_file
+from node.store import NodeStore
+
+PORTAL = "citizen-portal"
+PURPOSE = "self-view"
+DEMO_CITIZENS = 1000
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    sequential: int
+    seconds: float
+    clients: int
+    concurrency: int = 32
+
+
+@dataclass
+class Federation:
+    """A federation folder with its agencies' demo exports, ready to start."""
+
+    workdir: Path
+    agencies: list[str]
+    data: DemoData
+    portal: Party
+
+    @property
+    def expected_score(self) -> int:
+        return expected_total(
+            self.data.files, self.portal.policy, self.data.demo_citizen, self.data.year
+        )
+
+
+def prepare(
+    root: Path, name: str, agencies: int, filler_records: int = 0
+) -> tuple[Federation, dict[str, Any]]:
+    """Create the folder, the exports and every node's database (with filler if asked)."""
+    workdir = root / name
+    layout = init_federation(workdir, agencies, fast_kdf=True)
+    portal = load_party(workdir, PORTAL)
+    policy = portal.policy
+    data = generate(workdir / "data", policy, layout.agencies, DEMO_CITIZENS, seed=agencies)
+    build: dict[str, Any] = {}
+    if filler_records:
+        build = fill_nodes(workdir, layout.agencies, data.files, policy, filler_records, workdir)
+    else:
+        for agency, path in data.files.items():
+            party = load_party(workdir, agency)
+            store = NodeStore(party.db_url)
+            try:
+                ingest_file(store, path, policy, agency, party.secrets.pseudonym_key)
+            finally:
+                store.dispose()
+    return Federation(workdir, layout.agencies, data, portal), build
+
+
+@contextlib.contextmanager
+def running(federation: Federation) -> Iterator[FederationProcesses]:
+    processes = FederationProcesses(federation.workdir)
+    try:
+        asyncio.run(processes.start_all(federation.portal))
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def grant_token(federation: Federation, days: int = 1) -> Envelope:
+    response = asyncio.run(
+        client.grant(federation.portal, federation.data.demo_citizen, PURPOSE, PORTAL, days)
+    )
+    return response.token
+
+
+def score_target(federation: Federation, token: Envelope, expected: int | None) -> Target:
+    return Target(
+        kind="score",
+        workdir=str(federation.workdir),
+        client_party=PORTAL,
+        endpoint=federation.portal.trust.participant(COORDINATOR_ID).endpoint,
+        server_name=COORDINATOR_ID,
+        token=token.SerializeToString(),
+        purpose=PURPOSE,
+        expected=expected,
+    )
+
+
+def _load(target: Target, pids: dict[str, int], plan: LoadPlan, max_qps: float) -> dict[str, Any]:
+    sampler = CpuSampler(pids)
+    figures = measure(
+        target,
+        sequential=plan.sequential,
+        concurrency=plan.concurrency,
+        seconds=plan.seconds,
+        clients=plan.clients,
+        max_qps=max_qps,
+        on_window=sampler,
+    )
+    result = figures.as_dict()
+    result["server_cpu_ms_per_query"] = sampler.ms_per_query(figures.concurrent_queries)
+    return result
+
+
+def _party_pids(processes: FederationProcesses, agencies: list[str]) -> dict[str, int]:
+    pids = {"coordinator": processes.processes[COORDINATOR_ID].pid}
+    pids.update({agency: processes.processes[agency].pid for agency in agencies})
+    return pids
+
+
+def product_scenario(
+    federation: Federation,
+    plan: LoadPlan,
+    label: str,
+    *,
+    measure_rss: bool = False,
+    revocation: bool = False,
+) -> tuple[dict[str, Any], Envelope, dict[str, Any] | None]:
+    """Score queries against the real federation: its figures, the token used, and the
+    revocation figures (measured afterwards on the same running federation) if asked."""
+    revoked: dict[str, Any] | None = None
+    with running(federation) as processes:
+        token = grant_token(federation)
+        pids = _party_pids(processes, federation.agencies)
+        target = score_target(federation, token, federation.expected_score)
+        figures = _load(target, pids, plan, 1500)
+        if measure_rss:
+            rss = {agency: resident_mb(pids[agency]) for agency in federation.agencies}
+            figures["node_rss_mb"] = rss
+            figures["node_rss_mb_max"] = max(rss.values())
+        if revocation:
+            began = time.perf_counter()
+            revoked = asyncio.run(
+                measure_revocation(
+                    federation.workdir, federation.agencies, federation.data.demo_citizen
+                )
+            )
+            revoked["scenario_s"] = round(time.perf_counter() - began, 1)
+    record = {"scenario": label, "agencies": len(federation.agencies), "tls": True, **figures}
+    return record, token, revoked
+
+
+@contextlib.contextmanager
+def _servers(starts: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    try:
+        yield starts
+    finally:
+        for process in starts:
+            process.terminate()
+        for process in starts:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def ceiling_scenario(root: Path, agencies: int, token: Envelope, plan: LoadPlan) -> dict[str, Any]:
+    """The echo federation (bench.ceiling) with the same topology and the same token bytes."""
+    workdir = root / f"ceiling-{agencies}"
+    layout = init_federation(workdir, agencies, fast_kdf=True)
+    portal = load_party(workdir, PORTAL)
+    nodes = [ceiling.start_process(workdir, agency) for agency in layout.agencies]
+    with _servers(nodes):
+        asyncio.run(_wait_all(portal, layout.agencies))
+        with _servers([ceiling.start_process(workdir, COORDINATOR_ID)]) as (coordinator,):
+            asyncio.run(wait_serving(portal, COORDINATOR_ID))
+            pids = {"coordinator": coordinator.pid}
+            pids.update({a: p.pid for a, p in zip(layout.agencies, nodes, strict=True)})
+            target = Target(
+                kind="score",
+                workdir=str(workdir),
+                client_party=PORTAL,
+                endpoint=portal.trust.participant(COORDINATOR_ID).endpoint,
+                server_name=COORDINATOR_ID,
+                token=token.SerializeToString(),
+                purpose=PURPOSE,
+                expected=0,
+            )
+            figures = _load(target, pids, plan, 2500)
+    return {
+        "scenario": f"ceiling_{agencies}_agencies",
+        "agencies": agencies,
+        "tls": True,
+        **figures,
+    }
+
+
+async def _wait_all(prober: Party, party_ids: list[str]) -> None:
+    await asyncio.gather(*(wait_serving(prober, party_id) for party_id in party_ids))
+
+
+def lake_scenario(root: Path, federation: Federation, plan: LoadPlan) -> dict[str, Any]:
+    """Every agency's export of `federation` in one table behind one service (bench.lake)."""
+    workdir = root / f"lake-{len(federation.agencies)}"
+    init_federation(workdir, len(federation.agencies), fast_kdf=True)
+    portal = load_party(workdir, PORTAL)
+    db_path = workdir / "lake.db"
+    started = time.perf_counter()
+    records = lake.build_lake(db_path, federation.data.files, portal.policy)
+    build_seconds = time.perf_counter() - started
+    citizen = federation.data.demo_citizen
+    expected = lake.lake_total(db_path, citizen, lake.year_window(portal.policy))
+    with _servers([lake.start_process(workdir, db_path)]) as (server,):
+        asyncio.run(wait_serving(portal, COORDINATOR_ID))
+        target = Target(
+            kind="lake",
+            workdir=str(workdir),
+            client_party=PORTAL,
+            endpoint=portal.trust.participant(COORDINATOR_ID).endpoint,
+            server_name=COORDINATOR_ID,
+            method=lake.METHOD,
+            subject=citizen,
+            expected=expected,
+        )
+        figures = _load(target, {"lake": server.pid}, plan, 8000)
+    return {
+        "scenario": f"lake_{len(federation.agencies)}_agencies",
+        "agencies": len(federation.agencies),
+        "tls": True,
+        "records": records,
+        "build_s": round(build_seconds, 2),
+        **figures,
+    }

@@ -1,0 +1,186 @@
+"""The coordinator's persistent privacy-budget ledger: epsilon spent per dataset and year.
+
+Invariants:
+- Amounts are stored as whole nano-epsilon (1e-9): a spend is rounded UP and a total
+  DOWN, so rounding can only make the ledger stricter, and sums are exact integers.
+- `spend` runs inside the caller's transaction, and its FIRST statement writes: it
+  inserts the (dataset, year) row if missing (INSERT ... ON CONFLICT DO NOTHING), then
+  `UPDATE ... SET spent = spent + cost WHERE spent + cost <= total`. The row's write lock
+  (SQLite: the database write lock, taken before any read of this transaction;
+  PostgreSQL: the row lock, the WHERE re-checked on the latest version) serialises
+  every check-and-spend, so concurrent releases, in threads or processes, can never
+  together exceed the total. A refused spend changes nothing.
+- Each spend also writes one `privacy_spend` row naming its release, so the ledger can be
+  audited release by release; `spent` always equals the sum of those rows.
+- Plain SQLModel/SQLAlchemy Core; PostgreSQL works by URL alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from sqlalchemy import BigInteger, Engine, Table, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from fedscore.db import insert_unless_present
+from fedscore.errors import ResourceExhausted
+
+NANO = 10**9
+
+
+class PrivacyBudget(SQLModel, table=True):
+    """Epsilon spent so far on releases about one dataset's year."""
+
+    __tablename__ = "privacy_budget"
+
+    budget_key: str = Field(primary_key=True)  # "dataset/year": one lockable row each
+    dataset: str
+    year: int
+    spent_nano: int = Field(default=0, sa_type=BigInteger)
+
+
+class PrivacySpend(SQLModel, table=True):
+    """One release's spend (written in the transaction that spent it)."""
+
+    __tablename__ = "privacy_spend"
+
+    release_id: str = Field(primary_key=True)
+    release: str
+    dataset: str = Field(index=True)
+    year: int
+    spent_nano: int = Field(sa_type=BigInteger)
+    spent_at: int = Field(sa_type=BigInteger)
+
+
+PRIVACY_BUDGET: Table = PrivacyBudget.__table__  # type: ignore[attr-defined]
+PRIVACY_SPEND: Table = PrivacySpend.__table__  # type: ignore[attr-defined]
+
+
+def nano_up(epsilon: float) -> int:
+    """`epsilon` in whole nano-epsilon, rounded up (exact: floats are binary fractions)."""
+    return math.ceil(Fraction(epsilon) * NANO)
+
+
+def nano_down(epsilon: float) -> int:
+    return math.floor(Fraction(epsilon) * NANO)
+
+
+def epsilon_of(nano: int) -> float:
+    return nano / NANO
+
+
+def budget_key(dataset: str, year: int) -> str:
+    return f"{dataset}/{year}"
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """One dataset's budget for one year."""
+
+    dataset: str
+    year: int
+    total_nano: int
+    spent_nano: int
+
+    @property
+    def remaining_nano(self) -> int:
+        return max(0, self.total_nano - self.spent_nano)
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "total": epsilon_of(self.total_nano),
+            "spent": epsilon_of(self.spent_nano),
+            "remaining": epsilon_of(self.remaining_nano),
+        }
+
+
+def _exhausted(dataset: str, year: int, cost: int, status: BudgetStatus) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"privacy budget of {dataset} for {year} is exhausted: this release needs epsilon "
+        f"{epsilon_of(cost):g}, {epsilon_of(status.remaining_nano):g} of "
+        f"{epsilon_of(status.total_nano):g} remains; nothing was published",
+        reason="BUDGET_EXHAUSTED",
+    )
+
+
+class PrivacyLedger:
+    """The budget rows and spend records in the coordinator's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        SQLModel.metadata.create_all(engine, tables=[PRIVACY_BUDGET, PRIVACY_SPEND])
+
+    def status(self, dataset: str, year: int, total_epsilon: float) -> BudgetStatus:
+        query = select(PRIVACY_BUDGET.c.spent_nano).where(
+            PRIVACY_BUDGET.c.budget_key == budget_key(dataset, year)
+        )
+        with self.engine.connect() as connection:
+            spent = connection.execute(query).scalar_one_or_none()
+        return BudgetStatus(dataset, year, nano_down(total_epsilon), int(spent or 0))
+
+    def check(self, dataset: str, year: int, total_epsilon: float, cost_nano: int) -> None:
+        """Refuse early (reading only) a release that cannot fit; `spend` decides for real."""
+        status = self.status(dataset, year, total_epsilon)
+        if cost_nano > status.remaining_nano:
+            raise _exhausted(dataset, year, cost_nano, status)
+
+    def spend(
+        self,
+        session: Session,
+        *,
+        release_id: str,
+        release: str,
+        dataset: str,
+        year: int,
+        total_epsilon: float,
+        cost_nano: int,
+        now: int,
+    ) -> BudgetStatus:
+        """Spend `cost_nano` inside `session` (not committed here) or raise BUDGET_EXHAUSTED.
+
+        Returns the status after the spend. On a refusal nothing was changed; the caller
+        must not commit anything it wrote for the release in the same session.
+        """
+        total = nano_down(total_epsilon)
+        key = budget_key(dataset, year)
+        connection = session.connection()
+        insert = insert_unless_present(connection, PRIVACY_BUDGET, "budget_key")
+        connection.execute(
+            insert, {"budget_key": key, "dataset": dataset, "year": year, "spent_nano": 0}
+        )
+        row = PRIVACY_BUDGET.c.budget_key == key
+        spent = PRIVACY_BUDGET.c.spent_nano
+        conditional = (
+            update(PRIVACY_BUDGET)
+            .where(row, spent + cost_nano <= total)
+            .values(spent_nano=spent + cost_nano)
+        )
+        granted = connection.execute(conditional).rowcount == 1
+        now_spent = int(connection.execute(select(spent).where(row)).scalar_one())
+        status = BudgetStatus(dataset, year, total, now_spent)
+        if not granted:
+            raise _exhausted(dataset, year, cost_nano, status)
+        connection.execute(
+            PRIVACY_SPEND.insert().values(
+                release_id=release_id,
+                release=release,
+                dataset=dataset,
+                year=year,
+                spent_nano=cost_nano,
+                spent_at=now,
+            )
+        )
+        return status
+
+    def spends(self, dataset: str, year: int) -> list[PrivacySpend]:
+        """Every release's spend for the dataset and year, in order of spending."""
+        with Session(self.engine) as session:
+            query = (
+                select(PrivacySpend)
+                .where(PRIVACY_SPEND.c.dataset == dataset, PRIVACY_SPEND.c.year == year)
+                .order_by(PRIVACY_SPEND.c.spent_at, PRIVACY_SPEND.c.release_id)
+            )
+            return list(session.execute(query).scalars())

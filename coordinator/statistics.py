@@ -1,0 +1,302 @@
+"""Publishing one differentially private release: budget, histogram, noise, bundle, log.
+
+`publish_release` runs as the coordinator (its key, its database, its channels):
+ 1. the definition is looked up (UNKNOWN_RELEASE) and OpenDP calibrates its noise; the
+    epsilon to spend is OpenDP's privacy map at the release's L1 sensitivity;
+ 2. a read-only budget check refuses at once a release that cannot fit (BUDGET_EXHAUSTED),
+    before any node is asked;
+ 3. the exact histogram is computed (nodes' masked sums, or the coordinator's own log),
+    noise is added and values clamped at zero, and the chart and CSV are drawn from the
+    noisy values, all in memory;
+ 4. ONE transaction spends the epsilon (the ledger's conditional update, which loses
+    cleanly to a concurrent release), records the spend and appends "statistics_released"
+    with the SHA-256 of release.json; a refused spend rolls all of it back;
+ 5. only then is the signed bundle written to `releases/<id>/`.
+
+Invariants:
+- A refused release publishes nothing: no bundle, no spend, no "statistics_released";
+  its refusal is logged as "statistics_refused" with the reason.
+- The exact histogram is a local variable of `publish_release`; it is never logged,
+  stored, written to a file or put in an error.
+- If the bundle cannot be written after the spend committed, the epsilon stays spent (the
+  safe direction): nothing unaccounted is ever published.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from audit.log import EventLog
+from coordinator.budget import BudgetStatus, PrivacyLedger, nano_up
+from coordinator.bundle import (
+    RELEASE_CSV,
+    RELEASE_JSON,
+    RELEASE_PNG,
+    canonical_bytes,
+    release_csv,
+    sha256_of,
+    write_bundle,
+)
+from coordinator.chart import render_chart
+from coordinator.fanout import NodeChannels
+from coordinator.histograms import (
+    STATISTICS_DEADLINE_SECONDS,
+    StatisticsAsker,
+    federated_histogram,
+    query_log_histogram,
+)
+from coordinator.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
+from fedscore.db import open_engine
+from fedscore.errors import FedscoreError, InvalidArgument
+from fedscore.party import FederationPaths, Party
+from fedscore.v1.trust_pb2 import Role
+from policies.model import Policy
+from policies.statistics import (
+    PARTICIPATION,
+    POINTS_IN_BANDS,
+    ReleaseDefinition,
+    bins,
+    l1_sensitivity,
+    participants,
+)
+
+MIN_YEAR, MAX_YEAR = 1970, 9998
+NEIGHBOURING = {
+    "person": "add or remove one person, with all their records at every agency",
+    "consent-token": "add or remove one consent token, with all its score queries",
+}
+
+
+def unix_now() -> int:
+    return int(time.time())
+
+
+@dataclass
+class Publisher:
+    """The coordinator acting as the statistics publisher (opened once, then reused)."""
+
+    id: str
+    asker: StatisticsAsker
+    policy: Policy
+    engine: Engine
+    log: EventLog
+    ledger: PrivacyLedger
+    releases_dir: Path
+    clock: Callable[[], int] = field(default=unix_now)
+
+    async def close(self) -> None:
+        await self.asker.channels.close()
+        self.engine.dispose()
+
+
+def open_publisher(
+    party: Party,
+    *,
+    deadline: float = STATISTICS_DEADLINE_SECONDS,
+    clock: Callable[[], int] = unix_now,
+) -> Publisher:
+    """The coordinator party's publisher: its database, log, ledger and node channels."""
+    if party.role != Role.ROLE_COORDINATOR:
+        raise InvalidArgument(f"{party.id} is not the coordinator", reason="NOT_THE_COORDINATOR")
+    engine = open_engine(party.db_url)
+    log = EventLog(engine, party.id)
+    asker = StatisticsAsker(
+        coordinator=party.id,
+        signing_key=party.signing_key,
+        agency_keyring=party.trust.keyring(Role.ROLE_AGENCY),
+        channels=NodeChannels.open(party.trust, party.tls),
+        log=log,
+        deadline=deadline,
+    )
+    return Publisher(
+        id=party.id,
+        asker=asker,
+        policy=party.policy,
+        engine=engine,
+        log=log,
+        ledger=PrivacyLedger(engine),
+        releases_dir=FederationPaths(party.workdir).root / "releases",
+        clock=clock,
+    )
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """A release whose bundle is written and whose spend is in the ledger."""
+
+    release_id: str
+    directory: Path
+    document: dict[str, Any]
+    budget: BudgetStatus
+
+    @property
+    def release_json(self) -> Path:
+        return self.directory / RELEASE_JSON
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "release_id": self.release_id,
+            "release": str(self.release_json),
+            "directory": str(self.directory),
+            "epsilon_spent": self.document["epsilon_spent"],
+            "budget_remaining": self.document["budget"]["remaining"],
+            "bins": len(self.document["values"]),
+        }
+
+
+def _counting(definition: ReleaseDefinition) -> str:
+    bound = definition.contribution_bound
+    if definition.kind == PARTICIPATION:
+        return (
+            "people with at least one counted record in the cell during the year, counted once "
+            "at each agency holding such records (agencies cannot link one person's records); "
+            f"at each agency a person counts in at most {bound} cells, their earliest of the year"
+        )
+    if definition.kind == POINTS_IN_BANDS:
+        return (
+            "people counted once at each agency holding counted records for them, in the band "
+            "of the points earned at that agency in the year (no party can compute a person's "
+            "federated total for statistics)"
+        )
+    return (
+        "score queries the coordinator issued, per purpose and month; each consent token "
+        f"counts at most {bound} queries in the year (its earliest)"
+    )
+
+
+def _draft(
+    publisher: Publisher,
+    definition: ReleaseDefinition,
+    year: int,
+    noise: NoisyHistogram,
+    noisy: list[int],
+    release_id: str,
+    query_id: str,
+) -> dict[str, Any]:
+    cells = bins(publisher.policy, definition)
+    return {
+        "format": "fedscore.release.v1",
+        "release_id": release_id,
+        "release": definition.name,
+        "year": year,
+        "definition": definition.document(),
+        "counting": _counting(definition),
+        "mechanism": {
+            "name": MECHANISM,
+            "library": f"opendp {opendp_version()}",
+            "scale": noise.scale,
+            "l1_sensitivity": noise.sensitivity,
+            "neighbouring": NEIGHBOURING[definition.privacy_unit],
+        },
+        "epsilon_spent": noise.epsilon,
+        "delta": 0.0,
+        "participants": list(participants(publisher.policy)) if definition.node_side else [],
+        "query_id": query_id,
+        "policy_hash": publisher.policy.content_hash,
+        "coordinator": publisher.id,
+        "values": [
+            {
+                "bin": cell.key,
+                "dimensions": dict(cell.dimensions),
+                "label": cell.label,
+                "label_th": cell.label_th,
+                "value": value,
+            }
+            for cell, value in zip(cells, noisy, strict=True)
+        ],
+    }
+
+
+def _year(policy: Policy, year: int | None, now: int) -> int:
+    chosen = policy.current_year(now) if not year else year
+    if not MIN_YEAR <= chosen <= MAX_YEAR:
+        raise InvalidArgument(f"year {chosen} cannot hold records", reason="BAD_YEAR")
+    return chosen
+
+
+async def publish_release(
+    publisher: Publisher, name: str, year: int | None = None
+) -> PublishedRelease:
+    """Publish release `name` for `year` (default: the current year) or raise its refusal."""
+    now = publisher.clock()
+    rules = publisher.policy.statistics_rules
+    facts: dict[str, Any] = {"release": name}
+    try:
+        definition = rules.release(name)
+        year = _year(publisher.policy, year, now)
+        facts["year"] = year
+        noise = histogram_mechanism(
+            l1_sensitivity(publisher.policy, definition), definition.epsilon
+        )
+        cost = nano_up(noise.epsilon)
+        total = rules.budget(definition.dataset)
+        publisher.ledger.check(definition.dataset, year, total, cost)
+        query_id = ""
+        if definition.node_side:
+            exact, query_id = await federated_histogram(
+                publisher.asker, publisher.policy, definition, year, now
+            )
+        else:
+            exact = query_log_histogram(publisher.engine, publisher.policy, definition, year)
+    except FedscoreError as error:
+        publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
+        raise
+    noisy = noise.release(exact)
+    del exact  # from here on only noisy values exist
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
+    document = _draft(publisher, definition, year, noise, noisy, release_id, query_id)
+    files = {
+        RELEASE_CSV: release_csv(release_id, document["values"]),
+        RELEASE_PNG: render_chart(document),
+    }
+    with Session(publisher.engine) as session:
+        try:
+            status = publisher.ledger.spend(
+                session,
+                release_id=release_id,
+                release=definition.name,
+                dataset=definition.dataset,
+                year=year,
+                total_epsilon=total,
+                cost_nano=cost,
+                now=now,
+            )
+        except FedscoreError as error:
+            session.rollback()
+            publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
+            raise
+        published_at = publisher.clock()
+        document["budget"] = {"dataset": definition.dataset, "year": year, **status.to_json()}
+        document["published_at"] = datetime.fromtimestamp(published_at, UTC).isoformat()
+        document["files"] = {name: sha256_of(data) for name, data in files.items()}
+        files[RELEASE_JSON] = canonical_bytes(document)
+        publisher.log.append(
+            session,
+            "statistics_released",
+            {
+                "release_id": release_id,
+                "release": definition.name,
+                "dataset": definition.dataset,
+                "year": year,
+                "epsilon_spent": noise.epsilon,
+                "budget_remaining": document["budget"]["remaining"],
+                "release_sha256": sha256_of(files[RELEASE_JSON]),
+                "policy_hash": publisher.policy.content_hash,
+            },
+            now=published_at,
+        )
+        session.commit()
+    directory = write_bundle(
+        publisher.releases_dir, release_id, files, publisher.asker.signing_key, publisher.id
+    )
+    return PublishedRelease(release_id, directory, document, status)

@@ -1,0 +1,64 @@
+from fedscore.v1 import envelope_pb2 as _envelope_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatisticsSpec(_message.Message):
+    __slots__ = ("query_id", "release", "policy_hash", "year", "participants", "contribution_bound", "issued_at", "expires_at", "coordinator")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_BOUND_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    release: str
+    policy_hash: str
+    year: int
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    contribution_bound: int
+    issued_at: int
+    expires_at: int
+    coordinator: str
+    def __init__(self, query_id: _Optional[str] = ..., release: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., contribution_bound: _Optional[int] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
+
+class StatisticsQuery(_message.Message):
+    __slots__ = ("spec", "agency_id", "log_promise")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
+    LOG_PROMISE_FIELD_NUMBER: _ClassVar[int]
+    spec: bytes
+    agency_id: str
+    log_promise: _envelope_pb2.Envelope
+    def __init__(self, spec: _Optional[bytes] = ..., agency_id: _Optional[str] = ..., log_promise: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class StatisticsAnswer(_message.Message):
+    __slots__ = ("query_id", "agency_id", "masked_bins", "query_hash")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_BINS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_HASH_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    agency_id: str
+    masked_bins: _containers.RepeatedScalarFieldContainer[int]
+    query_hash: bytes
+    def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., masked_bins: _Optional[_Iterable[int]] = ..., query_hash: _Optional[bytes] = ...) -> None: ...
+
+class HistogramRequest(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: _envelope_pb2.Envelope
+    def __init__(self, query: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class HistogramResponse(_message.Message):
+    __slots__ = ("answer",)
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    answer: _envelope_pb2.Envelope
+    def __init__(self, answer: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...

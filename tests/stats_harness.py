@@ -1,0 +1,171 @@
+"""Shared set-up of the statistics tests: federations with demo records, and ground truth.
+
+`stats_federation` builds a local federation (fast key derivation), optionally re-signs its
+policy with other statistics (as the policy authority would, with its offline key), writes
+the demo generator's export files and ingests them. The ground-truth functions read those
+export files again and count with plain Python and the policy's tables, never through the
+node's SQL, so a test comparing them checks the federation end to end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from consent import server as consent_server
+from coordinator import server as coordinator_server
+from fedscore.demo_data import DemoData, generate, read_rows
+from fedscore.federation import init_federation
+from fedscore.party import FederationPaths, load_party, read_passphrase
+from keys.keyfile import load_signing_key
+from node import server as node_server
+from node.ingest import ingest_file
+from node.store import NodeStore
+from policies.loader import canonical_json, parse_policy
+from policies.model import DOMAINS, NATIONAL, Policy
+from policies.signing import sign_policy
+
+PARTICIPATION = "participation-by-domain-and-area"
+BANDS = "yearly-points-in-bands"
+QUERIES = "score-queries-by-purpose-and-month"
+
+Statistics = dict[str, Any]
+
+
+def resign_policy(root: Path, change: Callable[[Statistics], None]) -> Policy:
+    """Change the policy's statistics table and sign it again with the authority's key."""
+    paths = FederationPaths(root)
+    document = parse_policy(json.loads(paths.policy_json.read_text("utf-8"))).document
+    change(document["statistics"])
+    policy = parse_policy(document)
+    key = load_signing_key(paths.offline / "policy-authority.key", read_passphrase(root))
+    paths.policy_json.write_text(canonical_json(policy.document), "utf-8")
+    paths.policy_signed.write_bytes(sign_policy(policy, key).SerializeToString())
+    return policy
+
+
+def generous(epsilon: float, budget: float) -> Callable[[Statistics], None]:
+    """Every release spends `epsilon`; each dataset may spend `budget` a year."""
+
+    def change(statistics: Statistics) -> None:
+        statistics["budget_epsilon_per_year"] = budget
+        for release in statistics["releases"]:
+            release["epsilon"] = epsilon
+
+    return change
+
+
+@dataclass
+class StatsFederation:
+    root: Path
+    policy: Policy
+    data: DemoData
+    agencies: list[str] = field(default_factory=list)
+
+
+def stats_federation(
+    root: Path,
+    *,
+    agencies: int = 3,
+    citizens: int = 300,
+    seed: int = 11,
+    change: Callable[[Statistics], None] | None = None,
+) -> StatsFederation:
+    layout = init_federation(root, agencies, fast_kdf=True)
+    policy = resign_policy(root, change) if change else load_party(root, "regulator").policy
+    data = generate(root / "data", policy, layout.agencies, citizens, seed=seed)
+    for agency, path in data.files.items():
+        party = load_party(root, agency)
+        store = NodeStore(party.db_url)
+        try:
+            ingest_file(store, path, policy, agency, party.secrets.pseudonym_key)
+        finally:
+            store.dispose()
+    return StatsFederation(root, policy, data, list(layout.agencies))
+
+
+@dataclass
+class Servers:
+    consent: consent_server.Running
+    nodes: dict[str, node_server.Running]
+    coordinator: coordinator_server.Running | None
+
+
+@asynccontextmanager
+async def servers(root: Path, *, coordinator: bool = False) -> AsyncIterator[Servers]:
+    """The consent registry and every agency node (and the coordinator if asked), in-process."""
+    consent = await consent_server.start(load_party(root, "consent-registry"))
+    running = Servers(consent, {}, None)
+    try:
+        for agency in load_party(root, "regulator").policy.agencies:
+            running.nodes[agency] = await node_server.start(load_party(root, agency))
+        if coordinator:
+            running.coordinator = await coordinator_server.start(load_party(root, "coordinator"))
+        yield running
+    finally:
+        if running.coordinator is not None:
+            await running.coordinator.stop()
+        for node in running.nodes.values():
+            await node.stop()
+        await consent.stop()
+
+
+# --- ground truth, from the export files -------------------------------------------------
+
+
+def _counted_rows(fed: StatsFederation, agency: str, year: int) -> list[dict[str, str]]:
+    rows = []
+    for row in read_rows(fed.data.files[agency]):
+        indicator = fed.policy.indicators[row["indicator"]]
+        if not row["certifier"] and indicator.requires_certification:
+            continue
+        if date.fromisoformat(row["occurred_at"][:10]).year != year:
+            continue
+        rows.append(row)
+    return rows
+
+
+def truth_participation(fed: StatsFederation, bound: int, year: int) -> dict[str, int]:
+    """Per "domain/province" cell: people with a counted record there, once per agency,
+    each in at most `bound` cells per agency: their earliest, ties in domain order with
+    nationwide before provinces."""
+    domain_order = list(DOMAINS)
+    counts: dict[str, int] = defaultdict(int)
+    for agency in fed.agencies:
+        first_day: dict[str, dict[tuple[int, bool, str], str]] = defaultdict(dict)
+        for row in _counted_rows(fed, agency, year):
+            indicator = fed.policy.indicators[row["indicator"]]
+            area = NATIONAL if indicator.scope == NATIONAL else indicator.scope[:2]
+            cell = (domain_order.index(indicator.domain), area != NATIONAL, area)
+            day = row["occurred_at"][:10]
+            seen = first_day[row["national_id"]]
+            seen[cell] = min(day, seen.get(cell, day))
+        for cells in first_day.values():
+            for cell in sorted(cells, key=lambda c: (cells[c], c))[:bound]:
+                counts[f"{domain_order[cell[0]]}/{cell[2]}"] += 1
+    return dict(counts)
+
+
+def truth_bands(fed: StatsFederation, thresholds: list[int], year: int) -> list[int]:
+    """People per band of the points earned at each agency (once per agency)."""
+    counts = [0] * len(thresholds)
+    for agency in fed.agencies:
+        occurrences: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for row in _counted_rows(fed, agency, year):
+            occurrences[row["national_id"]][row["indicator"]] += int(row["quantity"])
+        for per_code in occurrences.values():
+            total = 0
+            for code, n in per_code.items():
+                indicator = fed.policy.indicators[code]
+                earned = indicator.points * n
+                cap = indicator.cap_per_year
+                total += earned if cap is None else min(earned, cap)
+            band = max(i for i, low in enumerate(thresholds) if total >= low)
+            counts[band] += 1
+    return counts
