@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from audit.demo_summary import audit_summary
 from fedscore.client import send_score_query, signed_score_query
 from fedscore.demo_data import expected_total, generate
 from fedscore.errors import FedscoreError
@@ -37,7 +38,9 @@ def step(title: str) -> None:
     narrate(f"== {title} " + "=" * max(0, WIDTH - len(title) - 4))
 
 
-def cli(workdir: Path, *args: str, expect_ok: bool = True) -> tuple[int, dict[str, Any], str]:
+def cli(
+    workdir: Path, *args: str, expect_ok: bool = True, show_output: bool = False
+) -> tuple[int, dict[str, Any], str]:
     """Run one `fedscore` command in its own process, as a user would type it."""
     command = [sys.executable, "-m", "fedscore.cli.main", *args]
     shown = " ".join(["fedscore", *args]).replace(str(workdir), "$W")
@@ -46,6 +49,9 @@ def cli(workdir: Path, *args: str, expect_ok: bool = True) -> tuple[int, dict[st
     data: dict[str, Any] = {}
     if done.returncode == 0 and "--json" in args:
         data = json.loads(done.stdout.strip().splitlines()[-1])
+    if show_output:
+        for line in done.stdout.rstrip().splitlines():
+            narrate(f"  {line}")
     if expect_ok and done.returncode != 0:
         raise RuntimeError(f"'{shown}' failed: {done.stderr.strip()}")
     return done.returncode, data, done.stderr.strip()
@@ -236,19 +242,31 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         step("7. An attacker forges a request, then replays a genuine one")
         forged, replayed = asyncio.run(_adversary(workdir, Path(self_grant["token_file"])))
 
-        step("8. Consents as the citizen sees them")
+        step("8. The regulator verifies every party's log; the citizen reads their history")
+        receipts = [str(ptt_grant["receipt_file"]), str(self_grant["receipt_file"])]
+        _, _, _ = cli(workdir, "audit", "verify", "--workdir", str(workdir), show_output=True)
+        history_args = [arg for receipt in receipts for arg in ("--receipt", receipt)]
+        cli(workdir, "audit", "history", "--workdir", str(workdir), *history_args, show_output=True)
+        accountability = audit_summary(workdir, [Path(receipt) for receipt in receipts])
+
+        step("9. Consents as the citizen sees them")
         _, listing, _ = cli(
             workdir, "consent", "list", "--workdir", str(workdir), "--citizen", citizen, "--json"
         )
         for grant in listing["grants"]:
             narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
     finally:
-        step("9. Stopping every process the demo started")
+        step("10. Stopping every process the demo started")
         processes.stop_all()
     narrate(f"  everything the federation wrote is in {workdir}")
     narrate(f"  demo took {time.monotonic() - started:.1f} s")
     summary: dict[str, Any] = {
-        "demo": "ok" if federated == expected and after == "CONSENT_REVOKED" else "failed",
+        "demo": "ok"
+        if federated == expected
+        and after == "CONSENT_REVOKED"
+        and accountability["audit"]["consistent"]
+        and accountability["audit"]["anomalies"] == 0
+        else "failed",
         "agencies": len(layout.agencies),
         "citizens": len(data.citizens),
         "records": data.records,
@@ -258,6 +276,11 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         "after_revocation": after,
         "forged_request": forged,
         "replayed_request": replayed,
+        "audit": {
+            "consistent": accountability["audit"]["consistent"],
+            "entries": accountability["audit"]["entries"],
+        },
+        "history_entries": accountability["history_entries"],
         "workdir": str(workdir),
     }
     print(json.dumps(summary, ensure_ascii=False), flush=True)

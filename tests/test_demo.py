@@ -31,6 +31,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["after_revocation"] == "CONSENT_REVOKED"
     assert summary["forged_request"] == "BAD_SIGNATURE"
     assert summary["replayed_request"] == "REPLAYED_NONCE"
+    assert summary["audit"]["consistent"] is True
+    # Every party logged something: 3 nodes, the registry and the coordinator.
+    assert summary["audit"]["entries"] >= 5
+    # The citizen's accesses: at least the band, the score, the refusal after revocation.
+    assert summary["history_entries"] >= 3
     # Every process was stopped: each server's log ends with its stop line.
     for log in (workdir / "parties").glob("*/serve.log"):
         assert log.read_text().strip().endswith("stopped"), log
