@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.demo_summary import audit_summary
+from fedscore.cli.stats_commands import DEMO_RELEASE
 from fedscore.client import send_score_query, signed_score_query
 from fedscore.demo_data import expected_total, generate
 from fedscore.errors import FedscoreError
@@ -249,14 +250,32 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         cli(workdir, "audit", "history", "--workdir", str(workdir), *history_args, show_output=True)
         accountability = audit_summary(workdir, [Path(receipt) for receipt in receipts])
 
-        step("9. Consents as the citizen sees them")
+        step("9. The coordinator publishes overview statistics with differential privacy")
+        _, release, _ = cli(
+            workdir,
+            "stats",
+            "publish",
+            "--workdir",
+            str(workdir),
+            "--release",
+            DEMO_RELEASE,
+            "--json",
+        )
+        narrate(
+            f"  epsilon spent {release['epsilon_spent']:g}; noisy counts only, in "
+            f"{Path(release['release']).parent}"
+        )
+        cli(workdir, "stats", "verify", str(Path(release["release"]).parent), show_output=True)
+        cli(workdir, "stats", "budget", "--workdir", str(workdir), show_output=True)
+
+        step("10. Consents as the citizen sees them")
         _, listing, _ = cli(
             workdir, "consent", "list", "--workdir", str(workdir), "--citizen", citizen, "--json"
         )
         for grant in listing["grants"]:
             narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
     finally:
-        step("10. Stopping every process the demo started")
+        step("11. Stopping every process the demo started")
         processes.stop_all()
     narrate(f"  everything the federation wrote is in {workdir}")
     narrate(f"  demo took {time.monotonic() - started:.1f} s")
@@ -281,6 +300,8 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
             "entries": accountability["audit"]["entries"],
         },
         "history_entries": accountability["history_entries"],
+        "release": release["release"],
+        "budget_remaining": release["budget_remaining"],
         "workdir": str(workdir),
     }
     print(json.dumps(summary, ensure_ascii=False), flush=True)

@@ -11,7 +11,8 @@ Invariants:
 - Rotation lists one participant id twice with overlapping windows; keyrings then hold
   both keys, and `participant()` returns the entry that started most recently.
 - Keyrings are built per role set, so a node key can never verify what only the
-  coordinator, the consent registry or the policy authority may sign.
+  coordinator, the consent registry or the policy authority may sign. A view builds each
+  role set's keyring once and hands out that same immutable keyring afterwards.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _check_entry(participant: Participant) -> None:
 class TrustView:
     """A verified trust registry as seen at time `now` (Unix seconds)."""
 
-    __slots__ = ("_current", "now", "registry")
+    __slots__ = ("_current", "_keyrings", "now", "registry")
 
     def __init__(self, registry: TrustRegistry, now: int) -> None:
         # Private to this module in spirit: only verify_registry should call it.
@@ -109,6 +110,8 @@ class TrustView:
             if known is None or participant.not_before >= known.not_before:
                 current[participant.id] = participant
         self._current = current
+        # Keyrings are immutable and the view is fixed at `now`: each role set is built once.
+        self._keyrings: dict[frozenset[Role], Keyring] = {}
 
     @property
     def federation_id(self) -> str:
@@ -147,14 +150,19 @@ class TrustView:
         """Every key valid now of participants with one of `roles` (all keys during rotation)."""
         if not roles:
             raise InvalidArgument("a keyring needs at least one role", reason="NO_ROLES")
-        wanted = set(roles)
+        wanted = frozenset(roles)
+        cached = self._keyrings.get(wanted)
+        if cached is not None:
+            return cached
         entries = [
             (p.id, VerifyKey.from_bytes(p.signing_public_key))
             for p in self.registry.participants
             if p.role in wanted and p.not_before <= self.now <= p.not_after
         ]
         purpose = "+".join(sorted(Role.Name(role) for role in wanted))
-        return Keyring(entries, purpose=purpose)
+        keyring = Keyring(entries, purpose=purpose)
+        self._keyrings[wanted] = keyring
+        return keyring
 
     def __repr__(self) -> str:
         return (

@@ -69,10 +69,12 @@ class VerifyKey:
 class SigningKey:
     """An Ed25519 private key. Deterministic: one seed, one key, one signature per message."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_key_id")
 
     def __init__(self, key: nacl.signing.SigningKey) -> None:
         self._key = key
+        # Every envelope names the key id: derived once, not per signature.
+        self._key_id = key_id(bytes(key.verify_key))
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -96,7 +98,7 @@ class SigningKey:
 
     @property
     def key_id(self) -> str:
-        return self.verify_key.key_id
+        return self._key_id
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte detached Ed25519 signature over `data`."""

@@ -36,6 +36,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["audit"]["entries"] >= 5
     # The citizen's accesses: at least the band, the score, the refusal after revocation.
     assert summary["history_entries"] >= 3
+    release = json.loads(Path(summary["release"]).read_text())
+    assert release["budget"]["remaining"] == summary["budget_remaining"]
+    assert summary["budget_remaining"] == release["budget"]["total"] - release["epsilon_spent"]
+    assert (Path(summary["release"]).parent / "release.png").exists()
     # Every process was stopped: each server's log ends with its stop line.
     for log in (workdir / "parties").glob("*/serve.log"):
         assert log.read_text().strip().endswith("stopped"), log
