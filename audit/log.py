@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, RowMapping, Table, func, or_, select
+from sqlalchemy import BigInteger, Connection, Engine, RowMapping, Table, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -217,12 +217,20 @@ class EventLog:
         }
 
     def append(
-        self, session: Session, kind: str, fields: Mapping[str, Any], *, now: float | None = None
+        self,
+        session: Session | Connection,
+        kind: str,
+        fields: Mapping[str, Any],
+        *,
+        now: float | None = None,
     ) -> LogRef:
-        """Add an entry inside `session` (not committed here); the caller commits."""
+        """Add an entry inside `session`'s transaction (not committed here); the caller commits.
+
+        `session` is an ORM session or a Core connection inside a transaction.
+        """
         body = self._body(kind, fields)
         logged_at = int(time.time() if now is None else now)
-        connection = session.connection()
+        connection = session if isinstance(session, Connection) else session.connection()
         dialect = connection.dialect.name
         if dialect not in self._inserts:
             self._inserts[dialect] = insert_unless_present(connection, AUDIT_ENTRY, "index")
@@ -236,7 +244,7 @@ class EventLog:
 
     def append_many(
         self,
-        session: Session,
+        session: Session | Connection,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         now: float | None = None,
@@ -258,7 +266,8 @@ class EventLog:
             for offset, (kind, body) in enumerate(bodies[1:], start=1)
         ]
         if rows:
-            session.connection().execute(AUDIT_ENTRY.insert(), rows)
+            connection = session if isinstance(session, Connection) else session.connection()
+            connection.execute(AUDIT_ENTRY.insert(), rows)
         return [first] + [
             LogRef(row["index"], bytes.fromhex(row["leaf_hash"]), logged_at) for row in rows
         ]
@@ -267,10 +276,8 @@ class EventLog:
         self, kind: str, fields: Mapping[str, Any], *, now: float | None = None
     ) -> LogRef:
         """Add an entry for an event with no other state, committed before returning."""
-        with self._append_lock, Session(self.engine) as session:
-            ref = self.append(session, kind, fields, now=now)
-            session.commit()
-            return ref
+        with self._append_lock, self.engine.begin() as connection:
+            return self.append(connection, kind, fields, now=now)
 
     def size(self) -> int:
         """The number of committed entries."""

@@ -243,14 +243,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         step("7. An attacker forges a request, then replays a genuine one")
         forged, replayed = asyncio.run(_adversary(workdir, Path(self_grant["token_file"])))
 
-        step("8. The regulator verifies every party's log; the citizen reads their history")
-        receipts = [str(ptt_grant["receipt_file"]), str(self_grant["receipt_file"])]
-        _, _, _ = cli(workdir, "audit", "verify", "--workdir", str(workdir), show_output=True)
-        history_args = [arg for receipt in receipts for arg in ("--receipt", receipt)]
-        cli(workdir, "audit", "history", "--workdir", str(workdir), *history_args, show_output=True)
-        accountability = audit_summary(workdir, [Path(receipt) for receipt in receipts])
-
-        step("9. The coordinator publishes overview statistics with differential privacy")
+        step("8. The coordinator publishes overview statistics with differential privacy")
         _, release, _ = cli(
             workdir,
             "stats",
@@ -267,6 +260,13 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         )
         cli(workdir, "stats", "verify", str(Path(release["release"]).parent), show_output=True)
         cli(workdir, "stats", "budget", "--workdir", str(workdir), show_output=True)
+
+        step("9. The regulator verifies every party's log; the citizen reads their history")
+        receipts = [str(ptt_grant["receipt_file"]), str(self_grant["receipt_file"])]
+        _, _, _ = cli(workdir, "audit", "verify", "--workdir", str(workdir), show_output=True)
+        history_args = [arg for receipt in receipts for arg in ("--receipt", receipt)]
+        cli(workdir, "audit", "history", "--workdir", str(workdir), *history_args, show_output=True)
+        accountability = audit_summary(workdir, [Path(receipt) for receipt in receipts])
 
         step("10. Consents as the citizen sees them")
         _, listing, _ = cli(
