@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -110,29 +111,76 @@ def canonical_json(value: Any) -> str:
     )
 
 
+# What json.dumps(..., ensure_ascii=False) writes for a string, inside a dict or not.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def leaf_data(origin: str, index: int, kind: str, body: str, logged_at: int) -> bytes:
-    """The bytes an entry's leaf hash covers (see the module docstring)."""
-    leaf = {"body": body, "index": index, "kind": kind, "logged_at": logged_at, "origin": origin}
-    return canonical_json(leaf).encode("utf-8")
+    """The bytes an entry's leaf hash covers (see the module docstring).
+
+    Exactly `canonical_json` of the five fields, written out directly (it is computed for
+    every entry appended and every entry an auditor or the checkpoint signer re-hashes).
+    """
+    if not (
+        type(index) is int
+        and type(logged_at) is int
+        and type(origin) is str
+        and type(kind) is str
+        and type(body) is str
+    ):
+        leaf = {
+            "body": body,
+            "index": index,
+            "kind": kind,
+            "logged_at": logged_at,
+            "origin": origin,
+        }
+        return canonical_json(leaf).encode("utf-8")
+    return (
+        f'{{"body":{_json_string(body)},"index":{index},"kind":{_json_string(kind)},'
+        f'"logged_at":{logged_at},"origin":{_json_string(origin)}}}'
+    ).encode()
 
 
 def _normalised(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
 
+@functools.lru_cache(maxsize=4096)
+def _denied_key(key: str) -> bool:
+    """Whether a field name is one a log entry never holds (names repeat: cached)."""
+    normalised = _normalised(key)
+    return any(denied in normalised for denied in DENIED_KEYS)
+
+
+_SCALARS = (int, bool, float, type(None))
+
+
+def _plainly_fine(value: object) -> bool:
+    """A plain scalar, or a plain string holding no ID-like number (no recursion needed)."""
+    if type(value) is str:
+        return _ID_LIKE.search(value) is None
+    return type(value) in _SCALARS
+
+
 def _check_value(value: object, path: str) -> None:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
+    # Exact dict and list types are tested first: the ABC isinstance checks are slow.
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        for key, inner in value.items():  # type: ignore[attr-defined]
             if not isinstance(key, str):
                 raise InvalidArgument(f"{path}: keys must be strings", "BAD_LOG_FIELD")
-            if any(denied in _normalised(key) for denied in DENIED_KEYS):
+            if _denied_key(key):
                 raise InvalidArgument(
                     f"{path}.{key}: a log entry never holds this field", "DENIED_LOG_FIELD"
                 )
-            _check_value(inner, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for i, inner in enumerate(value):
-            _check_value(inner, f"{path}[{i}]")
+            # Plain scalars need no recursion (and no path string); all else is checked below.
+            if not _plainly_fine(inner):
+                _check_value(inner, f"{path}.{key}")
+    elif kind is list or isinstance(value, list | tuple):
+        for i, inner in enumerate(value):  # type: ignore[arg-type]
+            if not _plainly_fine(inner):
+                _check_value(inner, f"{path}[{i}]")
     elif isinstance(value, str):
         if _ID_LIKE.search(value):
             # The value itself is not echoed: it may be a national ID.
@@ -205,6 +253,10 @@ class EventLog:
             return canonical_json(dict(fields))
         except ValueError as exc:
             raise InvalidArgument(f"fields: {exc}", "BAD_LOG_FIELD") from exc
+
+    def check(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Raise as `append` would for an entry it refuses; nothing is written."""
+        self._body(kind, fields)
 
     def _row(self, index: int, kind: str, body: str, logged_at: int) -> dict[str, Any]:
         leaf = merkle.leaf_hash(leaf_data(self.origin, index, kind, body, logged_at))

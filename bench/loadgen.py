@@ -8,14 +8,15 @@ How it keeps itself out of the measurement:
   loop only sends pre-serialized bytes (raw-bytes gRPC calls, no (de)serialization) and
   keeps the raw answers. Answers are checked (signature, binding to the request,
   expected value) AFTER the window closes, so a wrong answer still counts as an error.
-- All client processes start together (a barrier) after their own warm-up.
+- All client processes start together (one event) after their own warm-up.
 - It measures its own CPU: `client_cores` = client CPU seconds / wall seconds during the
   window. With 2 cores shared by clients and servers, a client using far less than one
   core is not what limits throughput; `bench.run --clients 1/2/3` compares.
 
 Sequential latency is one client process with one request in flight. Throughput is
 `concurrency` requests in flight over all client processes for `seconds` (or until the
-pre-signed requests run out).
+pre-signed requests run out); `loaded_p50_ms`/`loaded_p99_ms` are the latencies seen
+during that window.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def _client_main(
     requests_count: int,
     concurrency: int,
     seconds: float,
-    barrier: Any,
+    ready: Any,
+    go: Any,
     results: Any,
 ) -> None:
     """Body of one client process: prepare, warm up, wait for all, run, then check."""
@@ -164,7 +166,8 @@ def _client_main(
         async with secure_channel(target.endpoint, party.tls, target.server_name) as channel:
             warm_answers: list[tuple[bytes, bytes]] = []
             await _drive(target, channel, warm, 1, float("inf"), ClientRun(), warm_answers, False)
-            await asyncio.get_running_loop().run_in_executor(None, barrier.wait)
+            ready.put(os.getpid())
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
             answers: list[tuple[bytes, bytes]] = []
             cpu = time.process_time()
             run.started = time.time()
@@ -198,6 +201,8 @@ class LoadFigures:
     errors: int
     client_cores: float
     window_s: float
+    loaded_p50_ms: float
+    loaded_p99_ms: float
     error_samples: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,6 +217,8 @@ class LoadFigures:
             "errors": self.errors,
             "client_cores": self.client_cores,
             "window_s": self.window_s,
+            "loaded_p50_ms": self.loaded_p50_ms,
+            "loaded_p99_ms": self.loaded_p99_ms,
         }
         if self.error_samples:
             figures["error_samples"] = list(self.error_samples)
@@ -227,29 +234,35 @@ def _run_clients(
     target: Target, processes: int, concurrency: int, per_process: int, seconds: float
 ) -> list[ClientRun]:
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes + 1)
-    results = context.Queue()
+    ready, go, results = context.Queue(), context.Event(), context.Queue()
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     workers = [
         context.Process(
-            target=_client_main, args=(target, per_process, share, seconds, barrier, results)
+            target=_client_main, args=(target, per_process, share, seconds, ready, go, results)
         )
         for share in shares
     ]
     for worker in workers:
         worker.start()
-    barrier.wait(timeout=120)
+
+    def collect(source: Any, count: int) -> list[Any]:
+        items: list[Any] = []
+        while len(items) < count:
+            try:
+                items.append(source.get(timeout=1.0))
+            except queue.Empty:
+                failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if failed:
+                    go.set()
+                    raise RuntimeError(f"a load client process failed (exit {failed})") from None
+        return items
+
+    collect(ready, len(workers))  # every client prepared and warmed up
+    go.set()
     window_hook = _WINDOW_HOOK[0]
     if window_hook is not None:
         window_hook("start")
-    runs: list[ClientRun] = []
-    while len(runs) < len(workers):
-        try:
-            runs.append(results.get(timeout=1.0))
-        except queue.Empty:
-            failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
-            if failed:
-                raise RuntimeError(f"a load client process failed (exit codes {failed})") from None
+    runs: list[ClientRun] = collect(results, len(workers))
     if window_hook is not None:
         window_hook("end")
     for worker in workers:
@@ -284,6 +297,7 @@ def measure(
     window = max(finished - started, 1e-9)
     completed = sum(r.completed for r in runs)
     samples = tuple(s for r in (single, *runs) for s in r.error_samples)[:3]
+    loaded = [latency for r in runs for latency in r.latencies_ms]
     return LoadFigures(
         p50_ms=round(statistics.median(single.latencies_ms), 3) if single.latencies_ms else -1,
         p99_ms=round(percentile(single.latencies_ms, 0.99), 3),
@@ -295,6 +309,8 @@ def measure(
         errors=single.errors + sum(r.errors for r in runs),
         client_cores=round(sum(r.cpu_seconds for r in runs) / window, 2),
         window_s=round(window, 2),
+        loaded_p50_ms=round(percentile(loaded, 0.5), 3),
+        loaded_p99_ms=round(percentile(loaded, 0.99), 3),
         error_samples=samples,
     )
 

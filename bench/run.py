@@ -20,7 +20,7 @@ Scenarios (issue 5), all in one run so the baselines share the machine's state:
 50,000 ingested) as a smoke check. Figures are from one run; the machine is shared, so
 absolute times are noisy and the ratios to the same run's baselines are what to read.
 Results go to bench/results/latest.json, and a chart to bench/results/latest.png when
-matplotlib is installed.
+matplotlib is installed (bench/results/quick.* for --quick).
 """
 
 from __future__ import annotations
@@ -219,13 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     total["bench_s"] = round(time.perf_counter() - started, 1)
     total["quick"] = quick
     RESULTS.mkdir(exist_ok=True)
+    stem = "quick" if quick else "latest"  # a smoke run never overwrites the real figures
     total["chart"] = (
-        str(RESULTS / "latest.png")
-        if chart.write_chart(results, RESULTS / "latest.png")
+        str(RESULTS / f"{stem}.png")
+        if chart.write_chart(results, RESULTS / f"{stem}.png")
         else "not written: matplotlib is not installed"
     )
     emit(total, results)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -3,7 +3,8 @@
 Invariants:
 - Nothing is sent to any node before the query is in the coordinator's log: the nonce,
   the token use and "query_issued" commit in one transaction, and every node receives
-  a log promise signed over that entry together with the exact spec bytes logged.
+  a log promise naming that entry, with the exact spec bytes logged, in a batch the
+  coordinator signs.
 - A refusal before that point is logged as "score_refused" with only authenticated
   facts; a failure after it as "query_failed" naming the nodes, never with a partial
   total; a success as "result_released" with only what the purpose releases.
@@ -19,21 +20,23 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from audit.log import LogRef
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
 from coordinator.fanout import (
     NODE_DEADLINE_SECONDS,
+    BatchDispatcher,
     LoggedQuery,
     NodeChannels,
     fan_out,
     secure_sum,
 )
-from coordinator.release import release_for, set_release
+from coordinator.release import Released, release_for, set_release
 from coordinator.store import CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError
 from fedscore.status import RevocationState
-from fedscore.v1 import query_pb2
+from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message
 from keys.keyring import Keyring
 from keys.registry import TrustView
@@ -64,11 +67,19 @@ class Coordinator:
     node_deadline: float = NODE_DEADLINE_SECONDS
     clock: Callable[[], int] = field(default=unix_now)
 
+    @cached_property
+    def dispatcher(self) -> BatchDispatcher:
+        """Batches the queries bound for each node (created on first use, then kept)."""
+        return BatchDispatcher(
+            self.channels, self.signing_key, self.agency_keyring, self.node_deadline
+        )
 
-def _admit(
-    coordinator: Coordinator, request: query_pb2.ScoreRequest, notes: RefusalNotes, now: int
+
+def admit(
+    coordinator: Coordinator, query: envelope_pb2.Envelope, notes: RefusalNotes, now: int
 ) -> AdmittedQuery:
-    authenticated = authenticate_query(request.query, coordinator.query_keyring)
+    """Every check of a signed ScoreQuery that needs no database (see coordinator.checks)."""
+    authenticated = authenticate_query(query, coordinator.query_keyring)
     return admit_query(
         authenticated,
         trust=coordinator.trust,
@@ -94,28 +105,26 @@ def build_spec(coordinator: Coordinator, admitted: AdmittedQuery, now: int) -> q
     )
 
 
-def log_promise(coordinator: Coordinator, ref: LogRef, query_hash: bytes) -> query_pb2.LogPromise:
-    return query_pb2.LogPromise(
-        origin=coordinator.id,
-        index=ref.index,
-        leaf_hash=ref.leaf_hash,
-        query_hash=query_hash,
-        logged_at=ref.logged_at,
-    )
+@dataclass(frozen=True)
+class PreparedQuery:
+    """An admitted query and the spec every node will be asked, not logged yet."""
 
-
-def issue_query(
-    coordinator: Coordinator, admitted: AdmittedQuery, now: int
-) -> tuple[LoggedQuery, LogRef]:
-    """Log the query (spending nonce and use) and sign the promise the nodes check."""
-    spec = build_spec(coordinator, admitted, now)
+    admitted: AdmittedQuery
+    spec: query_pb2.QuerySpec
     # Serialized once: these exact bytes are hashed, logged and sent to every node.
-    spec_bytes = spec.SerializeToString()
-    query_hash = hashlib.sha256(spec_bytes).digest()
-    ref = coordinator.store.issue(
-        QueryIssue(
+    spec_bytes: bytes
+    query_hash: bytes
+
+    @property
+    def query_id(self) -> str:
+        return str(self.spec.query_id)
+
+    def issue(self) -> QueryIssue:
+        """What logging this query records (and spends: its nonce and one token use)."""
+        admitted, spec = self.admitted, self.spec
+        return QueryIssue(
             query_id=spec.query_id,
-            query_hash=query_hash,
+            query_hash=self.query_hash,
             nonce=admitted.query.nonce,
             relying_party=admitted.relying_party,
             token_id=admitted.consent.token_id,
@@ -126,16 +135,54 @@ def issue_query(
             issued_at=spec.issued_at,
             expires_at=spec.expires_at,
         )
+
+    def logged(self, ref: LogRef) -> LoggedQuery:
+        """The query as the nodes receive it, with its promise: logged at `ref`."""
+        promise = query_pb2.LogPromise(
+            origin=self.spec.coordinator,
+            index=ref.index,
+            leaf_hash=ref.leaf_hash,
+            query_hash=self.query_hash,
+            logged_at=ref.logged_at,
+        )
+        return LoggedQuery(
+            spec=self.spec, spec_bytes=self.spec_bytes, query_hash=self.query_hash, promise=promise
+        )
+
+
+def prepare_query(coordinator: Coordinator, admitted: AdmittedQuery, now: int) -> PreparedQuery:
+    spec = build_spec(coordinator, admitted, now)
+    spec_bytes = spec.SerializeToString()
+    return PreparedQuery(admitted, spec, spec_bytes, hashlib.sha256(spec_bytes).digest())
+
+
+def issue_query(
+    coordinator: Coordinator, admitted: AdmittedQuery, now: int
+) -> tuple[LoggedQuery, LogRef]:
+    """Log the query (spending nonce and use): what the nodes are sent, and where it is logged."""
+    prepared = prepare_query(coordinator, admitted, now)
+    ref = coordinator.store.issue(prepared.issue())
+    return prepared.logged(ref), ref
+
+
+def score_result(
+    coordinator: Coordinator, admitted: AdmittedQuery, query_id: str, log_index: int, total: int
+) -> tuple[query_pb2.ScoreResult, Released]:
+    """The result to sign for `total`: only what the purpose releases, bound to the request."""
+    released = release_for(admitted.policy, admitted.purpose, total)
+    result = query_pb2.ScoreResult(
+        query_id=query_id,
+        purpose_id=admitted.purpose.id,
+        relying_party=admitted.relying_party,
+        token_id=admitted.consent.token_id,
+        year=admitted.year,
+        policy_hash=admitted.consent.policy_hash,
+        request_nonce_hash=hashlib.sha256(admitted.query.nonce).digest(),
+        log_index=log_index,
+        issued_at=coordinator.clock(),
     )
-    promise = sign_message(log_promise(coordinator, ref, query_hash), coordinator.signing_key)
-    logged = LoggedQuery(
-        spec=spec,
-        spec_bytes=spec_bytes,
-        query_hash=query_hash,
-        log_promise=promise,
-        sealed_subjects=admitted.sealed_subjects,
-    )
-    return logged, ref
+    set_release(result, released)
+    return result, released
 
 
 async def answer_score(
@@ -145,7 +192,7 @@ async def answer_score(
     now = coordinator.clock()
     notes = RefusalNotes()
     try:
-        admitted = _admit(coordinator, request, notes, now)
+        admitted = admit(coordinator, request.query, notes, now)
         logged, ref = issue_query(coordinator, admitted, now)
     except FedscoreError as error:
         coordinator.store.refuse({"reason": error.reason, **notes.fields()})
@@ -153,13 +200,7 @@ async def answer_score(
     query_id = logged.spec.query_id
 
     try:
-        answers = await fan_out(
-            logged,
-            coordinator.channels,
-            coordinator.signing_key,
-            coordinator.agency_keyring,
-            coordinator.node_deadline,
-        )
+        answers = await fan_out(logged, coordinator.dispatcher)
     except asyncio.CancelledError:
         # The caller went away mid-query; the log still shows how the query ended.
         coordinator.store.finish(
@@ -175,19 +216,7 @@ async def answer_score(
         coordinator.store.finish(query_id, "failed", "query_failed", fields)
         raise
 
-    released = release_for(admitted.policy, admitted.purpose, total)
-    result = query_pb2.ScoreResult(
-        query_id=query_id,
-        purpose_id=admitted.purpose.id,
-        relying_party=admitted.relying_party,
-        token_id=admitted.consent.token_id,
-        year=admitted.year,
-        policy_hash=admitted.consent.policy_hash,
-        request_nonce_hash=hashlib.sha256(admitted.query.nonce).digest(),
-        log_index=ref.index,
-        issued_at=coordinator.clock(),
-    )
-    set_release(result, released)
+    result, released = score_result(coordinator, admitted, query_id, ref.index, total)
     envelope = sign_message(result, coordinator.signing_key)
     coordinator.store.finish(
         query_id, "released", "result_released", {"query_id": query_id, **released.log_fields()}

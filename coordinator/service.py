@@ -6,11 +6,15 @@ request that could not even be parsed, then re-raise it unchanged.
 
 from __future__ import annotations
 
-import grpc.aio
+from collections.abc import AsyncIterator
 
+import grpc.aio
+from google.protobuf.message import Message
+
+from coordinator.batch import score_batch
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
 from fedscore.errors import FedscoreError
-from fedscore.rpc import Handler, parse_request
+from fedscore.rpc import BidiStream, Handler, parse_request
 from fedscore.v1 import query_pb2
 
 SERVICE_NAME = "fedscore.v1.CoordinatorService"
@@ -41,5 +45,16 @@ class CoordinatorService:
             raise
         return receive_revocation(self.coordinator, request)
 
-    def handlers(self) -> dict[str, dict[str, Handler]]:
-        return {SERVICE_NAME: {"Score": self.score, "PushRevocation": self.push_revocation}}
+    def score_batch(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Message]:
+        return score_batch(self.coordinator, requests)
+
+    def handlers(self) -> dict[str, dict[str, Handler | BidiStream]]:
+        return {
+            SERVICE_NAME: {
+                "Score": self.score,
+                "ScoreBatch": BidiStream(self.score_batch),
+                "PushRevocation": self.push_revocation,
+            }
+        }

@@ -2,27 +2,31 @@
 
 Invariants:
 - A request nonce is accepted once, ever: its SHA-256 is the primary key of
-  `coordinator_nonce`, so a second insert fails in the database, not only in Python.
+  `coordinator_nonce`, inserted with ON CONFLICT DO NOTHING; a nonce the database
+  already holds is refused, whichever transaction stored it first.
+- A token use is counted by one conditional UPDATE (uses < limit), so concurrent
+  queries can never both take a token's last use.
 - Storing the nonce, counting the token use, recording the issued query and appending
   "query_issued" to the audit log happen in ONE transaction: either the query is
   logged and the nonce and use are spent, or none of them happened (log before act).
 - Nothing stored here is a national ID, a pseudonym or a per-agency contribution.
-- Plain SQLModel/SQLAlchemy, no SQLite-only SQL, so PostgreSQL works by URL alone.
+- Plain SQLAlchemy Core on the query path (statements built once), no SQLite-only SQL,
+  so PostgreSQL works by URL alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
 from coordinator.checks import check_replay, check_use_limit
-from fedscore.errors import AlreadyExists
+from fedscore.db import insert_unless_present
+from fedscore.errors import AlreadyExists, FedscoreError, ResourceExhausted
 
 
 class UsedNonce(SQLModel, table=True):
@@ -63,11 +67,18 @@ class IssuedQuery(SQLModel, table=True):
     outcome: str = "issued"
 
 
-COORDINATOR_TABLES = [UsedNonce.__table__, TokenUse.__table__, IssuedQuery.__table__]  # type: ignore[attr-defined]
+NONCES: Table = UsedNonce.__table__  # type: ignore[attr-defined]
+TOKEN_USES: Table = TokenUse.__table__  # type: ignore[attr-defined]
+ISSUED_QUERIES: Table = IssuedQuery.__table__  # type: ignore[attr-defined]
+COORDINATOR_TABLES = [NONCES, TOKEN_USES, ISSUED_QUERIES]
 
 
 def nonce_digest(nonce: bytes) -> str:
     return hashlib.sha256(nonce).hexdigest()
+
+
+def _replayed() -> AlreadyExists:
+    return AlreadyExists("this request nonce was already accepted", reason="REPLAYED_NONCE")
 
 
 @dataclass(frozen=True)
@@ -97,14 +108,88 @@ class QueryIssue:
             "year": self.year,
         }
 
+    def refusal_fields(self) -> dict[str, object]:
+        """The authenticated facts a "score_refused" entry for this query may name."""
+        return {
+            "relying_party": self.relying_party,
+            "purpose": self.purpose_id,
+            "token_id": self.token_id,
+        }
+
+    def row(self, ref: LogRef) -> dict[str, object]:
+        """The `coordinator_query` row of this query, logged at `ref`."""
+        return {
+            "query_id": self.query_id,
+            "query_hash": self.query_hash.hex(),
+            "token_id": self.token_id,
+            "purpose_id": self.purpose_id,
+            "relying_party": self.relying_party,
+            "year": self.year,
+            "log_index": ref.index,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "outcome": "issued",
+        }
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request refused before it was issued: only its "score_refused" entry is stored."""
+
+    error: FedscoreError
+    # Authenticated facts only (relying party, purpose, token id), as far as they are known.
+    fields: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How one issued query ended, and the log entry that says so."""
+
+    query_id: str
+    outcome: str
+    kind: str
+    fields: Mapping[str, object]
+
 
 class CoordinatorStore:
-    """Nonces, token uses and issued queries, written together with the audit log."""
+    """Nonces, token uses and issued queries, written together with the audit log.
+
+    The query path uses Core statements built once here (no ORM unit of work): one
+    transaction to issue a query, one to finish it.
+    """
 
     def __init__(self, engine: Engine, log: EventLog) -> None:
         self.engine = engine
         self.log = log
         SQLModel.metadata.create_all(engine, tables=COORDINATOR_TABLES)
+        with engine.connect() as connection:
+            self._insert_nonce = insert_unless_present(connection, NONCES, "nonce_hash")
+            # Many at once; returns the nonces it stored (the others were taken).
+            self._insert_nonces = self._insert_nonce.returning(NONCES.c.nonce_hash)
+            self._first_use = insert_unless_present(connection, TOKEN_USES, "token_id")
+        uses = TOKEN_USES.c
+        self._count_use = (
+            update(TOKEN_USES)
+            .where(uses.token_id == bindparam("token"))
+            .values(uses=uses.uses + 1, last_used_at=bindparam("now"))
+        )
+        # Counted in the database: the row changes only while under the limit, so two
+        # concurrent transactions can never both take the last use.
+        self._count_limited_use = self._count_use.where(uses.uses < bindparam("max_uses"))
+        self._count_uses = (
+            update(TOKEN_USES)
+            .where(uses.token_id == bindparam("token"))
+            .values(uses=uses.uses + bindparam("count"), last_used_at=bindparam("now"))
+        )
+        self._uses_of = select(uses.uses).where(uses.token_id == bindparam("token"))
+        self._forget_nonce = delete(NONCES).where(NONCES.c.nonce_hash == bindparam("nonce"))
+        self._insert_query = ISSUED_QUERIES.insert()
+        queries = ISSUED_QUERIES.c
+        self._set_outcome = (
+            update(ISSUED_QUERIES)
+            .where(queries.query_id == bindparam("query"))
+            .values(outcome=bindparam("outcome"))
+        )
 
     def issue(self, issue: QueryIssue) -> LogRef:
         """Spend the nonce and one token use and log "query_issued", all or nothing.
@@ -112,67 +197,180 @@ class CoordinatorStore:
         Raises `AlreadyExists REPLAYED_NONCE` or `ResourceExhausted USE_LIMIT_REACHED`;
         on either nothing is stored.
         """
-        try:
-            return self._issue_once(issue)
-        except IntegrityError as exc:
-            # A concurrent transaction inserted the same nonce or the token's first use
-            # between our read and our insert; the database refused ours, nothing is kept.
-            if self.nonce_seen(issue.nonce):
-                raise AlreadyExists(
-                    "this request nonce was already accepted", reason="REPLAYED_NONCE"
-                ) from exc
-        # Only the token's first-use row raced: try once more against the stored row.
-        return self._issue_once(issue)
+        with self.engine.begin() as connection:
+            return self.issue_in(connection, issue)
 
-    def _issue_once(self, issue: QueryIssue) -> LogRef:
-        digest = nonce_digest(issue.nonce)
-        with Session(self.engine) as session:
-            check_replay(session.get(UsedNonce, digest) is not None)
-            use = session.get(TokenUse, issue.token_id, with_for_update=True)
-            if use is None:
-                use = TokenUse(token_id=issue.token_id)
-            check_use_limit(use.uses, issue.max_uses)
-            use.uses += 1
-            use.last_used_at = issue.issued_at
-            session.add(use)
-            session.add(
-                UsedNonce(
-                    nonce_hash=digest,
-                    relying_party=issue.relying_party,
-                    accepted_at=issue.issued_at,
-                )
-            )
-            # Flush first so a duplicate nonce fails before anything reaches the log.
-            session.flush()
-            ref = self.log.append(session, "query_issued", issue.log_fields())
-            session.add(
-                IssuedQuery(
-                    query_id=issue.query_id,
-                    query_hash=issue.query_hash.hex(),
-                    token_id=issue.token_id,
-                    purpose_id=issue.purpose_id,
-                    relying_party=issue.relying_party,
-                    year=issue.year,
-                    log_index=ref.index,
-                    issued_at=issue.issued_at,
-                    expires_at=issue.expires_at,
-                )
-            )
-            session.commit()
+    def issue_in(self, connection: Connection, issue: QueryIssue) -> LogRef:
+        """`issue` inside the caller's transaction; raising leaves it to be rolled back."""
+        self.spend(connection, issue)
+        ref = self.log.append(connection, "query_issued", issue.log_fields())
+        connection.execute(self._insert_query, issue.row(ref))
         return ref
+
+    def spend(self, connection: Connection, issue: QueryIssue) -> None:
+        """Store the nonce and count one token use, or raise having stored nothing.
+
+        `AlreadyExists REPLAYED_NONCE` if the nonce was accepted before (the primary key
+        decides, whichever transaction stored it first); `ResourceExhausted
+        USE_LIMIT_REACHED` if the token has no use left (its nonce is taken back).
+        """
+        digest = nonce_digest(issue.nonce)
+        nonce = {
+            "nonce_hash": digest,
+            "relying_party": issue.relying_party,
+            "accepted_at": issue.issued_at,
+        }
+        check_replay(connection.execute(self._insert_nonce, nonce).rowcount != 1)
+        connection.execute(
+            self._first_use, {"token_id": issue.token_id, "uses": 0, "last_used_at": 0}
+        )
+        self._count_one_use(connection, issue, digest)
+
+    def _count_one_use(self, connection: Connection, issue: QueryIssue, nonce_hash: str) -> None:
+        """Count one use of the token (its row exists); if none is left, forget the nonce."""
+        use = {"token": issue.token_id, "now": issue.issued_at}
+        if issue.max_uses:
+            counted = connection.execute(
+                self._count_limited_use, {**use, "max_uses": issue.max_uses}
+            )
+        else:
+            counted = connection.execute(self._count_use, use)
+        if counted.rowcount == 1:
+            return
+        connection.execute(self._forget_nonce, {"nonce": nonce_hash})
+        uses = connection.execute(self._uses_of, {"token": issue.token_id}).scalar_one()
+        check_use_limit(int(uses), issue.max_uses)
+        raise ResourceExhausted("token use could not be counted", "USE_LIMIT_REACHED")
+
+    def spend_batch(
+        self, connection: Connection, issues: Sequence[QueryIssue]
+    ) -> list[FedscoreError | None]:
+        """`spend` for many queries at once, in order: per query None, or why it was refused.
+
+        The nonces go in one insert that returns those it stored: a nonce it did not store
+        (or one already used earlier in `issues`) is a replay. Uses of tokens without a
+        limit are counted with one update per token; a token with a limit is counted
+        query by query, each taking back its nonce if the token has no use left.
+        """
+        refused: list[FedscoreError | None] = [None] * len(issues)
+        first: dict[str, int] = {}
+        for position, issue in enumerate(issues):
+            digest = nonce_digest(issue.nonce)
+            if digest in first:
+                refused[position] = _replayed()
+            else:
+                first[digest] = position
+        if not first:
+            return refused
+        rows = [
+            {
+                "nonce_hash": digest,
+                "relying_party": issues[position].relying_party,
+                "accepted_at": issues[position].issued_at,
+            }
+            for digest, position in first.items()
+        ]
+        stored = set(connection.execute(self._insert_nonces, rows).scalars())
+        for digest, position in first.items():
+            if digest not in stored:
+                refused[position] = _replayed()
+        spending = [position for position in range(len(issues)) if refused[position] is None]
+        tokens = sorted({issues[position].token_id for position in spending})
+        if tokens:
+            connection.execute(
+                self._first_use, [{"token_id": t, "uses": 0, "last_used_at": 0} for t in tokens]
+            )
+        unlimited: dict[str, list[QueryIssue]] = {}
+        for position in spending:
+            issue = issues[position]
+            if issue.max_uses:
+                try:
+                    self._count_one_use(connection, issue, nonce_digest(issue.nonce))
+                except FedscoreError as error:
+                    refused[position] = error
+            else:
+                unlimited.setdefault(issue.token_id, []).append(issue)
+        if unlimited:
+            connection.execute(
+                self._count_uses,
+                [
+                    {
+                        "token": token,
+                        "count": len(used),
+                        "now": max(issue.issued_at for issue in used),
+                    }
+                    for token, used in unlimited.items()
+                ],
+            )
+        return refused
+
+    def issue_batch(
+        self, connection: Connection, entries: Sequence[QueryIssue | Refused]
+    ) -> list[LogRef | FedscoreError]:
+        """Issue many queries in the caller's transaction: per entry its LogRef or its refusal.
+
+        Each entry is spent on its own (a replay or an exhausted token refuses only that
+        entry, storing nothing for it); then one "query_issued" or "score_refused" entry per
+        entry is appended, in order, and the issued queries are recorded.
+        """
+        issues = [entry for entry in entries if isinstance(entry, QueryIssue)]
+        refusals = iter(self.spend_batch(connection, issues))
+        outcomes: list[QueryIssue | Refused] = []
+        for entry in entries:
+            if isinstance(entry, QueryIssue):
+                error = next(refusals)
+                if error is not None:
+                    entry = Refused(error, entry.refusal_fields())
+            outcomes.append(entry)
+        events = [
+            ("query_issued", entry.log_fields())
+            if isinstance(entry, QueryIssue)
+            else ("score_refused", {"reason": entry.error.reason, **entry.fields})
+            for entry in outcomes
+        ]
+        refs = self.log.append_many(connection, events)
+        rows = [
+            entry.row(ref)
+            for entry, ref in zip(outcomes, refs, strict=True)
+            if isinstance(entry, QueryIssue)
+        ]
+        if rows:
+            connection.execute(self._insert_query, rows)
+        return [
+            ref if isinstance(entry, QueryIssue) else entry.error
+            for entry, ref in zip(outcomes, refs, strict=True)
+        ]
 
     def finish(
         self, query_id: str, outcome: str, kind: str, fields: Mapping[str, object]
     ) -> LogRef:
         """Record how an issued query ended and log it in the same transaction."""
-        with Session(self.engine) as session:
-            row = session.get(IssuedQuery, query_id)
-            if row is not None:
-                row.outcome = outcome
-                session.add(row)
-            ref = self.log.append(session, kind, dict(fields))
-            session.commit()
-        return ref
+        with self.engine.begin() as connection:
+            return self.finish_in(connection, query_id, outcome, kind, fields)
+
+    def finish_in(
+        self,
+        connection: Connection,
+        query_id: str,
+        outcome: str,
+        kind: str,
+        fields: Mapping[str, object],
+    ) -> LogRef:
+        """`finish` inside the caller's transaction."""
+        connection.execute(self._set_outcome, {"query": query_id, "outcome": outcome})
+        return self.log.append(connection, kind, dict(fields))
+
+    def finish_batch(self, connection: Connection, finishes: Sequence[Finish]) -> list[LogRef]:
+        """`finish` for many queries in the caller's transaction, logged in order."""
+        if not finishes:
+            return []
+        connection.execute(
+            self._set_outcome,
+            [{"query": finish.query_id, "outcome": finish.outcome} for finish in finishes],
+        )
+        return self.log.append_many(
+            connection, [(finish.kind, dict(finish.fields)) for finish in finishes]
+        )
 
     def refuse(self, fields: Mapping[str, object]) -> LogRef:
         """Log a refused score request (nothing else is stored for it)."""

@@ -6,16 +6,24 @@ the coordinator's signed `ScoreResult` is verified before anything in it is beli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc.aio
 
-from fedscore.errors import Unauthenticated
+from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
 from fedscore.party import Party
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.rpc import (
+    call_unary,
+    error_from_refusal,
+    open_stream,
+    secure_channel,
+    stream_responses,
+)
 from fedscore.v1.consent_pb2 import (
     ConsentReceipt,
     GrantRequest,
@@ -27,11 +35,24 @@ from fedscore.v1.consent_pb2 import (
     RevokeResponse,
 )
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import ScoreQuery, ScoreRequest, ScoreResponse, ScoreResult
+from fedscore.v1.query_pb2 import (
+    ScoreBatchOutcome,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreQuery,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
 
 CALL_TIMEOUT = 10.0
+# A whole batch stream: thousands of queries at a time.
+BATCH_TIMEOUT = 600.0
+SCORE_BATCH_METHOD = "/fedscore.v1.CoordinatorService/ScoreBatch"
+# Signed queries per ScoreBatch stream message (about 1.5 KB each).
+QUERIES_PER_MESSAGE = 64
 REGISTRY_ID = "consent-registry"
 COORDINATOR_ID = "coordinator"
 
@@ -127,8 +148,13 @@ async def send_score_query(
             response = await call_unary(own_channel, method, request, ScoreResponse, CALL_TIMEOUT)
     else:
         response = await call_unary(channel, method, request, ScoreResponse, CALL_TIMEOUT)
+    return check_result(relying_party, response.result, signed_query)
+
+
+def check_result(relying_party: Party, envelope: Envelope, signed_query: Envelope) -> ScoreOutcome:
+    """Verify the coordinator's signed result and that it answers exactly `signed_query`."""
     keyring = relying_party.trust.keyring(Role.ROLE_COORDINATOR)
-    result = verify_message(response.result, ScoreResult, keyring).payload
+    result = verify_message(envelope, ScoreResult, keyring).payload
     sent = ScoreQuery.FromString(signed_query.payload)
     if result.request_nonce_hash != hashlib.sha256(sent.nonce).digest():
         raise Unauthenticated(
@@ -139,6 +165,83 @@ async def send_score_query(
         raise Unauthenticated("the coordinator's answer releases nothing", reason="EMPTY_RESULT")
     value: int | str | bool = getattr(result, kind)
     return ScoreOutcome(result=result, release_kind=kind, release_value=value)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What the coordinator answered to the `sequence`-th query of a batch: one of the two."""
+
+    sequence: int
+    outcome: ScoreOutcome | None = None
+    refusal: FedscoreError | None = None
+
+
+async def score_batch(
+    relying_party: Party,
+    signed_queries: Sequence[Envelope],
+    channel: grpc.aio.Channel | None = None,
+    timeout: float = BATCH_TIMEOUT,
+) -> list[BatchOutcome]:
+    """Send signed queries on one ScoreBatch stream; one verified outcome per query, in order.
+
+    A refused query comes back with its reason; a result that does not verify, or that
+    answers another request, counts as refused (ANSWER_NOT_BOUND, BAD_SIGNATURE, ...).
+    """
+    if channel is None:
+        async with channel_to(relying_party, COORDINATOR_ID) as own_channel:
+            return await score_batch(relying_party, signed_queries, own_channel, timeout)
+    raw = await stream_batch(channel, signed_queries, timeout)
+    outcomes: list[BatchOutcome | None] = [None] * len(signed_queries)
+    for answered in raw:
+        sequence = int(answered.sequence)
+        if not 0 <= sequence < len(signed_queries) or outcomes[sequence] is not None:
+            raise Unauthenticated(
+                f"the coordinator answered query {sequence} unexpectedly", "ANSWER_NOT_BOUND"
+            )
+        outcomes[sequence] = batch_outcome(relying_party, answered, signed_queries[sequence])
+    missing = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if missing:
+        raise Unavailable(f"no answer to {len(missing)} queries of the batch", "INCOMPLETE_BATCH")
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def stream_batch(
+    channel: grpc.aio.Channel, signed_queries: Sequence[Envelope], timeout: float
+) -> list[ScoreBatchOutcome]:
+    """The raw outcomes of one ScoreBatch stream (unverified), in the order they came.
+
+    Queries go QUERIES_PER_MESSAGE to a stream message; they are numbered in order from 0.
+    """
+    call = open_stream(channel, SCORE_BATCH_METHOD, ScoreBatchResponse, timeout)
+
+    async def send() -> None:
+        for start in range(0, len(signed_queries), QUERIES_PER_MESSAGE):
+            group = signed_queries[start : start + QUERIES_PER_MESSAGE]
+            await call.write(ScoreBatchRequest(queries=group))
+        await call.done_writing()
+
+    sender = asyncio.get_running_loop().create_task(send())
+    try:
+        outcomes = [
+            outcome async for response in stream_responses(call) for outcome in response.outcomes
+        ]
+        await sender
+    finally:
+        sender.cancel()
+    return outcomes
+
+
+def batch_outcome(
+    relying_party: Party, answered: ScoreBatchOutcome, signed_query: Envelope
+) -> BatchOutcome:
+    """Check what the coordinator answered to one query of a batch against that query."""
+    sequence = int(answered.sequence)
+    if answered.WhichOneof("outcome") == "refusal":
+        return BatchOutcome(sequence, refusal=error_from_refusal(answered.refusal))
+    try:
+        return BatchOutcome(sequence, check_result(relying_party, answered.result, signed_query))
+    except FedscoreError as error:
+        return BatchOutcome(sequence, refusal=error)
 
 
 async def score(

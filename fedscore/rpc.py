@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from fedscore.errors import (
     ResourceExhausted,
     error_class_for,
 )
+from fedscore.v1.query_pb2 import ItemRefusal
 
 _log = logging.getLogger(__name__)
 
@@ -62,11 +63,11 @@ def _options() -> list[tuple[str, Any]]:
     ]
 
 
-def parse_request(raw: bytes, message_type: type[M]) -> M:
-    """Parse request bytes, refusing oversized or malformed messages with a reason."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+def parse_request(raw: bytes, message_type: type[M], limit: int = MAX_MESSAGE_BYTES) -> M:
+    """Parse request bytes, refusing oversized (over `limit`) or malformed messages."""
+    if len(raw) > limit:
         raise ResourceExhausted(
-            f"message of {len(raw)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+            f"message of {len(raw)} bytes exceeds the limit of {limit}",
             reason="MESSAGE_TOO_LARGE",
         )
     message: M = message_type()
@@ -111,6 +112,23 @@ def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
     return error
 
 
+def item_refusal(error: FedscoreError) -> ItemRefusal:
+    """One refused item of a batch, carrying what a single call's status would carry."""
+    return ItemRefusal(code=error.code.value[0], reason=error.reason, message=error.message[:1000])
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_from_refusal(refusal: ItemRefusal) -> FedscoreError:
+    """The FedscoreError a refused batch item stands for (the inverse of `item_refusal`)."""
+    code = _CODES.get(refusal.code, grpc.StatusCode.UNKNOWN)
+    reason = refusal.reason or code.name
+    error = error_class_for(code)(refusal.message or reason, reason=reason)
+    error.code = code
+    return error
+
+
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
@@ -136,6 +154,43 @@ def unary(handler: Handler) -> grpc.RpcMethodHandler:
     )
 
 
+StreamHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[Message]]
+
+
+@dataclass(frozen=True)
+class BidiStream:
+    """A bidirectional-streaming method: raw request bytes in, messages out, as they come."""
+
+    handler: StreamHandler
+
+
+def bidi_stream(method: BidiStream) -> grpc.RpcMethodHandler:
+    """Register a streaming handler; a FedscoreError it raises ends the stream with its status."""
+
+    async def call(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Message]:
+        try:
+            async for response in method.handler(requests, context):
+                yield response
+        except FedscoreError as error:
+            await context.abort_with_status(status_for(error))
+        except Exception:
+            _log.exception("internal error in stream handler")
+            internal = FedscoreError("internal error", reason="INTERNAL")
+            await context.abort_with_status(status_for(internal))
+
+    return grpc.stream_stream_rpc_method_handler(
+        call,
+        request_deserializer=None,
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+
+
+def _method_handler(method: Handler | BidiStream) -> grpc.RpcMethodHandler:
+    return bidi_stream(method) if isinstance(method, BidiStream) else unary(method)
+
+
 def peer_common_name(context: grpc.aio.ServicerContext) -> str:
     """The subject common name of the caller's verified TLS certificate ('' if none)."""
     auth = context.auth_context()
@@ -157,11 +212,12 @@ class RunningServer:
 async def start_server(
     tls: TlsMaterial,
     bind: str,
-    services: Mapping[str, Mapping[str, Handler]],
+    services: Mapping[str, Mapping[str, Handler | BidiStream]],
 ) -> RunningServer:
     """Start an aio gRPC server with mutual TLS, health and reflection.
 
-    `services` maps a full service name (e.g. "fedscore.v1.NodeService") to its methods.
+    `services` maps a full service name (e.g. "fedscore.v1.NodeService") to its methods:
+    unary handlers, or `BidiStream` for a bidirectional-streaming method.
     Health is SERVING only once every service is registered and the port is bound.
     """
     server = grpc.aio.server(options=_options())
@@ -169,7 +225,7 @@ async def start_server(
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
-                    service_name, {name: unary(fn) for name, fn in methods.items()}
+                    service_name, {name: _method_handler(fn) for name, fn in methods.items()}
                 ),
             )
         )
@@ -220,9 +276,31 @@ async def call_unary(
         raise error_from_rpc(exc) from exc
 
 
+def open_stream(
+    channel: grpc.aio.Channel, method: str, response_type: type[M], timeout: float
+) -> grpc.aio.StreamStreamCall:
+    """Open a bidirectional stream: write messages to it, read `response_type` messages."""
+    stub = channel.stream_stream(
+        method,
+        request_serializer=lambda message: message.SerializeToString(),
+        response_deserializer=response_type.FromString,
+    )
+    return stub(timeout=timeout)
+
+
+async def stream_responses(call: grpc.aio.StreamStreamCall) -> AsyncIterator[Any]:
+    """The responses of a stream; a failed stream raises the server's FedscoreError."""
+    try:
+        async for response in call:
+            yield response
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from exc
+
+
 # Exported for tests that send raw bytes to a method.
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "BidiStream",
     "RunningServer",
     "TlsMaterial",
     "call_unary",

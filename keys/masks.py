@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
@@ -50,7 +49,8 @@ def pairwise_seeds(
 
 
 def _prf(seed: bytes, query_id: str) -> int:
-    digest = hmac.new(seed, query_id.encode("utf-8"), hashlib.sha256).digest()
+    # hmac.digest: the same HMAC-SHA256 as hmac.new(...).digest(), in one C call.
+    digest = hmac.digest(seed, query_id.encode("utf-8"), "sha256")
     return int.from_bytes(digest[:_PRF_BYTES], "big")
 
 

@@ -27,12 +27,17 @@ def _invalid(problem: str) -> InvalidArgument:
     return InvalidArgument(f"national ID {problem}", reason="INVALID_NATIONAL_ID")
 
 
+_WEIGHTS = tuple(range(LENGTH, 1, -1))
+
+
 def _check_digit(first12: str) -> int:
-    total = sum(int(digit) * (LENGTH - i) for i, digit in enumerate(first12))
+    total = sum(int(digit) * weight for digit, weight in zip(first12, _WEIGHTS, strict=False))
     return (11 - total % 11) % 10
 
 
 def _digits_only(text: str) -> str:
+    if text.isascii() and text.isdigit():  # already canonical: nothing to normalise
+        return text
     digits = _SEPARATORS.sub("", text.strip().translate(_THAI_DIGITS))
     if not _DIGITS.fullmatch(digits):
         raise _invalid("must contain only digits")

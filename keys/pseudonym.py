@@ -11,7 +11,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fedscore.errors import InvalidArgument
@@ -27,4 +26,4 @@ def pseudonym(key: bytes, national_id: str) -> str:
             f"pseudonym key must be at least {MIN_KEY_BYTES} bytes", reason="BAD_KEY"
         )
     canonical = validate_national_id(national_id)
-    return hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, canonical.encode("ascii"), "sha256").hex()

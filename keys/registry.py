@@ -111,7 +111,8 @@ class TrustView:
                 current[participant.id] = participant
         self._current = current
         # Keyrings are immutable and the view is fixed at `now`: each role set is built once.
-        self._keyrings: dict[frozenset[Role], Keyring] = {}
+        # Looked up by the roles as asked (a tuple) first, then by their set.
+        self._keyrings: dict[tuple[Role, ...] | frozenset[Role], Keyring] = {}
 
     @property
     def federation_id(self) -> str:
@@ -148,11 +149,15 @@ class TrustView:
 
     def keyring(self, *roles: Role) -> Keyring:
         """Every key valid now of participants with one of `roles` (all keys during rotation)."""
+        cached = self._keyrings.get(roles)
+        if cached is not None:
+            return cached
         if not roles:
             raise InvalidArgument("a keyring needs at least one role", reason="NO_ROLES")
         wanted = frozenset(roles)
         cached = self._keyrings.get(wanted)
         if cached is not None:
+            self._keyrings[roles] = cached
             return cached
         entries = [
             (p.id, VerifyKey.from_bytes(p.signing_public_key))
@@ -161,7 +166,7 @@ class TrustView:
         ]
         purpose = "+".join(sorted(Role.Name(role) for role in wanted))
         keyring = Keyring(entries, purpose=purpose)
-        self._keyrings[wanted] = keyring
+        self._keyrings[wanted] = self._keyrings[roles] = keyring
         return keyring
 
     def __repr__(self) -> str:

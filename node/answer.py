@@ -15,7 +15,10 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, or_, select
 
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
@@ -28,6 +31,7 @@ from keys.registry import TrustView
 from keys.seal import open_subject
 from keys.signing import SigningKey
 from node.checks import AdmittedQuery
+from node.store import BEHAVIOUR_RECORD, as_pseudonym_bytes
 from policies.model import Policy, Purpose
 from policies.scoring import contribution
 
@@ -69,6 +73,20 @@ def contribution_for(admitted: AdmittedQuery, agency_id: str, quantities: Mappin
     return contribution(admitted.policy, agency_id, counted)
 
 
+def masked_contribution(
+    admitted: AdmittedQuery, agency_id: str, points: int, seeds: Mapping[str, bytes]
+) -> ContributionAnswer:
+    """The ContributionAnswer carrying `points` masked over the full participant set."""
+    spec = admitted.signed.spec
+    mask = mask_for(agency_id, seeds, spec.participants, spec.query_id)
+    return ContributionAnswer(
+        query_id=spec.query_id,
+        agency_id=agency_id,
+        masked_value=masked_answer(points, mask),
+        query_hash=admitted.signed.query_hash,
+    )
+
+
 def signed_answer(
     admitted: AdmittedQuery,
     agency_id: str,
@@ -76,13 +94,119 @@ def signed_answer(
     seeds: Mapping[str, bytes],
     signing_key: SigningKey,
 ) -> Envelope:
-    """The ContributionAnswer carrying `points` masked over the full participant set, signed."""
-    spec = admitted.signed.spec
-    mask = mask_for(agency_id, seeds, spec.participants, spec.query_id)
-    answer = ContributionAnswer(
-        query_id=spec.query_id,
-        agency_id=agency_id,
-        masked_value=masked_answer(points, mask),
-        query_hash=admitted.signed.query_hash,
-    )
+    """The masked ContributionAnswer (`masked_contribution`), signed by the node."""
+    answer = masked_contribution(admitted, agency_id, points, seeds)
     return sign_message(answer, signing_key)
+
+
+def prepared_quantities(uncertified_ok: Collection[str]) -> Select[str, int]:
+    """`node.store.quantities_query` with the person and the year window as bind parameters.
+
+    Built once per policy, so answering a query executes a cached statement instead of
+    building and cache-keying a new one. Parameters: `pseudonym` (32 bytes), `start`,
+    `end` (Unix seconds, half-open).
+    """
+    records = BEHAVIOUR_RECORD.c
+    counted: ColumnElement[bool] = records.certified.is_(True)
+    if uncertified_ok:
+        counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
+    return (
+        select(records.indicator, func.sum(records.quantity))
+        .where(
+            records.pseudonym == bindparam("pseudonym"),
+            records.occurred_at >= bindparam("start"),
+            records.occurred_at < bindparam("end"),
+            counted,
+        )
+        .group_by(records.indicator)
+    )
+
+
+def prepared_quantities_of_many(uncertified_ok: Collection[str]) -> Select[bytes, str, int]:
+    """`prepared_quantities` for a list of people (`pseudonyms`, expanding) at once."""
+    records = BEHAVIOUR_RECORD.c
+    counted: ColumnElement[bool] = records.certified.is_(True)
+    if uncertified_ok:
+        counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
+    return (
+        select(records.pseudonym, records.indicator, func.sum(records.quantity))
+        .where(
+            records.pseudonym.in_(bindparam("pseudonyms", expanding=True)),
+            records.occurred_at >= bindparam("start"),
+            records.occurred_at < bindparam("end"),
+            counted,
+        )
+        .group_by(records.pseudonym, records.indicator)
+    )
+
+
+@dataclass
+class RecordLookup:
+    """What answering needs per policy and year, derived once and then reused.
+
+    Policies and the agency are fixed when the node starts, so the uncertified codes, the
+    prepared statement and each year's window never change while it runs.
+    """
+
+    agency_id: str
+    _statements: dict[str, Select[str, int]] = field(default_factory=dict)
+    _many_statements: dict[str, Select[bytes, str, int]] = field(default_factory=dict)
+    _windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def uncertified(self, policy: Policy) -> frozenset[str]:
+        return frozenset(
+            indicator.code
+            for indicator in policy.indicators_for(self.agency_id)
+            if not indicator.requires_certification
+        )
+
+    def statement(self, policy: Policy) -> Select[str, int]:
+        prepared = self._statements.get(policy.content_hash)
+        if prepared is None:
+            prepared = prepared_quantities(self.uncertified(policy))
+            self._statements[policy.content_hash] = prepared
+        return prepared
+
+    def statement_for_many(self, policy: Policy) -> Select[bytes, str, int]:
+        prepared = self._many_statements.get(policy.content_hash)
+        if prepared is None:
+            prepared = prepared_quantities_of_many(self.uncertified(policy))
+            self._many_statements[policy.content_hash] = prepared
+        return prepared
+
+    def window(self, policy: Policy, year: int) -> tuple[int, int]:
+        """[start, end) of `year` in the policy's time zone, as Unix seconds."""
+        key = (policy.content_hash, year)
+        window = self._windows.get(key)
+        if window is None:
+            start, end = policy.year_bounds(year)
+            window = self._windows[key] = (int(start.timestamp()), int(end.timestamp()))
+        return window
+
+    def quantities(
+        self, connection: Connection, policy: Policy, pseudonym: str | bytes, year: int
+    ) -> dict[str, int]:
+        """Occurrences per indicator for the person in `year`, as `NodeStore.quantities`."""
+        start, end = self.window(policy, year)
+        rows = connection.execute(
+            self.statement(policy),
+            {"pseudonym": as_pseudonym_bytes(pseudonym), "start": start, "end": end},
+        )
+        return {str(code): int(total) for code, total in rows}
+
+    def quantities_of_many(
+        self, connection: Connection, policy: Policy, pseudonyms: Collection[bytes], year: int
+    ) -> dict[bytes, dict[str, int]]:
+        """`quantities` for several people (32-byte pseudonyms) in one statement."""
+        if len(pseudonyms) == 1:  # the prepared one-person statement needs no IN list
+            (person,) = pseudonyms
+            return {person: self.quantities(connection, policy, person, year)}
+        start, end = self.window(policy, year)
+        rows = connection.execute(
+            self.statement_for_many(policy),
+            {"pseudonyms": sorted(set(pseudonyms)), "start": start, "end": end},
+        )
+        held: dict[bytes, dict[str, int]] = {}
+        for person, code, total in rows:
+            held.setdefault(bytes(person), {})[str(code)] = int(total)
+        return held

@@ -15,6 +15,11 @@ refused before anything it carries is believed or parsed:
  7. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
  8. the year can hold a score (BAD_YEAR), and the query id is unused (REPLAYED_QUERY).
 
+A query inside a `ContributionBatch` runs the same steps: step 1 is the batch envelope's
+signature (checked once for all its items), which also covers each item's log promise;
+steps 2-8 run for every item on its own (`signed_query`, `admit_signed`,
+`check_promise_binding`).
+
 Invariants:
 - Only facts from a verified envelope are written into `RefusalNotes`, so a forger cannot
   put a query id or purpose of its choosing into the node's log.
@@ -111,7 +116,11 @@ def authenticate_query(
 ) -> SignedQuery:
     """Steps 1-2: the coordinator signed it, it is for this agency, and its spec parses."""
     verified = verify_message(envelope, ContributionQuery, coordinator_keyring)
-    query = verified.payload
+    return signed_query(verified.payload, verified.signer, agency_id)
+
+
+def signed_query(query: ContributionQuery, signer: str, agency_id: str) -> SignedQuery:
+    """Step 2 for a query whose coordinator signature (its own or its batch's) verified."""
     if query.agency_id != agency_id:
         raise PermissionDenied(
             f"query is addressed to agency {query.agency_id!r}, this is {agency_id!r}",
@@ -128,7 +137,7 @@ def authenticate_query(
         query=query,
         spec=spec,
         query_hash=hashlib.sha256(query.spec).digest(),
-        coordinator=verified.signer,
+        coordinator=signer,
     )
 
 
@@ -166,10 +175,14 @@ def check_log_promise(signed: SignedQuery, coordinator_keyring: Keyring) -> LogP
         raise Unauthenticated(
             f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
         ) from exc
-    promise = verified.payload
+    return check_promise_binding(verified.payload, signed, verified.signer)
+
+
+def check_promise_binding(promise: LogPromise, signed: SignedQuery, signer: str) -> LogPromise:
+    """Step 5 after the promise's signature (its own or its batch's) verified under `signer`."""
     if promise.query_hash != signed.query_hash:
         raise Unauthenticated("log promise is for another query", reason="BAD_LOG_PROMISE")
-    if not promise.origin == signed.spec.coordinator == signed.coordinator == verified.signer:
+    if not promise.origin == signed.spec.coordinator == signed.coordinator == signer:
         raise Unauthenticated(
             "log promise, query spec and signature name different coordinators",
             reason="BAD_LOG_PROMISE",
@@ -207,13 +220,22 @@ def check_token(
     return verified
 
 
-def domains_used(policy: Policy, purpose: Purpose, agency_id: str) -> set[str]:
+def domains_used(policy: Policy, purpose: Purpose, agency_id: str) -> frozenset[str]:
     """Domains of this agency's indicators that count towards `purpose`."""
-    return {
-        indicator.domain
-        for indicator in policy.indicators_for(agency_id)
-        if indicator.domain in purpose.domains
-    }
+    key = (policy.content_hash, purpose.id, agency_id)
+    used = _DOMAINS_USED.get(key)
+    if used is None:
+        used = frozenset(
+            indicator.domain
+            for indicator in policy.indicators_for(agency_id)
+            if indicator.domain in purpose.domains
+        )
+        # A policy is immutable and named by its content hash: computed once per purpose.
+        _DOMAINS_USED[key] = used
+    return used
+
+
+_DOMAINS_USED: dict[tuple[str, str, str], frozenset[str]] = {}
 
 
 def check_domains(policy: Policy, purpose: Purpose, agency_id: str, consented: set[str]) -> None:
@@ -266,12 +288,31 @@ def admit_query(
 ) -> AdmittedQuery:
     """Run steps 1-8 in order; fill `notes` with what is authenticated as it is learned."""
     signed = authenticate_query(envelope, node.coordinator_keyring, node.agency_id)
+    return admit_signed(
+        signed,
+        node,
+        seen,
+        now,
+        notes,
+        lambda: check_log_promise(signed, node.coordinator_keyring),
+    )
+
+
+def admit_signed(
+    signed: SignedQuery,
+    node: NodeTrust,
+    seen: Callable[[str], bool],
+    now: int,
+    notes: RefusalNotes,
+    log_promise: Callable[[], LogPromise],
+) -> AdmittedQuery:
+    """Steps 3-8 for an authenticated query; `log_promise` runs step 5 and returns the promise."""
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.purpose = spec.purpose_id
     policy = policy_named(spec, node.policies)
     check_freshness(spec, now)
-    promise = check_log_promise(signed, node.coordinator_keyring)
+    promise = log_promise()
     token = check_token(spec, policy, node.agency_id, node.trust, node.revocations, now)
     purpose = policy.purpose(spec.purpose_id)
     check_participants(spec, purpose, node.agency_id)

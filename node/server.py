@@ -27,6 +27,7 @@ from fedscore.rpc import RunningServer, secure_channel, start_server
 from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
 from fedscore.v1.trust_pb2 import Role
 from node.answer import derive_mask_seeds
+from node.batch import batch_handlers
 from node.checks import NodeTrust
 from node.service import SERVICE_NAME, AgencyNode, Clock, node_handlers
 from node.statistics import SERVICE_NAME as STATISTICS_SERVICE
@@ -118,7 +119,7 @@ async def start(
             party.tls,
             bind or party.participant.endpoint,
             {
-                SERVICE_NAME: node_handlers(node),
+                SERVICE_NAME: {**node_handlers(node), **batch_handlers(node)},
                 STATISTICS_SERVICE: statistics_handlers(node),
                 **audit.services(),
             },

@@ -17,12 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc.aio
 from google.protobuf.message import Message
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from audit.log import EventLog
+from fedscore.db import insert_unless_present
 from fedscore.errors import FedscoreError
 from fedscore.rpc import Handler, parse_request
 from fedscore.v1.envelope_pb2 import Envelope
@@ -34,9 +36,9 @@ from fedscore.v1.query_pb2 import (
 )
 from keys.box import BoxKeyPair
 from keys.signing import SigningKey
-from node.answer import contribution_for, signed_answer, subject_pseudonym
+from node.answer import RecordLookup, contribution_for, signed_answer, subject_pseudonym
 from node.checks import AdmittedQuery, NodeTrust, RefusalNotes, admit_query
-from node.store import NodeStore
+from node.store import SEEN_QUERY, NodeStore
 from policies.model import Policy
 
 _log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ _log = logging.getLogger(__name__)
 SERVICE_NAME = "fedscore.v1.NodeService"
 
 Clock = Callable[[], float]
+
+# The seen-query insert of each database dialect, built once (a statement is immutable).
+_SEEN_INSERTS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class AgencyNode:
     store: NodeStore
     log: EventLog
     clock: Clock = time.time
+    lookup: RecordLookup = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lookup", RecordLookup(self.trust.agency_id))
 
     @property
     def agency_id(self) -> str:
@@ -76,43 +85,63 @@ def uncertified_indicators(policy: Policy, agency_id: str) -> frozenset[str]:
     )
 
 
-def _answer(node: AgencyNode, admitted: AdmittedQuery) -> Envelope:
-    """Open the subject, count the year's records and sign the masked answer."""
+def points_for(node: AgencyNode, admitted: AdmittedQuery, connection: Connection) -> int:
+    """Open the subject and count the year's records: the contribution, never sent as is."""
     person = subject_pseudonym(admitted, node.agency_id, node.box, node.pseudonym_key)
-    start, end = admitted.policy.year_bounds(admitted.year)
-    held = node.store.quantities(
-        person,
-        int(start.timestamp()),
-        int(end.timestamp()),
-        uncertified_ok=uncertified_indicators(admitted.policy, node.agency_id),
-    )
-    points = contribution_for(admitted, node.agency_id, held)
+    held = node.lookup.quantities(connection, admitted.policy, person, admitted.year)
+    return contribution_for(admitted, node.agency_id, held)
+
+
+def _answer(node: AgencyNode, admitted: AdmittedQuery, connection: Connection) -> Envelope:
+    """Open the subject, count the year's records and sign the masked answer."""
+    points = points_for(node, admitted, connection)
     return signed_answer(admitted, node.agency_id, points, node.mask_seeds, node.signing_key)
 
 
+def claim_query(connection: Connection, now: int) -> Callable[[str], bool]:
+    """A replay check that also records the query id in the caller's transaction.
+
+    Returns True (seen) if the id was already stored; the insert skips a taken key, so a
+    concurrent replay loses in the database. If the transaction rolls back, no claim
+    remains.
+    """
+    dialect = connection.dialect.name
+    insert = _SEEN_INSERTS.get(dialect)
+    if insert is None:
+        insert = _SEEN_INSERTS[dialect] = insert_unless_present(connection, SEEN_QUERY, "query_id")
+
+    def seen(query_id: str) -> bool:
+        inserted = connection.execute(insert, {"query_id": query_id, "seen_at": now})
+        return inserted.rowcount != 1
+
+    return seen
+
+
+def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
+    """The "query_answered" log body: the query, and where the coordinator logged it."""
+    return {
+        "query_id": admitted.query_id,
+        "query_hash": admitted.signed.query_hash.hex(),
+        "purpose": admitted.purpose.id,
+        "token_id": admitted.token_id,
+        # Where the coordinator promised it logged the query: the regulator checks.
+        "coordinator": admitted.promise.origin,
+        "promise_index": admitted.promise.index,
+        "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
+    }
+
+
 def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> ContributeResponse:
-    """Check a contribution query and answer it; raise a FedscoreError to refuse."""
+    """Check a contribution query and answer it; raise a FedscoreError to refuse.
+
+    One transaction: the replay claim, the record lookup and "query_answered" commit
+    together before the answer is returned; a refusal rolls all of it back.
+    """
     now = node.now()
-    admitted = admit_query(query, node.trust, node.store.has_seen_query, now, notes)
-    answer = _answer(node, admitted)
-    with Session(node.store.engine) as session:
-        node.store.mark_query_seen(session, admitted.query_id, now)
-        node.log.append(
-            session,
-            "query_answered",
-            {
-                "query_id": admitted.query_id,
-                "query_hash": admitted.signed.query_hash.hex(),
-                "purpose": admitted.purpose.id,
-                "token_id": admitted.token_id,
-                # Where the coordinator promised it logged the query: the regulator checks.
-                "coordinator": admitted.promise.origin,
-                "promise_index": admitted.promise.index,
-                "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
-            },
-            now=now,
-        )
-        session.commit()
+    with node.store.engine.begin() as connection:
+        admitted = admit_query(query, node.trust, claim_query(connection, now), now, notes)
+        answer = _answer(node, admitted, connection)
+        node.log.append(connection, "query_answered", answered_fields(admitted), now=now)
     return ContributeResponse(answer=answer)
 
 

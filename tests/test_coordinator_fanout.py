@@ -70,8 +70,7 @@ def _logged(query_id: str = "q-1") -> LoggedQuery:
         spec=spec,
         spec_bytes=spec_bytes,
         query_hash=hashlib.sha256(spec_bytes).digest(),
-        log_promise=envelope_pb2.Envelope(),
-        sealed_subjects={},
+        promise=query_pb2.LogPromise(),
     )
 
 

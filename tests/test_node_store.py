@@ -12,11 +12,12 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.orm import Session
 
 from audit.log import EventLog
-from fedscore.errors import AlreadyExists
+from fedscore.errors import AlreadyExists, InvalidArgument
 from node.store import (
     BEHAVIOUR_RECORD,
     IMPORT_BATCH,
     NodeStore,
+    as_pseudonym_bytes,
     quantities_query,
     record_key,
     record_key_secret,
@@ -177,3 +178,11 @@ def test_record_key_names_every_field_and_hides_the_key() -> None:
         record_key(record_key_secret(b"j" * 32), ALICE, "TRC-BLOOD", 100, 1, "TRC-HQ"),
     }
     assert base not in variants and len(variants) == 6
+
+
+def test_a_pseudonym_is_named_by_32_bytes_or_64_hex_characters(store: NodeStore) -> None:
+    assert as_pseudonym_bytes(ALICE) == as_pseudonym_bytes(bytes.fromhex(ALICE)) == b"\xaa" * 32
+    for wrong in ("ab" * 31, b"\x01" * 16):
+        with pytest.raises(InvalidArgument) as err:
+            store.quantities(wrong, START_2024, END_2024)
+        assert err.value.reason == "BAD_PSEUDONYM"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,15 +169,74 @@ async def consent_list(args: argparse.Namespace) -> dict[str, Any]:
     return {"grants": rows}
 
 
-async def score(args: argparse.Namespace) -> dict[str, Any]:
-    relying_party = load_party(args.workdir, args.relying_party)
+def _read_token(path: Path) -> tuple[Envelope, str]:
+    """A consent token file: the token envelope and the purpose it was granted for."""
     try:
-        envelope = Envelope.FromString(args.token.read_bytes())
-        purpose_id = ConsentToken.FromString(envelope.payload).purpose_id
+        envelope = Envelope.FromString(path.read_bytes())
+        return envelope, ConsentToken.FromString(envelope.payload).purpose_id
     except Exception as exc:
-        raise InvalidArgument(
-            f"{args.token} is not a consent token file", reason="BAD_TOKEN_FILE"
-        ) from exc
+        raise InvalidArgument(f"{path} is not a consent token file", "BAD_TOKEN_FILE") from exc
+
+
+def read_batch_file(path: Path) -> list[Path]:
+    """Token files listed one per line, as a path or as JSON {"token": path}.
+
+    Blank lines and lines starting with "#" are skipped; relative paths are taken from the
+    batch file's folder.
+    """
+    files = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        named: object = text
+        if text.startswith("{"):
+            try:
+                named = json.loads(text).get("token")
+            except (ValueError, AttributeError):
+                named = None
+        if not isinstance(named, str) or not named:
+            raise InvalidArgument(f"{path}:{number}: no token file named", "BAD_BATCH_FILE")
+        files.append(path.parent / named)
+    if not files:
+        raise InvalidArgument(f"{path} lists no token files", reason="BAD_BATCH_FILE")
+    return files
+
+
+async def score_batch(args: argparse.Namespace) -> None:
+    """`score --batch FILE`: one ScoreBatch stream, one printed line per query."""
+    relying_party = load_party(args.workdir, args.relying_party)
+    files = read_batch_file(args.batch)
+    queries = [
+        client.signed_score_query(relying_party, *_read_token(path), args.year) for path in files
+    ]
+    for path, answered in zip(files, await client.score_batch(relying_party, queries), strict=True):
+        row: dict[str, Any] = {"sequence": answered.sequence, "token_file": str(path)}
+        if answered.outcome is not None:
+            result = answered.outcome.result
+            row |= {
+                "query_id": result.query_id,
+                "purpose": result.purpose_id,
+                "year": result.year,
+                "release": answered.outcome.release_kind,
+                "value": answered.outcome.release_value,
+                "log_index": result.log_index,
+            }
+            text = f"{row['purpose']} ({row['year']}): {row['release']} = {row['value']}"
+        else:
+            assert answered.refusal is not None
+            row |= {"refused": answered.refusal.reason, "message": answered.refusal.message}
+            text = f"refused: {row['refused']}: {row['message']}"
+        line = json.dumps(row, ensure_ascii=False, sort_keys=True) if args.json else None
+        print(line or f"{answered.sequence} {path}: {text}", flush=True)
+
+
+async def score(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.batch is not None:
+        await score_batch(args)
+        return None
+    relying_party = load_party(args.workdir, args.relying_party)
+    envelope, purpose_id = _read_token(args.token)
     outcome = await client.score(relying_party, envelope, purpose_id, args.year)
     result = outcome.result
     _say(

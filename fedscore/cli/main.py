@@ -98,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     score = parties.add_parser("score", help="a relying party asks for what a purpose releases")
     _workdir(score)
     score.add_argument("--as", dest="relying_party", required=True, help="relying party id")
-    score.add_argument("--token", type=Path, required=True, help="consent token file")
+    asked = score.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--token", type=Path, help="consent token file")
+    asked.add_argument(
+        "--batch",
+        type=Path,
+        help='file listing token files, one per line (a path, or JSON {"token": path}); '
+        "one result line per query (JSON Lines with --json)",
+    )
     score.add_argument("--year", type=int, default=0, help="calendar year (default: current)")
     _json(score)
     score.set_defaults(run=commands.score)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedscore.v1 import envelope_pb2 as fedscore_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/query.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\"\x8d\x01\n\nScoreQuery\x12\x15\n\rrelying_party\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12$\n\x05token\x18\x03 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x11\n\tissued_at\x18\x05 \x01(\x03\x12\x0c\n\x04year\x18\x06 \x01(\x05\"\x81\x02\n\x0bScoreResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0c\n\x04year\x18\x05 \x01(\x05\x12\x0f\n\x05score\x18\x06 \x01(\rH\x00\x12\x0e\n\x04\x62\x61nd\x18\x07 \x01(\tH\x00\x12\x12\n\x08\x65ligible\x18\x08 \x01(\x08H\x00\x12\x13\n\x0bpolicy_hash\x18\t \x01(\t\x12\x1a\n\x12request_nonce_hash\x18\n \x01(\x0c\x12\x11\n\tlog_index\x18\x0b \x01(\x04\x12\x11\n\tissued_at\x18\x0c \x01(\x03\x42\t\n\x07release\"\xcc\x01\n\tQuerySpec\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x14\n\x0cparticipants\x18\x05 \x03(\t\x12$\n\x05token\x18\x06 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12\x11\n\tissued_at\x18\x07 \x01(\x03\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\t \x01(\t\"e\n\nLogPromise\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\x12\x11\n\tlogged_at\x18\x05 \x01(\x03\"x\n\x11\x43ontributionQuery\x12\x0c\n\x04spec\x18\x01 \x01(\x0c\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x16\n\x0esealed_subject\x18\x03 \x01(\x0c\x12*\n\x0blog_promise\x18\x04 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"c\n\x12\x43ontributionAnswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x14\n\x0cmasked_value\x18\x03 \x01(\x06\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\"4\n\x0cScoreRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"6\n\rScoreResponse\x12%\n\x06result\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"9\n\x11\x43ontributeRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\";\n\x12\x43ontributeResponse\x12%\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"@\n\x17NotifyRevocationRequest\x12%\n\x06notice\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\")\n\x18NotifyRevocationResponse\x12\r\n\x05party\x18\x01 \x01(\t\">\n\x15PushRevocationRequest\x12%\n\x06notice\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"\'\n\x16PushRevocationResponse\x12\r\n\x05party\x18\x01 \x01(\t2\xbd\x01\n\x0bNodeService\x12M\n\nContribute\x12\x1e.fedscore.v1.ContributeRequest\x1a\x1f.fedscore.v1.ContributeResponse\x12_\n\x10NotifyRevocation\x12$.fedscore.v1.NotifyRevocationRequest\x1a%.fedscore.v1.NotifyRevocationResponse2\xaf\x01\n\x12\x43oordinatorService\x12>\n\x05Score\x12\x19.fedscore.v1.ScoreRequest\x1a\x1a.fedscore.v1.ScoreResponse\x12Y\n\x0ePushRevocation\x12\".fedscore.v1.PushRevocationRequest\x1a#.fedscore.v1.PushRevocationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/query.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\"\x8d\x01\n\nScoreQuery\x12\x15\n\rrelying_party\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12$\n\x05token\x18\x03 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x11\n\tissued_at\x18\x05 \x01(\x03\x12\x0c\n\x04year\x18\x06 \x01(\x05\"\x81\x02\n\x0bScoreResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0c\n\x04year\x18\x05 \x01(\x05\x12\x0f\n\x05score\x18\x06 \x01(\rH\x00\x12\x0e\n\x04\x62\x61nd\x18\x07 \x01(\tH\x00\x12\x12\n\x08\x65ligible\x18\x08 \x01(\x08H\x00\x12\x13\n\x0bpolicy_hash\x18\t \x01(\t\x12\x1a\n\x12request_nonce_hash\x18\n \x01(\x0c\x12\x11\n\tlog_index\x18\x0b \x01(\x04\x12\x11\n\tissued_at\x18\x0c \x01(\x03\x42\t\n\x07release\"\xcc\x01\n\tQuerySpec\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x14\n\x0cparticipants\x18\x05 \x03(\t\x12$\n\x05token\x18\x06 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12\x11\n\tissued_at\x18\x07 \x01(\x03\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\t \x01(\t\"e\n\nLogPromise\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\x12\x11\n\tlogged_at\x18\x05 \x01(\x03\"x\n\x11\x43ontributionQuery\x12\x0c\n\x04spec\x18\x01 \x01(\x0c\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x16\n\x0esealed_subject\x18\x03 \x01(\x0c\x12*\n\x0blog_promise\x18\x04 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"c\n\x12\x43ontributionAnswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x14\n\x0cmasked_value\x18\x03 \x01(\x06\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\"V\n\x18\x42\x61tchedContributionQuery\x12\x0c\n\x04spec\x18\x01 \x01(\x0c\x12,\n\x0blog_promise\x18\x02 \x01(\x0b\x32\x17.fedscore.v1.LogPromise\"\x84\x01\n\x11\x43ontributionBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nagency_ids\x18\x02 \x03(\t\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x36\n\x07queries\x18\x04 \x03(\x0b\x32%.fedscore.v1.BatchedContributionQuery\"<\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x80\x01\n\x13\x43ontributionOutcome\x12\x31\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x1f.fedscore.v1.ContributionAnswerH\x00\x12+\n\x07refusal\x18\x02 \x01(\x0b\x32\x18.fedscore.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"\x86\x01\n\x17\x43ontributionAnswerBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x12\n\nbatch_hash\x18\x03 \x01(\x0c\x12\x32\n\x08outcomes\x18\x04 \x03(\x0b\x32 .fedscore.v1.ContributionOutcome\"4\n\x0cScoreRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"6\n\rScoreResponse\x12%\n\x06result\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"9\n\x11\x43ontributeRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\";\n\x12\x43ontributeResponse\x12%\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\">\n\x16\x43ontributeBatchRequest\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"A\n\x17\x43ontributeBatchResponse\x12&\n\x07\x61nswers\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\";\n\x11ScoreBatchRequest\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.fedscore.v1.Envelope\"\x86\x01\n\x11ScoreBatchOutcome\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x15.fedscore.v1.EnvelopeH\x00\x12+\n\x07refusal\x18\x03 \x01(\x0b\x32\x18.fedscore.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"F\n\x12ScoreBatchResponse\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.fedscore.v1.ScoreBatchOutcome\"@\n\x17NotifyRevocationRequest\x12%\n\x06notice\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\")\n\x18NotifyRevocationResponse\x12\r\n\x05party\x18\x01 \x01(\t\">\n\x15PushRevocationRequest\x12%\n\x06notice\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"\'\n\x16PushRevocationResponse\x12\r\n\x05party\x18\x01 \x01(\t2\x9b\x02\n\x0bNodeService\x12M\n\nContribute\x12\x1e.fedscore.v1.ContributeRequest\x1a\x1f.fedscore.v1.ContributeResponse\x12\\\n\x0f\x43ontributeBatch\x12#.fedscore.v1.ContributeBatchRequest\x1a$.fedscore.v1.ContributeBatchResponse\x12_\n\x10NotifyRevocation\x12$.fedscore.v1.NotifyRevocationRequest\x1a%.fedscore.v1.NotifyRevocationResponse2\x82\x02\n\x12\x43oordinatorService\x12>\n\x05Score\x12\x19.fedscore.v1.ScoreRequest\x1a\x1a.fedscore.v1.ScoreResponse\x12Q\n\nScoreBatch\x12\x1e.fedscore.v1.ScoreBatchRequest\x1a\x1f.fedscore.v1.ScoreBatchResponse(\x01\x30\x01\x12Y\n\x0ePushRevocation\x12\".fedscore.v1.PushRevocationRequest\x1a#.fedscore.v1.PushRevocationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,24 +44,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTRIBUTIONQUERY']._serialized_end=902
   _globals['_CONTRIBUTIONANSWER']._serialized_start=904
   _globals['_CONTRIBUTIONANSWER']._serialized_end=1003
-  _globals['_SCOREREQUEST']._serialized_start=1005
-  _globals['_SCOREREQUEST']._serialized_end=1057
-  _globals['_SCORERESPONSE']._serialized_start=1059
-  _globals['_SCORERESPONSE']._serialized_end=1113
-  _globals['_CONTRIBUTEREQUEST']._serialized_start=1115
-  _globals['_CONTRIBUTEREQUEST']._serialized_end=1172
-  _globals['_CONTRIBUTERESPONSE']._serialized_start=1174
-  _globals['_CONTRIBUTERESPONSE']._serialized_end=1233
-  _globals['_NOTIFYREVOCATIONREQUEST']._serialized_start=1235
-  _globals['_NOTIFYREVOCATIONREQUEST']._serialized_end=1299
-  _globals['_NOTIFYREVOCATIONRESPONSE']._serialized_start=1301
-  _globals['_NOTIFYREVOCATIONRESPONSE']._serialized_end=1342
-  _globals['_PUSHREVOCATIONREQUEST']._serialized_start=1344
-  _globals['_PUSHREVOCATIONREQUEST']._serialized_end=1406
-  _globals['_PUSHREVOCATIONRESPONSE']._serialized_start=1408
-  _globals['_PUSHREVOCATIONRESPONSE']._serialized_end=1447
-  _globals['_NODESERVICE']._serialized_start=1450
-  _globals['_NODESERVICE']._serialized_end=1639
-  _globals['_COORDINATORSERVICE']._serialized_start=1642
-  _globals['_COORDINATORSERVICE']._serialized_end=1817
+  _globals['_BATCHEDCONTRIBUTIONQUERY']._serialized_start=1005
+  _globals['_BATCHEDCONTRIBUTIONQUERY']._serialized_end=1091
+  _globals['_CONTRIBUTIONBATCH']._serialized_start=1094
+  _globals['_CONTRIBUTIONBATCH']._serialized_end=1226
+  _globals['_ITEMREFUSAL']._serialized_start=1228
+  _globals['_ITEMREFUSAL']._serialized_end=1288
+  _globals['_CONTRIBUTIONOUTCOME']._serialized_start=1291
+  _globals['_CONTRIBUTIONOUTCOME']._serialized_end=1419
+  _globals['_CONTRIBUTIONANSWERBATCH']._serialized_start=1422
+  _globals['_CONTRIBUTIONANSWERBATCH']._serialized_end=1556
+  _globals['_SCOREREQUEST']._serialized_start=1558
+  _globals['_SCOREREQUEST']._serialized_end=1610
+  _globals['_SCORERESPONSE']._serialized_start=1612
+  _globals['_SCORERESPONSE']._serialized_end=1666
+  _globals['_CONTRIBUTEREQUEST']._serialized_start=1668
+  _globals['_CONTRIBUTEREQUEST']._serialized_end=1725
+  _globals['_CONTRIBUTERESPONSE']._serialized_start=1727
+  _globals['_CONTRIBUTERESPONSE']._serialized_end=1786
+  _globals['_CONTRIBUTEBATCHREQUEST']._serialized_start=1788
+  _globals['_CONTRIBUTEBATCHREQUEST']._serialized_end=1850
+  _globals['_CONTRIBUTEBATCHRESPONSE']._serialized_start=1852
+  _globals['_CONTRIBUTEBATCHRESPONSE']._serialized_end=1917
+  _globals['_SCOREBATCHREQUEST']._serialized_start=1919
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1978
+  _globals['_SCOREBATCHOUTCOME']._serialized_start=1981
+  _globals['_SCOREBATCHOUTCOME']._serialized_end=2115
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=2117
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=2187
+  _globals['_NOTIFYREVOCATIONREQUEST']._serialized_start=2189
+  _globals['_NOTIFYREVOCATIONREQUEST']._serialized_end=2253
+  _globals['_NOTIFYREVOCATIONRESPONSE']._serialized_start=2255
+  _globals['_NOTIFYREVOCATIONRESPONSE']._serialized_end=2296
+  _globals['_PUSHREVOCATIONREQUEST']._serialized_start=2298
+  _globals['_PUSHREVOCATIONREQUEST']._serialized_end=2360
+  _globals['_PUSHREVOCATIONRESPONSE']._serialized_start=2362
+  _globals['_PUSHREVOCATIONRESPONSE']._serialized_end=2401
+  _globals['_NODESERVICE']._serialized_start=2404
+  _globals['_NODESERVICE']._serialized_end=2687
+  _globals['_COORDINATORSERVICE']._serialized_start=2690
+  _globals['_COORDINATORSERVICE']._serialized_end=2948
 # @@protoc_insertion_point(module_scope)

@@ -111,6 +111,56 @@ class ContributionAnswer(_message.Message):
     query_hash: bytes
     def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., masked_value: _Optional[int] = ..., query_hash: _Optional[bytes] = ...) -> None: ...
 
+class BatchedContributionQuery(_message.Message):
+    __slots__ = ("spec", "log_promise")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    LOG_PROMISE_FIELD_NUMBER: _ClassVar[int]
+    spec: bytes
+    log_promise: LogPromise
+    def __init__(self, spec: _Optional[bytes] = ..., log_promise: _Optional[_Union[LogPromise, _Mapping]] = ...) -> None: ...
+
+class ContributionBatch(_message.Message):
+    __slots__ = ("batch_id", "agency_ids", "issued_at", "queries")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_IDS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    agency_ids: _containers.RepeatedScalarFieldContainer[str]
+    issued_at: int
+    queries: _containers.RepeatedCompositeFieldContainer[BatchedContributionQuery]
+    def __init__(self, batch_id: _Optional[str] = ..., agency_ids: _Optional[_Iterable[str]] = ..., issued_at: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[BatchedContributionQuery, _Mapping]]] = ...) -> None: ...
+
+class ItemRefusal(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ContributionOutcome(_message.Message):
+    __slots__ = ("answer", "refusal")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    answer: ContributionAnswer
+    refusal: ItemRefusal
+    def __init__(self, answer: _Optional[_Union[ContributionAnswer, _Mapping]] = ..., refusal: _Optional[_Union[ItemRefusal, _Mapping]] = ...) -> None: ...
+
+class ContributionAnswerBatch(_message.Message):
+    __slots__ = ("batch_id", "agency_id", "batch_hash", "outcomes")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_HASH_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    agency_id: str
+    batch_hash: bytes
+    outcomes: _containers.RepeatedCompositeFieldContainer[ContributionOutcome]
+    def __init__(self, batch_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., batch_hash: _Optional[bytes] = ..., outcomes: _Optional[_Iterable[_Union[ContributionOutcome, _Mapping]]] = ...) -> None: ...
+
 class ScoreRequest(_message.Message):
     __slots__ = ("query",)
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +184,40 @@ class ContributeResponse(_message.Message):
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     answer: _envelope_pb2.Envelope
     def __init__(self, answer: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class ContributeBatchRequest(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: _envelope_pb2.Envelope
+    def __init__(self, batch: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class ContributeBatchResponse(_message.Message):
+    __slots__ = ("answers",)
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    answers: _envelope_pb2.Envelope
+    def __init__(self, answers: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class ScoreBatchRequest(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
+    def __init__(self, queries: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
+
+class ScoreBatchOutcome(_message.Message):
+    __slots__ = ("sequence", "result", "refusal")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    result: _envelope_pb2.Envelope
+    refusal: ItemRefusal
+    def __init__(self, sequence: _Optional[int] = ..., result: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., refusal: _Optional[_Union[ItemRefusal, _Mapping]] = ...) -> None: ...
+
+class ScoreBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ScoreBatchOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ScoreBatchOutcome, _Mapping]]] = ...) -> None: ...
 
 class NotifyRevocationRequest(_message.Message):
     __slots__ = ("notice",)

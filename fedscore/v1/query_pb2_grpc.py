@@ -40,6 +40,11 @@ class NodeServiceStub:
                 request_serializer=fedscore_dot_v1_dot_query__pb2.ContributeRequest.SerializeToString,
                 response_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeResponse.FromString,
                 _registered_method=True)
+        self.ContributeBatch = channel.unary_unary(
+                '/fedscore.v1.NodeService/ContributeBatch',
+                request_serializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchRequest.SerializeToString,
+                response_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchResponse.FromString,
+                _registered_method=True)
         self.NotifyRevocation = channel.unary_unary(
                 '/fedscore.v1.NodeService/NotifyRevocation',
                 request_serializer=fedscore_dot_v1_dot_query__pb2.NotifyRevocationRequest.SerializeToString,
@@ -57,6 +62,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContributeBatch(self, request, context):
+        """Many contribution queries in one round trip: one coordinator signature, one answer signature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def NotifyRevocation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -70,6 +82,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.Contribute,
                     request_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeRequest.FromString,
                     response_serializer=fedscore_dot_v1_dot_query__pb2.ContributeResponse.SerializeToString,
+            ),
+            'ContributeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContributeBatch,
+                    request_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchRequest.FromString,
+                    response_serializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchResponse.SerializeToString,
             ),
             'NotifyRevocation': grpc.unary_unary_rpc_method_handler(
                     servicer.NotifyRevocation,
@@ -105,6 +122,33 @@ class NodeService:
             '/fedscore.v1.NodeService/Contribute',
             fedscore_dot_v1_dot_query__pb2.ContributeRequest.SerializeToString,
             fedscore_dot_v1_dot_query__pb2.ContributeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContributeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedscore.v1.NodeService/ContributeBatch',
+            fedscore_dot_v1_dot_query__pb2.ContributeBatchRequest.SerializeToString,
+            fedscore_dot_v1_dot_query__pb2.ContributeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -158,6 +202,11 @@ class CoordinatorServiceStub:
                 request_serializer=fedscore_dot_v1_dot_query__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=fedscore_dot_v1_dot_query__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ScoreBatch = channel.stream_stream(
+                '/fedscore.v1.CoordinatorService/ScoreBatch',
+                request_serializer=fedscore_dot_v1_dot_query__pb2.ScoreBatchRequest.SerializeToString,
+                response_deserializer=fedscore_dot_v1_dot_query__pb2.ScoreBatchResponse.FromString,
+                _registered_method=True)
         self.PushRevocation = channel.unary_unary(
                 '/fedscore.v1.CoordinatorService/PushRevocation',
                 request_serializer=fedscore_dot_v1_dot_query__pb2.PushRevocationRequest.SerializeToString,
@@ -175,6 +224,14 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreBatch(self, request_iterator, context):
+        """A relying party holding many consents: one signed ScoreQuery per request, one outcome per
+        query (in completion order, matched by sequence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PushRevocation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -188,6 +245,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=fedscore_dot_v1_dot_query__pb2.ScoreRequest.FromString,
                     response_serializer=fedscore_dot_v1_dot_query__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ScoreBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.ScoreBatch,
+                    request_deserializer=fedscore_dot_v1_dot_query__pb2.ScoreBatchRequest.FromString,
+                    response_serializer=fedscore_dot_v1_dot_query__pb2.ScoreBatchResponse.SerializeToString,
             ),
             'PushRevocation': grpc.unary_unary_rpc_method_handler(
                     servicer.PushRevocation,
@@ -223,6 +285,33 @@ class CoordinatorService:
             '/fedscore.v1.CoordinatorService/Score',
             fedscore_dot_v1_dot_query__pb2.ScoreRequest.SerializeToString,
             fedscore_dot_v1_dot_query__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedscore.v1.CoordinatorService/ScoreBatch',
+            fedscore_dot_v1_dot_query__pb2.ScoreBatchRequest.SerializeToString,
+            fedscore_dot_v1_dot_query__pb2.ScoreBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

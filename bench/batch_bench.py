@@ -1,0 +1,190 @@
+"""Batch scoring: a relying party holding many consents asks for all of them on one stream.
+
+    python -m bench.batch_bench [--quick]
+
+The product as `make bench` runs it (5 agencies, each party its own process, mutual TLS,
+demo records). The consent registry grants PTT's fuel-discount purpose for many distinct
+citizens (one token each, as a utility computing monthly discounts would hold), then one
+client process, separate from the servers, streams signed ScoreQuery requests (each its
+own nonce and token, all signed BEFORE the timed window) over one `ScoreBatch` stream and
+collects the responses. Every response is checked AFTER the window: the coordinator's
+signature, the binding to its request's nonce, and that it released a band; a refused or
+wrong answer counts as an error, never as a score. `batch_scores_per_s` = verified scores
+/ seconds from the first request written to the last response read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.loadgen import process_cpu_seconds
+from fedscore import client
+from fedscore.client import COORDINATOR_ID, REGISTRY_ID
+from fedscore.party import Party, load_party
+from fedscore.rpc import call_unary, secure_channel
+from fedscore.v1.consent_pb2 import GrantRequest, GrantResponse
+from fedscore.v1.envelope_pb2 import Envelope
+
+SCENARIO = "batch_score_5_agencies"
+AGENCIES = 5
+PURPOSE = "ptt-fuel-discount"
+RELYING_PARTY = "ptt"
+WARM_UP_QUERIES = 64
+GRANTS_AT_ONCE = 16
+
+
+@dataclass
+class ClientFigures:
+    """What the client process measured and checked."""
+
+    queries: int = 0
+    scores: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+async def grant_many(workdir: Path, citizens: list[str]) -> list[bytes]:
+    """One PTT token per citizen, granted through the running consent registry."""
+    portal = load_party(workdir, scenarios.PORTAL)
+    registry = portal.trust.participant(REGISTRY_ID)
+    now = int(time.time())
+    tokens: list[bytes] = []
+    async with secure_channel(registry.endpoint, portal.tls, REGISTRY_ID) as channel:
+        for start in range(0, len(citizens), GRANTS_AT_ONCE):
+            responses = await asyncio.gather(
+                *(
+                    call_unary(
+                        channel,
+                        "/fedscore.v1.ConsentService/Grant",
+                        GrantRequest(
+                            national_id=citizen,
+                            purpose_id=PURPOSE,
+                            relying_party=RELYING_PARTY,
+                            not_before=now - 60,
+                            not_after=now + 86_400,
+                        ),
+                        GrantResponse,
+                        30.0,
+                    )
+                    for citizen in citizens[start : start + GRANTS_AT_ONCE]
+                )
+            )
+            tokens += [response.token.SerializeToString() for response in responses]
+    return tokens
+
+
+def _signed(party: Party, tokens: list[bytes], count: int) -> list[Envelope]:
+    envelopes = [Envelope.FromString(token) for token in tokens]
+    return [
+        client.signed_score_query(party, envelopes[n % len(envelopes)], PURPOSE)
+        for n in range(count)
+    ]
+
+
+def _client_main(workdir: str, tokens: list[bytes], count: int, results: Any) -> None:
+    """The relying party's process: sign everything, warm up, stream, then check."""
+    party = load_party(Path(workdir), RELYING_PARTY)
+    warm = _signed(party, tokens, WARM_UP_QUERIES)
+    queries = _signed(party, tokens, count)
+    endpoint = party.trust.participant(COORDINATOR_ID).endpoint
+    figures = ClientFigures(queries=count)
+
+    async def main() -> list[Any]:
+        async with secure_channel(endpoint, party.tls, COORDINATOR_ID) as channel:
+            await client.stream_batch(channel, warm, client.BATCH_TIMEOUT)
+            cpu = time.process_time()
+            started = time.perf_counter()
+            responses = await client.stream_batch(channel, queries, client.BATCH_TIMEOUT)
+            figures.seconds = time.perf_counter() - started
+            figures.cpu_seconds = time.process_time() - cpu
+            return responses
+
+    responses = asyncio.run(main())
+    answered = set()
+    for response in responses:  # checked after the window, never inside it
+        sequence = int(response.sequence)
+        outcome = client.batch_outcome(party, response, queries[sequence])
+        answered.add(sequence)
+        if outcome.outcome is not None and outcome.outcome.release_kind == "band":
+            figures.scores += 1
+        else:
+            figures.errors += 1
+            if len(figures.error_samples) < 3:
+                figures.error_samples.append(str(outcome.refusal))
+    figures.errors += count - len(answered)
+    results.put(figures)
+
+
+def measure(
+    federation: scenarios.Federation, pids: dict[str, int], tokens: int, count: int
+) -> dict[str, Any]:
+    """Grant `tokens` consents, then score `count` queries over them on one stream."""
+    citizens = federation.data.citizens[:tokens]
+    granted = asyncio.run(grant_many(federation.workdir, citizens))
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(
+        target=_client_main, args=(str(federation.workdir), granted, count, results)
+    )
+    cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+    worker.start()
+    figures: ClientFigures = results.get(timeout=600)
+    worker.join(timeout=60)
+    cpu = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    rate = figures.scores / figures.seconds if figures.seconds else 0.0
+    record: dict[str, Any] = {
+        "scenario": SCENARIO,
+        "agencies": len(federation.agencies),
+        "tls": True,
+        "tokens": len(granted),
+        "queries": figures.queries,
+        "scores": figures.scores,
+        "errors": figures.errors,
+        "window_s": round(figures.seconds, 2),
+        "batch_scores_per_s": round(rate, 1),
+        "scores_per_s": round(rate, 1),
+        "client_cores": round(figures.cpu_seconds / figures.seconds, 2) if figures.seconds else 0,
+        # Whole run (signing and warm-up included), per score: an upper bound.
+        "server_cpu_ms_per_score": {
+            name: round(seconds * 1000 / max(figures.scores, 1), 3) for name, seconds in cpu.items()
+        },
+    }
+    if figures.error_samples:
+        record["error_samples"] = figures.error_samples
+    return record
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """The batch scenario for `make bench` (`bench.run` reads its dict lines)."""
+    tokens, count = (300, 1500) if quick else (1000, 6000)
+    with tempfile.TemporaryDirectory(prefix="fedscore-batch-") as tmp:
+        federation, _ = scenarios.prepare(Path(tmp), "batch", AGENCIES)
+        with scenarios.running(federation) as processes:
+            pids = {"coordinator": processes.processes[COORDINATOR_ID].pid}
+            pids.update({a: processes.processes[a].pid for a in federation.agencies})
+            return [measure(federation, pids, tokens, count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.batch_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    for line in run(args.quick):
+        print(json.dumps(line, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

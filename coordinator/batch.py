@@ -1,0 +1,242 @@
+"""ScoreBatch: many signed score queries on one stream, for a relying party holding many consents.
+
+Invariants:
+- Every request of the stream is the same signed ScoreQuery a single Score call carries
+  (its own nonce, its own token) and passes every check a single query passes: the
+  relying party's signature, the token's, revocation, purpose, relying party, freshness,
+  replay and the use limit. A refused query never fails another.
+- Log before act, per query: the queries of a chunk are logged ("query_issued", or
+  "score_refused" with only authenticated facts) in ONE transaction that commits before
+  any node is asked about them; each outcome ("result_released" or "query_failed")
+  commits before its response is written to the stream.
+- Queries reach the nodes through the coordinator's one `BatchDispatcher`: one batch
+  signed once per round trip for every query waiting, each item checked by every node.
+- Each answered query gets its own ScoreResult signed by the coordinator and bound to its
+  request nonce, as a single Score call does; a refused one gets its status code and
+  reason. Each outcome carries its query's position in the stream (`sequence`);
+  outcomes are written as chunks complete, not in request order.
+- A stream message that cannot be parsed (its queries cannot even be counted) is logged
+  as "score_refused" and ends the stream with its status; queries answered before stand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from coordinator.checks import RefusalNotes
+from coordinator.fanout import NodeAnswers, secure_sum
+from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
+from coordinator.store import Finish, QueryIssue, Refused
+from fedscore.errors import FedscoreError
+from fedscore.rpc import item_refusal, parse_request
+from fedscore.v1 import query_pb2
+from fedscore.v1.envelope_pb2 import Envelope
+from keys.envelope import sign_message
+
+# Requests admitted and logged together in one transaction.
+CHUNK_QUERIES = 64
+# Chunks whose queries are with the nodes at once; the stream's reading waits beyond that.
+CHUNKS_IN_FLIGHT = 8
+# One stream message may carry this much (many queries, each about 1.5 KB).
+BATCH_MESSAGE_BYTES = 3 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request of the stream on its way: admitted (with its spec) or refused."""
+
+    sequence: int
+    prepared: PreparedQuery | None = None
+    refused: Refused | None = None
+
+    def entry(self) -> QueryIssue | Refused:
+        if self.prepared is not None:
+            return self.prepared.issue()
+        assert self.refused is not None
+        return self.refused
+
+
+Asked = tuple[int, PreparedQuery, "asyncio.Future[NodeAnswers]", int]
+
+
+def _refusal(sequence: int, error: FedscoreError) -> query_pb2.ScoreBatchOutcome:
+    return query_pb2.ScoreBatchOutcome(sequence=sequence, refusal=item_refusal(error))
+
+
+class ScoreBatchRun:
+    """One ScoreBatch stream: reads its queries, admits and logs them by chunk, answers each."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self.responses: asyncio.Queue[query_pb2.ScoreBatchResponse | None] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _prepare(self, sequence: int, query: Envelope, now: int) -> _Request:
+        """Every stateless check of one query; a refusal keeps only authenticated facts."""
+        notes = RefusalNotes()
+        try:
+            admitted = admit(self.coordinator, query, notes, now)
+        except FedscoreError as error:
+            return _Request(sequence, refused=Refused(error, notes.fields()))
+        return _Request(sequence, prepared=prepare_query(self.coordinator, admitted, now))
+
+    def admit_chunk(self, chunk: Sequence[tuple[int, Envelope]]) -> list[Asked]:
+        """Check and log a chunk in one transaction, then ask the nodes about what was issued.
+
+        Refusals are answered at once (after the commit); the rest come back as
+        (sequence, query, the nodes' answers to come, log index of its "query_issued").
+        """
+        coordinator = self.coordinator
+        now = coordinator.clock()
+        requests = [self._prepare(sequence, query, now) for sequence, query in chunk]
+        with coordinator.store.engine.begin() as connection:
+            outcomes = coordinator.store.issue_batch(
+                connection, [request.entry() for request in requests]
+            )
+        asked: list[Asked] = []
+        refused = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, FedscoreError):
+                refused.append(_refusal(request.sequence, outcome))
+                continue
+            assert request.prepared is not None  # issue_batch refuses every Refused entry
+            future = coordinator.dispatcher.ask(request.prepared.logged(outcome))
+            asked.append((request.sequence, request.prepared, future, outcome.index))
+        if refused:
+            self.responses.put_nowait(query_pb2.ScoreBatchResponse(outcomes=refused))
+        return asked
+
+    async def finish_chunk(self, asked: list[Asked]) -> None:
+        """Sum, release, log every outcome in one transaction, then answer each query."""
+        coordinator = self.coordinator
+        try:
+            answers = await asyncio.gather(*(future for _, _, future, _ in asked))
+        except asyncio.CancelledError:
+            # The stream went away mid-chunk; the log still shows how each query ended.
+            cancelled = [
+                Finish(prepared.query_id, "failed", "query_failed", _cancelled(prepared))
+                for _, prepared, _, _ in asked
+            ]
+            with coordinator.store.engine.begin() as connection:
+                coordinator.store.finish_batch(connection, cancelled)
+            raise
+        finishes: list[Finish] = []
+        responses: list[query_pb2.ScoreBatchOutcome] = []
+        for (sequence, prepared, _, log_index), answered in zip(asked, answers, strict=True):
+            query_id = prepared.query_id
+            try:
+                answered.raise_for_failure()
+                total = secure_sum(answered.masked.values())
+            except FedscoreError as error:
+                fields = answered.failure_fields(query_id)
+                fields["reason"] = error.reason
+                finishes.append(Finish(query_id, "failed", "query_failed", fields))
+                responses.append(_refusal(sequence, error))
+                continue
+            result, released = score_result(
+                coordinator, prepared.admitted, query_id, log_index, total
+            )
+            fields = {"query_id": query_id, **released.log_fields()}
+            finishes.append(Finish(query_id, "released", "result_released", fields))
+            envelope = sign_message(result, coordinator.signing_key)
+            responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
+        with coordinator.store.engine.begin() as connection:
+            coordinator.store.finish_batch(connection, finishes)
+        self.responses.put_nowait(query_pb2.ScoreBatchResponse(outcomes=responses))
+
+    async def _finish_and_free(self, asked: list[Asked]) -> None:
+        try:
+            await self.finish_chunk(asked)
+        finally:
+            self._slots.release()
+
+    def _queries_in(self, raw: bytes) -> Sequence[Envelope]:
+        """The queries of one stream message; one that does not parse ends the stream."""
+        try:
+            request = parse_request(raw, query_pb2.ScoreBatchRequest, BATCH_MESSAGE_BYTES)
+        except FedscoreError as error:
+            # Its queries cannot even be counted: logged once, and the stream ends with it.
+            self.coordinator.store.refuse({"reason": error.reason})
+            raise
+        return list(request.queries)
+
+    async def run(self, requests: AsyncIterator[bytes]) -> None:
+        """Read the whole stream chunk by chunk; put None on `responses` when all are answered."""
+        incoming: asyncio.Queue[tuple[int, Envelope] | None] = asyncio.Queue(CHUNK_QUERIES * 4)
+
+        failure: list[Exception] = []
+
+        async def read() -> None:
+            sequence = 0
+            try:
+                async for raw in requests:
+                    for query in self._queries_in(raw):
+                        await incoming.put((sequence, query))
+                        sequence += 1
+            except Exception as error:  # a bad message, or the client broke the stream off
+                failure.append(error)
+            await incoming.put(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            ended = False
+            while not ended:
+                first = await incoming.get()
+                if first is None:
+                    break
+                await self._slots.acquire()
+                chunk = [first]
+                while len(chunk) < CHUNK_QUERIES and not incoming.empty():
+                    item = incoming.get_nowait()
+                    if item is None:
+                        ended = True
+                        break
+                    chunk.append(item)
+                try:
+                    asked = self.admit_chunk(chunk)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                task = asyncio.get_running_loop().create_task(self._finish_and_free(asked))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await reader
+            # Queries read before a failure are still answered; then the stream ends with it.
+            await asyncio.gather(*self._tasks)
+            if failure:
+                raise failure[0]
+        finally:
+            reader.cancel()
+            for task in self._tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            self.responses.put_nowait(None)
+
+
+def _cancelled(prepared: PreparedQuery) -> dict[str, object]:
+    return {"query_id": prepared.query_id, "reason": "CANCELLED"}
+
+
+async def score_batch(
+    coordinator: Coordinator, requests: AsyncIterator[bytes]
+) -> AsyncIterator[query_pb2.ScoreBatchResponse]:
+    """Answer every request of a ScoreBatch stream, one response per request."""
+    run = ScoreBatchRun(coordinator)
+    task = asyncio.get_running_loop().create_task(run.run(requests))
+    try:
+        while True:
+            response = await run.responses.get()
+            if response is None:
+                break
+            yield response
+        await task  # re-raises what ended the run, if anything did
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
