@@ -189,6 +189,15 @@ class UnwrittenLog(EventLog):
         logged_at = int(time.time() if now is None else now)
         return LogRef(0, merkle.leaf_hash(kind.encode()), logged_at)
 
+    def append_many(
+        self,
+        session: Any,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        now: float | None = None,
+    ) -> list[LogRef]:
+        return [self.append(session, kind, fields, now=now) for kind, fields in events]
+
     def append_now(
         self, kind: str, fields: Mapping[str, Any], *, now: float | None = None
     ) -> LogRef:
