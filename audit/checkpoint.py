@@ -38,6 +38,7 @@ from sqlmodel import Field, SQLModel
 
 from audit import merkle
 from audit.log import EventLog
+from fedscore.db import create_tables
 from fedscore.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes, verify_bytes
@@ -139,7 +140,7 @@ class CheckpointSigner:
         self._key = key
         self._clock = clock
         self._lock = threading.Lock()
-        SQLModel.metadata.create_all(log.engine, tables=[SIGNED_CHECKPOINT])
+        create_tables(log.engine, [SIGNED_CHECKPOINT])
 
     def last(self) -> tuple[Checkpoint, Envelope] | None:
         """The latest checkpoint this party signed, if any."""

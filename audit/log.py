@@ -6,8 +6,9 @@ Invariants:
   and inserted with ON CONFLICT DO NOTHING on the primary key; if another writer
   (thread or process) took it first, the writer re-reads and tries the next one. A
   transaction that rolls back leaves no index behind, so no gap can appear.
-- `append` writes inside the caller's session and never commits: the event and its log
-  entry commit together or not at all.
+- `append` writes inside the caller's transaction (an ORM session, a Core connection, or
+  a `fedscore.prepared` cursor) and never commits: the event and its log entry commit
+  together or not at all.
 - Leaf data is the canonical JSON (sorted keys, compact, UTF-8) of
   {"body", "index", "kind", "logged_at", "origin"}, where `body` is the stored canonical
   JSON text of the fields. Binding index and origin into the leaf stops an entry from
@@ -40,8 +41,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit import merkle
-from fedscore.db import insert_unless_present
+from fedscore.db import create_tables, insert_unless_present
 from fedscore.errors import FailedPrecondition, InvalidArgument
+from fedscore.prepared import Cursor
 
 # Normalised (lower case, no "_" or "-") key fragments an entry body may never contain.
 DENIED_KEYS = ("nationalid", "pseudonym", "contribution", "maskedvalue")
@@ -234,7 +236,7 @@ class EventLog:
             raise InvalidArgument("a log needs an origin", "BAD_LOG_ORIGIN")
         self.engine = engine
         self.origin = origin
-        SQLModel.metadata.create_all(engine, tables=[AUDIT_ENTRY])
+        create_tables(engine, [AUDIT_ENTRY])
         # One writer at a time per process for append_now; cross-process safety comes
         # from the primary key, so this lock is an optimisation, not the guarantee.
         self._append_lock = threading.Lock()
@@ -242,7 +244,7 @@ class EventLog:
         self._subtrees = _CompleteSubtrees()
         # Built once: SQLAlchemy then reuses the compiled statements on every append.
         self._next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
-        self._inserts: dict[str, Any] = {}
+        self._insert: Any = None
 
     @staticmethod
     def _body(kind: str, fields: Mapping[str, Any]) -> str:
@@ -268,9 +270,29 @@ class EventLog:
             "logged_at": logged_at,
         }
 
+    def _insert_statement(self) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING on the index, for this log's database."""
+        if self._insert is None:
+            with self.engine.connect() as connection:
+                self._insert = insert_unless_present(connection, AUDIT_ENTRY, "index")
+        return self._insert
+
+    def _take_index(self, writer: Connection | Cursor, kind: str, body: str, now: int) -> LogRef:
+        """Append one entry at max(index) + 1, trying the next index if another took it."""
+        insert = self._insert_statement()
+        for _ in range(_MAX_ATTEMPTS):
+            if isinstance(writer, Cursor):
+                index = int(writer.execute(self._next_index).fetchone()[0])
+            else:
+                index = int(writer.execute(self._next_index).scalar_one())
+            row = self._row(index, kind, body, now)
+            if writer.execute(insert, row).rowcount == 1:
+                return LogRef(index, bytes.fromhex(row["leaf_hash"]), now)
+        raise FailedPrecondition("could not take a log index", "LOG_CONTENDED")
+
     def append(
         self,
-        session: Session | Connection,
+        session: LogWriter,
         kind: str,
         fields: Mapping[str, Any],
         *,
@@ -278,25 +300,16 @@ class EventLog:
     ) -> LogRef:
         """Add an entry inside `session`'s transaction (not committed here); the caller commits.
 
-        `session` is an ORM session or a Core connection inside a transaction.
+        `session` is an ORM session, a Core connection inside a transaction, or a cursor
+        of a `fedscore.prepared.HotConnection` transaction.
         """
         body = self._body(kind, fields)
         logged_at = int(time.time() if now is None else now)
-        connection = session if isinstance(session, Connection) else session.connection()
-        dialect = connection.dialect.name
-        if dialect not in self._inserts:
-            self._inserts[dialect] = insert_unless_present(connection, AUDIT_ENTRY, "index")
-        insert = self._inserts[dialect]
-        for _ in range(_MAX_ATTEMPTS):
-            index = int(connection.execute(self._next_index).scalar_one())
-            row = self._row(index, kind, body, logged_at)
-            if connection.execute(insert, row).rowcount == 1:
-                return LogRef(index, bytes.fromhex(row["leaf_hash"]), logged_at)
-        raise FailedPrecondition("could not take a log index", "LOG_CONTENDED")
+        return self._take_index(_writer(session), kind, body, logged_at)
 
     def append_many(
         self,
-        session: Session | Connection,
+        session: LogWriter,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         now: float | None = None,
@@ -311,15 +324,18 @@ class EventLog:
         if not bodies:
             return []
         logged_at = int(time.time() if now is None else now)
-        first_kind, first_fields = events[0]
-        first = self.append(session, first_kind, first_fields, now=logged_at)
+        writer = _writer(session)
+        first_kind, first_body = bodies[0]
+        first = self._take_index(writer, first_kind, first_body, logged_at)
         rows = [
             self._row(first.index + offset, kind, body, logged_at)
             for offset, (kind, body) in enumerate(bodies[1:], start=1)
         ]
         if rows:
-            connection = session if isinstance(session, Connection) else session.connection()
-            connection.execute(AUDIT_ENTRY.insert(), rows)
+            if isinstance(writer, Cursor):
+                writer.executemany(AUDIT_ENTRY.insert(), rows)
+            else:
+                writer.execute(AUDIT_ENTRY.insert(), rows)
         return [first] + [
             LogRef(row["index"], bytes.fromhex(row["leaf_hash"]), logged_at) for row in rows
         ]
@@ -341,14 +357,14 @@ class EventLog:
         if not 0 <= start <= end:
             raise InvalidArgument(f"bad entry range [{start}, {end})", "BAD_RANGE")
         query = (
-            select(AUDIT_ENTRY)
+            select(*_ENTRY_COLUMNS)
             .where(AUDIT_ENTRY.c.index >= start, AUDIT_ENTRY.c.index < end)
             .order_by(AUDIT_ENTRY.c.index)
         )
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        # Row.index is the tuple method, so read the columns through the mapping.
-        return [_as_entry(row._mapping) for row in rows]
+        # Unpacked as plain tuples: the checkpoint signer re-reads every new entry.
+        return [_entry(*row) for row in rows]
 
     def stored_entries(self, start: int, end: int) -> list[LogEntry]:
         """Rows with start <= index < end exactly as stored, unchecked (for auditors)."""
@@ -477,13 +493,33 @@ class EventLog:
 
 
 def _as_entry(col: RowMapping) -> LogEntry:
+    return _entry(col["index"], col["kind"], col["body"], col["leaf_hash"], col["logged_at"])
+
+
+def _entry(index: Any, kind: Any, body: Any, leaf_hash: Any, logged_at: Any) -> LogEntry:
     try:
-        leaf = bytes.fromhex(str(col["leaf_hash"]))
+        leaf = bytes.fromhex(str(leaf_hash))
     except ValueError:
         leaf = b""  # garbage in the column: shown as no hash, so no check can pass
-    return LogEntry(
-        int(col["index"]), str(col["kind"]), str(col["body"]), leaf, int(col["logged_at"])
-    )
+    return LogEntry(int(index), str(kind), str(body), leaf, int(logged_at))
+
+
+_ENTRY_COLUMNS = (
+    AUDIT_ENTRY.c.index,
+    AUDIT_ENTRY.c.kind,
+    AUDIT_ENTRY.c.body,
+    AUDIT_ENTRY.c.leaf_hash,
+    AUDIT_ENTRY.c.logged_at,
+)
+
+
+# Where an entry can be appended: an ORM session, a Core connection in a transaction, or
+# the cursor of a `fedscore.prepared.HotConnection` transaction (the score query path).
+LogWriter = Session | Connection | Cursor
+
+
+def _writer(session: LogWriter) -> Connection | Cursor:
+    return session if isinstance(session, Connection | Cursor) else session.connection()
 
 
 # What opens a party's log over its engine: `EventLog` in production. Servers take it as

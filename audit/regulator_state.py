@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit.checkpoint import Checkpoint
+from fedscore.db import create_tables
 from fedscore.errors import FailedPrecondition
 from fedscore.v1.envelope_pb2 import Envelope
 
@@ -59,7 +60,7 @@ class RegulatorState:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[VERIFIED_CHECKPOINT, VERIFIED_LEAF])
+        create_tables(engine, [VERIFIED_CHECKPOINT, VERIFIED_LEAF])
 
     def checkpoint(self, party: str) -> Checkpoint | None:
         with Session(self.engine) as session:

@@ -102,7 +102,7 @@ def ingest_scenario(records: int, root: Path) -> dict[str, Any]:
 def _other_benchmarks(quick: bool) -> list[dict[str, Any]]:
     """Lines from the audit and statistics benchmarks, where those modules exist."""
     lines: list[dict[str, Any]] = []
-    for name in ("bench.audit_bench", "bench.stats_bench"):
+    for name in ("bench.batch_bench", "bench.audit_bench", "bench.stats_bench"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -22,6 +22,7 @@ import secrets
 from sqlalchemy import Engine, LargeBinary, func
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
+from fedscore.db import create_tables
 from fedscore.db import open_engine as open_database
 from fedscore.status import MIN_STATUS_LIST_BITS
 
@@ -62,10 +63,7 @@ class StatusListRecord(SQLModel, table=True):
 def open_engine(db_url: str) -> Engine:
     """An engine for `db_url` with the registry's tables created."""
     engine = open_database(db_url)
-    SQLModel.metadata.create_all(
-        engine,
-        tables=[ConsentGrant.__table__, StatusListRecord.__table__],  # type: ignore[attr-defined]
-    )
+    create_tables(engine, [ConsentGrant.__table__, StatusListRecord.__table__])  # type: ignore[attr-defined]
     return engine
 
 

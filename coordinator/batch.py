@@ -71,7 +71,10 @@ class ScoreBatchRun:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
-        self.responses: asyncio.Queue[query_pb2.ScoreBatchResponse | None] = asyncio.Queue()
+        # Bounded: a client that stops reading stops the chunks, and so the stream's reading.
+        self.responses: asyncio.Queue[query_pb2.ScoreBatchResponse] = asyncio.Queue(
+            CHUNKS_IN_FLIGHT + 2
+        )
         self._slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -84,11 +87,13 @@ class ScoreBatchRun:
             return _Request(sequence, refused=Refused(error, notes.fields()))
         return _Request(sequence, prepared=prepare_query(self.coordinator, admitted, now))
 
-    def admit_chunk(self, chunk: Sequence[tuple[int, Envelope]]) -> list[Asked]:
+    def admit_chunk(
+        self, chunk: Sequence[tuple[int, Envelope]]
+    ) -> tuple[list[Asked], query_pb2.ScoreBatchResponse | None]:
         """Check and log a chunk in one transaction, then ask the nodes about what was issued.
 
-        Refusals are answered at once (after the commit); the rest come back as
-        (sequence, query, the nodes' answers to come, log index of its "query_issued").
+        Returns what was asked, as (sequence, query, the nodes' answers to come, log index
+        of its "query_issued"), and the response refusing the rest (its entries committed).
         """
         coordinator = self.coordinator
         now = coordinator.clock()
@@ -106,9 +111,7 @@ class ScoreBatchRun:
             assert request.prepared is not None  # issue_batch refuses every Refused entry
             future = coordinator.dispatcher.ask(request.prepared.logged(outcome))
             asked.append((request.sequence, request.prepared, future, outcome.index))
-        if refused:
-            self.responses.put_nowait(query_pb2.ScoreBatchResponse(outcomes=refused))
-        return asked
+        return asked, query_pb2.ScoreBatchResponse(outcomes=refused) if refused else None
 
     async def finish_chunk(self, asked: list[Asked]) -> None:
         """Sum, release, log every outcome in one transaction, then answer each query."""
@@ -146,7 +149,7 @@ class ScoreBatchRun:
             responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
         with coordinator.store.engine.begin() as connection:
             coordinator.store.finish_batch(connection, finishes)
-        self.responses.put_nowait(query_pb2.ScoreBatchResponse(outcomes=responses))
+        await self.responses.put(query_pb2.ScoreBatchResponse(outcomes=responses))
 
     async def _finish_and_free(self, asked: list[Asked]) -> None:
         try:
@@ -165,7 +168,7 @@ class ScoreBatchRun:
         return list(request.queries)
 
     async def run(self, requests: AsyncIterator[bytes]) -> None:
-        """Read the whole stream chunk by chunk; put None on `responses` when all are answered."""
+        """Read the whole stream chunk by chunk; return once every query was answered."""
         incoming: asyncio.Queue[tuple[int, Envelope] | None] = asyncio.Queue(CHUNK_QUERIES * 4)
 
         failure: list[Exception] = []
@@ -197,7 +200,9 @@ class ScoreBatchRun:
                         break
                     chunk.append(item)
                 try:
-                    asked = self.admit_chunk(chunk)
+                    asked, refusals = self.admit_chunk(chunk)
+                    if refusals is not None:
+                        await self.responses.put(refusals)
                 except BaseException:
                     self._slots.release()
                     raise
@@ -215,7 +220,6 @@ class ScoreBatchRun:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(reader, *self._tasks, return_exceptions=True)
-            self.responses.put_nowait(None)
 
 
 def _cancelled(prepared: PreparedQuery) -> dict[str, object]:
@@ -225,17 +229,25 @@ def _cancelled(prepared: PreparedQuery) -> dict[str, object]:
 async def score_batch(
     coordinator: Coordinator, requests: AsyncIterator[bytes]
 ) -> AsyncIterator[query_pb2.ScoreBatchResponse]:
-    """Answer every request of a ScoreBatch stream, one response per request."""
+    """Answer every query of a ScoreBatch stream; responses as their chunks complete."""
+    loop = asyncio.get_running_loop()
     run = ScoreBatchRun(coordinator)
-    task = asyncio.get_running_loop().create_task(run.run(requests))
+    task = loop.create_task(run.run(requests))
+    getter: asyncio.Task[query_pb2.ScoreBatchResponse] | None = None
     try:
         while True:
-            response = await run.responses.get()
-            if response is None:
-                break
-            yield response
+            getter = loop.create_task(run.responses.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                break  # the run ended: what it queued last is drained below
+            yield getter.result()
+        getter.cancel()
+        while not run.responses.empty():
+            yield run.responses.get_nowait()
         await task  # re-raises what ended the run, if anything did
     finally:
+        if getter is not None:
+            getter.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Engine, Table, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.db import insert_unless_present
+from fedscore.db import create_tables, insert_unless_present
 from fedscore.errors import ResourceExhausted
 
 NANO = 10**9
@@ -111,7 +111,7 @@ class PrivacyLedger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[PRIVACY_BUDGET, PRIVACY_SPEND])
+        create_tables(engine, [PRIVACY_BUDGET, PRIVACY_SPEND])
 
     def status(self, dataset: str, year: int, total_epsilon: float) -> BudgetStatus:
         query = select(PRIVACY_BUDGET.c.spent_nano).where(

@@ -339,7 +339,8 @@ class BatchDispatcher:
             queries=[_batched(logged) for logged in queries],
         )
         envelope = sign_message(batch, self.signing_key)
-        request = query_pb2.ContributeBatchRequest(batch=envelope)
+        # Serialized once, sent to every node of the set.
+        request = query_pb2.ContributeBatchRequest(batch=envelope).SerializeToString()
         self.batches_sent += 1
         self.queries_sent += len(queries)
         batch_hash = hashlib.sha256(envelope.payload).digest()
@@ -354,7 +355,7 @@ class BatchDispatcher:
     async def _ask_node(
         self,
         agency_id: str,
-        request: query_pb2.ContributeBatchRequest,
+        request: bytes,
         batch: query_pb2.ContributionBatch,
         batch_hash: bytes,
         queries: list[LoggedQuery],

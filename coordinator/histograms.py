@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import grpc
 from sqlalchemy import Engine, case, func, select
-from sqlmodel import SQLModel
 
 from audit.log import EventLog
 from coordinator.fanout import _REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
+from fedscore.db import create_tables
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.rpc import call_unary
 from fedscore.v1.envelope_pb2 import Envelope
@@ -191,7 +191,7 @@ def query_log_histogram(
     engine: Engine, policy: Policy, definition: ReleaseDefinition, year: int
 ) -> list[int]:
     """Score queries per (purpose, month) of `year`, at most `bound` per consent token."""
-    SQLModel.metadata.create_all(engine, tables=COORDINATOR_TABLES)
+    create_tables(engine, COORDINATOR_TABLES)
     starts = month_starts(policy, year)
     issued = IssuedQuery.__table__.c  # type: ignore[attr-defined]
     month = case(*((issued.issued_at < starts[m + 1], m) for m in range(12)), else_=11)

@@ -10,8 +10,11 @@ Invariants:
   "query_issued" to the audit log happen in ONE transaction: either the query is
   logged and the nonce and use are spent, or none of them happened (log before act).
 - Nothing stored here is a national ID, a pseudonym or a per-agency contribution.
-- Plain SQLAlchemy Core on the query path (statements built once), no SQLite-only SQL,
-  so PostgreSQL works by URL alone.
+- A batch of queries is issued in one transaction: each query's nonce and use are
+  spent (or refused) on their own, then one log entry per query is appended in order.
+- SQLAlchemy Core statements built once, no SQLite-only SQL, so PostgreSQL works by URL
+  alone; a single query's two transactions run them as prepared statements on the
+  DB-API connection (`fedscore.prepared`).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
 from coordinator.checks import check_replay, check_use_limit
-from fedscore.db import insert_unless_present
+from fedscore.db import create_tables, insert_unless_present
 from fedscore.errors import AlreadyExists, FedscoreError, ResourceExhausted
+from fedscore.prepared import Cursor, HotConnection
 
 
 class UsedNonce(SQLModel, table=True):
@@ -75,6 +80,13 @@ COORDINATOR_TABLES = [NONCES, TOKEN_USES, ISSUED_QUERIES]
 
 def nonce_digest(nonce: bytes) -> str:
     return hashlib.sha256(nonce).hexdigest()
+
+
+def _run(writer: Connection | Cursor, statement: Any, values: Mapping[str, Any]) -> Any:
+    """Run a statement on a Core connection or on a prepared-statement cursor alike."""
+    if isinstance(writer, Cursor):
+        return writer.execute(statement, values)
+    return writer.execute(statement, values)
 
 
 def _replayed() -> AlreadyExists:
@@ -161,7 +173,9 @@ class CoordinatorStore:
     def __init__(self, engine: Engine, log: EventLog) -> None:
         self.engine = engine
         self.log = log
-        SQLModel.metadata.create_all(engine, tables=COORDINATOR_TABLES)
+        # A single query's two transactions (issue, finish) run on prepared statements.
+        self.hot = HotConnection(engine)
+        create_tables(engine, COORDINATOR_TABLES)
         with engine.connect() as connection:
             self._insert_nonce = insert_unless_present(connection, NONCES, "nonce_hash")
             # Many at once; returns the nonces it stored (the others were taken).
@@ -197,17 +211,17 @@ class CoordinatorStore:
         Raises `AlreadyExists REPLAYED_NONCE` or `ResourceExhausted USE_LIMIT_REACHED`;
         on either nothing is stored.
         """
-        with self.engine.begin() as connection:
-            return self.issue_in(connection, issue)
+        with self.hot.transaction() as cursor:
+            return self.issue_in(cursor, issue)
 
-    def issue_in(self, connection: Connection, issue: QueryIssue) -> LogRef:
+    def issue_in(self, connection: Connection | Cursor, issue: QueryIssue) -> LogRef:
         """`issue` inside the caller's transaction; raising leaves it to be rolled back."""
         self.spend(connection, issue)
         ref = self.log.append(connection, "query_issued", issue.log_fields())
-        connection.execute(self._insert_query, issue.row(ref))
+        _run(connection, self._insert_query, issue.row(ref))
         return ref
 
-    def spend(self, connection: Connection, issue: QueryIssue) -> None:
+    def spend(self, connection: Connection | Cursor, issue: QueryIssue) -> None:
         """Store the nonce and count one token use, or raise having stored nothing.
 
         `AlreadyExists REPLAYED_NONCE` if the nonce was accepted before (the primary key
@@ -220,25 +234,25 @@ class CoordinatorStore:
             "relying_party": issue.relying_party,
             "accepted_at": issue.issued_at,
         }
-        check_replay(connection.execute(self._insert_nonce, nonce).rowcount != 1)
-        connection.execute(
-            self._first_use, {"token_id": issue.token_id, "uses": 0, "last_used_at": 0}
+        check_replay(_run(connection, self._insert_nonce, nonce).rowcount != 1)
+        _run(
+            connection, self._first_use, {"token_id": issue.token_id, "uses": 0, "last_used_at": 0}
         )
         self._count_one_use(connection, issue, digest)
 
-    def _count_one_use(self, connection: Connection, issue: QueryIssue, nonce_hash: str) -> None:
+    def _count_one_use(
+        self, connection: Connection | Cursor, issue: QueryIssue, nonce_hash: str
+    ) -> None:
         """Count one use of the token (its row exists); if none is left, forget the nonce."""
         use = {"token": issue.token_id, "now": issue.issued_at}
         if issue.max_uses:
-            counted = connection.execute(
-                self._count_limited_use, {**use, "max_uses": issue.max_uses}
-            )
+            counted = _run(connection, self._count_limited_use, {**use, "max_uses": issue.max_uses})
         else:
-            counted = connection.execute(self._count_use, use)
+            counted = _run(connection, self._count_use, use)
         if counted.rowcount == 1:
             return
-        connection.execute(self._forget_nonce, {"nonce": nonce_hash})
-        uses = connection.execute(self._uses_of, {"token": issue.token_id}).scalar_one()
+        _run(connection, self._forget_nonce, {"nonce": nonce_hash})
+        uses = _run(connection, self._uses_of, {"token": issue.token_id}).fetchone()[0]
         check_use_limit(int(uses), issue.max_uses)
         raise ResourceExhausted("token use could not be counted", "USE_LIMIT_REACHED")
 
@@ -345,19 +359,19 @@ class CoordinatorStore:
         self, query_id: str, outcome: str, kind: str, fields: Mapping[str, object]
     ) -> LogRef:
         """Record how an issued query ended and log it in the same transaction."""
-        with self.engine.begin() as connection:
-            return self.finish_in(connection, query_id, outcome, kind, fields)
+        with self.hot.transaction() as cursor:
+            return self.finish_in(cursor, query_id, outcome, kind, fields)
 
     def finish_in(
         self,
-        connection: Connection,
+        connection: Connection | Cursor,
         query_id: str,
         outcome: str,
         kind: str,
         fields: Mapping[str, object],
     ) -> LogRef:
         """`finish` inside the caller's transaction."""
-        connection.execute(self._set_outcome, {"query": query_id, "outcome": outcome})
+        _run(connection, self._set_outcome, {"query": query_id, "outcome": outcome})
         return self.log.append(connection, kind, dict(fields))
 
     def finish_batch(self, connection: Connection, finishes: Sequence[Finish]) -> list[LogRef]:

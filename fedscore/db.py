@@ -9,10 +9,13 @@ built here for each supported engine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlmodel import SQLModel
 
 from fedscore.errors import FailedPrecondition
 
@@ -49,3 +52,18 @@ def insert_unless_present(connection: Connection, table: Table, key: str) -> Any
     if name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
     raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
+
+
+def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
+    """Create missing tables; safe when several processes open a new database at once.
+
+    Two processes may both see a table missing and both issue CREATE TABLE; the loser's
+    "already exists" is the outcome it wanted, so it checks again instead of failing.
+    """
+    for attempt in range(3):
+        try:
+            SQLModel.metadata.create_all(engine, tables=list(tables))
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == 2:
+                raise

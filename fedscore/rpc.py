@@ -257,18 +257,23 @@ def secure_channel(target: str, tls: TlsMaterial, server_name: str) -> grpc.aio.
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+def _serialized(request: Message | bytes) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
 async def call_unary(
     channel: grpc.aio.Channel,
     method: str,
-    request: Message,
+    request: Message | bytes,
     response_type: type[M],
     timeout: float,
 ) -> M:
-    """Call `method` ("/pkg.Service/Method"), raising the server's FedscoreError on failure."""
+    """Call `method` ("/pkg.Service/Method"), raising the server's FedscoreError on failure.
+
+    `request` may be given already serialized (one request sent to several parties).
+    """
     stub = channel.unary_unary(
-        method,
-        request_serializer=lambda message: message.SerializeToString(),
-        response_deserializer=response_type.FromString,
+        method, request_serializer=_serialized, response_deserializer=response_type.FromString
     )
     try:
         return await stub(request, timeout=timeout)  # type: ignore[no-any-return]

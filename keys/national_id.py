@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import operator
 import re
 
 from fedscore.errors import InvalidArgument
@@ -31,7 +32,7 @@ _WEIGHTS = tuple(range(LENGTH, 1, -1))
 
 
 def _check_digit(first12: str) -> int:
-    total = sum(int(digit) * weight for digit, weight in zip(first12, _WEIGHTS, strict=False))
+    total: int = sum(map(operator.mul, map(int, first12), _WEIGHTS))
     return (11 - total % 11) % 10
 
 

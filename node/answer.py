@@ -11,6 +11,9 @@ Invariants:
 - Only indicators in the purpose's domains count, so a purpose gets no more than it names.
 - The national ID lives only inside `subject_pseudonym`; only the pseudonym leaves it,
   and neither is ever logged.
+- Records are read with the statement of `node.store.quantities_query`, built once per
+  policy with the person and the year window as parameters (`RecordLookup`); many people
+  asked under one policy and year are read in one statement.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
 
+from fedscore.prepared import Cursor
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
 from fedscore.v1.trust_pb2 import Role
@@ -70,6 +74,8 @@ def purpose_quantities(
 def contribution_for(admitted: AdmittedQuery, agency_id: str, quantities: Mapping[str, int]) -> int:
     """This agency's points for the person in the year asked, under the query's policy."""
     counted = purpose_quantities(quantities, admitted.policy, admitted.purpose)
+    if not counted:  # nothing held: what `contribution` gives for no occurrences
+        return admitted.policy.clamp(0)
     return contribution(admitted.policy, agency_id, counted)
 
 
@@ -184,27 +190,28 @@ class RecordLookup:
         return window
 
     def quantities(
-        self, connection: Connection, policy: Policy, pseudonym: str | bytes, year: int
+        self, cursor: Cursor, policy: Policy, pseudonym: str | bytes, year: int
     ) -> dict[str, int]:
         """Occurrences per indicator for the person in `year`, as `NodeStore.quantities`."""
         start, end = self.window(policy, year)
-        rows = connection.execute(
+        rows = cursor.execute(
             self.statement(policy),
             {"pseudonym": as_pseudonym_bytes(pseudonym), "start": start, "end": end},
         )
         return {str(code): int(total) for code, total in rows}
 
     def quantities_of_many(
-        self, connection: Connection, policy: Policy, pseudonyms: Collection[bytes], year: int
+        self, cursor: Cursor, policy: Policy, pseudonyms: Collection[bytes], year: int
     ) -> dict[bytes, dict[str, int]]:
         """`quantities` for several people (32-byte pseudonyms) in one statement."""
-        if len(pseudonyms) == 1:  # the prepared one-person statement needs no IN list
-            (person,) = pseudonyms
-            return {person: self.quantities(connection, policy, person, year)}
+        people = sorted(set(pseudonyms))
+        if len(people) == 1:  # the one-person statement needs no IN list
+            return {people[0]: self.quantities(cursor, policy, people[0], year)}
         start, end = self.window(policy, year)
-        rows = connection.execute(
+        rows = cursor.execute(
             self.statement_for_many(policy),
-            {"pseudonyms": sorted(set(pseudonyms)), "start": start, "end": end},
+            {"pseudonyms": people, "start": start, "end": end},
+            expanding=("pseudonyms",),
         )
         held: dict[bytes, dict[str, int]] = {}
         for person, code, total in rows:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc.aio
 from google.protobuf.message import Message
-from sqlalchemy import Connection, bindparam, delete
+from sqlalchemy import bindparam, delete
 
-from fedscore.db import insert_unless_present
 from fedscore.errors import (
     AlreadyExists,
     FedscoreError,
@@ -35,6 +33,7 @@ from fedscore.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from fedscore.prepared import Cursor
 from fedscore.rpc import Handler, item_refusal, parse_request
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
@@ -66,7 +65,6 @@ MAX_BATCH_QUERIES = 256
 BATCH_MESSAGE_BYTES = 3 * 1024 * 1024
 
 _UNCLAIM = delete(SEEN_QUERY).where(SEEN_QUERY.c.query_id == bindparam("id"))
-_CLAIMS: dict[tuple[str, bool], Any] = {}
 
 
 @dataclass
@@ -168,55 +166,37 @@ def own_sealed_subject(admitted: AdmittedQuery, agency_id: str) -> bytes:
     )
 
 
-def _claim_statement(connection: Connection, *, returning: bool = True) -> Any:
-    """INSERT of seen query ids that skips taken ones (and returns the ids it stored)."""
-    key = (connection.dialect.name, returning)
-    insert = _CLAIMS.get(key)
-    if insert is None:
-        insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
-        if returning:
-            insert = insert.returning(SEEN_QUERY.c.query_id)
-        _CLAIMS[key] = insert
-    return insert
-
-
 def _replayed(item: BatchItem, query_id: str) -> None:
     item.refuse(AlreadyExists(f"query {query_id!r} was already answered", "REPLAYED_QUERY"))
 
 
-def _claim_items(connection: Connection, items: Sequence[BatchItem], now: int) -> None:
+def _claim_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now: int) -> None:
     """Step 8 against the database for every admitted item, recording its id as it passes.
 
-    One insert of all the batch's admitted ids (already unique: replays inside the batch
-    were refused in step 8) that skips the ids the database holds and returns those it
-    stored; an id it did not store was answered before, or concurrently by another writer.
+    One insert-unless-present per admitted id (unique in the batch: replays inside it were
+    refused in step 8); an id it did not store was answered before, or concurrently by
+    another writer.
     """
-    admitted = [item for item in items if item.admitted is not None]
-    if not admitted:
-        return
-    rows = [{"query_id": item.query_id, "seen_at": now} for item in admitted]
-    if len(rows) == 1:  # one row: its row count says it all, without RETURNING's cost
-        inserted = connection.execute(_claim_statement(connection, returning=False), rows[0])
-        stored = {rows[0]["query_id"]} if inserted.rowcount == 1 else set()
-    else:
-        stored = set(connection.execute(_claim_statement(connection), rows).scalars())
-    for item in admitted:
+    for item in items:
+        if item.admitted is None:
+            continue
         query_id = item.query_id
-        if query_id in stored:
+        claim = {"query_id": query_id, "seen_at": now}
+        if int(cursor.execute(node.seen_insert, claim).rowcount) == 1:
             item.claimed = query_id
         else:
             _replayed(item, query_id)
 
 
-def _release_unanswered(connection: Connection, items: Sequence[BatchItem]) -> None:
+def _release_unanswered(cursor: Cursor, items: Sequence[BatchItem]) -> None:
     """Drop the claim of an item refused after its claim: it was not answered."""
     for item in items:
         if item.claimed and item.answer is None:
-            connection.execute(_UNCLAIM, {"id": item.claimed})
+            cursor.execute(_UNCLAIM, {"id": item.claimed})
             item.claimed = ""
 
 
-def _answer_items(node: AgencyNode, connection: Connection, items: Sequence[BatchItem]) -> None:
+def _answer_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) -> None:
     """Open each admitted item's subject, read the records of all of them, mask each answer.
 
     The records of the people asked under one policy and year are read in one statement.
@@ -236,9 +216,7 @@ def _answer_items(node: AgencyNode, connection: Connection, items: Sequence[Batc
         asked.setdefault((admitted.policy.content_hash, admitted.year), []).append(position)
     for (_, year), positions in asked.items():
         policy = items[positions[0]].admitted.policy  # type: ignore[union-attr]
-        held = node.lookup.quantities_of_many(
-            connection, policy, [people[p] for p in positions], year
-        )
+        held = node.lookup.quantities_of_many(cursor, policy, [people[p] for p in positions], year)
         for position in positions:
             item = items[position]
             admitted = item.admitted
@@ -250,9 +228,7 @@ def _answer_items(node: AgencyNode, connection: Connection, items: Sequence[Batc
                 item.refuse(error)
 
 
-def _log_items(
-    node: AgencyNode, connection: Connection, items: Sequence[BatchItem], now: int
-) -> None:
+def _log_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now: int) -> None:
     """One entry per item, in batch order; an item whose entry cannot be written is refused.
 
     Nothing is written if any body is refused (bodies are checked before the first write),
@@ -260,7 +236,7 @@ def _log_items(
     refusal, and a refusal keeps only its reason (the event itself is always recorded).
     """
     try:
-        node.log.append_many(connection, [item.log_event() for item in items], now=now)
+        node.log.append_many(cursor, [item.log_event() for item in items], now=now)
         return
     except InvalidArgument:
         pass
@@ -272,7 +248,7 @@ def _log_items(
             if item.answer is not None:
                 item.refuse(error)
             item.notes = RefusalNotes()
-    node.log.append_many(connection, [item.log_event() for item in items], now=now)
+    node.log.append_many(cursor, [item.log_event() for item in items], now=now)
 
 
 def contribute_batch(node: AgencyNode, envelope: Envelope) -> ContributeBatchResponse:
@@ -287,11 +263,11 @@ def contribute_batch(node: AgencyNode, envelope: Envelope) -> ContributeBatchRes
     items = [
         _admit_item(node, node.agency_id, signer, query, claimed, now) for query in batch.queries
     ]
-    with node.store.engine.begin() as connection:
-        _claim_items(connection, items, now)
-        _answer_items(node, connection, items)
-        _log_items(node, connection, items, now)
-        _release_unanswered(connection, items)
+    with node.hot.transaction() as cursor:
+        _claim_items(node, cursor, items, now)
+        _answer_items(node, cursor, items)
+        _log_items(node, cursor, items, now)
+        _release_unanswered(cursor, items)
     answers = ContributionAnswerBatch(
         batch_id=batch.batch_id,
         agency_id=node.agency_id,

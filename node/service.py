@@ -7,7 +7,10 @@ Invariants:
   "query_refused" with its reason and only authenticated facts (query id, purpose).
 - An answered query is recorded as seen and logged as "query_answered" in ONE
   transaction, before the answer leaves the node: a concurrent replay loses in the
-  database, and no answer exists that the log does not show.
+  database, and no answer exists that the log does not show. The replay check (step 8)
+  is that transaction's insert of the query id, so a refused query leaves no trace.
+- The query path's SQL runs as prepared Core statements on the DB-API connection
+  (`fedscore.prepared`), one transaction per query or per batch.
 - No log entry holds a national ID, a pseudonym, a contribution or a masked value.
 """
 
@@ -21,11 +24,11 @@ from typing import Any
 
 import grpc.aio
 from google.protobuf.message import Message
-from sqlalchemy import Connection
 
 from audit.log import EventLog
 from fedscore.db import insert_unless_present
 from fedscore.errors import FedscoreError
+from fedscore.prepared import Cursor, HotConnection
 from fedscore.rpc import Handler, parse_request
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
@@ -47,9 +50,6 @@ SERVICE_NAME = "fedscore.v1.NodeService"
 
 Clock = Callable[[], float]
 
-# The seen-query insert of each database dialect, built once (a statement is immutable).
-_SEEN_INSERTS: dict[str, Any] = {}
-
 
 @dataclass(frozen=True)
 class AgencyNode:
@@ -64,9 +64,17 @@ class AgencyNode:
     log: EventLog
     clock: Clock = time.time
     lookup: RecordLookup = field(init=False)
+    # The query path's transactions and prepared statements (fedscore.prepared).
+    hot: HotConnection = field(init=False)
+    # INSERT of a seen query id that skips a taken one (built once, for this database).
+    seen_insert: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lookup", RecordLookup(self.trust.agency_id))
+        object.__setattr__(self, "hot", HotConnection(self.store.engine))
+        with self.store.engine.connect() as connection:
+            insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
+        object.__setattr__(self, "seen_insert", insert)
 
     @property
     def agency_id(self) -> str:
@@ -85,34 +93,30 @@ def uncertified_indicators(policy: Policy, agency_id: str) -> frozenset[str]:
     )
 
 
-def points_for(node: AgencyNode, admitted: AdmittedQuery, connection: Connection) -> int:
+def points_for(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> int:
     """Open the subject and count the year's records: the contribution, never sent as is."""
     person = subject_pseudonym(admitted, node.agency_id, node.box, node.pseudonym_key)
-    held = node.lookup.quantities(connection, admitted.policy, person, admitted.year)
+    held = node.lookup.quantities(cursor, admitted.policy, person, admitted.year)
     return contribution_for(admitted, node.agency_id, held)
 
 
-def _answer(node: AgencyNode, admitted: AdmittedQuery, connection: Connection) -> Envelope:
+def _answer(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> Envelope:
     """Open the subject, count the year's records and sign the masked answer."""
-    points = points_for(node, admitted, connection)
+    points = points_for(node, admitted, cursor)
     return signed_answer(admitted, node.agency_id, points, node.mask_seeds, node.signing_key)
 
 
-def claim_query(connection: Connection, now: int) -> Callable[[str], bool]:
+def claim_query(node: AgencyNode, cursor: Cursor, now: int) -> Callable[[str], bool]:
     """A replay check that also records the query id in the caller's transaction.
 
     Returns True (seen) if the id was already stored; the insert skips a taken key, so a
     concurrent replay loses in the database. If the transaction rolls back, no claim
     remains.
     """
-    dialect = connection.dialect.name
-    insert = _SEEN_INSERTS.get(dialect)
-    if insert is None:
-        insert = _SEEN_INSERTS[dialect] = insert_unless_present(connection, SEEN_QUERY, "query_id")
 
     def seen(query_id: str) -> bool:
-        inserted = connection.execute(insert, {"query_id": query_id, "seen_at": now})
-        return inserted.rowcount != 1
+        inserted = cursor.execute(node.seen_insert, {"query_id": query_id, "seen_at": now})
+        return int(inserted.rowcount) != 1
 
     return seen
 
@@ -138,10 +142,10 @@ def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> Contri
     together before the answer is returned; a refusal rolls all of it back.
     """
     now = node.now()
-    with node.store.engine.begin() as connection:
-        admitted = admit_query(query, node.trust, claim_query(connection, now), now, notes)
-        answer = _answer(node, admitted, connection)
-        node.log.append(connection, "query_answered", answered_fields(admitted), now=now)
+    with node.hot.transaction() as cursor:
+        admitted = admit_query(query, node.trust, claim_query(node, cursor, now), now, notes)
+        answer = _answer(node, admitted, cursor)
+        node.log.append(cursor, "query_answered", answered_fields(admitted), now=now)
     return ContributeResponse(answer=answer)
 
 

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.db import insert_unless_present, open_engine
+from fedscore.db import create_tables, insert_unless_present, open_engine
 from fedscore.errors import AlreadyExists, InvalidArgument
 
 _RECORD_KEY_INFO = b"fedscore/v1/record-key"
@@ -170,7 +170,7 @@ class NodeStore:
 
     def __init__(self, db_url: str) -> None:
         self.engine = open_engine(db_url)
-        SQLModel.metadata.create_all(self.engine, tables=list(NODE_TABLES))
+        create_tables(self.engine, list(NODE_TABLES))
 
     def dispose(self) -> None:
         """Close pooled connections (lets tests and shutdown release the file)."""

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from test_coordinator_server import (
     AGENCIES,
     CITIZEN,
@@ -29,6 +30,7 @@ from coordinator.checks import RefusalNotes
 from coordinator.fanout import fan_out
 from coordinator.scoring import admit, issue_query
 from fedscore import client
+from fedscore.rpc import error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
 from keys.envelope import sign_message
@@ -215,5 +217,30 @@ def test_score_batch_through_the_cli(federation: Path, tmp_path: Path) -> None:
                     assert rows[1]["token_file"].endswith("b.token")
                 else:
                     assert lines[0].startswith("0 ") and "band = 3%" in lines[0]
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_message_that_does_not_parse_ends_the_stream_and_is_logged(
+    federation: Path,
+) -> None:
+    async def scenario() -> None:
+        async with running(federation) as fed:
+            log = fed.coordinator_log
+            before = log.size()
+            async with client.channel_to(fed.ptt, "coordinator") as channel:
+                call = channel.stream_stream(client.SCORE_BATCH_METHOD)()  # raw bytes both ways
+                await call.write(b"\xff\xff not a ScoreBatchRequest")
+                await call.done_writing()
+                with pytest.raises(grpc.RpcError) as caught:
+                    async for _ in call:
+                        pass
+            error = error_from_rpc(caught.value)
+            assert (error.code, error.reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "MALFORMED_MESSAGE",
+            )
+            [entry] = log.entries(before, log.size())
+            assert (entry.kind, entry.fields) == ("score_refused", {"reason": "MALFORMED_MESSAGE"})
 
     asyncio.run(scenario())

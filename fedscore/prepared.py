@@ -1,0 +1,164 @@
+"""Prepared statements for the score query path: compiled once, run on the DB-API cursor.
+
+On the path every score query takes, SQLAlchemy's per-execution machinery (execution
+context, parameter objects, result wrapping, connection pool checkout) costs more CPU than
+SQLite itself, and its deep call chains stay cold in the CPU caches of a busy machine.
+This module keeps the statements SQLAlchemy Core builds and compiles, and only skips that
+per-execution machinery.
+
+Invariants:
+- Every statement is a SQLAlchemy Core construct compiled by SQLAlchemy for the engine's
+  own dialect: no SQL is written by hand, and PostgreSQL works as SQLite does.
+- Bind values pass through each bound type's own bind processor for the dialect; literal
+  values compiled into the statement keep theirs. Rows come back as the DB-API returns
+  them (the query path reads only integers, strings and bytes).
+- An expanding IN list is compiled once per list length.
+- A `HotConnection` holds a party's prepared statements; each `transaction()` takes a
+  DB-API connection from the engine's pool and commits as a whole or rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+Processor = Callable[[Any], Any]
+
+
+class _Slot:
+    """Stands for one bound value while a statement is compiled: (bind name, list position)."""
+
+    __slots__ = ("name", "position")
+
+    def __init__(self, name: str, position: int | None) -> None:
+        self.name = name
+        self.position = position
+
+
+class Prepared:
+    """One Core statement compiled for one dialect: its SQL and where each value goes.
+
+    `expand` gives the length of each expanding IN list; the statement is compiled for
+    exactly those lengths.
+    """
+
+    __slots__ = ("_named", "_processors", "_slots", "sql")
+
+    def __init__(
+        self, statement: ClauseElement, dialect: Dialect, expand: Mapping[str, int] | None = None
+    ) -> None:
+        lengths = dict(expand or {})
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        sample: dict[str, Any] = {}
+        self._processors: dict[str, Processor] = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._processors[name] = processor
+            if name in lengths:
+                sample[name] = [_Slot(name, i) for i in range(lengths[name])]
+            elif bind.value is None and bind.callable is None:
+                sample[name] = _Slot(name, None)
+        expanded = compiled.construct_expanded_state(sample)
+        self.sql = expanded.statement
+        # Per value the statement takes, in order: a slot to fill, or a literal compiled in.
+        self._named = expanded.positiontup is None
+        names = list(expanded.parameters) if self._named else list(expanded.positiontup or [])
+        self._slots: list[tuple[str, _Slot | Any]] = [
+            (name, expanded.parameters[name]) for name in names
+        ]
+
+    def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """The DB-API parameters for `values` (a list for each expanding IN)."""
+        filled = []
+        for _, slot in self._slots:
+            if isinstance(slot, _Slot):
+                value = values[slot.name]
+                if slot.position is not None:
+                    value = value[slot.position]
+                processor = self._processors.get(slot.name)
+                filled.append(processor(value) if processor is not None else value)
+            else:
+                filled.append(slot)
+        if self._named:
+            return {name: value for (name, _), value in zip(self._slots, filled, strict=True)}
+        return filled
+
+
+class HotConnection:
+    """One party's prepared statements, and transactions on its engine's DB-API connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._prepared: dict[Any, Prepared] = {}
+
+    def prepared(
+        self, statement: ClauseElement, expand: Mapping[str, int] | None = None
+    ) -> Prepared:
+        """`statement` compiled for this dialect once (per IN-list lengths, if any)."""
+        key = (statement, tuple(sorted(expand.items()))) if expand else statement
+        found = self._prepared.get(key)
+        if found is None:
+            found = self._prepared[key] = Prepared(statement, self.dialect, expand)
+        return found
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A cursor whose statements commit together when the block ends, or not at all.
+
+        The DB-API connection comes from the engine's pool (its connect-time settings
+        applied) and goes back to it afterwards.
+        """
+        raw = self.engine.raw_connection()
+        cursor = Cursor(self, raw.cursor())
+        try:
+            yield cursor
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cursor.close()
+            raw.close()
+
+
+class Cursor:
+    """Runs prepared statements inside one `HotConnection.transaction()`."""
+
+    __slots__ = ("_cursor", "hot")
+
+    def __init__(self, hot: HotConnection, cursor: Any) -> None:
+        self.hot = hot
+        self._cursor = cursor
+
+    def execute(
+        self,
+        statement: ClauseElement,
+        values: Mapping[str, Any] | None = None,
+        expanding: Sequence[str] = (),
+    ) -> Any:
+        """Run `statement`; the DB-API cursor (for `rowcount`, `fetchone`, iteration).
+
+        `expanding` names the values that are lists for an expanding IN.
+        """
+        given = values or {}
+        lengths = {name: len(given[name]) for name in expanding}
+        prepared = self.hot.prepared(statement, lengths)
+        self._cursor.execute(prepared.sql, prepared.parameters(given))
+        return self._cursor
+
+    def executemany(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run `statement` once per row; the number of rows it changed in all."""
+        prepared = self.hot.prepared(statement)
+        self._cursor.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+        return int(self._cursor.rowcount)
+
+    def close(self) -> None:
+        self._cursor.close()
