@@ -16,6 +16,7 @@ Everything here is a pure value; helpers compute, they never do I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,11 +173,22 @@ class Policy:
         document: dict[str, Any] = json.loads(self.canonical)
         return document
 
+    @functools.cached_property
+    def _indicators_by_agency(self) -> dict[str, tuple[Indicator, ...]]:
+        # Built once per policy: nodes ask for their indicators on every query.
+        return {
+            agency: tuple(i for i in self.indicators.values() if i.agency == agency)
+            for agency in self.agencies
+        }
+
     def indicators_for(self, agency_id: str) -> tuple[Indicator, ...]:
         """The indicators `agency_id` records, in document order."""
-        if agency_id not in self.agencies:
-            raise NotFound(f"agency {agency_id!r} is not in this policy", "UNKNOWN_AGENCY")
-        return tuple(i for i in self.indicators.values() if i.agency == agency_id)
+        try:
+            return self._indicators_by_agency[agency_id]
+        except KeyError:
+            raise NotFound(
+                f"agency {agency_id!r} is not in this policy", "UNKNOWN_AGENCY"
+            ) from None
 
     def purpose(self, purpose_id: str) -> Purpose:
         try:
