@@ -333,9 +333,9 @@ class EventLog:
         ]
         if rows:
             if isinstance(writer, Cursor):
-                writer.executemany(AUDIT_ENTRY.insert(), rows)
+                writer.executemany(_INSERT_ENTRY, rows)
             else:
-                writer.execute(AUDIT_ENTRY.insert(), rows)
+                writer.execute(_INSERT_ENTRY, rows)
         return [first] + [
             LogRef(row["index"], bytes.fromhex(row["leaf_hash"]), logged_at) for row in rows
         ]
@@ -503,6 +503,10 @@ def _entry(index: Any, kind: Any, body: Any, leaf_hash: Any, logged_at: Any) -> 
         leaf = b""  # garbage in the column: shown as no hash, so no check can pass
     return LogEntry(int(index), str(kind), str(body), leaf, int(logged_at))
 
+
+# Built once: a prepared-statement cursor compiles each statement object once, so a new
+# object per call would be compiled (and kept) again every time.
+_INSERT_ENTRY = AUDIT_ENTRY.insert()
 
 _ENTRY_COLUMNS = (
     AUDIT_ENTRY.c.index,

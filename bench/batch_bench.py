@@ -3,11 +3,17 @@
     python -m bench.batch_bench [--quick]
 
 The product as `make bench` runs it (5 agencies, each party its own process, mutual TLS,
-demo records). The consent registry grants PTT's fuel-discount purpose for many distinct
-citizens (one token each, as a utility computing monthly discounts would hold), then one
-client process, separate from the servers, streams signed ScoreQuery requests (each its
-own nonce and token, all signed BEFORE the timed window) over one `ScoreBatch` stream and
-collects the responses. Every response is checked AFTER the window: the coordinator's
+demo records). The consent registry grants PTT's fuel-discount purpose, then one client
+process, separate from the servers, streams signed ScoreQuery requests (each its own
+nonce, all signed BEFORE the timed window) over one `ScoreBatch` stream and collects the
+responses. Two shapes:
+- `batch_score_5_agencies` (the figure the targets read): every query its own consent
+  token, as a utility computing monthly discounts holds one consent per customer and
+  asks once; no party has seen any of these tokens before, so every signature is
+  verified and every sealed subject opened (the warm-up uses tokens of its own);
+- `batch_score_5_agencies_reused_tokens`: 1,000 tokens asked 6 times each (a partner
+  re-checking its customers), where the parties' memory of verified tokens and opened
+  subjects (`fedscore.memo`) saves that work on every use after the first. Every response is checked AFTER the window: the coordinator's
 signature, the binding to its request's nonce, and that it released a band; a refused or
 wrong answer counts as an error, never as a score. `batch_scores_per_s` = verified scores
 / seconds from the first request written to the last response read.
@@ -36,6 +42,7 @@ from fedscore.v1.consent_pb2 import GrantRequest, GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope
 
 SCENARIO = "batch_score_5_agencies"
+REUSED_SCENARIO = "batch_score_5_agencies_reused_tokens"
 AGENCIES = 5
 PURPOSE = "ptt-fuel-discount"
 RELYING_PARTY = "ptt"
@@ -93,10 +100,12 @@ def _signed(party: Party, tokens: list[bytes], count: int) -> list[Envelope]:
     ]
 
 
-def _client_main(workdir: str, tokens: list[bytes], count: int, results: Any) -> None:
+def _client_main(
+    workdir: str, warm_tokens: list[bytes], tokens: list[bytes], count: int, results: Any
+) -> None:
     """The relying party's process: sign everything, warm up, stream, then check."""
     party = load_party(Path(workdir), RELYING_PARTY)
-    warm = _signed(party, tokens, WARM_UP_QUERIES)
+    warm = _signed(party, warm_tokens, WARM_UP_QUERIES)
     queries = _signed(party, tokens, count)
     endpoint = party.trust.participant(COORDINATOR_ID).endpoint
     figures = ClientFigures(queries=count)
@@ -128,15 +137,22 @@ def _client_main(workdir: str, tokens: list[bytes], count: int, results: Any) ->
 
 
 def measure(
-    federation: scenarios.Federation, pids: dict[str, int], tokens: int, count: int
+    federation: scenarios.Federation,
+    pids: dict[str, int],
+    tokens: int,
+    count: int,
+    scenario: str = SCENARIO,
 ) -> dict[str, Any]:
-    """Grant `tokens` consents, then score `count` queries over them on one stream."""
-    citizens = federation.data.citizens[:tokens]
+    """Grant `tokens` consents (citizens in turn), then score `count` queries over them on
+    one stream; the warm-up queries use consents of their own."""
+    pool = federation.data.citizens
+    citizens = [pool[n % len(pool)] for n in range(tokens + WARM_UP_QUERIES)]
     granted = asyncio.run(grant_many(federation.workdir, citizens))
+    warm, measured = granted[:WARM_UP_QUERIES], granted[WARM_UP_QUERIES:]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     worker = context.Process(
-        target=_client_main, args=(str(federation.workdir), granted, count, results)
+        target=_client_main, args=(str(federation.workdir), warm, measured, count, results)
     )
     cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
     worker.start()
@@ -145,10 +161,10 @@ def measure(
     cpu = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     rate = figures.scores / figures.seconds if figures.seconds else 0.0
     record: dict[str, Any] = {
-        "scenario": SCENARIO,
+        "scenario": scenario,
         "agencies": len(federation.agencies),
         "tls": True,
-        "tokens": len(granted),
+        "tokens": len(measured),
         "queries": figures.queries,
         "scores": figures.scores,
         "errors": figures.errors,
@@ -167,14 +183,16 @@ def measure(
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    """The batch scenario for `make bench` (`bench.run` reads its dict lines)."""
-    tokens, count = (300, 1500) if quick else (1000, 6000)
+    """The batch scenarios for `make bench` (`bench.run` reads its dict lines)."""
+    count = 1500 if quick else 6000
     with tempfile.TemporaryDirectory(prefix="fedscore-batch-") as tmp:
         federation, _ = scenarios.prepare(Path(tmp), "batch", AGENCIES)
         with scenarios.running(federation) as processes:
             pids = {"coordinator": processes.processes[COORDINATOR_ID].pid}
             pids.update({a: processes.processes[a].pid for a in federation.agencies})
-            return [measure(federation, pids, tokens, count)]
+            distinct = measure(federation, pids, count, count)
+            reused = measure(federation, pids, count // 6, count, REUSED_SCENARIO)
+            return [distinct, reused]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sqlite3
 import subprocess
@@ -111,6 +112,9 @@ async def serve(workdir: Path, db_path: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    # As `fedscore serve` does: long-lived startup objects out of the collector's sight.
+    gc.collect()
+    gc.freeze()
     await stop.wait()
     await server.stop(0.5)
     database.close()

@@ -145,6 +145,9 @@ def summary(results: list[dict[str, Any]], small: int, large: int) -> dict[str, 
         ),
         "p50_ratio_to_ceiling": _ratio(figure(product, "p50_ms"), figure(ceiling, "p50_ms")),
         "batch_scores_per_s": batch,
+        "batch_scores_per_s_reused_tokens": figure(
+            "batch_score_5_agencies_reused_tokens", "scores_per_s"
+        ),
         "latency_growth_100k_to_10m": _ratio(figure(grown, "p50_ms"), figure(base, "p50_ms")),
         "ingest_per_s": figure("ingest_one_node", "records_per_s"),
         "node_rss_mb_10m": figure(grown, "node_rss_mb_max"),

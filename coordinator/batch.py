@@ -98,9 +98,9 @@ class ScoreBatchRun:
         coordinator = self.coordinator
         now = coordinator.clock()
         requests = [self._prepare(sequence, query, now) for sequence, query in chunk]
-        with coordinator.store.engine.begin() as connection:
+        with coordinator.store.hot.transaction() as cursor:
             outcomes = coordinator.store.issue_batch(
-                connection, [request.entry() for request in requests]
+                cursor, [request.entry() for request in requests]
             )
         asked: list[Asked] = []
         refused = []
@@ -124,8 +124,8 @@ class ScoreBatchRun:
                 Finish(prepared.query_id, "failed", "query_failed", _cancelled(prepared))
                 for _, prepared, _, _ in asked
             ]
-            with coordinator.store.engine.begin() as connection:
-                coordinator.store.finish_batch(connection, cancelled)
+            with coordinator.store.hot.transaction() as cursor:
+                coordinator.store.finish_batch(cursor, cancelled)
             raise
         finishes: list[Finish] = []
         responses: list[query_pb2.ScoreBatchOutcome] = []
@@ -147,8 +147,8 @@ class ScoreBatchRun:
             finishes.append(Finish(query_id, "released", "result_released", fields))
             envelope = sign_message(result, coordinator.signing_key)
             responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
-        with coordinator.store.engine.begin() as connection:
-            coordinator.store.finish_batch(connection, finishes)
+        with coordinator.store.hot.transaction() as cursor:
+            coordinator.store.finish_batch(cursor, finishes)
         await self.responses.put(query_pb2.ScoreBatchResponse(outcomes=responses))
 
     async def _finish_and_free(self, asked: list[Asked]) -> None:

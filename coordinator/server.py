@@ -55,6 +55,7 @@ class Running:
         await self.coordinator.channels.close()
         for channel in self.registry_channels:
             await channel.close()
+        self.coordinator.store.hot.close()
         self.engine.dispose()
 
 

@@ -29,8 +29,8 @@ from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
 from coordinator.checks import check_replay, check_use_limit
-from fedscore.db import create_tables, insert_unless_present
-from fedscore.errors import AlreadyExists, FedscoreError, ResourceExhausted
+from fedscore.db import create_tables, dialect_insert, insert_unless_present
+from fedscore.errors import FedscoreError, ResourceExhausted
 from fedscore.prepared import Cursor, HotConnection
 
 
@@ -89,8 +89,14 @@ def _run(writer: Connection | Cursor, statement: Any, values: Mapping[str, Any])
     return writer.execute(statement, values)
 
 
-def _replayed() -> AlreadyExists:
-    return AlreadyExists("this request nonce was already accepted", reason="REPLAYED_NONCE")
+def _run_many(
+    writer: Connection | Cursor, statement: Any, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run a statement once per row, on either kind of writer."""
+    if isinstance(writer, Cursor):
+        writer.executemany(statement, rows)
+    else:
+        writer.execute(statement, list(rows))
 
 
 @dataclass(frozen=True)
@@ -166,8 +172,9 @@ class Finish:
 class CoordinatorStore:
     """Nonces, token uses and issued queries, written together with the audit log.
 
-    The query path uses Core statements built once here (no ORM unit of work): one
-    transaction to issue a query, one to finish it.
+    The query path uses Core statements built once here (no ORM unit of work), run on
+    prepared statements (`fedscore.prepared`): one transaction to issue a query (or a
+    chunk of a batch), one to finish it.
     """
 
     def __init__(self, engine: Engine, log: EventLog) -> None:
@@ -178,23 +185,18 @@ class CoordinatorStore:
         create_tables(engine, COORDINATOR_TABLES)
         with engine.connect() as connection:
             self._insert_nonce = insert_unless_present(connection, NONCES, "nonce_hash")
-            # Many at once; returns the nonces it stored (the others were taken).
-            self._insert_nonces = self._insert_nonce.returning(NONCES.c.nonce_hash)
-            self._first_use = insert_unless_present(connection, TOKEN_USES, "token_id")
-        uses = TOKEN_USES.c
-        self._count_use = (
-            update(TOKEN_USES)
-            .where(uses.token_id == bindparam("token"))
-            .values(uses=uses.uses + 1, last_used_at=bindparam("now"))
-        )
-        # Counted in the database: the row changes only while under the limit, so two
-        # concurrent transactions can never both take the last use.
-        self._count_limited_use = self._count_use.where(uses.uses < bindparam("max_uses"))
-        self._count_uses = (
-            update(TOKEN_USES)
-            .where(uses.token_id == bindparam("token"))
-            .values(uses=uses.uses + bindparam("count"), last_used_at=bindparam("now"))
-        )
+            # One use counted in one statement: the first use inserts the row, a later one
+            # adds to it. Counted in the database: with a limit, the row changes only while
+            # under it, so two concurrent transactions can never both take the last use.
+            first = dialect_insert(connection, TOKEN_USES).values(
+                token_id=bindparam("token"), uses=1, last_used_at=bindparam("now")
+            )
+            uses = TOKEN_USES.c
+            again = {"uses": uses.uses + 1, "last_used_at": first.excluded.last_used_at}
+            self._count_use = first.on_conflict_do_update(index_elements=["token_id"], set_=again)
+            self._count_limited_use = first.on_conflict_do_update(
+                index_elements=["token_id"], set_=again, where=uses.uses < bindparam("max_uses")
+            )
         self._uses_of = select(uses.uses).where(uses.token_id == bindparam("token"))
         self._forget_nonce = delete(NONCES).where(NONCES.c.nonce_hash == bindparam("nonce"))
         self._insert_query = ISSUED_QUERIES.insert()
@@ -235,15 +237,12 @@ class CoordinatorStore:
             "accepted_at": issue.issued_at,
         }
         check_replay(_run(connection, self._insert_nonce, nonce).rowcount != 1)
-        _run(
-            connection, self._first_use, {"token_id": issue.token_id, "uses": 0, "last_used_at": 0}
-        )
         self._count_one_use(connection, issue, digest)
 
     def _count_one_use(
         self, connection: Connection | Cursor, issue: QueryIssue, nonce_hash: str
     ) -> None:
-        """Count one use of the token (its row exists); if none is left, forget the nonce."""
+        """Count one use of the token; if none is left, forget the nonce."""
         use = {"token": issue.token_id, "now": issue.issued_at}
         if issue.max_uses:
             counted = _run(connection, self._count_limited_use, {**use, "max_uses": issue.max_uses})
@@ -257,69 +256,26 @@ class CoordinatorStore:
         raise ResourceExhausted("token use could not be counted", "USE_LIMIT_REACHED")
 
     def spend_batch(
-        self, connection: Connection, issues: Sequence[QueryIssue]
+        self, connection: Connection | Cursor, issues: Sequence[QueryIssue]
     ) -> list[FedscoreError | None]:
-        """`spend` for many queries at once, in order: per query None, or why it was refused.
+        """`spend` for many queries, in order: per query None, or why it was refused.
 
-        The nonces go in one insert that returns those it stored: a nonce it did not store
-        (or one already used earlier in `issues`) is a replay. Uses of tokens without a
-        limit are counted with one update per token; a token with a limit is counted
-        query by query, each taking back its nonce if the token has no use left.
+        Each query is spent as a single one is (its nonce stored unless taken, one use
+        counted unless none is left), so a nonce repeated inside `issues` is a replay and a
+        limited token runs out in order; a refused query stores nothing.
         """
-        refused: list[FedscoreError | None] = [None] * len(issues)
-        first: dict[str, int] = {}
-        for position, issue in enumerate(issues):
-            digest = nonce_digest(issue.nonce)
-            if digest in first:
-                refused[position] = _replayed()
+        refused: list[FedscoreError | None] = []
+        for issue in issues:
+            try:
+                self.spend(connection, issue)
+            except FedscoreError as error:
+                refused.append(error)
             else:
-                first[digest] = position
-        if not first:
-            return refused
-        rows = [
-            {
-                "nonce_hash": digest,
-                "relying_party": issues[position].relying_party,
-                "accepted_at": issues[position].issued_at,
-            }
-            for digest, position in first.items()
-        ]
-        stored = set(connection.execute(self._insert_nonces, rows).scalars())
-        for digest, position in first.items():
-            if digest not in stored:
-                refused[position] = _replayed()
-        spending = [position for position in range(len(issues)) if refused[position] is None]
-        tokens = sorted({issues[position].token_id for position in spending})
-        if tokens:
-            connection.execute(
-                self._first_use, [{"token_id": t, "uses": 0, "last_used_at": 0} for t in tokens]
-            )
-        unlimited: dict[str, list[QueryIssue]] = {}
-        for position in spending:
-            issue = issues[position]
-            if issue.max_uses:
-                try:
-                    self._count_one_use(connection, issue, nonce_digest(issue.nonce))
-                except FedscoreError as error:
-                    refused[position] = error
-            else:
-                unlimited.setdefault(issue.token_id, []).append(issue)
-        if unlimited:
-            connection.execute(
-                self._count_uses,
-                [
-                    {
-                        "token": token,
-                        "count": len(used),
-                        "now": max(issue.issued_at for issue in used),
-                    }
-                    for token, used in unlimited.items()
-                ],
-            )
+                refused.append(None)
         return refused
 
     def issue_batch(
-        self, connection: Connection, entries: Sequence[QueryIssue | Refused]
+        self, connection: Connection | Cursor, entries: Sequence[QueryIssue | Refused]
     ) -> list[LogRef | FedscoreError]:
         """Issue many queries in the caller's transaction: per entry its LogRef or its refusal.
 
@@ -349,7 +305,7 @@ class CoordinatorStore:
             if isinstance(entry, QueryIssue)
         ]
         if rows:
-            connection.execute(self._insert_query, rows)
+            _run_many(connection, self._insert_query, rows)
         return [
             ref if isinstance(entry, QueryIssue) else entry.error
             for entry, ref in zip(outcomes, refs, strict=True)
@@ -374,11 +330,14 @@ class CoordinatorStore:
         _run(connection, self._set_outcome, {"query": query_id, "outcome": outcome})
         return self.log.append(connection, kind, dict(fields))
 
-    def finish_batch(self, connection: Connection, finishes: Sequence[Finish]) -> list[LogRef]:
+    def finish_batch(
+        self, connection: Connection | Cursor, finishes: Sequence[Finish]
+    ) -> list[LogRef]:
         """`finish` for many queries in the caller's transaction, logged in order."""
         if not finishes:
             return []
-        connection.execute(
+        _run_many(
+            connection,
             self._set_outcome,
             [{"query": finish.query_id, "outcome": finish.outcome} for finish in finishes],
         )

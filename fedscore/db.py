@@ -4,7 +4,7 @@ SQLite by default (one file per party, WAL mode so readers proceed while a write
 commits, a busy timeout so a second writer waits instead of failing); any other URL
 SQLAlchemy knows, PostgreSQL in production, by configuration alone. Queries stay
 portable: the only dialect-specific construct, an insert that skips a taken key, is
-built here for each supported engine.
+built here for each supported engine (and the upsert built on it).
 """
 
 from __future__ import annotations
@@ -44,14 +44,19 @@ def open_engine(db_url: str) -> Engine:
     return engine
 
 
-def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
-    """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
+def dialect_insert(connection: Connection, table: Table) -> Any:
+    """The INSERT construct of the connection's engine, which knows ON CONFLICT."""
     name = connection.dialect.name
     if name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+        return sqlite.insert(table)
     if name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+        return postgresql.insert(table)
     raise FailedPrecondition(f"database {name!r} is not supported", "UNSUPPORTED_DATABASE")
+
+
+def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
+    return dialect_insert(connection, table).on_conflict_do_nothing(index_elements=[key])
 
 
 def create_tables(engine: Engine, tables: Sequence[Table]) -> None:

@@ -13,13 +13,14 @@ Invariants:
   values compiled into the statement keep theirs. Rows come back as the DB-API returns
   them (the query path reads only integers, strings and bytes).
 - An expanding IN list is compiled once per list length.
-- A `HotConnection` holds a party's prepared statements; each `transaction()` takes a
-  DB-API connection from the engine's pool and commits as a whole or rolls back.
+- A `HotConnection` holds a party's prepared statements and one kept DB-API connection
+  per thread; each `transaction()` commits as a whole or rolls back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -92,12 +93,24 @@ class Prepared:
 
 
 class HotConnection:
-    """One party's prepared statements, and transactions on its engine's DB-API connections."""
+    """One party's prepared statements, and transactions on connections it keeps open.
+
+    Each thread that runs a transaction keeps one DB-API connection from the engine's
+    pool for as long as this object lives (the query path runs on one event-loop thread),
+    so a transaction pays neither the pool's checkout nor its reset on return. A
+    transaction opened while the same thread's kept connection is busy (nested) takes a
+    pooled connection instead; a connection that failed with a database error is
+    dropped and replaced on the next transaction. `close()` gives every kept connection
+    back; call it before disposing of the engine.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self._prepared: dict[Any, Prepared] = {}
+        self._kept: dict[int, Any] = {}  # thread id -> pooled DB-API connection
+        self._busy: set[int] = set()
+        self._lock = threading.Lock()
 
     def prepared(
         self, statement: ClauseElement, expand: Mapping[str, int] | None = None
@@ -109,23 +122,67 @@ class HotConnection:
             found = self._prepared[key] = Prepared(statement, self.dialect, expand)
         return found
 
+    @property
+    def statements_kept(self) -> int:
+        """How many compiled statements this party keeps (bounded by the code's statements)."""
+        return len(self._prepared)
+
+    def _take(self) -> tuple[Any, bool]:
+        """(DB-API connection, whether it is this thread's kept one)."""
+        thread = threading.get_ident()
+        with self._lock:
+            if thread in self._busy:
+                return self.engine.raw_connection(), False
+            self._busy.add(thread)
+            raw = self._kept.get(thread)
+        if raw is None:
+            try:
+                raw = self.engine.raw_connection()
+            except BaseException:
+                with self._lock:
+                    self._busy.discard(thread)
+                raise
+            with self._lock:
+                self._kept[thread] = raw
+        return raw, True
+
+    def _give_back(self, raw: Any, kept: bool, failed: bool) -> None:
+        if not kept:
+            raw.close()
+            return
+        thread = threading.get_ident()
+        with self._lock:
+            self._busy.discard(thread)
+            if failed:
+                self._kept.pop(thread, None)
+        if failed:
+            raw.invalidate()  # the pool opens a new connection when next asked
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A cursor whose statements commit together when the block ends, or not at all.
-
-        The DB-API connection comes from the engine's pool (its connect-time settings
-        applied) and goes back to it afterwards.
-        """
-        raw = self.engine.raw_connection()
-        cursor = Cursor(self, raw.cursor())
+        """A cursor whose statements commit together when the block ends, or not at all."""
+        raw, kept = self._take()
+        failed = False
         try:
-            yield cursor
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
+            cursor = Cursor(self, raw.cursor())
+            try:
+                yield cursor
+                raw.commit()
+            except BaseException as error:
+                failed = isinstance(error, self.dialect.loaded_dbapi.Error)
+                with contextlib.suppress(self.dialect.loaded_dbapi.Error):
+                    raw.rollback()
+                raise
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
+            self._give_back(raw, kept, failed)
+
+    def close(self) -> None:
+        """Give every kept connection back to the engine's pool."""
+        with self._lock:
+            kept, self._kept = self._kept, {}
+        for raw in kept.values():
             raw.close()
 
 

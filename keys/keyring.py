@@ -22,7 +22,7 @@ from keys.signing import VerifyKey
 class Keyring:
     """Key id -> (participant id, verify key), for one purpose."""
 
-    __slots__ = ("_by_key_id", "purpose")
+    __slots__ = ("__weakref__", "_by_key_id", "purpose")
 
     def __init__(self, entries: Iterable[tuple[str, VerifyKey]], purpose: str = "") -> None:
         by_key_id: dict[str, tuple[str, VerifyKey]] = {}

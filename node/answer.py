@@ -9,8 +9,8 @@ Invariants:
 - Pairwise seeds are derived once, when the node starts (`derive_mask_seeds`); answering
   a query derives no key and reads no file.
 - Only indicators in the purpose's domains count, so a purpose gets no more than it names.
-- The national ID lives only inside `subject_pseudonym`; only the pseudonym leaves it,
-  and neither is ever logged.
+- The national ID lives only inside `subject_pseudonym`; only the pseudonym leaves it
+  (and is remembered per sealed blob), and neither is ever logged.
 - Records are read with the statement of `node.store.quantities_query`, built once per
   policy with the person and the year window as parameters (`RecordLookup`); many people
   asked under one policy and year are read in one statement.
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
 
+from fedscore.memo import BoundedMemo
 from fedscore.prepared import Cursor
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
@@ -51,13 +52,28 @@ def derive_mask_seeds(agency_id: str, box: BoxKeyPair, trust: TrustView) -> dict
 
 
 def subject_pseudonym(
-    admitted: AdmittedQuery, agency_id: str, box: BoxKeyPair, pseudonym_key: bytes
+    admitted: AdmittedQuery,
+    agency_id: str,
+    box: BoxKeyPair,
+    pseudonym_key: bytes,
+    opened: BoundedMemo[str] | None = None,
 ) -> str:
-    """Open this node's sealed blob for this token and name the person as the node does."""
-    national_id = open_subject(
-        admitted.signed.query.sealed_subject, box, admitted.token_id, agency_id
-    )
-    return pseudonym(pseudonym_key, national_id)
+    """Open this node's sealed blob for this token and name the person as the node does.
+
+    `opened` remembers the pseudonym of each (token, blob) already opened here, so a token
+    used again is not decrypted again; it holds pseudonyms only, never a national ID.
+    """
+    blob = admitted.signed.query.sealed_subject
+    key = (admitted.token_id, blob)
+    if opened is not None:
+        known = opened.get(key)
+        if known is not None:
+            return known
+    national_id = open_subject(blob, box, admitted.token_id, agency_id)
+    person = pseudonym(pseudonym_key, national_id)
+    if opened is not None:
+        opened.put(key, person)
+    return person
 
 
 def purpose_quantities(

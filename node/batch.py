@@ -208,7 +208,9 @@ def _answer_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) 
         if admitted is None:
             continue
         try:
-            person = subject_pseudonym(admitted, node.agency_id, node.box, node.pseudonym_key)
+            person = subject_pseudonym(
+                admitted, node.agency_id, node.box, node.pseudonym_key, node.opened_subjects
+            )
         except FedscoreError as error:
             item.refuse(error)
             continue

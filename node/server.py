@@ -56,6 +56,7 @@ class Running:
         await self.audit.stop()
         await self.follower.stop()
         await self.registry_channel.close()
+        self.node.hot.close()
         self.node.store.dispose()
 
 

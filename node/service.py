@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from audit.log import EventLog
 from fedscore.db import insert_unless_present
 from fedscore.errors import FedscoreError
+from fedscore.memo import BoundedMemo
 from fedscore.prepared import Cursor, HotConnection
 from fedscore.rpc import Handler, parse_request
 from fedscore.v1.envelope_pb2 import Envelope
@@ -47,6 +48,8 @@ from policies.model import Policy
 _log = logging.getLogger(__name__)
 
 SERVICE_NAME = "fedscore.v1.NodeService"
+# Sealed subjects whose pseudonym a node remembers (about 200 bytes each).
+OPENED_SUBJECTS_KEPT = 16_384
 
 Clock = Callable[[], float]
 
@@ -68,10 +71,13 @@ class AgencyNode:
     hot: HotConnection = field(init=False)
     # INSERT of a seen query id that skips a taken one (built once, for this database).
     seen_insert: Any = field(init=False, repr=False)
+    # Pseudonyms of the sealed subjects already opened here (node.answer.subject_pseudonym).
+    opened_subjects: BoundedMemo[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lookup", RecordLookup(self.trust.agency_id))
         object.__setattr__(self, "hot", HotConnection(self.store.engine))
+        object.__setattr__(self, "opened_subjects", BoundedMemo(OPENED_SUBJECTS_KEPT))
         with self.store.engine.connect() as connection:
             insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
         object.__setattr__(self, "seen_insert", insert)
@@ -95,7 +101,9 @@ def uncertified_indicators(policy: Policy, agency_id: str) -> frozenset[str]:
 
 def points_for(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> int:
     """Open the subject and count the year's records: the contribution, never sent as is."""
-    person = subject_pseudonym(admitted, node.agency_id, node.box, node.pseudonym_key)
+    person = subject_pseudonym(
+        admitted, node.agency_id, node.box, node.pseudonym_key, node.opened_subjects
+    )
     held = node.lookup.quantities(cursor, admitted.policy, person, admitted.year)
     return contribution_for(admitted, node.agency_id, held)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,36 @@ def test_refusal_is_logged_without_spending_anything(store: CoordinatorStore) ->
     [entry] = store.log.entries(0, 1)
     assert (entry.kind, json.loads(entry.body)) == ("score_refused", {"reason": "BAD_SIGNATURE"})
     assert store.uses("tok-1") == 0
+
+
+def test_two_writers_never_both_take_the_last_use(tmp_path: Path) -> None:
+    # Two coordinator stores on one database (two processes' worth of connections) race
+    # for a token's last use, again and again: exactly one wins each time.
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    stores = []
+    for _ in range(2):
+        engine = open_engine(url)
+        stores.append(CoordinatorStore(engine, EventLog(engine, "coordinator")))
+    for round_ in range(15):
+        token = f"tok-{round_}"
+        start = threading.Barrier(2)
+
+        def take(
+            side: int, token: str = token, start: threading.Barrier = start, round_: int = round_
+        ) -> str:
+            start.wait()
+            nonce = bytes([round_, side]) * 8
+            try:
+                stores[side].issue(_issue(nonce, token_id=token, max_uses=1, query_id=nonce.hex()))
+            except ResourceExhausted as refused:
+                return refused.reason
+            return "issued"
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(take, (0, 1)))
+        assert outcomes == ["USE_LIMIT_REACHED", "issued"], (round_, outcomes)
+        assert stores[0].uses(token) == 1
+    assert stores[0].log.size() == 15  # only the winners' queries were logged
+    for store in stores:
+        store.hot.close()
+        store.engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -387,6 +388,27 @@ def test_every_node_answers_zero_for_a_person_it_holds_nothing_about(tmp_path: P
             assert sum(a.masked_value for a in answers.values()) % MODULUS == 0
             # Each node still sent a masked value, indistinguishable from one with records.
             assert all(a.masked_value != 0 for a in answers.values())
+
+    asyncio.run(scenario())
+
+
+def test_a_token_used_again_is_opened_once_per_node_and_answered_alike(tmp_path: Path) -> None:
+    root = make_federation(tmp_path)
+
+    async def scenario() -> None:
+        async with live_federation(root) as live:
+            alice, bob = await live.grant(ALICE), await live.grant(BOB)
+            totals = []
+            for token in (alice, bob, alice, alice, bob):
+                _, answers = await _ask_everyone(live, token)
+                totals.append(sum(a.masked_value for a in answers.values()) % MODULUS)
+            assert totals == [220, 0, 220, 220, 0]
+            for agency in live.agencies:
+                opened = live.nodes[agency].node.opened_subjects
+                assert (len(opened), opened.misses, opened.hits) == (2, 2, 3)
+                # What is remembered is the node's pseudonym, never the national ID.
+                for value in opened.values():
+                    assert re.fullmatch("[0-9a-f]{64}", value)
 
     asyncio.run(scenario())
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from audit.log import DENIED_KEYS, EventLog, _check_value, canonical_json, leaf_data
@@ -202,3 +204,74 @@ def test_log_bodies_are_refused_exactly_as_before(fields: dict[Any, Any]) -> Non
     assert _outcome(_check_value, fields) == _outcome(_reference_check, fields)
     if _outcome(_check_value, fields) is None:
         json.dumps(fields)  # accepted bodies are JSON
+
+
+def test_appending_through_a_cursor_compiles_each_statement_once(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    log = EventLog(engine, "trc")
+    hot = HotConnection(engine)
+    kept = []
+    for n in range(20):
+        with hot.transaction() as cursor:
+            log.append_many(cursor, [("answered", {"n": n}), ("refused", {"n": n})])
+        kept.append(hot.statements_kept)
+    assert len(set(kept)) == 1, kept  # no new statement per call, so nothing piles up
+    assert log.size() == 40
+    hot.close()
+    engine.dispose()
+
+
+_TEMP = text("CREATE TEMP TABLE IF NOT EXISTS mine (n INTEGER)")
+_TEMP_ROWS = text("SELECT count(*) FROM sqlite_temp_master WHERE name = 'mine'")
+
+
+def _has_temp_table(hot: HotConnection) -> bool:
+    with hot.transaction() as cursor:
+        return bool(cursor.execute(_TEMP_ROWS).fetchone()[0])
+
+
+def test_a_thread_keeps_its_connection_and_another_thread_gets_its_own(tmp_path: Path) -> None:
+    # A TEMP table lives only in the connection that created it.
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    hot = HotConnection(store.engine)
+    with hot.transaction() as cursor:
+        cursor.execute(_TEMP)
+    assert _has_temp_table(hot)
+    with ThreadPoolExecutor(1) as other:
+        assert other.submit(_has_temp_table, hot).result() is False
+    assert store.engine.pool.checkedout() == 2  # one kept per thread that ran a transaction
+    hot.close()
+    assert store.engine.pool.checkedout() == 0
+    store.dispose()
+
+
+def test_a_nested_transaction_commits_on_its_own_connection(tmp_path: Path) -> None:
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    hot = HotConnection(store.engine)
+    insert = SEEN_QUERY.insert()
+    with pytest.raises(RuntimeError), hot.transaction() as outer:
+        with hot.transaction() as inner:
+            inner.execute(insert, {"query_id": "inner", "seen_at": 1})
+        outer.execute(insert, {"query_id": "outer", "seen_at": 2})
+        raise RuntimeError("the outer one fails")
+    assert store.has_seen_query("inner") and not store.has_seen_query("outer")
+    hot.close()
+    store.dispose()
+
+
+def test_a_connection_that_failed_is_replaced(tmp_path: Path) -> None:
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    hot = HotConnection(store.engine)
+    insert = SEEN_QUERY.insert()
+    with hot.transaction() as cursor:
+        cursor.execute(_TEMP)
+        cursor.execute(insert, {"query_id": "q-1", "seen_at": 1})
+    with pytest.raises(sqlite3.IntegrityError), hot.transaction() as cursor:
+        cursor.execute(insert, {"query_id": "q-2", "seen_at": 2})
+        cursor.execute(insert, {"query_id": "q-1", "seen_at": 3})  # taken: a database error
+    assert not _has_temp_table(hot)  # a new connection
+    with hot.transaction() as cursor:
+        cursor.execute(insert, {"query_id": "q-2", "seen_at": 2})
+    assert store.has_seen_query("q-2")
+    hot.close()
+    store.dispose()
