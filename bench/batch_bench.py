@@ -13,9 +13,10 @@ responses. Two shapes:
   verified and every sealed subject opened (the warm-up uses tokens of its own);
 - `batch_score_5_agencies_reused_tokens`: 1,000 tokens asked 6 times each (a partner
   re-checking its customers), where the parties' memory of verified tokens and opened
-  subjects (`fedscore.memo`) saves that work on every use after the first. Every response is checked AFTER the window: the coordinator's
-signature, the binding to its request's nonce, and that it released a band; a refused or
-wrong answer counts as an error, never as a score. `batch_scores_per_s` = verified scores
+  subjects (`fedscore.memo`) saves that work on every use after the first.
+Every response is checked AFTER the window: the coordinator's signature, the binding to
+its request's nonce, and that it released a band; a refused or wrong answer counts as an
+error, never as a score. `batch_scores_per_s` = verified scores
 / seconds from the first request written to the last response read.
 """
 
