@@ -169,6 +169,26 @@ class Finish:
     fields: Mapping[str, object]
 
 
+def use_counters(database: str) -> tuple[Any, Any]:
+    """Statements counting one use of a token: (without a limit, with `max_uses`).
+
+    One statement per use: the first use inserts the token's row, a later one adds to
+    it. Counted in the database: with a limit the row changes only while under it (the
+    statement then reports no row changed), so two concurrent transactions can never
+    both take the last use.
+    """
+    first = dialect_insert(database, TOKEN_USES).values(
+        token_id=bindparam("token"), uses=1, last_used_at=bindparam("now")
+    )
+    uses = TOKEN_USES.c
+    again = {"uses": uses.uses + 1, "last_used_at": first.excluded.last_used_at}
+    unlimited = first.on_conflict_do_update(index_elements=["token_id"], set_=again)
+    limited = first.on_conflict_do_update(
+        index_elements=["token_id"], set_=again, where=uses.uses < bindparam("max_uses")
+    )
+    return unlimited, limited
+
+
 class CoordinatorStore:
     """Nonces, token uses and issued queries, written together with the audit log.
 
@@ -185,18 +205,8 @@ class CoordinatorStore:
         create_tables(engine, COORDINATOR_TABLES)
         with engine.connect() as connection:
             self._insert_nonce = insert_unless_present(connection, NONCES, "nonce_hash")
-            # One use counted in one statement: the first use inserts the row, a later one
-            # adds to it. Counted in the database: with a limit, the row changes only while
-            # under it, so two concurrent transactions can never both take the last use.
-            first = dialect_insert(connection, TOKEN_USES).values(
-                token_id=bindparam("token"), uses=1, last_used_at=bindparam("now")
-            )
-            uses = TOKEN_USES.c
-            again = {"uses": uses.uses + 1, "last_used_at": first.excluded.last_used_at}
-            self._count_use = first.on_conflict_do_update(index_elements=["token_id"], set_=again)
-            self._count_limited_use = first.on_conflict_do_update(
-                index_elements=["token_id"], set_=again, where=uses.uses < bindparam("max_uses")
-            )
+            self._count_use, self._count_limited_use = use_counters(connection.dialect.name)
+        uses = TOKEN_USES.c
         self._uses_of = select(uses.uses).where(uses.token_id == bindparam("token"))
         self._forget_nonce = delete(NONCES).where(NONCES.c.nonce_hash == bindparam("nonce"))
         self._insert_query = ISSUED_QUERIES.insert()

@@ -44,9 +44,8 @@ def open_engine(db_url: str) -> Engine:
     return engine
 
 
-def dialect_insert(connection: Connection, table: Table) -> Any:
-    """The INSERT construct of the connection's engine, which knows ON CONFLICT."""
-    name = connection.dialect.name
+def dialect_insert(name: str, table: Table) -> Any:
+    """The INSERT construct of the database `name` ("sqlite", "postgresql") with ON CONFLICT."""
     if name == "sqlite":
         return sqlite.insert(table)
     if name == "postgresql":
@@ -56,7 +55,9 @@ def dialect_insert(connection: Connection, table: Table) -> Any:
 
 def insert_unless_present(connection: Connection, table: Table, key: str) -> Any:
     """INSERT ... ON CONFLICT (key) DO NOTHING, built for the connection's engine."""
-    return dialect_insert(connection, table).on_conflict_do_nothing(index_elements=[key])
+    return dialect_insert(connection.dialect.name, table).on_conflict_do_nothing(
+        index_elements=[key]
+    )
 
 
 def create_tables(engine: Engine, tables: Sequence[Table]) -> None:

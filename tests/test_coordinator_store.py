@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy.dialects import postgresql, sqlite
 
 from audit.log import EventLog
-from coordinator.store import CoordinatorStore, QueryIssue
+from coordinator.store import CoordinatorStore, QueryIssue, use_counters
 from fedscore.db import open_engine
 from fedscore.errors import AlreadyExists, ResourceExhausted
 
@@ -141,3 +143,17 @@ def test_two_writers_never_both_take_the_last_use(tmp_path: Path) -> None:
     for store in stores:
         store.hot.close()
         store.engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_use_is_counted_in_one_statement_on_each_database(database: str) -> None:
+    dialect = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg2.dialect()}[database]
+    unlimited, limited = use_counters(database)
+    plain = " ".join(str(unlimited.compile(dialect=dialect)).split())
+    capped = " ".join(str(limited.compile(dialect=dialect)).split())
+    for sql in (plain, capped):
+        assert sql.startswith("INSERT INTO coordinator_token_use (token_id, uses, last_used_at)")
+        assert "ON CONFLICT (token_id) DO UPDATE SET uses = (coordinator_token_use.uses + " in sql
+        assert "last_used_at = excluded.last_used_at" in sql
+    assert "WHERE" not in plain
+    assert re.search(r"WHERE coordinator_token_use\.uses < (\?|%\(max_uses\)s)$", capped), capped
