@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit import merkle
-from audit.log import EventLog, LogFactory, LogRef
+from audit.log import EventLog, LogFactory, LogRef, LogWriter
 
 FULL_LOG = 1_000_000
 QUICK_LOG = 50_000
@@ -184,14 +184,19 @@ class UnwrittenLog(EventLog):
     """
 
     def append(
-        self, session: Session, kind: str, fields: Mapping[str, Any], *, now: float | None = None
+        self,
+        session: LogWriter,
+        kind: str,
+        fields: Mapping[str, Any],
+        *,
+        now: float | None = None,
     ) -> LogRef:
         logged_at = int(time.time() if now is None else now)
         return LogRef(0, merkle.leaf_hash(kind.encode()), logged_at)
 
     def append_many(
         self,
-        session: Any,
+        session: LogWriter,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         now: float | None = None,
