@@ -41,7 +41,7 @@ buf-lint: $(BUF)
 	$(BUF) lint
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules
