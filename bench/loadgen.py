@@ -16,7 +16,8 @@ How it keeps itself out of the measurement:
 Sequential latency is one client process with one request in flight. Throughput is
 `concurrency` requests in flight over all client processes for `seconds` (or until the
 pre-signed requests run out); `loaded_p50_ms`/`loaded_p99_ms` are the latencies seen
-during that window.
+during that window. `measure_interleaved` measures several targets in turns (a product
+and its baseline), so a machine whose speed drifts affects them alike.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import queue
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,28 +286,78 @@ def measure(
     on_window: Callable[[str], None] | None = None,
 ) -> LoadFigures:
     """Sequential p50/p99 over `sequential` queries, then throughput at `concurrency`."""
-    (single,) = _run_clients(target, 1, 1, sequential, float("inf"))
-    per_process = int(max_qps * seconds / clients) + concurrency
-    _WINDOW_HOOK[0] = on_window
-    try:
-        runs = _run_clients(target, clients, concurrency, per_process, seconds)
-    finally:
-        _WINDOW_HOOK[0] = None
-    started = min(r.started for r in runs)
-    finished = max(r.finished for r in runs)
-    window = max(finished - started, 1e-9)
+    return measure_interleaved(
+        {"only": target},
+        sequential=sequential,
+        rounds=1,
+        concurrency=concurrency,
+        seconds=seconds,
+        clients=clients,
+        max_qps={"only": max_qps},
+        on_window={"only": on_window} if on_window is not None else {},
+    )["only"]
+
+
+def measure_interleaved(
+    targets: Mapping[str, Target],
+    *,
+    sequential: int,
+    rounds: int,
+    concurrency: int = 32,
+    seconds: float = 4.0,
+    clients: int = 2,
+    max_qps: Mapping[str, float],
+    on_window: Mapping[str, Callable[[str], None]] | None = None,
+) -> dict[str, LoadFigures]:
+    """`measure` for several targets at once, taking turns so they share the machine's state.
+
+    The sequential queries are split into `rounds` turns and the throughput window into
+    `rounds` windows of `seconds / rounds`; each turn asks every target in order. On a
+    shared machine whose speed drifts over minutes, targets measured in alternation see
+    the same drift, so their ratios stay put. `on_window[name]` is called with "start" and
+    "end" around each of that target's throughput windows.
+    """
+    hooks = dict(on_window or {})
+    singles: dict[str, list[ClientRun]] = {name: [] for name in targets}
+    loads: dict[str, list[list[ClientRun]]] = {name: [] for name in targets}
+    per_turn = max(1, sequential // rounds)
+    window = seconds / rounds
+    for _ in range(rounds):
+        for name, target in targets.items():
+            singles[name] += _run_clients(target, 1, 1, per_turn, float("inf"))
+    for _ in range(rounds):
+        for name, target in targets.items():
+            per_process = int(max_qps[name] * window / clients) + concurrency
+            _WINDOW_HOOK[0] = hooks.get(name)
+            try:
+                loads[name].append(_run_clients(target, clients, concurrency, per_process, window))
+            finally:
+                _WINDOW_HOOK[0] = None
+    return {name: _figures(singles[name], loads[name], concurrency, clients) for name in targets}
+
+
+def _figures(
+    singles: list[ClientRun], windows: list[list[ClientRun]], concurrency: int, clients: int
+) -> LoadFigures:
+    """One target's figures from its sequential turns and its throughput windows."""
+    latencies = [latency for run in singles for latency in run.latencies_ms]
+    spans = [
+        max(max(r.finished for r in runs) - min(r.started for r in runs), 1e-9) for runs in windows
+    ]
+    window = sum(spans)
+    runs = [run for group in windows for run in group]
     completed = sum(r.completed for r in runs)
-    samples = tuple(s for r in (single, *runs) for s in r.error_samples)[:3]
+    samples = tuple(s for r in (*singles, *runs) for s in r.error_samples)[:3]
     loaded = [latency for r in runs for latency in r.latencies_ms]
     return LoadFigures(
-        p50_ms=round(statistics.median(single.latencies_ms), 3) if single.latencies_ms else -1,
-        p99_ms=round(percentile(single.latencies_ms, 0.99), 3),
+        p50_ms=round(statistics.median(latencies), 3) if latencies else -1,
+        p99_ms=round(percentile(latencies, 0.99), 3),
         throughput_qps=round(completed / window, 1),
         concurrency=concurrency,
         client_processes=clients,
-        sequential_queries=single.completed,
+        sequential_queries=sum(r.completed for r in singles),
         concurrent_queries=completed,
-        errors=single.errors + sum(r.errors for r in runs),
+        errors=sum(r.errors for r in (*singles, *runs)),
         client_cores=round(sum(r.cpu_seconds for r in runs) / window, 2),
         window_s=round(window, 2),
         loaded_p50_ms=round(percentile(loaded, 0.5), 3),
@@ -330,21 +381,25 @@ def resident_mb(pid: int) -> float:
 
 
 class CpuSampler:
-    """Server CPU used during the throughput window, per party, in ms per completed query."""
+    """Server CPU used during the throughput windows, per party, in ms per completed query.
+
+    Called with "start" and "end" around each window; the windows' CPU adds up.
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.start: dict[str, float] = {}
-        self.end: dict[str, float] = {}
+        self.used: dict[str, float] = {}
 
     def __call__(self, moment: str) -> None:
         sample = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
-        (self.start if moment == "start" else self.end).update(sample)
+        if moment == "start":
+            self.start = sample
+            return
+        for name, seconds in sample.items():
+            self.used[name] = self.used.get(name, 0.0) + seconds - self.start[name]
 
     def ms_per_query(self, completed: int) -> dict[str, float]:
-        if not completed or not self.end:
+        if not completed or not self.used:
             return {}
-        return {
-            name: round((self.end[name] - self.start[name]) * 1000 / completed, 3)
-            for name in self.pids
-        }
+        return {name: round(self.used[name] * 1000 / completed, 3) for name in self.pids}

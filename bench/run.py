@@ -6,7 +6,9 @@ Scenarios (issue 5), all in one run so the baselines share the machine's state:
   throughput at 32 concurrent requests (bench.loadgen: pre-signed requests, separate
   client processes, answers checked after the timed window);
 - ceiling_{3,5,10}_agencies: same topology and transport, one sign + one verify per hop
-  and nothing else (bench.ceiling), with the product's token bytes;
+  and nothing else (bench.ceiling), with the product's token bytes; it runs beside the
+  product and the two are measured in turns (sequential turns and throughput windows
+  alternate, `LoadPlan.rounds` of each), so both see the same state of a shared machine;
 - lake_5_agencies: every agency's records in one SQLite table behind one service, one
   indexed SQL sum per query (bench.lake);
 - score_5_agencies_{100000,10000000}_records: the product with that many records per
@@ -190,21 +192,21 @@ def main(argv: list[str] | None = None) -> int:
         for agencies in (3, 5) if quick else (3, 5, 10):
             began = time.perf_counter()
             federation, _ = scenarios.prepare(root, f"score-{agencies}", agencies)
-            product, token, revocation = scenarios.product_scenario(
-                federation, plan, f"score_{agencies}_agencies", revocation=agencies == 5
+            product, ceiling, revocation = scenarios.paired_scenario(
+                root, federation, plan, revocation=agencies == 5
             )
-            product["scenario_s"] = round(time.perf_counter() - began, 1)
+            product["scenario_s"] = ceiling["scenario_s"] = round(time.perf_counter() - began, 1)
             emit(product, results)
+            emit(ceiling, results)
             if revocation is not None:
                 emit(revocation, results)
-            timed(lambda: scenarios.ceiling_scenario(root, agencies, token, plan))  # noqa: B023
             if agencies == 5:
                 timed(lambda: scenarios.lake_scenario(root, federation, plan))  # noqa: B023
         for records in (small, large):
             name = f"score-5-{records}"
             began = time.perf_counter()
             federation, build = scenarios.prepare(root, name, 5, filler_records=records)
-            figures, _, _ = scenarios.product_scenario(
+            figures = scenarios.product_scenario(
                 federation,
                 plan,
                 f"score_5_agencies_{records}_records",

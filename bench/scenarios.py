@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import ceiling, lake
 from bench.bigdata import fill_nodes
-from bench.loadgen import CpuSampler, Target, measure, resident_mb
+from bench.loadgen import CpuSampler, Target, measure, measure_interleaved, resident_mb
 from bench.revocation import measure_revocation
 from fedscore import client
 from fedscore.client import COORDINATOR_ID
@@ -44,6 +44,8 @@ class LoadPlan:
     seconds: float
     clients: int
     concurrency: int = 32
+    # Turns a product and its ceiling take when measured together (`paired_scenario`).
+    rounds: int = 3
 
 
 @dataclass
@@ -138,16 +140,9 @@ def _party_pids(processes: FederationProcesses, agencies: list[str]) -> dict[str
 
 
 def product_scenario(
-    federation: Federation,
-    plan: LoadPlan,
-    label: str,
-    *,
-    measure_rss: bool = False,
-    revocation: bool = False,
-) -> tuple[dict[str, Any], Envelope, dict[str, Any] | None]:
-    """Score queries against the real federation: its figures, the token used, and the
-    revocation figures (measured afterwards on the same running federation) if asked."""
-    revoked: dict[str, Any] | None = None
+    federation: Federation, plan: LoadPlan, label: str, *, measure_rss: bool = False
+) -> dict[str, Any]:
+    """Score queries against the real federation alone (no baseline beside it)."""
     with running(federation) as processes:
         token = grant_token(federation)
         pids = _party_pids(processes, federation.agencies)
@@ -157,16 +152,7 @@ def product_scenario(
             rss = {agency: resident_mb(pids[agency]) for agency in federation.agencies}
             figures["node_rss_mb"] = rss
             figures["node_rss_mb_max"] = max(rss.values())
-        if revocation:
-            began = time.perf_counter()
-            revoked = asyncio.run(
-                measure_revocation(
-                    federation.workdir, federation.agencies, federation.data.demo_citizen
-                )
-            )
-            revoked["scenario_s"] = round(time.perf_counter() - began, 1)
-    record = {"scenario": label, "agencies": len(federation.agencies), "tls": True, **figures}
-    return record, token, revoked
+    return {"scenario": label, "agencies": len(federation.agencies), "tls": True, **figures}
 
 
 @contextlib.contextmanager
@@ -184,8 +170,12 @@ def _servers(starts: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess.
                 process.wait()
 
 
-def ceiling_scenario(root: Path, agencies: int, token: Envelope, plan: LoadPlan) -> dict[str, Any]:
-    """The echo federation (bench.ceiling) with the same topology and the same token bytes."""
+@contextlib.contextmanager
+def ceiling_running(
+    root: Path, agencies: int, token: Envelope
+) -> Iterator[tuple[Target, dict[str, int]]]:
+    """The echo federation (bench.ceiling) with the same topology, asked with the same token
+    bytes: its load target and its processes' pids, while it runs."""
     workdir = root / f"ceiling-{agencies}"
     layout = init_federation(workdir, agencies, fast_kdf=True)
     portal = load_party(workdir, PORTAL)
@@ -206,13 +196,56 @@ def ceiling_scenario(root: Path, agencies: int, token: Envelope, plan: LoadPlan)
                 purpose=PURPOSE,
                 expected=0,
             )
-            figures = _load(target, pids, plan, 2500)
-    return {
-        "scenario": f"ceiling_{agencies}_agencies",
-        "agencies": agencies,
-        "tls": True,
-        **figures,
-    }
+            yield target, pids
+
+
+def paired_scenario(
+    root: Path, federation: Federation, plan: LoadPlan, *, revocation: bool = False
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The product and its ceiling, both running, measured in turns (`measure_interleaved`):
+    (product record, ceiling record, revocation figures if asked, taken afterwards on the
+    running product federation)."""
+    agencies = len(federation.agencies)
+    revoked: dict[str, Any] | None = None
+    with running(federation) as processes:
+        token = grant_token(federation)
+        pids = _party_pids(processes, federation.agencies)
+        target = score_target(federation, token, federation.expected_score)
+        with ceiling_running(root, agencies, token) as (ceiling_target, ceiling_pids):
+            samplers = {"product": CpuSampler(pids), "ceiling": CpuSampler(ceiling_pids)}
+            figures = measure_interleaved(
+                {"product": target, "ceiling": ceiling_target},
+                sequential=plan.sequential,
+                rounds=plan.rounds,
+                concurrency=plan.concurrency,
+                seconds=plan.seconds,
+                clients=plan.clients,
+                max_qps={"product": 1500, "ceiling": 2500},
+                on_window=samplers,
+            )
+        if revocation:
+            began = time.perf_counter()
+            revoked = asyncio.run(
+                measure_revocation(
+                    federation.workdir, federation.agencies, federation.data.demo_citizen
+                )
+            )
+            revoked["scenario_s"] = round(time.perf_counter() - began, 1)
+    records = {}
+    for name, label in (("product", "score"), ("ceiling", "ceiling")):
+        result = figures[name].as_dict()
+        result["server_cpu_ms_per_query"] = samplers[name].ms_per_query(
+            figures[name].concurrent_queries
+        )
+        records[name] = {
+            "scenario": f"{label}_{agencies}_agencies",
+            "agencies": agencies,
+            "tls": True,
+            "measured_in_turns_with": "ceiling" if name == "product" else "score",
+            "rounds": plan.rounds,
+            **result,
+        }
+    return records["product"], records["ceiling"], revoked
 
 
 async def _wait_all(prober: Party, party_ids: list[str]) -> None:
