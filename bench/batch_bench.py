@@ -36,10 +36,9 @@ from typing import Any
 from bench import scenarios
 from bench.loadgen import process_cpu_seconds
 from fedscore import client
-from fedscore.client import COORDINATOR_ID, REGISTRY_ID
+from fedscore.client import COORDINATOR_ID
 from fedscore.party import Party, load_party
-from fedscore.rpc import call_unary, secure_channel
-from fedscore.v1.consent_pb2 import GrantRequest, GrantResponse
+from fedscore.rpc import secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 
 SCENARIO = "batch_score_5_agencies"
@@ -61,36 +60,6 @@ class ClientFigures:
     error_samples: list[str] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
-
-
-async def grant_many(workdir: Path, citizens: list[str]) -> list[bytes]:
-    """One PTT token per citizen, granted through the running consent registry."""
-    portal = load_party(workdir, scenarios.PORTAL)
-    registry = portal.trust.participant(REGISTRY_ID)
-    now = int(time.time())
-    tokens: list[bytes] = []
-    async with secure_channel(registry.endpoint, portal.tls, REGISTRY_ID) as channel:
-        for start in range(0, len(citizens), GRANTS_AT_ONCE):
-            responses = await asyncio.gather(
-                *(
-                    call_unary(
-                        channel,
-                        "/fedscore.v1.ConsentService/Grant",
-                        GrantRequest(
-                            national_id=citizen,
-                            purpose_id=PURPOSE,
-                            relying_party=RELYING_PARTY,
-                            not_before=now - 60,
-                            not_after=now + 86_400,
-                        ),
-                        GrantResponse,
-                        30.0,
-                    )
-                    for citizen in citizens[start : start + GRANTS_AT_ONCE]
-                )
-            )
-            tokens += [response.token.SerializeToString() for response in responses]
-    return tokens
 
 
 def _signed(party: Party, tokens: list[bytes], count: int) -> list[Envelope]:
@@ -148,7 +117,9 @@ def measure(
     one stream; the warm-up queries use consents of their own."""
     pool = federation.data.citizens
     citizens = [pool[n % len(pool)] for n in range(tokens + WARM_UP_QUERIES)]
-    granted = asyncio.run(grant_many(federation.workdir, citizens))
+    granted = asyncio.run(
+        scenarios.grant_many(federation.workdir, citizens, PURPOSE, RELYING_PARTY)
+    )
     warm, measured = granted[:WARM_UP_QUERIES], granted[WARM_UP_QUERIES:]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

@@ -57,7 +57,9 @@ class Target:
 
     kind "score": signed ScoreRequest for `token` and `purpose`; the answer must be a
     ScoreResult signed by a coordinator key, bound to the request's nonce, releasing
-    `expected` (if given). Used by the product and by the ceiling.
+    `expected` (if given). Used by the product and by the ceiling. With `tokens`, request
+    n carries tokens[n] instead (the warm-up takes the first WARM_UP_REQUESTS), so no
+    token is sent twice while there are enough of them.
     kind "lake": StringValue(national id) -> Int64Value(total) equal to `expected`.
     """
 
@@ -68,6 +70,7 @@ class Target:
     server_name: str
     method: str = SCORE_METHOD
     token: bytes = b""
+    tokens: tuple[bytes, ...] = ()
     purpose: str = "self-view"
     subject: str = ""
     expected: int | None = None
@@ -86,14 +89,17 @@ class ClientRun:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-def _build_requests(target: Target, party: Party, count: int) -> list[bytes]:
+def _build_requests(target: Target, party: Party, count: int, first: int = 0) -> list[bytes]:
+    """`count` requests; with `target.tokens`, the n-th carries tokens[first + n] (cycling)."""
     if target.kind == "lake":
         request = wrappers_pb2.StringValue(value=target.subject).SerializeToString()
         return [request] * count
-    token = Envelope.FromString(target.token)
+    tokens = [Envelope.FromString(t) for t in target.tokens or (target.token,)]
     return [
-        ScoreRequest(query=signed_score_query(party, token, target.purpose)).SerializeToString()
-        for _ in range(count)
+        ScoreRequest(
+            query=signed_score_query(party, tokens[(first + n) % len(tokens)], target.purpose)
+        ).SerializeToString()
+        for n in range(count)
     ]
 
 
@@ -160,7 +166,7 @@ def _client_main(
     """Body of one client process: prepare, warm up, wait for all, run, then check."""
     party = load_party(Path(target.workdir), target.client_party)
     warm = _build_requests(target, party, WARM_UP_REQUESTS)
-    requests = _build_requests(target, party, requests_count)
+    requests = _build_requests(target, party, requests_count, first=WARM_UP_REQUESTS)
     run = ClientRun()
 
     async def main() -> list[tuple[bytes, bytes]]:
@@ -334,6 +340,20 @@ def measure_interleaved(
             finally:
                 _WINDOW_HOOK[0] = None
     return {name: _figures(singles[name], loads[name], concurrency, clients) for name in targets}
+
+
+def measure_sequential(targets: Mapping[str, Target], count: int) -> dict[str, dict[str, Any]]:
+    """p50/p99 ms and errors of `count` sequential queries per target, one target after
+    another."""
+    figures: dict[str, dict[str, Any]] = {}
+    for name, target in targets.items():
+        (run,) = _run_clients(target, 1, 1, count, float("inf"))
+        figures[name] = {
+            "p50_ms": round(statistics.median(run.latencies_ms), 3) if run.latencies_ms else -1,
+            "p99_ms": round(percentile(run.latencies_ms, 0.99), 3),
+            "errors": run.errors,
+        }
+    return figures
 
 
 def _figures(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,14 +22,24 @@ from typing import Any
 
 from bench import ceiling, lake
 from bench.bigdata import fill_nodes
-from bench.loadgen import CpuSampler, Target, measure, measure_interleaved, resident_mb
+from bench.loadgen import (
+    WARM_UP_REQUESTS,
+    CpuSampler,
+    Target,
+    measure,
+    measure_interleaved,
+    measure_sequential,
+    resident_mb,
+)
 from bench.revocation import measure_revocation
 from fedscore import client
-from fedscore.client import COORDINATOR_ID
+from fedscore.client import COORDINATOR_ID, REGISTRY_ID
 from fedscore.demo_data import DemoData, expected_total, generate
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
 from fedscore.processes import FederationProcesses, wait_serving
+from fedscore.rpc import call_unary, secure_channel
+from fedscore.v1.consent_pb2 import GrantRequest, GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope
 from node.ingest import ingest_file
 from node.store import NodeStore
@@ -102,6 +113,42 @@ def grant_token(federation: Federation, days: int = 1) -> Envelope:
         client.grant(federation.portal, federation.data.demo_citizen, PURPOSE, PORTAL, days)
     )
     return response.token
+
+
+GRANTS_AT_ONCE = 16
+
+
+async def grant_many(
+    workdir: Path, citizens: list[str], purpose: str, relying_party: str
+) -> list[bytes]:
+    """One serialized token per citizen in the list (a citizen may appear several times:
+    each grant is a token of its own), granted through the running consent registry."""
+    portal = load_party(workdir, PORTAL)
+    registry = portal.trust.participant(REGISTRY_ID)
+    now = int(time.time())
+    tokens: list[bytes] = []
+    async with secure_channel(registry.endpoint, portal.tls, REGISTRY_ID) as channel:
+        for start in range(0, len(citizens), GRANTS_AT_ONCE):
+            responses = await asyncio.gather(
+                *(
+                    call_unary(
+                        channel,
+                        "/fedscore.v1.ConsentService/Grant",
+                        GrantRequest(
+                            national_id=citizen,
+                            purpose_id=purpose,
+                            relying_party=relying_party,
+                            not_before=now - 60,
+                            not_after=now + 86_400,
+                        ),
+                        GrantResponse,
+                        30.0,
+                    )
+                    for citizen in citizens[start : start + GRANTS_AT_ONCE]
+                )
+            )
+            tokens += [response.token.SerializeToString() for response in responses]
+    return tokens
 
 
 def score_target(federation: Federation, token: Envelope, expected: int | None) -> Target:
@@ -223,6 +270,7 @@ def paired_scenario(
                 max_qps={"product": 1500, "ceiling": 2500},
                 on_window=samplers,
             )
+            fresh = _fresh_token_latency(federation, plan, target, ceiling_target)
         if revocation:
             began = time.perf_counter()
             revoked = asyncio.run(
@@ -244,8 +292,26 @@ def paired_scenario(
             "measured_in_turns_with": "ceiling" if name == "product" else "score",
             "rounds": plan.rounds,
             **result,
+            **{f"{key}_fresh_tokens": value for key, value in fresh[name].items()},
         }
     return records["product"], records["ceiling"], revoked
+
+
+def _fresh_token_latency(
+    federation: Federation, plan: LoadPlan, product: Target, ceiling_target: Target
+) -> dict[str, dict[str, Any]]:
+    """Sequential latency when every query carries a consent token no party has seen.
+
+    The paired measurement repeats one token, so after its first use every party finds
+    its signature verified and its sealed subject opened (ADR 0010). Here each query has
+    its own token (all granted to the demo citizen, so the expected score stays the
+    same), and the ceiling is asked right after with the same requests' weight.
+    """
+    count = plan.sequential + WARM_UP_REQUESTS
+    citizens = [federation.data.demo_citizen] * count
+    tokens = asyncio.run(grant_many(federation.workdir, citizens, PURPOSE, PORTAL))
+    fresh = dataclasses.replace(product, tokens=tuple(tokens))
+    return measure_sequential({"product": fresh, "ceiling": ceiling_target}, plan.sequential)
 
 
 async def _wait_all(prober: Party, party_ids: list[str]) -> None:
