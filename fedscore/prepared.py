@@ -92,23 +92,29 @@ class Prepared:
         return filled
 
 
+# Threads that may keep a connection at once: below the engine pool's 5, so that threads
+# coming and going (an executor's) can never hold the whole pool.
+MAX_KEPT_CONNECTIONS = 4
+
+
 class HotConnection:
     """One party's prepared statements, and transactions on connections it keeps open.
 
     Each thread that runs a transaction keeps one DB-API connection from the engine's
     pool for as long as this object lives (the query path runs on one event-loop thread),
     so a transaction pays neither the pool's checkout nor its reset on return. A
-    transaction opened while the same thread's kept connection is busy (nested) takes a
-    pooled connection instead; a connection that failed with a database error is
-    dropped and replaced on the next transaction. `close()` gives every kept connection
-    back; call it before disposing of the engine.
+    transaction opened while the same thread's kept connection is busy (nested), or by a
+    thread beyond the first MAX_KEPT_CONNECTIONS, takes a pooled connection instead; a
+    connection that failed with a database error is dropped and replaced on the next
+    transaction. `close()` gives every kept connection back; call it before disposing of
+    the engine.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self._prepared: dict[Any, Prepared] = {}
-        self._kept: dict[int, Any] = {}  # thread id -> pooled DB-API connection
+        self._kept: dict[int, Any] = {}  # thread id -> its DB-API connection (None: opening)
         self._busy: set[int] = set()
         self._lock = threading.Lock()
 
@@ -133,14 +139,19 @@ class HotConnection:
         with self._lock:
             if thread in self._busy:
                 return self.engine.raw_connection(), False
+            if thread not in self._kept:
+                if len(self._kept) >= MAX_KEPT_CONNECTIONS:
+                    return self.engine.raw_connection(), False
+                self._kept[thread] = None  # the slot is this thread's from now on
+            raw = self._kept[thread]
             self._busy.add(thread)
-            raw = self._kept.get(thread)
         if raw is None:
             try:
                 raw = self.engine.raw_connection()
             except BaseException:
                 with self._lock:
                     self._busy.discard(thread)
+                    self._kept.pop(thread, None)
                 raise
             with self._lock:
                 self._kept[thread] = raw
@@ -183,7 +194,8 @@ class HotConnection:
         with self._lock:
             kept, self._kept = self._kept, {}
         for raw in kept.values():
-            raw.close()
+            if raw is not None:
+                raw.close()
 
 
 class Cursor:

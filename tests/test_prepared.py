@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from audit.log import DENIED_KEYS, EventLog, _check_value, canonical_json, leaf_data
 from fedscore.db import open_engine
 from fedscore.errors import InvalidArgument
-from fedscore.prepared import HotConnection, Prepared
+from fedscore.prepared import MAX_KEPT_CONNECTIONS, HotConnection, Prepared
 from node.answer import prepared_quantities_of_many
 from node.store import SEEN_QUERY, NodeStore
 
@@ -274,4 +274,25 @@ def test_a_connection_that_failed_is_replaced(tmp_path: Path) -> None:
         cursor.execute(insert, {"query_id": "q-2", "seen_at": 2})
     assert store.has_seen_query("q-2")
     hot.close()
+    store.dispose()
+
+
+def test_threads_beyond_the_kept_ones_use_the_pool_and_give_it_back(tmp_path: Path) -> None:
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    hot = HotConnection(store.engine)
+    insert = SEEN_QUERY.insert()
+
+    def claim(n: int) -> int:
+        with hot.transaction() as cursor:
+            cursor.execute(insert, {"query_id": f"q-{n}", "seen_at": n})
+        return store.engine.pool.checkedout()
+
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(claim, range(40)))
+    # However many threads came and went, at most MAX_KEPT_CONNECTIONS stay checked out,
+    # so the pool (5) always has a connection left for everyone else.
+    assert store.engine.pool.checkedout() <= MAX_KEPT_CONNECTIONS
+    assert all(store.has_seen_query(f"q-{n}") for n in range(40))
+    hot.close()
+    assert store.engine.pool.checkedout() == 0
     store.dispose()
