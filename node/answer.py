@@ -11,9 +11,9 @@ Invariants:
 - Only indicators in the purpose's domains count, so a purpose gets no more than it names.
 - The national ID lives only inside `subject_pseudonym`; only the pseudonym leaves it
   (and is remembered per sealed blob), and neither is ever logged.
-- Records are read with the statement of `node.store.quantities_query`, built once per
-  policy with the person and the year window as parameters (`RecordLookup`); many people
-  asked under one policy and year are read in one statement.
+- Records are read with the statements of `node.store` (`quantities_query`,
+  `quantities_of_many_query`), built once per policy (`RecordLookup`); many people asked
+  under one policy and year are read in one statement.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
+from sqlalchemy import Select
 
 from fedscore.memo import BoundedMemo
 from fedscore.prepared import Cursor
@@ -36,7 +36,7 @@ from keys.registry import TrustView
 from keys.seal import open_subject
 from keys.signing import SigningKey
 from node.checks import AdmittedQuery
-from node.store import BEHAVIOUR_RECORD, as_pseudonym_bytes
+from node.store import as_pseudonym_bytes, quantities_of_many_query, quantities_query
 from policies.model import Policy, Purpose
 from policies.scoring import contribution
 
@@ -121,47 +121,6 @@ def signed_answer(
     return sign_message(answer, signing_key)
 
 
-def prepared_quantities(uncertified_ok: Collection[str]) -> Select[str, int]:
-    """`node.store.quantities_query` with the person and the year window as bind parameters.
-
-    Built once per policy, so answering a query executes a cached statement instead of
-    building and cache-keying a new one. Parameters: `pseudonym` (32 bytes), `start`,
-    `end` (Unix seconds, half-open).
-    """
-    records = BEHAVIOUR_RECORD.c
-    counted: ColumnElement[bool] = records.certified.is_(True)
-    if uncertified_ok:
-        counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
-    return (
-        select(records.indicator, func.sum(records.quantity))
-        .where(
-            records.pseudonym == bindparam("pseudonym"),
-            records.occurred_at >= bindparam("start"),
-            records.occurred_at < bindparam("end"),
-            counted,
-        )
-        .group_by(records.indicator)
-    )
-
-
-def prepared_quantities_of_many(uncertified_ok: Collection[str]) -> Select[bytes, str, int]:
-    """`prepared_quantities` for a list of people (`pseudonyms`, expanding) at once."""
-    records = BEHAVIOUR_RECORD.c
-    counted: ColumnElement[bool] = records.certified.is_(True)
-    if uncertified_ok:
-        counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
-    return (
-        select(records.pseudonym, records.indicator, func.sum(records.quantity))
-        .where(
-            records.pseudonym.in_(bindparam("pseudonyms", expanding=True)),
-            records.occurred_at >= bindparam("start"),
-            records.occurred_at < bindparam("end"),
-            counted,
-        )
-        .group_by(records.pseudonym, records.indicator)
-    )
-
-
 @dataclass
 class RecordLookup:
     """What answering needs per policy and year, derived once and then reused.
@@ -185,14 +144,14 @@ class RecordLookup:
     def statement(self, policy: Policy) -> Select[str, int]:
         prepared = self._statements.get(policy.content_hash)
         if prepared is None:
-            prepared = prepared_quantities(self.uncertified(policy))
+            prepared = quantities_query(self.uncertified(policy))
             self._statements[policy.content_hash] = prepared
         return prepared
 
     def statement_for_many(self, policy: Policy) -> Select[bytes, str, int]:
         prepared = self._many_statements.get(policy.content_hash)
         if prepared is None:
-            prepared = prepared_quantities_of_many(self.uncertified(policy))
+            prepared = quantities_of_many_query(self.uncertified(policy))
             self._many_statements[policy.content_hash] = prepared
         return prepared
 

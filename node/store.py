@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     Select,
     Table,
+    bindparam,
     distinct,
     func,
     or_,
@@ -145,23 +146,46 @@ def record_key(
     return hashlib.blake2b(message, key=secret, digest_size=RECORD_KEY_BYTES).digest()
 
 
-def quantities_query(
-    pseudonym: str | bytes, start_ts: int, end_ts: int, uncertified_ok: Collection[str] = ()
-) -> Select[str, int]:
-    """One GROUP BY over the (pseudonym, occurred_at) index: indicator -> summed quantity."""
+def _counted(uncertified_ok: Collection[str]) -> ColumnElement[bool]:
+    """Certified records, and records of the indicators that need no certification."""
     records = BEHAVIOUR_RECORD.c
     counted: ColumnElement[bool] = records.certified.is_(True)
     if uncertified_ok:
         counted = or_(counted, records.indicator.in_(sorted(uncertified_ok)))
+    return counted
+
+
+def quantities_query(uncertified_ok: Collection[str] = ()) -> Select[str, int]:
+    """One GROUP BY over the (pseudonym, occurred_at) index: indicator -> summed quantity.
+
+    Parameters: `pseudonym` (32 bytes), `start`, `end` (Unix seconds, half-open). Built
+    once per policy on the query path, so answering executes a cached statement.
+    """
+    records = BEHAVIOUR_RECORD.c
     return (
         select(records.indicator, func.sum(records.quantity))
         .where(
-            records.pseudonym == as_pseudonym_bytes(pseudonym),
-            records.occurred_at >= start_ts,
-            records.occurred_at < end_ts,
-            counted,
+            records.pseudonym == bindparam("pseudonym"),
+            records.occurred_at >= bindparam("start"),
+            records.occurred_at < bindparam("end"),
+            _counted(uncertified_ok),
         )
         .group_by(records.indicator)
+    )
+
+
+def quantities_of_many_query(uncertified_ok: Collection[str] = ()) -> Select[bytes, str, int]:
+    """`quantities_query` for a list of people (`pseudonyms`, expanding) at once."""
+    records = BEHAVIOUR_RECORD.c
+    return (
+        select(records.pseudonym, records.indicator, func.sum(records.quantity))
+        .where(
+            records.pseudonym.in_(bindparam("pseudonyms", expanding=True)),
+            records.occurred_at >= bindparam("start"),
+            records.occurred_at < bindparam("end"),
+            _counted(uncertified_ok),
+        )
+        .group_by(records.pseudonym, records.indicator)
     )
 
 
@@ -191,9 +215,10 @@ class NodeStore:
         Only certified records count, except for the indicator codes in `uncertified_ok`
         (those whose policy does not require certification).
         """
-        query = quantities_query(pseudonym, start_ts, end_ts, uncertified_ok)
+        values = {"pseudonym": as_pseudonym_bytes(pseudonym), "start": start_ts, "end": end_ts}
         with self.engine.connect() as connection:
-            return {str(code): int(total) for code, total in connection.execute(query)}
+            rows = connection.execute(quantities_query(uncertified_ok), values)
+            return {str(code): int(total) for code, total in rows}
 
     def has_seen_query(self, query_id: str) -> bool:
         query = select(SEEN_QUERY.c.query_id).where(SEEN_QUERY.c.query_id == query_id)

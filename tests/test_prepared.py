@@ -26,8 +26,7 @@ from audit.log import DENIED_KEYS, EventLog, _check_value, canonical_json, leaf_
 from fedscore.db import open_engine
 from fedscore.errors import InvalidArgument
 from fedscore.prepared import MAX_KEPT_CONNECTIONS, HotConnection, Prepared
-from node.answer import prepared_quantities_of_many
-from node.store import SEEN_QUERY, NodeStore
+from node.store import SEEN_QUERY, NodeStore, quantities_of_many_query
 
 
 def test_a_statement_compiles_for_each_dialect_with_its_literals_and_in_lists() -> None:
@@ -100,7 +99,7 @@ def test_an_in_list_lookup_reads_what_the_store_reads(tmp_path: Path) -> None:
     hot = HotConnection(store.engine)
     with hot.transaction() as cursor:
         found = cursor.execute(
-            prepared_quantities_of_many({"B"}),
+            quantities_of_many_query({"B"}),
             {"pseudonyms": people[:2], "start": 0, "end": 50},
             expanding=("pseudonyms",),
         )
