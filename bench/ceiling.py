@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import hashlib
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +31,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from fedscore.party import Party, load_party
+from fedscore.processes import stop_on_signal
 from fedscore.rpc import Handler, call_unary, parse_request, secure_channel, start_server
 from fedscore.v1 import query_pb2
 from fedscore.v1.trust_pb2 import Role
@@ -94,14 +93,7 @@ async def serve(workdir: Path, party_id: str) -> None:
     handlers = coordinator_handlers(party) if party.role == Role.ROLE_COORDINATOR else None
     services = handlers or node_handlers(party)
     server = await start_server(party.tls, party.participant.endpoint, services)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    # As `fedscore serve` does: long-lived startup objects out of the collector's sight.
-    gc.collect()
-    gc.freeze()
-    await stop.wait()
+    await stop_on_signal().wait()
     await server.stop(0.5)
 
 

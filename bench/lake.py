@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from google.protobuf.message import Message
 
 from fedscore.demo_data import read_rows
 from fedscore.party import load_party
+from fedscore.processes import stop_on_signal
 from fedscore.rpc import parse_request, start_server
 from policies.model import Policy
 
@@ -108,14 +107,7 @@ async def serve(workdir: Path, db_path: Path) -> None:
         return wrappers_pb2.Int64Value(value=int(total))
 
     server = await start_server(party.tls, party.participant.endpoint, {SERVICE: {"Score": score}})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    # As `fedscore serve` does: long-lived startup objects out of the collector's sight.
-    gc.collect()
-    gc.freeze()
-    await stop.wait()
+    await stop_on_signal().wait()
     await server.stop(0.5)
     database.close()
 
