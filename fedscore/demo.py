@@ -58,6 +58,47 @@ def cli(
     return done.returncode, data, done.stderr.strip()
 
 
+def _grant(
+    workdir: Path, citizen: str, purpose: str, relying_party: str, *, days: int
+) -> dict[str, Any]:
+    """`fedscore consent grant`, as the citizen portal would ask for the citizen."""
+    _, granted, _ = cli(
+        workdir,
+        "consent",
+        "grant",
+        "--workdir",
+        str(workdir),
+        "--citizen",
+        citizen,
+        "--purpose",
+        purpose,
+        "--relying-party",
+        relying_party,
+        "--days",
+        str(days),
+        "--json",
+    )
+    return granted
+
+
+def _score(
+    workdir: Path, party: str, token_file: str, *, expect_ok: bool = True
+) -> tuple[int, dict[str, Any], str]:
+    """`fedscore score` as `party` with the token in `token_file`."""
+    return cli(
+        workdir,
+        "score",
+        "--workdir",
+        str(workdir),
+        "--as",
+        party,
+        "--token",
+        token_file,
+        "--json",
+        expect_ok=expect_ok,
+    )
+
+
 def _reason(stderr: str) -> str:
     # "fedscore: error: REASON: message"
     parts = stderr.splitlines()[-1].split(": ") if stderr else []
@@ -147,64 +188,14 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
             narrate(f"  {party_id:18} pid {process.pid}  serving on {layout.endpoints[party_id]}")
 
         step(f"4. Citizen ...{citizen[-4:]} consents: PTT may ask for the fuel-discount band")
-        _, ptt_grant, _ = cli(
-            workdir,
-            "consent",
-            "grant",
-            "--workdir",
-            str(workdir),
-            "--citizen",
-            citizen,
-            "--purpose",
-            "ptt-fuel-discount",
-            "--relying-party",
-            "ptt",
-            "--days",
-            "30",
-            "--json",
-        )
+        ptt_grant = _grant(workdir, citizen, "ptt-fuel-discount", "ptt", days=30)
         narrate(f"  token {ptt_grant['token_id']} sealed for {', '.join(ptt_grant['agencies'])}")
-        _, self_grant, _ = cli(
-            workdir,
-            "consent",
-            "grant",
-            "--workdir",
-            str(workdir),
-            "--citizen",
-            citizen,
-            "--purpose",
-            "self-view",
-            "--relying-party",
-            "citizen-portal",
-            "--days",
-            "1",
-            "--json",
-        )
+        self_grant = _grant(workdir, citizen, "self-view", "citizen-portal", days=1)
 
         step("5. PTT asks; the coordinator sums masked answers it cannot read one by one")
-        _, band, _ = cli(
-            workdir,
-            "score",
-            "--workdir",
-            str(workdir),
-            "--as",
-            "ptt",
-            "--token",
-            ptt_grant["token_file"],
-            "--json",
-        )
+        _, band, _ = _score(workdir, "ptt", ptt_grant["token_file"])
         narrate(f"  PTT learns only the band: {band['value']!r}")
-        _, own, _ = cli(
-            workdir,
-            "score",
-            "--workdir",
-            str(workdir),
-            "--as",
-            "citizen-portal",
-            "--token",
-            self_grant["token_file"],
-            "--json",
-        )
+        _, own, _ = _score(workdir, "citizen-portal", self_grant["token_file"])
         federated = int(own["value"])
         expected = expected_total(data.files, policy, citizen, data.year)
         narrate(
@@ -225,18 +216,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
             ptt_grant["token_id"],
             "--json",
         )
-        code, _, stderr = cli(
-            workdir,
-            "score",
-            "--workdir",
-            str(workdir),
-            "--as",
-            "ptt",
-            "--token",
-            ptt_grant["token_file"],
-            "--json",
-            expect_ok=False,
-        )
+        code, _, stderr = _score(workdir, "ptt", ptt_grant["token_file"], expect_ok=False)
         after = _reason(stderr) if code != 0 else "ACCEPTED"
         narrate(f"  refused: {after}")
 
