@@ -3,8 +3,10 @@
 Fields follow ISO/IEC TS 27560 (who is the controller, which purpose, for whom, when,
 on what legal basis, how to withdraw). Invariants:
 - A receipt is always signed by the registry, so the citizen can show it to anyone.
-- It names the citizen only by the last four digits of the national ID (for their own
-  recognition); the full ID is never in a receipt.
+- No part of the national ID is in a receipt, not even a few digits: the function is
+  never given it. The citizen recognises their receipt by its token id (which also
+  appears in the consent token they hold and in the withdrawal instructions), the
+  purpose and its description, the relying party, the agencies asked and the times.
 - Every receipt says how to withdraw, in words a citizen can follow.
 """
 
@@ -20,7 +22,6 @@ from policies.model import Policy
 
 GRANTED = "granted"
 REVOKED = "revoked"
-SUBJECT_HINT_DIGITS = 4
 
 
 def how_to_withdraw(token_id: str) -> str:
@@ -40,7 +41,6 @@ def signed_receipt(
     *,
     event: str,
     event_time: int,
-    national_id: str,
 ) -> Envelope:
     """The receipt for `event` ("granted" or "revoked") on `token`, signed by `key`."""
     purpose = policy.purposes.get(token.purpose_id)
@@ -58,6 +58,5 @@ def signed_receipt(
         not_after=token.not_after,
         legal_basis=token.legal_basis,
         how_to_withdraw=how_to_withdraw(token.token_id),
-        subject_hint=national_id[-SUBJECT_HINT_DIGITS:],
     )
     return sign_message(receipt, key)

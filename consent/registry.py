@@ -6,9 +6,9 @@ Plain functions over a `ConsentRegistry` (opened once at start); the gRPC handle
 Invariants:
 - A refused request stores nothing and logs nothing: every check runs before the one
   transaction that writes the grant (or revocation) together with its audit log entry.
-- The national ID is used only to seal it for each participating agency, to derive the
-  citizen key (HMAC under the registry's pseudonym key) and to show its last four digits
-  on the citizen's receipt; it is never stored or logged.
+- The national ID is used only to seal it for each participating agency and to derive
+  the citizen key (HMAC under the registry's pseudonym key); it is never stored or logged,
+  and no part of it is in a token, a receipt or a reply (see `consent.receipts`).
 - Only the citizen who granted a consent can revoke it or see it listed.
 - Revocation is idempotent: revoking a revoked token returns a receipt and changes
   nothing. A first revocation bumps the status-list sequence in the same transaction,
@@ -107,9 +107,7 @@ class ConsentRegistry:
             status_ttl_seconds=status_ttl_seconds,
         )
 
-    def receipt(
-        self, token: ConsentToken, *, event: str, event_time: int, national_id: str
-    ) -> Envelope:
+    def receipt(self, token: ConsentToken, *, event: str, event_time: int) -> Envelope:
         """The citizen's signed receipt for `event` on `token`."""
         return signed_receipt(
             self.registry_id,
@@ -118,7 +116,6 @@ class ConsentRegistry:
             token,
             event=event,
             event_time=event_time,
-            national_id=national_id,
         )
 
     def citizen_key(self, national_id: str) -> str:
@@ -282,7 +279,7 @@ def grant(
             issued_at=now,
         )
         envelope = sign_message(token, registry.signing_key)
-        receipt = registry.receipt(token, event=GRANTED, event_time=now, national_id=national_id)
+        receipt = registry.receipt(token, event=GRANTED, event_time=now)
         add_grant(
             session,
             ConsentGrant(
@@ -345,9 +342,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
         row = _own_grant(registry, session, national_id, token_id)
         token = stored_token(row)
         if row.revoked_at is not None:
-            receipt = registry.receipt(
-                token, event=REVOKED_EVENT, event_time=row.revoked_at, national_id=national_id
-            )
+            receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=row.revoked_at)
             return Revocation(token_id=token_id, receipt=receipt, notice=None)
         row.revoked_at = now
         session.add(row)
@@ -361,7 +356,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
             now=now,
         )
         session.commit()
-    receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=now, national_id=national_id)
+    receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=now)
     notice = RevocationNotice(
         issuer=registry.registry_id,
         token_id=token_id,

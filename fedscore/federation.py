@@ -5,6 +5,12 @@ the federation CA issues every party's TLS certificate, the policy authority sig
 default policy. Their keys stay in `offline/`, encrypted; a party's own secrets stay in
 `parties/<id>/party.key`, encrypted with Argon2id. Nothing is written if the folder
 already holds a federation.
+
+As the federation authority admitting parties, it assigns each relying party its sector
+(`ptt` commercial, `citizen-portal` citizen agent; every other role unspecified) and
+checks the policy against the registry it signed (`policies.sectors.check_sectors`)
+before writing anything, so it never writes a federation whose parties would refuse to
+start.
 """
 
 from __future__ import annotations
@@ -19,23 +25,37 @@ from pathlib import Path
 
 from fedscore.errors import InvalidArgument
 from fedscore.party import FederationPaths
-from fedscore.v1.trust_pb2 import Participant, Role, TrustRegistry
+from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.keyfile import PartySecrets, save_pem_key, save_secrets, save_signing_key
-from keys.registry import sign_registry
+from keys.registry import sign_registry, verify_registry
 from keys.signing import SigningKey
 from keys.tls import create_ca, issue_certificate
 from policies.defaults import default_policy_document
 from policies.loader import canonical_json, parse_policy
+from policies.sectors import check_sectors
 from policies.signing import sign_policy
 
 REGISTRY_ID = "consent-registry"
 COORDINATOR_ID = "coordinator"
 POLICY_AUTHORITY_ID = "policy-authority"
-CLIENT_PARTIES = {
-    "ptt": (Role.ROLE_RELYING_PARTY, "PTT Public Company Limited (fuel discount partner)"),
-    "citizen-portal": (Role.ROLE_CITIZEN_PORTAL, "Citizen portal (the citizen's own app)"),
-    "regulator": (Role.ROLE_REGULATOR, "Personal Data Protection Committee (regulator)"),
+# Client-only parties: role, display name and the sector the federation authority assigns.
+CLIENT_PARTIES: dict[str, tuple[Role, str, Sector]] = {
+    "ptt": (
+        Role.ROLE_RELYING_PARTY,
+        "PTT Public Company Limited (fuel discount partner)",
+        Sector.SECTOR_COMMERCIAL,
+    ),
+    "citizen-portal": (
+        Role.ROLE_CITIZEN_PORTAL,
+        "Citizen portal (the citizen's own app)",
+        Sector.SECTOR_CITIZEN_AGENT,
+    ),
+    "regulator": (
+        Role.ROLE_REGULATOR,
+        "Personal Data Protection Committee (regulator)",
+        Sector.SECTOR_UNSPECIFIED,
+    ),
 }
 VALIDITY_SECONDS = 2 * 365 * 24 * 3600
 
@@ -109,15 +129,16 @@ def init_federation(
     policy_key = SigningKey.generate()
 
     servers = [REGISTRY_ID, COORDINATOR_ID, *agencies]
-    roles: dict[str, tuple[Role, str]] = {
-        REGISTRY_ID: (Role.ROLE_CONSENT_REGISTRY, "Consent registry"),
-        COORDINATOR_ID: (Role.ROLE_COORDINATOR, "Coordinator"),
-        **{a: (Role.ROLE_AGENCY, policy.agencies[a].name) for a in agencies},
+    unspecified = Sector.SECTOR_UNSPECIFIED
+    roles: dict[str, tuple[Role, str, Sector]] = {
+        REGISTRY_ID: (Role.ROLE_CONSENT_REGISTRY, "Consent registry", unspecified),
+        COORDINATOR_ID: (Role.ROLE_COORDINATOR, "Coordinator", unspecified),
+        **{a: (Role.ROLE_AGENCY, policy.agencies[a].name, unspecified) for a in agencies},
         **CLIENT_PARTIES,
     }
     participants: list[Participant] = []
     party_files: list[tuple[str, PartySecrets, bytes]] = []
-    for party_id, (role, name) in roles.items():
+    for party_id, (role, name, sector) in roles.items():
         signing = SigningKey.generate()
         box = BoxKeyPair.generate()
         tls_key_pem, cert_pem = issue_certificate(ca_key_pem, ca_cert_pem, party_id, [])
@@ -132,6 +153,7 @@ def init_federation(
                 box_public_key=box.public_bytes,
                 not_before=now - 60,
                 not_after=now + VALIDITY_SECONDS,
+                sector=sector,
             )
         )
         secrets_ = PartySecrets(
@@ -161,11 +183,15 @@ def init_federation(
         not_after=now + VALIDITY_SECONDS,
         participants=participants,
     )
+    signed_registry = sign_registry(registry, root_key)
+    # The check every party runs at start, run here first: refuse before writing anything.
+    trust = verify_registry(signed_registry, root_key.verify_key, now)
+    check_sectors(policy, trust.relying_party_sectors())
 
     root.mkdir(parents=True, exist_ok=True)
     _write(paths.passphrase, (passphrase + "\n").encode(), 0o600)
     _write(paths.root_pub, root_key.verify_key.encode())
-    _write(paths.registry, sign_registry(registry, root_key).SerializeToString())
+    _write(paths.registry, signed_registry.SerializeToString())
     _write(paths.ca_cert, ca_cert_pem)
     _write(paths.policy_json, canonical_json(policy.document).encode("utf-8"))
     _write(paths.policy_signed, sign_policy(policy, policy_key).SerializeToString())

@@ -3,7 +3,9 @@
 Invariants:
 - The trust registry is verified against the root key in `trust/root.pub` before
   anything in it is used; the policy is verified against the policy authority's key
-  listed in that registry.
+  listed in that registry, and then checked against the registry's relying-party
+  sectors (`policies.sectors.check_sectors`): a policy with a purpose for a public-service
+  provider, or for a relying party without an admissible sector, loads for no party.
 - The party's secret keys must match the public keys the registry lists for it.
 - Everything is read once, at start; nothing here is read per query.
 """
@@ -24,6 +26,7 @@ from keys.keyfile import PartySecrets, load_secrets
 from keys.registry import TrustView, verify_registry
 from keys.signing import SigningKey, VerifyKey
 from policies.model import Policy
+from policies.sectors import check_sectors
 from policies.signing import verify_policy
 
 PASSPHRASE_ENV = "FEDSCORE_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
@@ -158,6 +161,7 @@ def load_party(workdir: Path, party_id: str, passphrase: str | None = None) -> P
         Envelope.FromString(paths.policy_signed.read_bytes()),
         trust.keyring(Role.ROLE_POLICY_AUTHORITY),
     )
+    check_sectors(policy, trust.relying_party_sectors())
     tls = TlsMaterial(
         ca_pem=paths.ca_cert.read_bytes(),
         cert_pem=paths.party_cert(party_id).read_bytes(),

@@ -9,7 +9,12 @@ Invariants:
   (`not_before <= now <= not_after`) does not contain `now` are invisible: they are in no
   keyring, no role list, and `participant()` does not find them.
 - Rotation lists one participant id twice with overlapping windows; keyrings then hold
-  both keys, and `participant()` returns the entry that started most recently.
+  both keys, and `participant()` returns the entry that started most recently. Entries of
+  one id valid at the same time must agree on role and sector (`BAD_REGISTRY` otherwise).
+- A participant's `Sector` is what the federation authority found at admission; it is
+  signed by the root like the rest of the entry. `relying_party_sectors()` lists the
+  sector (by its enum name, e.g. "SECTOR_COMMERCIAL") of every relying party and citizen
+  portal valid now: the input of `policies.sectors.check_sectors`.
 - Keyrings are built per role set, so a node key can never verify what only the
   coordinator, the consent registry or the policy authority may sign. A view builds each
   role set's keyring once and hands out that same immutable keyring afterwards.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 from fedscore.errors import InvalidArgument, NotFound, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Role, TrustRegistry
+from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring
 from keys.signing import SigningKey, VerifyKey
@@ -27,6 +32,8 @@ from keys.signing import SigningKey, VerifyKey
 REGISTRY_PAYLOAD_TYPE = "fedscore.v1.TrustRegistry"
 ROOT_SIGNER = "federation-root"
 KEY_BYTES = 32
+# Roles that may be named as a purpose's relying party.
+ASKING_ROLES = frozenset({Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL})
 
 
 def build_participant(
@@ -39,6 +46,7 @@ def build_participant(
     *,
     endpoint: str = "",
     display_name: str = "",
+    sector: Sector = Sector.SECTOR_UNSPECIFIED,
 ) -> Participant:
     """A registry entry for one participant."""
     if not participant_id:
@@ -58,6 +66,7 @@ def build_participant(
         box_public_key=bytes(box_public),
         not_before=not_before,
         not_after=not_after,
+        sector=sector,
     )
 
 
@@ -78,6 +87,12 @@ def _check_entry(participant: Participant) -> None:
         raise Unauthenticated(
             f"participant {participant.id!r} has a malformed box key", "BAD_REGISTRY"
         )
+
+
+def _sector_name(sector: int) -> str:
+    # A newer registry may carry a sector this version does not know; it keeps a name
+    # (which no check admits) instead of failing the whole registry.
+    return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
 
 
 class TrustView:
@@ -107,6 +122,10 @@ class TrustView:
                 raise Unauthenticated(
                     f"participant {participant.id!r} is listed with two roles", "BAD_REGISTRY"
                 )
+            if known is not None and known.sector != participant.sector:
+                raise Unauthenticated(
+                    f"participant {participant.id!r} is listed with two sectors", "BAD_REGISTRY"
+                )
             if known is None or participant.not_before >= known.not_before:
                 current[participant.id] = participant
         self._current = current
@@ -135,6 +154,18 @@ class TrustView:
     def by_role(self, role: Role) -> list[Participant]:
         """Participants with `role` valid now, one entry per id, sorted by id."""
         return [p for _, p in sorted(self._current.items()) if p.role == role]
+
+    def sector(self, participant_id: str) -> Sector:
+        """The sector the registry assigns `participant_id` (`NotFound UNKNOWN_PARTICIPANT`)."""
+        return self.participant(participant_id).sector
+
+    def relying_party_sectors(self) -> dict[str, str]:
+        """Sector name of every relying party and citizen portal valid now, by id."""
+        return {
+            pid: _sector_name(p.sector)
+            for pid, p in sorted(self._current.items())
+            if p.role in ASKING_ROLES
+        }
 
     def box_public(self, participant_id: str) -> bytes:
         """The participant's X25519 public key; `NotFound NO_BOX_KEY` if it lists none."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fedscore.errors import NotFound, Unauthenticated
-from fedscore.v1.trust_pb2 import Participant, Role, TrustRegistry
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.envelope import sign_bytes, sign_message, verify_message
 from keys.registry import TrustView, build_participant, sign_registry, verify_registry
@@ -163,3 +164,98 @@ def test_malformed_key_is_a_bad_registry() -> None:
     with pytest.raises(Unauthenticated) as error:
         verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
     assert error.value.reason == "BAD_REGISTRY"
+
+
+def _asking_registry(*extra: Participant) -> TrustRegistry:
+    registry = _registry()
+    registry.participants.extend(
+        [
+            build_participant(
+                "ptt",
+                Role.ROLE_RELYING_PARTY,
+                SigningKey.from_seed(b"\x10" * 32).verify_key,
+                BOX.public_bytes,
+                NOW - DAY,
+                NOW + DAY,
+                sector=Sector.SECTOR_COMMERCIAL,
+            ),
+            build_participant(
+                "citizen-portal",
+                Role.ROLE_CITIZEN_PORTAL,
+                SigningKey.from_seed(b"\x11" * 32).verify_key,
+                BOX.public_bytes,
+                NOW - DAY,
+                NOW + DAY,
+                sector=Sector.SECTOR_CITIZEN_AGENT,
+            ),
+            # Admitted later: not valid now, so not a relying party yet.
+            build_participant(
+                "pea",
+                Role.ROLE_RELYING_PARTY,
+                SigningKey.from_seed(b"\x12" * 32).verify_key,
+                BOX.public_bytes,
+                NOW + DAY,
+                NOW + 2 * DAY,
+                sector=Sector.SECTOR_PUBLIC_SERVICE,
+            ),
+            *extra,
+        ]
+    )
+    return registry
+
+
+def test_sectors_survive_signing_and_verifying() -> None:
+    envelope = sign_registry(_asking_registry(), ROOT)
+    view = verify_registry(Envelope.FromString(envelope.SerializeToString()), ROOT.verify_key, NOW)
+    assert view.sector("ptt") == Sector.SECTOR_COMMERCIAL
+    assert view.sector("citizen-portal") == Sector.SECTOR_CITIZEN_AGENT
+    # Roles that ask nothing carry no sector.
+    assert view.sector("coordinator") == Sector.SECTOR_UNSPECIFIED
+    # Only relying parties and citizen portals valid now, by their enum names.
+    assert view.relying_party_sectors() == {
+        "citizen-portal": "SECTOR_CITIZEN_AGENT",
+        "ptt": "SECTOR_COMMERCIAL",
+    }
+    later = verify_registry(envelope, ROOT.verify_key, NOW + DAY)
+    assert later.relying_party_sectors()["pea"] == "SECTOR_PUBLIC_SERVICE"
+    with pytest.raises(NotFound) as error:
+        view.sector("pea")
+    assert error.value.reason == "UNKNOWN_PARTICIPANT"
+
+
+def test_a_changed_sector_breaks_the_root_signature() -> None:
+    envelope = sign_registry(_asking_registry(), ROOT)
+    registry = TrustRegistry.FromString(envelope.payload)
+    next(p for p in registry.participants if p.id == "ptt").sector = Sector.SECTOR_CIVIL_SOCIETY
+    envelope.payload = registry.SerializeToString()
+    with pytest.raises(Unauthenticated) as error:
+        verify_registry(envelope, ROOT.verify_key, NOW)
+    assert error.value.reason == "BAD_REGISTRY"
+
+
+def test_one_participant_with_two_sectors_at_once_is_a_bad_registry() -> None:
+    # ptt rotates its key, but the new entry also claims another sector.
+    registry = _asking_registry(
+        build_participant(
+            "ptt",
+            Role.ROLE_RELYING_PARTY,
+            SigningKey.from_seed(b"\x13" * 32).verify_key,
+            BOX.public_bytes,
+            NOW,
+            NOW + 10 * DAY,
+            sector=Sector.SECTOR_PUBLIC_SERVICE,
+        )
+    )
+    with pytest.raises(Unauthenticated) as error:
+        verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+    assert error.value.reason == "BAD_REGISTRY"
+    # Once the old entry has ended, the new sector is the participant's only one.
+    later = verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW + DAY + 1)
+    assert later.sector("ptt") == Sector.SECTOR_PUBLIC_SERVICE
+
+
+def test_a_sector_this_version_does_not_know_keeps_a_name() -> None:
+    registry = _asking_registry()
+    next(p for p in registry.participants if p.id == "ptt").sector = 99  # type: ignore[assignment]
+    view = verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+    assert view.relying_party_sectors()["ptt"] == "SECTOR_99"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedscore.v1 import envelope_pb2 as fedscore_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64score/v1/consent.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\"0\n\rSealedSubject\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\"G\n\x0bSubjectSeal\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\"\xbf\x02\n\x0c\x43onsentToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x15\n\rrelying_party\x18\x04 \x01(\t\x12\x10\n\x08\x61gencies\x18\x05 \x03(\t\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\x12\x10\n\x08max_uses\x18\t \x01(\r\x12\x13\n\x0blegal_basis\x18\n \x01(\t\x12\x33\n\x0fsealed_subjects\x18\x0b \x03(\x0b\x32\x1a.fedscore.v1.SealedSubject\x12\x14\n\x0cstatus_index\x18\x0c \x01(\x04\x12\x0e\n\x06issuer\x18\r \x01(\t\x12\x11\n\tissued_at\x18\x0e \x01(\x03\"\xb2\x02\n\x0e\x43onsentReceipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12\x12\n\npurpose_id\x18\x05 \x01(\t\x12\x1b\n\x13purpose_description\x18\x06 \x01(\t\x12\x15\n\rrelying_party\x18\x07 \x01(\t\x12\x10\n\x08\x61gencies\x18\x08 \x03(\t\x12\x12\n\nevent_time\x18\t \x01(\x03\x12\x12\n\nnot_before\x18\n \x01(\x03\x12\x11\n\tnot_after\x18\x0b \x01(\x03\x12\x13\n\x0blegal_basis\x18\x0c \x01(\t\x12\x17\n\x0fhow_to_withdraw\x18\r \x01(\t\x12\x14\n\x0csubject_hint\x18\x0e \x01(\t\"\x82\x01\n\nStatusList\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\x12\x11\n\tsize_bits\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ompressed_bits\x18\x06 \x01(\x0c\"^\n\x10RevocationNotice\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x14\n\x0cstatus_index\x18\x03 \x01(\x04\x12\x12\n\nrevoked_at\x18\x04 \x01(\x03\"\x87\x01\n\x0cGrantRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\x12\x10\n\x08max_uses\x18\x06 \x01(\r\"]\n\rGrantResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12&\n\x07receipt\x18\x02 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"6\n\rRevokeRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"8\n\x0eRevokeResponse\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"(\n\x14\x43onsentStatusRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"9\n\x15\x43onsentStatusResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"(\n\x11ListGrantsRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\"\xaa\x01\n\x0cGrantSummary\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\ngranted_at\x18\x07 \x01(\x03\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\"?\n\x12ListGrantsResponse\x12)\n\x06grants\x18\x01 \x03(\x0b\x32\x19.fedscore.v1.GrantSummary\"\x16\n\x14GetStatusListRequest\"C\n\x15GetStatusListResponse\x12*\n\x0bstatus_list\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope2\x92\x03\n\x0e\x43onsentService\x12>\n\x05Grant\x12\x19.fedscore.v1.GrantRequest\x1a\x1a.fedscore.v1.GrantResponse\x12\x41\n\x06Revoke\x12\x1a.fedscore.v1.RevokeRequest\x1a\x1b.fedscore.v1.RevokeResponse\x12V\n\rConsentStatus\x12!.fedscore.v1.ConsentStatusRequest\x1a\".fedscore.v1.ConsentStatusResponse\x12M\n\nListGrants\x12\x1e.fedscore.v1.ListGrantsRequest\x1a\x1f.fedscore.v1.ListGrantsResponse\x12V\n\rGetStatusList\x12!.fedscore.v1.GetStatusListRequest\x1a\".fedscore.v1.GetStatusListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64score/v1/consent.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\"0\n\rSealedSubject\x12\x11\n\tagency_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\"G\n\x0bSubjectSeal\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\"\xbf\x02\n\x0c\x43onsentToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x15\n\rrelying_party\x18\x04 \x01(\t\x12\x10\n\x08\x61gencies\x18\x05 \x03(\t\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\x12\x10\n\x08max_uses\x18\t \x01(\r\x12\x13\n\x0blegal_basis\x18\n \x01(\t\x12\x33\n\x0fsealed_subjects\x18\x0b \x03(\x0b\x32\x1a.fedscore.v1.SealedSubject\x12\x14\n\x0cstatus_index\x18\x0c \x01(\x04\x12\x0e\n\x06issuer\x18\r \x01(\t\x12\x11\n\tissued_at\x18\x0e \x01(\x03\"\xb0\x02\n\x0e\x43onsentReceipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12\x12\n\npurpose_id\x18\x05 \x01(\t\x12\x1b\n\x13purpose_description\x18\x06 \x01(\t\x12\x15\n\rrelying_party\x18\x07 \x01(\t\x12\x10\n\x08\x61gencies\x18\x08 \x03(\t\x12\x12\n\nevent_time\x18\t \x01(\x03\x12\x12\n\nnot_before\x18\n \x01(\x03\x12\x11\n\tnot_after\x18\x0b \x01(\x03\x12\x13\n\x0blegal_basis\x18\x0c \x01(\t\x12\x17\n\x0fhow_to_withdraw\x18\r \x01(\tJ\x04\x08\x0e\x10\x0fR\x0csubject_hint\"\x82\x01\n\nStatusList\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\r\x12\x11\n\tsize_bits\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ompressed_bits\x18\x06 \x01(\x0c\"^\n\x10RevocationNotice\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x14\n\x0cstatus_index\x18\x03 \x01(\x04\x12\x12\n\nrevoked_at\x18\x04 \x01(\x03\"\x87\x01\n\x0cGrantRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\x12\x10\n\x08max_uses\x18\x06 \x01(\r\"]\n\rGrantResponse\x12$\n\x05token\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12&\n\x07receipt\x18\x02 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"6\n\rRevokeRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"8\n\x0eRevokeResponse\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"(\n\x14\x43onsentStatusRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"9\n\x15\x43onsentStatusResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"(\n\x11ListGrantsRequest\x12\x13\n\x0bnational_id\x18\x01 \x01(\t\"\xaa\x01\n\x0cGrantSummary\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\npurpose_id\x18\x02 \x01(\t\x12\x15\n\rrelying_party\x18\x03 \x01(\t\x12\x12\n\nnot_before\x18\x04 \x01(\x03\x12\x11\n\tnot_after\x18\x05 \x01(\x03\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\ngranted_at\x18\x07 \x01(\x03\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\"?\n\x12ListGrantsResponse\x12)\n\x06grants\x18\x01 \x03(\x0b\x32\x19.fedscore.v1.GrantSummary\"\x16\n\x14GetStatusListRequest\"C\n\x15GetStatusListResponse\x12*\n\x0bstatus_list\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope2\x92\x03\n\x0e\x43onsentService\x12>\n\x05Grant\x12\x19.fedscore.v1.GrantRequest\x1a\x1a.fedscore.v1.GrantResponse\x12\x41\n\x06Revoke\x12\x1a.fedscore.v1.RevokeRequest\x1a\x1b.fedscore.v1.RevokeResponse\x12V\n\rConsentStatus\x12!.fedscore.v1.ConsentStatusRequest\x1a\".fedscore.v1.ConsentStatusResponse\x12M\n\nListGrants\x12\x1e.fedscore.v1.ListGrantsRequest\x1a\x1f.fedscore.v1.ListGrantsResponse\x12V\n\rGetStatusList\x12!.fedscore.v1.GetStatusListRequest\x1a\".fedscore.v1.GetStatusListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSENTTOKEN']._serialized_start=194
   _globals['_CONSENTTOKEN']._serialized_end=513
   _globals['_CONSENTRECEIPT']._serialized_start=516
-  _globals['_CONSENTRECEIPT']._serialized_end=822
-  _globals['_STATUSLIST']._serialized_start=825
-  _globals['_STATUSLIST']._serialized_end=955
-  _globals['_REVOCATIONNOTICE']._serialized_start=957
-  _globals['_REVOCATIONNOTICE']._serialized_end=1051
-  _globals['_GRANTREQUEST']._serialized_start=1054
-  _globals['_GRANTREQUEST']._serialized_end=1189
-  _globals['_GRANTRESPONSE']._serialized_start=1191
-  _globals['_GRANTRESPONSE']._serialized_end=1284
-  _globals['_REVOKEREQUEST']._serialized_start=1286
-  _globals['_REVOKEREQUEST']._serialized_end=1340
-  _globals['_REVOKERESPONSE']._serialized_start=1342
-  _globals['_REVOKERESPONSE']._serialized_end=1398
-  _globals['_CONSENTSTATUSREQUEST']._serialized_start=1400
-  _globals['_CONSENTSTATUSREQUEST']._serialized_end=1440
-  _globals['_CONSENTSTATUSRESPONSE']._serialized_start=1442
-  _globals['_CONSENTSTATUSRESPONSE']._serialized_end=1499
-  _globals['_LISTGRANTSREQUEST']._serialized_start=1501
-  _globals['_LISTGRANTSREQUEST']._serialized_end=1541
-  _globals['_GRANTSUMMARY']._serialized_start=1544
-  _globals['_GRANTSUMMARY']._serialized_end=1714
-  _globals['_LISTGRANTSRESPONSE']._serialized_start=1716
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=1779
-  _globals['_GETSTATUSLISTREQUEST']._serialized_start=1781
-  _globals['_GETSTATUSLISTREQUEST']._serialized_end=1803
-  _globals['_GETSTATUSLISTRESPONSE']._serialized_start=1805
-  _globals['_GETSTATUSLISTRESPONSE']._serialized_end=1872
-  _globals['_CONSENTSERVICE']._serialized_start=1875
-  _globals['_CONSENTSERVICE']._serialized_end=2277
+  _globals['_CONSENTRECEIPT']._serialized_end=820
+  _globals['_STATUSLIST']._serialized_start=823
+  _globals['_STATUSLIST']._serialized_end=953
+  _globals['_REVOCATIONNOTICE']._serialized_start=955
+  _globals['_REVOCATIONNOTICE']._serialized_end=1049
+  _globals['_GRANTREQUEST']._serialized_start=1052
+  _globals['_GRANTREQUEST']._serialized_end=1187
+  _globals['_GRANTRESPONSE']._serialized_start=1189
+  _globals['_GRANTRESPONSE']._serialized_end=1282
+  _globals['_REVOKEREQUEST']._serialized_start=1284
+  _globals['_REVOKEREQUEST']._serialized_end=1338
+  _globals['_REVOKERESPONSE']._serialized_start=1340
+  _globals['_REVOKERESPONSE']._serialized_end=1396
+  _globals['_CONSENTSTATUSREQUEST']._serialized_start=1398
+  _globals['_CONSENTSTATUSREQUEST']._serialized_end=1438
+  _globals['_CONSENTSTATUSRESPONSE']._serialized_start=1440
+  _globals['_CONSENTSTATUSRESPONSE']._serialized_end=1497
+  _globals['_LISTGRANTSREQUEST']._serialized_start=1499
+  _globals['_LISTGRANTSREQUEST']._serialized_end=1539
+  _globals['_GRANTSUMMARY']._serialized_start=1542
+  _globals['_GRANTSUMMARY']._serialized_end=1712
+  _globals['_LISTGRANTSRESPONSE']._serialized_start=1714
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=1777
+  _globals['_GETSTATUSLISTREQUEST']._serialized_start=1779
+  _globals['_GETSTATUSLISTREQUEST']._serialized_end=1801
+  _globals['_GETSTATUSLISTRESPONSE']._serialized_start=1803
+  _globals['_GETSTATUSLISTRESPONSE']._serialized_end=1870
+  _globals['_CONSENTSERVICE']._serialized_start=1873
+  _globals['_CONSENTSERVICE']._serialized_end=2275
 # @@protoc_insertion_point(module_scope)

@@ -58,7 +58,7 @@ class ConsentToken(_message.Message):
     def __init__(self, token_id: _Optional[str] = ..., purpose_id: _Optional[str] = ..., policy_hash: _Optional[str] = ..., relying_party: _Optional[str] = ..., agencies: _Optional[_Iterable[str]] = ..., domains: _Optional[_Iterable[str]] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., max_uses: _Optional[int] = ..., legal_basis: _Optional[str] = ..., sealed_subjects: _Optional[_Iterable[_Union[SealedSubject, _Mapping]]] = ..., status_index: _Optional[int] = ..., issuer: _Optional[str] = ..., issued_at: _Optional[int] = ...) -> None: ...
 
 class ConsentReceipt(_message.Message):
-    __slots__ = ("receipt_id", "token_id", "event", "controller", "purpose_id", "purpose_description", "relying_party", "agencies", "event_time", "not_before", "not_after", "legal_basis", "how_to_withdraw", "subject_hint")
+    __slots__ = ("receipt_id", "token_id", "event", "controller", "purpose_id", "purpose_description", "relying_party", "agencies", "event_time", "not_before", "not_after", "legal_basis", "how_to_withdraw")
     RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
@@ -72,7 +72,6 @@ class ConsentReceipt(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
     HOW_TO_WITHDRAW_FIELD_NUMBER: _ClassVar[int]
-    SUBJECT_HINT_FIELD_NUMBER: _ClassVar[int]
     receipt_id: str
     token_id: str
     event: str
@@ -86,8 +85,7 @@ class ConsentReceipt(_message.Message):
     not_after: int
     legal_basis: str
     how_to_withdraw: str
-    subject_hint: str
-    def __init__(self, receipt_id: _Optional[str] = ..., token_id: _Optional[str] = ..., event: _Optional[str] = ..., controller: _Optional[str] = ..., purpose_id: _Optional[str] = ..., purpose_description: _Optional[str] = ..., relying_party: _Optional[str] = ..., agencies: _Optional[_Iterable[str]] = ..., event_time: _Optional[int] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., legal_basis: _Optional[str] = ..., how_to_withdraw: _Optional[str] = ..., subject_hint: _Optional[str] = ...) -> None: ...
+    def __init__(self, receipt_id: _Optional[str] = ..., token_id: _Optional[str] = ..., event: _Optional[str] = ..., controller: _Optional[str] = ..., purpose_id: _Optional[str] = ..., purpose_description: _Optional[str] = ..., relying_party: _Optional[str] = ..., agencies: _Optional[_Iterable[str]] = ..., event_time: _Optional[int] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., legal_basis: _Optional[str] = ..., how_to_withdraw: _Optional[str] = ...) -> None: ...
 
 class StatusList(_message.Message):
     __slots__ = ("issuer", "sequence", "issued_at", "ttl_seconds", "size_bits", "compressed_bits")

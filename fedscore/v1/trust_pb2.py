@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/trust.proto\x12\x0b\x66\x65\x64score.v1\"\xbd\x01\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.fedscore.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x05 \x01(\x0c\x12\x16\n\x0e\x62ox_public_key\x18\x06 \x01(\x0c\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\"\x8d\x01\n\rTrustRegistry\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x11\n\tnot_after\x18\x04 \x01(\x03\x12.\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x18.fedscore.v1.Participant*\xbe\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x19\n\x15ROLE_CONSENT_REGISTRY\x10\x02\x12\x14\n\x10ROLE_COORDINATOR\x10\x03\x12\x16\n\x12ROLE_RELYING_PARTY\x10\x04\x12\x12\n\x0eROLE_REGULATOR\x10\x05\x12\x17\n\x13ROLE_CITIZEN_PORTAL\x10\x06\x12\x19\n\x15ROLE_POLICY_AUTHORITY\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/trust.proto\x12\x0b\x66\x65\x64score.v1\"\xe2\x01\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.fedscore.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x05 \x01(\x0c\x12\x16\n\x0e\x62ox_public_key\x18\x06 \x01(\x0c\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\x12#\n\x06sector\x18\t \x01(\x0e\x32\x13.fedscore.v1.Sector\"\x8d\x01\n\rTrustRegistry\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x11\n\tnot_after\x18\x04 \x01(\x03\x12.\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x18.fedscore.v1.Participant*\xbe\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x19\n\x15ROLE_CONSENT_REGISTRY\x10\x02\x12\x14\n\x10ROLE_COORDINATOR\x10\x03\x12\x16\n\x12ROLE_RELYING_PARTY\x10\x04\x12\x12\n\x0eROLE_REGULATOR\x10\x05\x12\x17\n\x13ROLE_CITIZEN_PORTAL\x10\x06\x12\x19\n\x15ROLE_POLICY_AUTHORITY\x10\x07*\x86\x01\n\x06Sector\x12\x16\n\x12SECTOR_UNSPECIFIED\x10\x00\x12\x15\n\x11SECTOR_COMMERCIAL\x10\x01\x12\x18\n\x14SECTOR_CIVIL_SOCIETY\x10\x02\x12\x18\n\x14SECTOR_CITIZEN_AGENT\x10\x03\x12\x19\n\x15SECTOR_PUBLIC_SERVICE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedscore.v1.trust_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=377
-  _globals['_ROLE']._serialized_end=567
+  _globals['_ROLE']._serialized_start=414
+  _globals['_ROLE']._serialized_end=604
+  _globals['_SECTOR']._serialized_start=607
+  _globals['_SECTOR']._serialized_end=741
   _globals['_PARTICIPANT']._serialized_start=41
-  _globals['_PARTICIPANT']._serialized_end=230
-  _globals['_TRUSTREGISTRY']._serialized_start=233
-  _globals['_TRUSTREGISTRY']._serialized_end=374
+  _globals['_PARTICIPANT']._serialized_end=267
+  _globals['_TRUSTREGISTRY']._serialized_start=270
+  _globals['_TRUSTREGISTRY']._serialized_end=411
 # @@protoc_insertion_point(module_scope)

@@ -17,6 +17,14 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_REGULATOR: _ClassVar[Role]
     ROLE_CITIZEN_PORTAL: _ClassVar[Role]
     ROLE_POLICY_AUTHORITY: _ClassVar[Role]
+
+class Sector(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECTOR_UNSPECIFIED: _ClassVar[Sector]
+    SECTOR_COMMERCIAL: _ClassVar[Sector]
+    SECTOR_CIVIL_SOCIETY: _ClassVar[Sector]
+    SECTOR_CITIZEN_AGENT: _ClassVar[Sector]
+    SECTOR_PUBLIC_SERVICE: _ClassVar[Sector]
 ROLE_UNSPECIFIED: Role
 ROLE_AGENCY: Role
 ROLE_CONSENT_REGISTRY: Role
@@ -25,9 +33,14 @@ ROLE_RELYING_PARTY: Role
 ROLE_REGULATOR: Role
 ROLE_CITIZEN_PORTAL: Role
 ROLE_POLICY_AUTHORITY: Role
+SECTOR_UNSPECIFIED: Sector
+SECTOR_COMMERCIAL: Sector
+SECTOR_CIVIL_SOCIETY: Sector
+SECTOR_CITIZEN_AGENT: Sector
+SECTOR_PUBLIC_SERVICE: Sector
 
 class Participant(_message.Message):
-    __slots__ = ("id", "role", "display_name", "endpoint", "signing_public_key", "box_public_key", "not_before", "not_after")
+    __slots__ = ("id", "role", "display_name", "endpoint", "signing_public_key", "box_public_key", "not_before", "not_after", "sector")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +49,7 @@ class Participant(_message.Message):
     BOX_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: Role
     display_name: str
@@ -44,7 +58,8 @@ class Participant(_message.Message):
     box_public_key: bytes
     not_before: int
     not_after: int
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., display_name: _Optional[str] = ..., endpoint: _Optional[str] = ..., signing_public_key: _Optional[bytes] = ..., box_public_key: _Optional[bytes] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ...) -> None: ...
+    sector: Sector
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., display_name: _Optional[str] = ..., endpoint: _Optional[str] = ..., signing_public_key: _Optional[bytes] = ..., box_public_key: _Optional[bytes] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., sector: _Optional[_Union[Sector, str]] = ...) -> None: ...
 
 class TrustRegistry(_message.Message):
     __slots__ = ("federation_id", "version", "issued_at", "not_after", "participants")
