@@ -8,6 +8,10 @@ Invariants:
 - The revocation state follows the registry's signed status list from the start: one
   refresh before serving (if the registry is down, the coordinator still starts and
   refuses with STATUS_LIST_STALE until a list arrives) and then in the background.
+- Every call is rate limited per caller and method (`fedscore.rpc`), and refusals beyond
+  a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
+  starts with the server, and `stop` writes every pending summary before the last
+  checkpoint is signed, so a clean stop loses no count.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import grpc.aio
 from sqlalchemy import Engine
 
 from audit.log import EventLog, LogFactory
+from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from audit.service import AuditEndpoint, start_audit
 from coordinator.fanout import NODE_DEADLINE_SECONDS, NodeChannels
 from coordinator.scoring import Coordinator, unix_now
@@ -26,6 +31,7 @@ from coordinator.service import CoordinatorService
 from coordinator.store import CoordinatorStore
 from fedscore.db import open_engine
 from fedscore.party import Party
+from fedscore.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
 from fedscore.rpc import RunningServer, secure_channel, start_server
 from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
 from fedscore.v1.trust_pb2 import Role
@@ -50,6 +56,7 @@ class Running:
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.coordinator.refusals.stop()
         await self.audit.stop()
         await self.follower.stop()
         await self.coordinator.channels.close()
@@ -74,8 +81,14 @@ async def start(
     node_deadline: float = NODE_DEADLINE_SECONDS,
     status_refresh_seconds: float = STATUS_REFRESH_SECONDS,
     log_factory: LogFactory = EventLog,
+    rate_limits: RateLimits = DEFAULT_RATE_LIMITS,
+    refusal_allowance: RefusalAllowance = DEFAULT_REFUSAL_ALLOWANCE,
 ) -> Running:
-    """Open the coordinator's state and channels; serve CoordinatorService and AuditService."""
+    """Open the coordinator's state and channels; serve CoordinatorService and AuditService.
+
+    `rate_limits` bound each caller's calls of each method; `refusal_allowance` how many
+    of a caller's refusals per interval are logged one by one before they are summarised.
+    """
     engine = open_engine(party.db_url)
     store = CoordinatorStore(engine, log_factory(engine, party.id))
     revocations = RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY))
@@ -98,6 +111,7 @@ async def start(
         revocations=revocations,
         store=store,
         channels=NodeChannels.open(party.trust, party.tls),
+        refusals=RefusalRecorder(store.log, refusal_allowance),
         node_deadline=node_deadline,
         clock=unix_now,
     )
@@ -107,6 +121,8 @@ async def start(
             party.tls,
             bind or party.participant.endpoint,
             {**CoordinatorService(coordinator).handlers(), **audit.services()},
+            rate_limits=rate_limits,
+            on_rate_limited=coordinator.refusals.rate_limited,
         )
     except BaseException:
         await audit.stop()
@@ -115,6 +131,7 @@ async def start(
         await registry_channel.close()
         engine.dispose()
         raise
+    coordinator.refusals.start()
     return Running(
         port=server.port,
         coordinator=coordinator,

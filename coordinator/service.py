@@ -1,7 +1,9 @@
 """gRPC handlers of the coordinator: decode, call a plain function, encode.
 
 Errors are mapped to statuses in `fedscore.rpc` only; handlers catch only to log a
-request that could not even be parsed, then re-raise it unchanged.
+request that could not even be parsed, then re-raise it unchanged. Every refusal is
+recorded under the caller's certificate name (`fedscore.rpc.peer_common_name`): one by
+one up to its allowance, then counted into its summary (`audit.refusals`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from google.protobuf.message import Message
 from coordinator.batch import score_batch
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
 from fedscore.errors import FedscoreError
-from fedscore.rpc import BidiStream, Handler, parse_request
+from fedscore.rpc import BidiStream, Handler, parse_request, peer_common_name
 from fedscore.v1 import query_pb2
 
 SERVICE_NAME = "fedscore.v1.CoordinatorService"
@@ -27,28 +29,30 @@ class CoordinatorService:
         self.coordinator = coordinator
 
     async def score(self, raw: bytes, context: grpc.aio.ServicerContext) -> query_pb2.ScoreResponse:
+        caller = peer_common_name(context)
         try:
             request = parse_request(raw, query_pb2.ScoreRequest)
         except FedscoreError as error:
-            # Malformed or oversized requests are refusals too, and every refusal is logged.
-            self.coordinator.store.refuse({"reason": error.reason})
+            # Malformed or oversized requests are refusals too, and every refusal is recorded.
+            self.coordinator.refusals.record(caller, "score_refused", {"reason": error.reason})
             raise
-        return await answer_score(self.coordinator, request)
+        return await answer_score(self.coordinator, request, caller)
 
     async def push_revocation(
         self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> query_pb2.PushRevocationResponse:
+        caller = peer_common_name(context)
         try:
             request = parse_request(raw, query_pb2.PushRevocationRequest)
         except FedscoreError as error:
-            self.coordinator.store.log.append_now("revocation_refused", {"reason": error.reason})
+            self.coordinator.refusals.record(caller, "revocation_refused", {"reason": error.reason})
             raise
-        return receive_revocation(self.coordinator, request)
+        return receive_revocation(self.coordinator, request, caller)
 
     def score_batch(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
-        return score_batch(self.coordinator, requests)
+        return score_batch(self.coordinator, requests, peer_common_name(context))
 
     def handlers(self) -> dict[str, dict[str, Handler | BidiStream]]:
         return {

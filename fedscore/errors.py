@@ -2,7 +2,8 @@
 
 Every refusal is a `FedscoreError` carrying a gRPC status code and a machine-readable
 reason (an UPPER_SNAKE_CASE string sent as `google.rpc.ErrorInfo.reason`). Only
-`fedscore.rpc` turns these into gRPC statuses and back; nothing else maps codes.
+`fedscore.rpc` turns these into gRPC statuses and back; nothing else maps codes. An
+error may carry a retry hint (`retry_after_seconds`), sent as `google.rpc.RetryInfo`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class FedscoreError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     default_reason = "INTERNAL"
+    # When asking again may succeed (seconds), if the party said so; None otherwise.
+    retry_after_seconds: float | None = None
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
@@ -81,6 +84,16 @@ class ResourceExhausted(FedscoreError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(ResourceExhausted):
+    """A caller called one method faster than its per-caller limit; it may retry later."""
+
+    default_reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class PolicyError(InvalidArgument):

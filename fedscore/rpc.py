@@ -8,10 +8,21 @@ Invariants:
 - A `FedscoreError` raised by a handler becomes a gRPC status with a
   `google.rpc.ErrorInfo` detail whose `reason` is the error's reason; nothing else is
   sent to the caller. Any other exception is reported as INTERNAL without details.
+  An error with a retry hint also carries a `google.rpc.RetryInfo` detail, and
+  `error_from_rpc` gives it back as `retry_after_seconds`.
+- Every method a server serves (ours, health and reflection alike) is rate limited per
+  caller (its certificate's common name) and per method before it is handled
+  (`fedscore.ratelimit`): a call over the limit is not handled and fails with
+  RESOURCE_EXHAUSTED, reason RATE_LIMITED and a RetryInfo saying when a call is allowed
+  again; the server's `on_rate_limited(caller, method)` hook counts it (each party's
+  refusal summary, `audit.refusals`), it is never logged one by one. A stream is
+  limited once, when it opens: its messages are bounded by the stream's own handler
+  (each item is checked, refused and summarised like a single call), not by this limiter.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +30,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,9 +41,11 @@ from fedscore.errors import (
     ERROR_DOMAIN,
     FedscoreError,
     InvalidArgument,
+    RateLimited,
     ResourceExhausted,
     error_class_for,
 )
+from fedscore.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
 from fedscore.v1.query_pb2 import ItemRefusal
 
 _log = logging.getLogger(__name__)
@@ -84,10 +97,15 @@ def parse_request(raw: bytes, message_type: type[M], limit: int = MAX_MESSAGE_BY
 def status_for(error: FedscoreError) -> grpc.Status:
     """The rich gRPC status that carries `error`'s code, message and reason."""
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    details = [any_pb2.Any()]
+    details[0].Pack(info)
+    if error.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(error.retry_after_seconds * 1e9))
+        details.append(any_pb2.Any())
+        details[1].Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     status = status_pb2.Status(
-        code=error.code.value[0], message=error.message[:1000], details=[detail]
+        code=error.code.value[0], message=error.message[:1000], details=details
     )
     return rpc_status.to_status(status)
 
@@ -97,18 +115,23 @@ def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = exc.details() if hasattr(exc, "details") else str(exc)
     reason = code.name if code is not None else "UNKNOWN"
+    retry_after: float | None = None
     metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     for key, value in metadata or ():
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
                 info = error_details_pb2.ErrorInfo()
+                retry = error_details_pb2.RetryInfo()
                 if detail.Unpack(info):
                     reason = info.reason
+                elif detail.Unpack(retry):
+                    retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
         reason = "NODE_UNAVAILABLE"
     error = error_class_for(code)(message or reason, reason=reason)
     error.code = code
+    error.retry_after_seconds = retry_after
     return error
 
 
@@ -198,6 +221,72 @@ def peer_common_name(context: grpc.aio.ServicerContext) -> str:
     return names[0].decode() if names else ""
 
 
+# Told of every call refused for its rate: (caller, full method name). Must not block.
+RateLimitedHook = Callable[[str, str], None]
+
+
+class PerCallerLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Rate-limits every method of a server per (caller, method) before it is handled."""
+
+    def __init__(self, limiter: CallLimiter, on_rate_limited: RateLimitedHook | None) -> None:
+        self.limiter = limiter
+        self.on_rate_limited = on_rate_limited
+        # Wrapped once per method: generic handlers return the same handler every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = (handler, self._limited(handler, method))
+            self._wrapped[method] = known
+        return known[1]
+
+    async def admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        """Spend one of the caller's calls of `method`, or end the call RATE_LIMITED."""
+        caller = peer_common_name(context)
+        try:
+            self.limiter.take(caller, method)
+        except RateLimited as error:
+            if self.on_rate_limited is not None:
+                self.on_rate_limited(caller, method)
+            await context.abort_with_status(status_for(error))
+
+    def _limited(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+        behaviours = {
+            kind: self._behaviour(getattr(handler, kind), method)
+            for kind in kinds
+            if getattr(handler, kind) is not None
+        }
+        return handler._replace(**behaviours)
+
+    def _behaviour(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+        admit = self.admit
+        if inspect.isasyncgenfunction(inner):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await admit(context, method)
+                async for response in inner(request, context):
+                    yield response
+
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context, method)
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return call
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -213,14 +302,22 @@ async def start_server(
     tls: TlsMaterial,
     bind: str,
     services: Mapping[str, Mapping[str, Handler | BidiStream]],
+    *,
+    rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
+    on_rate_limited: RateLimitedHook | None = None,
 ) -> RunningServer:
     """Start an aio gRPC server with mutual TLS, health and reflection.
 
     `services` maps a full service name (e.g. "fedscore.v1.NodeService") to its methods:
     unary handlers, or `BidiStream` for a bidirectional-streaming method.
+    Every method is limited to `rate_limits` per caller (None: no limit, for baselines
+    that are not fedscore parties); `on_rate_limited` is told of each call refused so.
     Health is SERVING only once every service is registered and the port is bound.
     """
-    server = grpc.aio.server(options=_options())
+    interceptors = (
+        [PerCallerLimits(CallLimiter(rate_limits), on_rate_limited)] if rate_limits else []
+    )
+    server = grpc.aio.server(options=_options(), interceptors=interceptors)
     for service_name, methods in services.items():
         server.add_generic_rpc_handlers(
             (
@@ -306,6 +403,7 @@ async def stream_responses(call: grpc.aio.StreamStreamCall) -> AsyncIterator[Any
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "BidiStream",
+    "RateLimits",
     "RunningServer",
     "TlsMaterial",
     "call_unary",
