@@ -6,8 +6,10 @@ Invariants:
   relying party's signature, the token's, revocation, purpose, relying party, freshness,
   replay and the use limit. A refused query never fails another.
 - Log before act, per query: the queries of a chunk are logged ("query_issued", or
-  "score_refused" with only authenticated facts) in ONE transaction that commits before
-  any node is asked about them; each outcome ("result_released" or "query_failed")
+  "score_refused" with only authenticated facts, within the stream's caller's allowance
+  of refusals, beyond which a refusal is counted into its "refusals_summarised" entry:
+  `audit.refusals`) in ONE transaction that commits before any node is asked about
+  them; each outcome ("result_released" or "query_failed")
   commits before its response is written to the stream.
 - Queries reach the nodes through the coordinator's one `BatchDispatcher`: one batch
   signed once per round trip for every query waiting, each item checked by every node.
@@ -69,8 +71,10 @@ def _refusal(sequence: int, error: FedscoreError) -> query_pb2.ScoreBatchOutcome
 class ScoreBatchRun:
     """One ScoreBatch stream: reads its queries, admits and logs them by chunk, answers each."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, caller: str = "") -> None:
         self.coordinator = coordinator
+        # Who opened the stream (its certificate name): its refusals are bounded per caller.
+        self.caller = caller
         # Bounded: a client that stops reading stops the chunks, and so the stream's reading.
         self.responses: asyncio.Queue[query_pb2.ScoreBatchResponse] = asyncio.Queue(
             CHUNKS_IN_FLIGHT + 2
@@ -98,14 +102,25 @@ class ScoreBatchRun:
         coordinator = self.coordinator
         now = coordinator.clock()
         requests = [self._prepare(sequence, query, now) for sequence, query in chunk]
+        refusals = coordinator.refusals
+        allowed: list[bool] = []
+
+        def may_log() -> bool:
+            allowed.append(refusals.allow(self.caller))
+            return allowed[-1]
+
         with coordinator.store.hot.transaction() as cursor:
             outcomes = coordinator.store.issue_batch(
-                cursor, [request.entry() for request in requests]
+                cursor, [request.entry() for request in requests], may_log
             )
+        # Committed: the refusals beyond the caller's allowance join its summary now, in order.
+        unlogged = iter(allowed)
         asked: list[Asked] = []
         refused = []
         for request, outcome in zip(requests, outcomes, strict=True):
             if isinstance(outcome, FedscoreError):
+                if not next(unlogged):
+                    refusals.count(self.caller, "score_refused", outcome.reason)
                 refused.append(_refusal(request.sequence, outcome))
                 continue
             assert request.prepared is not None  # issue_batch refuses every Refused entry
@@ -163,7 +178,7 @@ class ScoreBatchRun:
             request = parse_request(raw, query_pb2.ScoreBatchRequest, BATCH_MESSAGE_BYTES)
         except FedscoreError as error:
             # Its queries cannot even be counted: logged once, and the stream ends with it.
-            self.coordinator.store.refuse({"reason": error.reason})
+            self.coordinator.refusals.record(self.caller, "score_refused", {"reason": error.reason})
             raise
         return list(request.queries)
 
@@ -227,11 +242,11 @@ def _cancelled(prepared: PreparedQuery) -> dict[str, object]:
 
 
 async def score_batch(
-    coordinator: Coordinator, requests: AsyncIterator[bytes]
+    coordinator: Coordinator, requests: AsyncIterator[bytes], caller: str = ""
 ) -> AsyncIterator[query_pb2.ScoreBatchResponse]:
     """Answer every query of a ScoreBatch stream; responses as their chunks complete."""
     loop = asyncio.get_running_loop()
-    run = ScoreBatchRun(coordinator)
+    run = ScoreBatchRun(coordinator, caller)
     task = loop.create_task(run.run(requests))
     getter: asyncio.Task[query_pb2.ScoreBatchResponse] | None = None
     try:

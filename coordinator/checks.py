@@ -3,7 +3,8 @@
 Plain functions; each raises a `FedscoreError` with a reason and returns nothing or the
 value it established. Invariants:
 - The relying party's envelope is verified before its payload is parsed, and the signer
-  must be the relying party the query names.
+  must be the relying party the query names; these request checks live in
+  `fedscore.requests`, because every node repeats them on the request it is forwarded.
 - Every check here is stateless or reads only in-memory state (trust, policy,
   revocation list). The persistent checks (use limit, replay) run last, inside the one
   transaction that stores the nonce, so a forged or out-of-scope request never burns a
@@ -16,27 +17,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fedscore.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
+from fedscore.errors import FailedPrecondition, PermissionDenied
+from fedscore.requests import (
+    AuthenticatedRequest,
+    authenticate_request,
+    check_freshness,
+    check_nonce,
+    check_relying_party_allowed,
+    check_token_scope,
+    check_year,
 )
 from fedscore.status import RevocationState
 from fedscore.tokens import VerifiedToken, verify_token
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2
-from keys.envelope import verify_message
-from keys.keyring import Keyring
 from keys.registry import TrustView
 from policies.model import Policy, Purpose
-
-MIN_NONCE_BYTES = 16
-# A request is fresh for five minutes either side of the coordinator's clock.
-FRESHNESS_SECONDS = 300
-# No record can predate Unix time, so no earlier year can hold a score.
-MIN_YEAR = 1970
 
 
 @dataclass
@@ -60,12 +55,9 @@ class RefusalNotes:
         return {name: value for name, value in known.items() if value}
 
 
-@dataclass(frozen=True)
-class AuthenticatedQuery:
-    """A ScoreQuery whose envelope verified and whose signer is the named relying party."""
-
-    query: query_pb2.ScoreQuery
-    relying_party: str
+# The relying party's request is checked with the same functions every node uses.
+AuthenticatedQuery = AuthenticatedRequest
+authenticate_query = authenticate_request
 
 
 @dataclass(frozen=True)
@@ -74,6 +66,8 @@ class AdmittedQuery:
 
     query: query_pb2.ScoreQuery
     relying_party: str
+    # The relying party's signed request, as it signed it: every node is sent these bytes.
+    request: envelope_pb2.Envelope = field(repr=False)
     token: VerifiedToken
     policy: Policy
     purpose: Purpose
@@ -86,50 +80,7 @@ class AdmittedQuery:
 
     @property
     def max_uses(self) -> int:
-        return effective_max_uses(self.token.token.max_uses, self.purpose.max_uses)
-
-
-def authenticate_query(envelope: envelope_pb2.Envelope, keyring: Keyring) -> AuthenticatedQuery:
-    """Verify the relying party's signature, then that it signed in its own name."""
-    verified = verify_message(envelope, query_pb2.ScoreQuery, keyring)
-    query = verified.payload
-    if query.relying_party != verified.signer:
-        raise Unauthenticated(
-            f"query names relying party {query.relying_party!r} but is signed by "
-            f"{verified.signer!r}",
-            reason="SIGNER_MISMATCH",
-        )
-    return AuthenticatedQuery(query=query, relying_party=verified.signer)
-
-
-def check_nonce(nonce: bytes) -> None:
-    if len(nonce) < MIN_NONCE_BYTES:
-        raise InvalidArgument(
-            f"nonce has {len(nonce)} bytes; at least {MIN_NONCE_BYTES} are required",
-            reason="BAD_NONCE",
-        )
-
-
-def check_freshness(issued_at: int, now: int) -> None:
-    if abs(now - issued_at) > FRESHNESS_SECONDS:
-        raise PermissionDenied(
-            f"query issued at {issued_at} is outside {FRESHNESS_SECONDS} s of {now}",
-            reason="REQUEST_EXPIRED",
-        )
-
-
-def check_token_scope(token: consent_pb2.ConsentToken, query: query_pb2.ScoreQuery) -> None:
-    """The token must be for the purpose asked and held by the relying party asking."""
-    if token.purpose_id != query.purpose_id:
-        raise PermissionDenied(
-            f"token is for purpose {token.purpose_id!r}, query asks for {query.purpose_id!r}",
-            reason="PURPOSE_MISMATCH",
-        )
-    if token.relying_party != query.relying_party:
-        raise PermissionDenied(
-            f"token was granted to {token.relying_party!r}, not {query.relying_party!r}",
-            reason="RELYING_PARTY_MISMATCH",
-        )
+        return self.purpose.uses_allowed(self.token.token.max_uses)
 
 
 def policy_for(token: consent_pb2.ConsentToken, policies: Mapping[str, Policy]) -> Policy:
@@ -140,14 +91,6 @@ def policy_for(token: consent_pb2.ConsentToken, policies: Mapping[str, Policy]) 
             f"token names policy {token.policy_hash!r}, which this coordinator does not hold",
             reason="UNKNOWN_POLICY",
         ) from None
-
-
-def check_relying_party_allowed(purpose: Purpose, relying_party: str) -> None:
-    if relying_party not in purpose.relying_parties:
-        raise PermissionDenied(
-            f"relying party {relying_party!r} is not allowed for purpose {purpose.id!r}",
-            reason="RELYING_PARTY_NOT_ALLOWED",
-        )
 
 
 def sealed_subjects_for(purpose: Purpose, token: consent_pb2.ConsentToken) -> dict[str, bytes]:
@@ -164,39 +107,6 @@ def sealed_subjects_for(purpose: Purpose, token: consent_pb2.ConsentToken) -> di
             reason="TOKEN_OUT_OF_SCOPE",
         )
     return {agency: blobs[agency] for agency in purpose.participants}
-
-
-def check_use_limit(uses_so_far: int, max_uses: int) -> None:
-    """`max_uses` 0 means no limit beyond the token's validity window."""
-    if max_uses and uses_so_far >= max_uses:
-        raise ResourceExhausted(
-            f"token has been used {uses_so_far} of {max_uses} times",
-            reason="USE_LIMIT_REACHED",
-        )
-
-
-def effective_max_uses(token_max_uses: int, purpose_max_uses: int) -> int:
-    """The tighter of the token's and the purpose's use limits (0 = no limit)."""
-    limits = [limit for limit in (token_max_uses, purpose_max_uses) if limit > 0]
-    return min(limits) if limits else 0
-
-
-def check_replay(already_seen: bool) -> None:
-    if already_seen:
-        raise AlreadyExists("this request nonce was already accepted", reason="REPLAYED_NONCE")
-
-
-def resolve_year(year: int, policy: Policy, now: int) -> int:
-    """0 means the current year in Asia/Bangkok; a future or pre-1970 year is refused."""
-    current = policy.current_year(now)
-    if year == 0:
-        return current
-    if year < MIN_YEAR or year > current:
-        raise InvalidArgument(
-            f"year {year} is not between {MIN_YEAR} and the current year {current}",
-            reason="BAD_YEAR",
-        )
-    return year
 
 
 def admit_query(
@@ -222,10 +132,11 @@ def admit_query(
     purpose = policy.purpose(query.purpose_id)
     check_relying_party_allowed(purpose, authenticated.relying_party)
     sealed = sealed_subjects_for(purpose, token.token)
-    year = resolve_year(query.year, policy, now)
+    year = check_year(query, policy, purpose, now)
     return AdmittedQuery(
         query=query,
         relying_party=authenticated.relying_party,
+        request=authenticated.envelope,
         token=token,
         policy=policy,
         purpose=purpose,

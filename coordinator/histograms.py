@@ -5,8 +5,10 @@
   every agency of the policy at once over the existing mutual-TLS channels. Each answer
   must verify under the agency keyring, come from the agency asked, name this query and
   hash, and hold one masked value per bin; bins are summed mod 2^64, where the per-bin
-  pairwise masks cancel. Any node down, refusing or answering wrongly fails the whole
-  release ("statistics_failed"); no partial sum is computed.
+  pairwise masks cancel (only because every node was asked these very spec bytes: each
+  bin's mask is bound to the spec's hash and the bin, docs/adr/0011). Any node down,
+  refusing or answering wrongly fails the whole release ("statistics_failed"); no partial
+  sum is computed.
 - The score-query release reads the coordinator's own `coordinator_query` table, counting
   each consent token's earliest `contribution_bound` queries of the year.
 
@@ -30,7 +32,7 @@ from fedscore.db import create_tables
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.rpc import call_unary
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import LogPromise
+from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
@@ -128,6 +130,7 @@ def statistics_spec(
         issued_at=now,
         expires_at=now + int(asker.deadline),
         coordinator=asker.coordinator,
+        kind=QUESTION_KIND_HISTOGRAM,
     )
 
 
@@ -146,6 +149,7 @@ async def federated_histogram(
             "release": definition.name,
             "year": year,
             "participants": list(spec.participants),
+            "kind": "histogram",
         },
     )
     promise = sign_message(

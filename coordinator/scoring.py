@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from audit.log import LogRef
+from audit.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
 from coordinator.fanout import (
     NODE_DEADLINE_SECONDS,
@@ -35,6 +36,7 @@ from coordinator.fanout import (
 from coordinator.release import Released, release_for, set_release
 from coordinator.store import CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError
+from fedscore.requests import nonce_hash
 from fedscore.status import RevocationState
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message
@@ -64,6 +66,8 @@ class Coordinator:
     revocations: RevocationState
     store: CoordinatorStore
     channels: NodeChannels
+    # Refusals per caller: one by one up to an allowance, then summarised (audit.refusals).
+    refusals: RefusalRecorder
     node_deadline: float = NODE_DEADLINE_SECONDS
     clock: Callable[[], int] = field(default=unix_now)
 
@@ -98,10 +102,12 @@ def build_spec(coordinator: Coordinator, admitted: AdmittedQuery, now: int) -> q
         policy_hash=admitted.consent.policy_hash,
         year=admitted.year,
         participants=list(admitted.purpose.participants),
-        token=admitted.query.token,
         issued_at=now,
         expires_at=now + QUERY_LIFETIME_SECONDS,
         coordinator=coordinator.id,
+        # The relying party's own signed request, byte for byte: every node checks it.
+        request=admitted.request,
+        kind=query_pb2.QUESTION_KIND_SCORE,
     )
 
 
@@ -127,6 +133,7 @@ class PreparedQuery:
             query_hash=self.query_hash,
             nonce=admitted.query.nonce,
             relying_party=admitted.relying_party,
+            request_nonce_hash=nonce_hash(admitted.query.nonce),
             token_id=admitted.consent.token_id,
             max_uses=admitted.max_uses,
             purpose_id=spec.purpose_id,
@@ -186,16 +193,22 @@ def score_result(
 
 
 async def answer_score(
-    coordinator: Coordinator, request: query_pb2.ScoreRequest
+    coordinator: Coordinator, request: query_pb2.ScoreRequest, caller: str
 ) -> query_pb2.ScoreResponse:
-    """Answer one Score request or raise the refusal, logging either way."""
+    """Answer one Score request or raise the refusal, logging either way.
+
+    `caller` is the certificate name of who sent it: beyond its allowance of refusals
+    (`audit.refusals`), a refusal is counted into its summary instead of logged alone.
+    """
     now = coordinator.clock()
     notes = RefusalNotes()
     try:
         admitted = admit(coordinator, request.query, notes, now)
         logged, ref = issue_query(coordinator, admitted, now)
     except FedscoreError as error:
-        coordinator.store.refuse({"reason": error.reason, **notes.fields()})
+        coordinator.refusals.record(
+            caller, "score_refused", {"reason": error.reason}, notes.fields()
+        )
         raise
     query_id = logged.spec.query_id
 
@@ -225,13 +238,13 @@ async def answer_score(
 
 
 def receive_revocation(
-    coordinator: Coordinator, request: query_pb2.PushRevocationRequest
+    coordinator: Coordinator, request: query_pb2.PushRevocationRequest, caller: str
 ) -> query_pb2.PushRevocationResponse:
     """Apply a registry-signed revocation notice at once and log that it arrived."""
     try:
         notice = coordinator.revocations.apply_notice(request.notice)
     except FedscoreError as error:
-        coordinator.store.log.append_now("revocation_refused", {"reason": error.reason})
+        coordinator.refusals.record(caller, "revocation_refused", {"reason": error.reason})
         raise
     coordinator.store.log.append_now(
         "revocation_received",

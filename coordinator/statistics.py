@@ -292,6 +292,9 @@ async def publish_release(
                 "budget_remaining": document["budget"]["remaining"],
                 "release_sha256": sha256_of(files[RELEASE_JSON]),
                 "policy_hash": publisher.policy.content_hash,
+                # The node-side statistics query this release charges for ("" if none):
+                # the regulator matches every node's histogram answer to a charged release.
+                "query_id": query_id,
             },
             now=published_at,
         )

@@ -20,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +28,10 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, upd
 from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
-from coordinator.checks import check_replay, check_use_limit
-from fedscore.db import create_tables, dialect_insert, insert_unless_present
+from fedscore.db import create_tables, insert_unless_present, use_counters
 from fedscore.errors import FedscoreError, ResourceExhausted
 from fedscore.prepared import Cursor, HotConnection
+from fedscore.requests import check_replay, check_use_limit
 
 
 class UsedNonce(SQLModel, table=True):
@@ -107,6 +107,7 @@ class QueryIssue:
     query_hash: bytes
     nonce: bytes
     relying_party: str
+    request_nonce_hash: bytes  # SHA-256 of `nonce`, as every node logs it too
     token_id: str
     max_uses: int
     purpose_id: str
@@ -124,6 +125,9 @@ class QueryIssue:
             "relying_party": self.relying_party,
             "participants": list(self.participants),
             "year": self.year,
+            "kind": "score",
+            # One signed request is served by one query only; nodes log the same hash.
+            "request_nonce_hash": self.request_nonce_hash.hex(),
         }
 
     def refusal_fields(self) -> dict[str, object]:
@@ -169,26 +173,6 @@ class Finish:
     fields: Mapping[str, object]
 
 
-def use_counters(database: str) -> tuple[Any, Any]:
-    """Statements counting one use of a token: (without a limit, with `max_uses`).
-
-    One statement per use: the first use inserts the token's row, a later one adds to
-    it. Counted in the database: with a limit the row changes only while under it (the
-    statement then reports no row changed), so two concurrent transactions can never
-    both take the last use.
-    """
-    first = dialect_insert(database, TOKEN_USES).values(
-        token_id=bindparam("token"), uses=1, last_used_at=bindparam("now")
-    )
-    uses = TOKEN_USES.c
-    again = {"uses": uses.uses + 1, "last_used_at": first.excluded.last_used_at}
-    unlimited = first.on_conflict_do_update(index_elements=["token_id"], set_=again)
-    limited = first.on_conflict_do_update(
-        index_elements=["token_id"], set_=again, where=uses.uses < bindparam("max_uses")
-    )
-    return unlimited, limited
-
-
 class CoordinatorStore:
     """Nonces, token uses and issued queries, written together with the audit log.
 
@@ -205,7 +189,9 @@ class CoordinatorStore:
         create_tables(engine, COORDINATOR_TABLES)
         with engine.connect() as connection:
             self._insert_nonce = insert_unless_present(connection, NONCES, "nonce_hash")
-            self._count_use, self._count_limited_use = use_counters(connection.dialect.name)
+            self._count_use, self._count_limited_use = use_counters(
+                connection.dialect.name, TOKEN_USES
+            )
         uses = TOKEN_USES.c
         self._uses_of = select(uses.uses).where(uses.token_id == bindparam("token"))
         self._forget_nonce = delete(NONCES).where(NONCES.c.nonce_hash == bindparam("nonce"))
@@ -285,13 +271,18 @@ class CoordinatorStore:
         return refused
 
     def issue_batch(
-        self, connection: Connection | Cursor, entries: Sequence[QueryIssue | Refused]
+        self,
+        connection: Connection | Cursor,
+        entries: Sequence[QueryIssue | Refused],
+        log_refusal: Callable[[], bool] = lambda: True,
     ) -> list[LogRef | FedscoreError]:
         """Issue many queries in the caller's transaction: per entry its LogRef or its refusal.
 
         Each entry is spent on its own (a replay or an exhausted token refuses only that
-        entry, storing nothing for it); then one "query_issued" or "score_refused" entry per
-        entry is appended, in order, and the issued queries are recorded.
+        entry, storing nothing for it); then one "query_issued" entry per issued query and
+        one "score_refused" entry per refusal that `log_refusal()` allows (the caller's
+        allowance, `audit.refusals`; the caller counts the others once committed) are
+        appended, in order, and the issued queries are recorded.
         """
         issues = [entry for entry in entries if isinstance(entry, QueryIssue)]
         refusals = iter(self.spend_batch(connection, issues))
@@ -302,23 +293,25 @@ class CoordinatorStore:
                 if error is not None:
                     entry = Refused(error, entry.refusal_fields())
             outcomes.append(entry)
+        logged = [entry for entry in outcomes if isinstance(entry, QueryIssue) or log_refusal()]
         events = [
             ("query_issued", entry.log_fields())
             if isinstance(entry, QueryIssue)
             else ("score_refused", {"reason": entry.error.reason, **entry.fields})
-            for entry in outcomes
+            for entry in logged
         ]
         refs = self.log.append_many(connection, events)
-        rows = [
-            entry.row(ref)
-            for entry, ref in zip(outcomes, refs, strict=True)
+        issued = {
+            id(entry): ref
+            for entry, ref in zip(logged, refs, strict=True)
             if isinstance(entry, QueryIssue)
-        ]
+        }
+        rows = [entry.row(issued[id(entry)]) for entry in logged if isinstance(entry, QueryIssue)]
         if rows:
             _run_many(connection, self._insert_query, rows)
         return [
-            ref if isinstance(entry, QueryIssue) else entry.error
-            for entry, ref in zip(outcomes, refs, strict=True)
+            issued[id(entry)] if isinstance(entry, QueryIssue) else entry.error
+            for entry in outcomes
         ]
 
     def finish(
@@ -356,7 +349,11 @@ class CoordinatorStore:
         )
 
     def refuse(self, fields: Mapping[str, object]) -> LogRef:
-        """Log a refused score request (nothing else is stored for it)."""
+        """Log a refused score request (nothing else is stored for it), without any bound.
+
+        A caller's refusals go through `Coordinator.refusals` (`audit.refusals`) instead,
+        which logs them one by one only up to the caller's allowance.
+        """
         return self.log.append_now("score_refused", dict(fields))
 
     def uses(self, token_id: str) -> int:

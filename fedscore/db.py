@@ -4,7 +4,7 @@ SQLite by default (one file per party, WAL mode so readers proceed while a write
 commits, a busy timeout so a second writer waits instead of failing); any other URL
 SQLAlchemy knows, PostgreSQL in production, by configuration alone. Queries stay
 portable: the only dialect-specific construct, an insert that skips a taken key, is
-built here for each supported engine (and the upsert built on it).
+built here for each supported engine (and the upserts built on it: `use_counters`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
@@ -73,3 +73,23 @@ def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
         except OperationalError as exc:
             if "already exists" not in str(exc) or attempt == 2:
                 raise
+
+
+def use_counters(database: str, table: Table) -> tuple[Any, Any]:
+    """Statements counting one use of a token in `table` (`token_id`, `uses`, `last_used_at`).
+
+    Returns (without a limit, with a `max_uses` bind parameter). One statement per use: the
+    first use inserts the token's row, a later one adds to it. With a limit the row changes
+    only while under it (the statement then reports no row changed), so two concurrent
+    transactions can never both take the last use.
+    """
+    first = dialect_insert(database, table).values(
+        token_id=bindparam("token"), uses=1, last_used_at=bindparam("now")
+    )
+    uses = table.c
+    again = {"uses": uses.uses + 1, "last_used_at": first.excluded.last_used_at}
+    unlimited = first.on_conflict_do_update(index_elements=["token_id"], set_=again)
+    limited = first.on_conflict_do_update(
+        index_elements=["token_id"], set_=again, where=uses.uses < bindparam("max_uses")
+    )
+    return unlimited, limited

@@ -4,8 +4,10 @@ Invariants:
 - The node always answers an admitted query, with 0 when it holds nothing for the
   person: silence, or a different shape of answer, would reveal absence.
 - What leaves the node is `(contribution + mask) mod 2^64`, never the contribution:
-  `mask_for` sums the pairwise masks with every other participant of the full set, so
-  only the sum over all participants is meaningful.
+  `mask_for` sums the pairwise masks with every other participant of the full set, over
+  the hash of the exact spec bytes asked and the kind of question, so only the sum over
+  all participants asked the very same question is meaningful (docs/adr/0011).
+- The sealed subject opened is the node's own blob in the registry-signed token.
 - Pairwise seeds are derived once, when the node starts (`derive_mask_seeds`); answering
   a query derives no key and reads no file.
 - Only indicators in the purpose's domains count, so a purpose gets no more than it names.
@@ -30,7 +32,7 @@ from fedscore.v1.query_pb2 import ContributionAnswer
 from fedscore.v1.trust_pb2 import Role
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message
-from keys.masks import mask_for, masked_answer, pairwise_seeds
+from keys.masks import Question, QuestionKind, mask_for, masked_answer, pairwise_seeds
 from keys.pseudonym import pseudonym
 from keys.registry import TrustView
 from keys.seal import open_subject
@@ -63,7 +65,7 @@ def subject_pseudonym(
     `opened` remembers the pseudonym of each (token, blob) already opened here, so a token
     used again is not decrypted again; it holds pseudonyms only, never a national ID.
     """
-    blob = admitted.signed.query.sealed_subject
+    blob = admitted.sealed_subject
     key = (admitted.token_id, blob)
     if opened is not None:
         known = opened.get(key)
@@ -96,11 +98,21 @@ def contribution_for(admitted: AdmittedQuery, agency_id: str, quantities: Mappin
 
 
 def masked_contribution(
-    admitted: AdmittedQuery, agency_id: str, points: int, seeds: Mapping[str, bytes]
+    admitted: AdmittedQuery,
+    agency_id: str,
+    points: int,
+    seeds: Mapping[str, bytes],
+    kind: QuestionKind = QuestionKind.SCORE,
 ) -> ContributionAnswer:
-    """The ContributionAnswer carrying `points` masked over the full participant set."""
+    """The ContributionAnswer carrying `points` masked over the full participant set.
+
+    The mask is bound to the exact spec bytes this node was asked (their SHA-256, the query
+    hash) and to the kind of question, so it cancels only against participants asked the
+    very same question the same way (docs/adr/0011).
+    """
     spec = admitted.signed.spec
-    mask = mask_for(agency_id, seeds, spec.participants, spec.query_id)
+    question = Question(kind, admitted.signed.query_hash)
+    mask = mask_for(agency_id, seeds, spec.participants, question)
     return ContributionAnswer(
         query_id=spec.query_id,
         agency_id=agency_id,
@@ -116,8 +128,8 @@ def signed_answer(
     seeds: Mapping[str, bytes],
     signing_key: SigningKey,
 ) -> Envelope:
-    """The masked ContributionAnswer (`masked_contribution`), signed by the node."""
-    answer = masked_contribution(admitted, agency_id, points, seeds)
+    """The masked ContributionAnswer (`masked_contribution`) to a lone query, signed."""
+    answer = masked_contribution(admitted, agency_id, points, seeds, QuestionKind.SCORE)
     return sign_message(answer, signing_key)
 
 

@@ -3,15 +3,18 @@
 Invariants:
 - The batch envelope verifies under the coordinator keyring and names this agency before
   any item is read; a batch that does not is refused as a whole (and logged once).
-- Every item then passes every check a single query passes (`node.checks` steps 2-8) on
+- Every item then passes every check a single query passes (`node.checks` steps 2-10) on
   its own; the batch signature stands in for the item's own signature and its log
   promise's. An item that fails a check is refused with its reason and logged as
-  "query_refused"; the other items are still answered.
+  "query_refused" (within the caller's allowance of refusals; beyond it, counted into the
+  caller's "refusals_summarised" entry, `audit.refusals`); the others are still answered.
 - An item's subject is opened and its records read only after all its checks passed,
-  including the replay check against the database and against earlier items of the batch.
-- The replay claims of the answered items and one log entry per item ("query_answered"
-  or "query_refused") commit in ONE transaction before the answers leave the node; an
-  item refused after its claim (a seal that does not open) gives its claim back.
+  including its claims (query id, request nonce, token use: `node.claims`) against the
+  database, where earlier items of the batch already took theirs.
+- The claims of the answered items and one log entry per item ("query_answered" or
+  "query_refused") commit in ONE transaction before the answers leave the node; an item
+  refused after its claims (a seal that does not open) gives them back.
+- Each answer's mask is bound to its item's spec hash as a batch item (docs/adr/0011).
 - The answers are signed once, bound to the batch by the SHA-256 of its signed payload;
   an answer carries only the masked value, a refusal only its code, reason and message.
 """
@@ -24,17 +27,15 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 from google.protobuf.message import Message
-from sqlalchemy import bindparam, delete
 
 from fedscore.errors import (
-    AlreadyExists,
     FedscoreError,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
 )
 from fedscore.prepared import Cursor
-from fedscore.rpc import Handler, item_refusal, parse_request
+from fedscore.rpc import Handler, item_refusal, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,
@@ -48,6 +49,7 @@ from fedscore.v1.query_pb2 import (
     LogPromise,
 )
 from keys.envelope import sign_message, verify_message
+from keys.masks import QuestionKind
 from node.answer import contribution_for, masked_contribution, subject_pseudonym
 from node.checks import (
     AdmittedQuery,
@@ -56,15 +58,14 @@ from node.checks import (
     check_promise_binding,
     signed_query,
 )
+from node.claims import Claim
 from node.service import AgencyNode, answered_fields, log_refusal
-from node.store import SEEN_QUERY, as_pseudonym_bytes
+from node.store import as_pseudonym_bytes
 
 # A batch is one transaction and one blocking stretch of the node's event loop.
 MAX_BATCH_QUERIES = 256
 # Larger than one query's limit (fedscore.rpc.MAX_MESSAGE_BYTES), below the transport's.
 BATCH_MESSAGE_BYTES = 3 * 1024 * 1024
-
-_UNCLAIM = delete(SEEN_QUERY).where(SEEN_QUERY.c.query_id == bindparam("id"))
 
 
 @dataclass
@@ -75,8 +76,8 @@ class BatchItem:
     admitted: AdmittedQuery | None = None
     answer: ContributionAnswer | None = None
     refusal: FedscoreError | None = None
-    # The query id this item recorded as seen in the batch's transaction ("" if none).
-    claimed: str = ""
+    # What this item claimed in the batch's transaction (node.claims), None if nothing.
+    claimed: Claim | None = None
 
     @property
     def query_id(self) -> str:
@@ -93,7 +94,7 @@ class BatchItem:
 
     def log_event(self) -> tuple[str, dict[str, object]]:
         if self.admitted is not None and self.answer is not None:
-            return "query_answered", answered_fields(self.admitted)
+            return "query_answered", answered_fields(self.admitted, QuestionKind.SCORE_BATCH_ITEM)
         assert self.refusal is not None
         return "query_refused", {"reason": self.refusal.reason, **self.notes.fields()}
 
@@ -122,78 +123,50 @@ def _batched_promise(item: BatchedContributionQuery) -> LogPromise:
 
 
 def _admit_item(
-    node: AgencyNode,
-    agency_id: str,
-    signer: str,
-    item: BatchedContributionQuery,
-    claimed: set[str],
-    now: int,
+    node: AgencyNode, agency_id: str, signer: str, item: BatchedContributionQuery, now: int
 ) -> BatchItem:
-    """Steps 2-8 for one item; replays against earlier items of this batch are caught here."""
+    """Steps 2-9 for one item (its claims, step 10, come in `_claim_items`)."""
     result = BatchItem()
-
-    def seen_in_batch(query_id: str) -> bool:
-        if query_id in claimed:
-            return True
-        claimed.add(query_id)
-        return False
-
     try:
         query = ContributionQuery(spec=item.spec, agency_id=agency_id)
         signed = signed_query(query, signer, agency_id)
         result.admitted = admit_signed(
             signed,
             node.trust,
-            seen_in_batch,
             now,
             result.notes,
             lambda: check_promise_binding(_batched_promise(item), signed, signer),
         )
-        # A batch carries no sealed subject: this node's own is in the verified token.
-        query.sealed_subject = own_sealed_subject(result.admitted, agency_id)
     except FedscoreError as error:
         result.refuse(error)
     return result
 
 
-def own_sealed_subject(admitted: AdmittedQuery, agency_id: str) -> bytes:
-    """This agency's sealed subject blob from the query's verified consent token."""
-    for sealed in admitted.token.token.sealed_subjects:
-        if sealed.agency_id == agency_id:
-            return bytes(sealed.blob)
-    raise PermissionDenied(
-        f"token holds no sealed subject for agency {agency_id!r}", reason="TOKEN_OUT_OF_SCOPE"
-    )
-
-
-def _replayed(item: BatchItem, query_id: str) -> None:
-    item.refuse(AlreadyExists(f"query {query_id!r} was already answered", "REPLAYED_QUERY"))
-
-
 def _claim_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now: int) -> None:
-    """Step 8 against the database for every admitted item, recording its id as it passes.
+    """Step 10 for every admitted item, in batch order, in the batch's transaction.
 
-    One insert-unless-present per admitted id (unique in the batch: replays inside it were
-    refused in step 8); an id it did not store was answered before, or concurrently by
-    another writer.
+    Each item takes its query id, its request nonce and one use of its token
+    (`node.claims`); an id or nonce repeated inside the batch, or answered before, or a
+    token with no use left, refuses that item only and leaves nothing claimed for it.
     """
     for item in items:
         if item.admitted is None:
             continue
-        query_id = item.query_id
-        claim = {"query_id": query_id, "seen_at": now}
-        if int(cursor.execute(node.seen_insert, claim).rowcount) == 1:
-            item.claimed = query_id
+        claim = item.admitted.claim()
+        try:
+            node.claims.take(cursor, claim, now)
+        except FedscoreError as error:
+            item.refuse(error)
         else:
-            _replayed(item, query_id)
+            item.claimed = claim
 
 
-def _release_unanswered(cursor: Cursor, items: Sequence[BatchItem]) -> None:
-    """Drop the claim of an item refused after its claim: it was not answered."""
+def _release_unanswered(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) -> None:
+    """Give back the claims of an item refused after its claim: it was not answered."""
     for item in items:
-        if item.claimed and item.answer is None:
-            cursor.execute(_UNCLAIM, {"id": item.claimed})
-            item.claimed = ""
+        if item.claimed is not None and item.answer is None:
+            node.claims.give_back(cursor, item.claimed)
+            item.claimed = None
 
 
 def _answer_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) -> None:
@@ -225,24 +198,39 @@ def _answer_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) 
             assert admitted is not None
             try:
                 points = contribution_for(admitted, node.agency_id, held.get(people[position], {}))
-                item.answer = masked_contribution(admitted, node.agency_id, points, node.mask_seeds)
+                item.answer = masked_contribution(
+                    admitted, node.agency_id, points, node.mask_seeds, QuestionKind.SCORE_BATCH_ITEM
+                )
             except FedscoreError as error:
                 item.refuse(error)
 
 
-def _log_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now: int) -> None:
+def _log_items(
+    node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now: int, caller: str
+) -> list[str]:
     """One entry per item, in batch order; an item whose entry cannot be written is refused.
+
+    A refused item is logged one by one only within `caller`'s allowance of refusals
+    (`audit.refusals`); the reasons of the others are returned, to be counted into the
+    caller's summary once the transaction has committed.
 
     Nothing is written if any body is refused (bodies are checked before the first write),
     so the slow path re-checks item by item: an answer that cannot be logged becomes a
     refusal, and a refusal keeps only its reason (the event itself is always recorded).
     """
+    counted: list[str] = []
+    logged: list[BatchItem] = []
+    for item in items:
+        if item.refusal is not None and not node.refusals.allow(caller):
+            counted.append(item.refusal.reason)
+        else:
+            logged.append(item)
     try:
-        node.log.append_many(cursor, [item.log_event() for item in items], now=now)
-        return
+        node.log.append_many(cursor, [item.log_event() for item in logged], now=now)
+        return counted
     except InvalidArgument:
         pass
-    for item in items:
+    for item in logged:
         kind, fields = item.log_event()
         try:
             node.log.check(kind, fields)
@@ -250,26 +238,29 @@ def _log_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem], now
             if item.answer is not None:
                 item.refuse(error)
             item.notes = RefusalNotes()
-    node.log.append_many(cursor, [item.log_event() for item in items], now=now)
+    node.log.append_many(cursor, [item.log_event() for item in logged], now=now)
+    return counted
 
 
-def contribute_batch(node: AgencyNode, envelope: Envelope) -> ContributeBatchResponse:
+def contribute_batch(
+    node: AgencyNode, envelope: Envelope, caller: str = ""
+) -> ContributeBatchResponse:
     """Check every item of a signed batch, answer or refuse each, and sign the answers once.
 
+    `caller` is the certificate name of who sent it (its refusals are bounded per caller).
     Raises (refusing the whole batch) only if the batch itself does not verify, or if its
     transaction fails.
     """
     now = node.now()
     batch, signer = authenticate_batch(node, envelope)
-    claimed: set[str] = set()
-    items = [
-        _admit_item(node, node.agency_id, signer, query, claimed, now) for query in batch.queries
-    ]
+    items = [_admit_item(node, node.agency_id, signer, query, now) for query in batch.queries]
     with node.hot.transaction() as cursor:
         _claim_items(node, cursor, items, now)
         _answer_items(node, cursor, items)
-        _log_items(node, cursor, items, now)
-        _release_unanswered(cursor, items)
+        counted = _log_items(node, cursor, items, now, caller)
+        _release_unanswered(node, cursor, items)
+    for reason in counted:  # committed: only now do they join the caller's summary
+        node.refusals.count(caller, "query_refused", reason)
     answers = ContributionAnswerBatch(
         batch_id=batch.batch_id,
         agency_id=node.agency_id,
@@ -286,10 +277,10 @@ def batch_handlers(node: AgencyNode) -> dict[str, Handler]:
         notes = RefusalNotes()
         try:
             request = parse_request(raw, ContributeBatchRequest, BATCH_MESSAGE_BYTES)
-            return contribute_batch(node, request.batch)
+            return contribute_batch(node, request.batch, peer_common_name(context))
         except FedscoreError as error:
             # The batch as a whole was refused: one entry, with nothing unauthenticated in it.
-            log_refusal(node, error, notes)
+            log_refusal(node, error, notes, peer_common_name(context))
             raise
 
     return {"ContributeBatch": contribute_batch_handler}

@@ -1,31 +1,47 @@
 """The agency node's checks on a contribution query (ARCHITECTURE.md "One score query" step 4).
 
 Plain functions; each raises a `FedscoreError` with a reason and returns the value it
-established. `admit_query` runs them in the one fixed order below, so a forged envelope is
-refused before anything it carries is believed or parsed:
+established. `admit_signed` runs them in the one fixed order below, so a forged envelope is
+refused before anything it carries is believed or parsed. A node checks on its own every
+limit it can (docs/adr/0011): nothing here trusts the coordinator beyond its signature.
 
  1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
     UNKNOWN_SIGNER, BAD_SIGNATURE);
- 2. it is addressed to this agency (WRONG_AGENCY); the spec parses (MALFORMED_MESSAGE);
+ 2. it is addressed to this agency (WRONG_AGENCY); the spec parses (MALFORMED_MESSAGE) and
+    asks a score question (QUESTION_KIND_MISMATCH);
  3. the policy hash is one this node holds (UNKNOWN_POLICY);
  4. it is fresh (QUERY_EXPIRED);
  5. the coordinator's log promise covers exactly these spec bytes (BAD_LOG_PROMISE);
- 6. the consent token verifies, is not revoked, and covers this purpose, policy, agency
-    and domains (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, PURPOSE_MISMATCH, ...);
- 7. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
- 8. the year can hold a score (BAD_YEAR), and the query id is unused (REPLAYED_QUERY).
+ 6. the relying party's own signed request inside the spec is there
+    (NO_RELYING_PARTY_REQUEST), verifies under a relying party's key
+    (BAD_REQUEST_SIGNATURE), was signed by the party it names (SIGNER_MISMATCH), and names
+    this purpose, with a fresh request and nonce (PURPOSE_MISMATCH, REQUEST_EXPIRED,
+    BAD_NONCE; `fedscore.requests`): the coordinator only relays what a relying party asked;
+ 7. the consent token inside that request verifies, is not revoked, and covers this
+    purpose, policy, agency and domains, for the relying party that asked, which the purpose
+    allows (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, RELYING_PARTY_MISMATCH,
+    RELYING_PARTY_NOT_ALLOWED, ...); a sealed subject sent beside it is the token's own
+    (SEALED_SUBJECT_MISMATCH);
+ 8. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
+ 9. the year is the one the relying party asked (YEAR_MISMATCH), within the purpose's years
+    (YEAR_NOT_ALLOWED);
+10. in the answer's transaction (`node.claims`): the query id is unused (REPLAYED_QUERY),
+    the request nonce unused (REPLAYED_NONCE), and the token has a use left at this node
+    (USE_LIMIT_REACHED).
 
 A query inside a `ContributionBatch` runs the same steps: step 1 is the batch envelope's
 signature (checked once for all its items), which also covers each item's log promise;
-steps 2-8 run for every item on its own (`signed_query`, `admit_signed`,
+steps 2-10 run for every item on its own (`signed_query`, `admit_signed`,
 `check_promise_binding`).
 
 Invariants:
 - Only facts from a verified envelope are written into `RefusalNotes`, so a forger cannot
   put a query id or purpose of its choosing into the node's log.
 - Nothing here opens the sealed subject or reads a record: a query that fails any check
-  never touches personal data.
-- Every check reads in-memory state only, except the replay lookup passed in as a function.
+  never touches personal data. The only sealed subject a node ever opens is its own blob
+  inside the registry-signed token (`AdmittedQuery.sealed_subject`), never one the
+  coordinator chose: a coordinator can seal any national ID to a node's public key.
+- Every check reads in-memory state only; step 10 is the caller's, in its transaction.
 """
 
 from __future__ import annotations
@@ -37,19 +53,35 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from fedscore.errors import (
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
 )
+from fedscore.requests import (
+    AuthenticatedRequest,
+    authenticate_request,
+    check_nonce,
+    check_relying_party_allowed,
+    check_token_scope,
+    requested_year,
+)
+from fedscore.requests import (
+    check_freshness as check_request_freshness,
+)
 from fedscore.status import RevocationState
 from fedscore.tokens import VerifiedToken, verify_token
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import ContributionQuery, LogPromise, QuerySpec
+from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_SCORE,
+    ContributionQuery,
+    LogPromise,
+    QuerySpec,
+)
 from keys.envelope import verify_message
 from keys.keyring import Keyring
 from keys.registry import TrustView
+from node.claims import Claim
 from policies.model import Policy, Purpose
 
 # Clocks of the coordinator and the node may disagree by this much.
@@ -87,9 +119,11 @@ class AdmittedQuery:
     signed: SignedQuery
     policy: Policy
     purpose: Purpose
+    request: AuthenticatedRequest  # the relying party's own signed request
     token: VerifiedToken
     year: int
     promise: LogPromise  # the coordinator's signed word that it logged this query first
+    sealed_subject: bytes  # this agency's blob from the registry-signed token
 
     @property
     def query_id(self) -> str:
@@ -98,6 +132,16 @@ class AdmittedQuery:
     @property
     def token_id(self) -> str:
         return str(self.token.token.token_id)
+
+    def claim(self) -> Claim:
+        """What answering spends at this node (step 10, `node.claims`)."""
+        return Claim(
+            query_id=self.query_id,
+            nonce_hash=self.request.nonce_hash,
+            relying_party=self.request.relying_party,
+            token_id=self.token_id,
+            max_uses=self.purpose.uses_allowed(self.token.token.max_uses),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +153,8 @@ class NodeTrust:
     coordinator_keyring: Keyring
     policies: Mapping[str, Policy]  # by content hash
     revocations: RevocationState
+    # Relying parties and the citizen portal: whoever may sign a score request.
+    request_keyring: Keyring
 
 
 def authenticate_query(
@@ -190,23 +236,47 @@ def check_promise_binding(promise: LogPromise, signed: SignedQuery, signer: str)
     return promise
 
 
+def check_request(spec: QuerySpec, request_keyring: Keyring, now: int) -> AuthenticatedRequest:
+    """Step 6: the relying party's own signed request for this very purpose, still fresh."""
+    if not spec.request.payload and not spec.request.signature:
+        raise Unauthenticated(
+            "the spec carries no relying party's request", reason="NO_RELYING_PARTY_REQUEST"
+        )
+    try:
+        request = authenticate_request(spec.request, request_keyring)
+    except (Unauthenticated, InvalidArgument) as exc:
+        if exc.reason == "SIGNER_MISMATCH":
+            raise
+        raise Unauthenticated(
+            f"the relying party's request does not verify ({exc.reason})",
+            reason="BAD_REQUEST_SIGNATURE",
+        ) from exc
+    if request.query.purpose_id != spec.purpose_id:
+        raise PermissionDenied(
+            f"the relying party asked for purpose {request.query.purpose_id!r}, the spec for "
+            f"{spec.purpose_id!r}",
+            reason="PURPOSE_MISMATCH",
+        )
+    check_nonce(request.query.nonce)
+    check_request_freshness(request.query.issued_at, now)
+    return request
+
+
 def check_token(
     spec: QuerySpec,
+    request: AuthenticatedRequest,
     policy: Policy,
     agency_id: str,
     trust: TrustView,
     revocations: RevocationState,
     now: int,
 ) -> VerifiedToken:
-    """Step 6: a live, unrevoked token for this purpose, policy, agency and its domains."""
-    verified = verify_token(spec.token, trust, now)
+    """Step 7: a live, unrevoked token for this purpose, policy, agency, its domains and the
+    relying party that asked."""
+    verified = verify_token(request.query.token, trust, now)
     token = verified.token
     revocations.check(token, now)
-    if token.purpose_id != spec.purpose_id:
-        raise PermissionDenied(
-            f"token is for purpose {token.purpose_id!r}, query asks for {spec.purpose_id!r}",
-            reason="PURPOSE_MISMATCH",
-        )
+    check_token_scope(token, request.query)
     if token.policy_hash != spec.policy_hash:
         raise PermissionDenied(
             "token was granted under another policy version", reason="POLICY_MISMATCH"
@@ -216,8 +286,28 @@ def check_token(
             f"token does not name agency {agency_id!r}", reason="AGENCY_NOT_IN_TOKEN"
         )
     purpose = policy.purpose(spec.purpose_id)
+    check_relying_party_allowed(purpose, request.relying_party)
     check_domains(policy, purpose, agency_id, set(token.domains))
     return verified
+
+
+def own_sealed_subject(token: VerifiedToken, agency_id: str, sent: bytes = b"") -> bytes:
+    """This agency's sealed subject blob from the registry-signed token.
+
+    A blob sent beside the token must be that very blob: anyone may seal any national ID to
+    a node's public key, so a blob the coordinator chose would let it ask about anyone.
+    """
+    for sealed in token.token.sealed_subjects:
+        if sealed.agency_id == agency_id:
+            own = bytes(sealed.blob)
+            if sent and sent != own:
+                raise PermissionDenied(
+                    "the sealed subject sent is not the token's own", "SEALED_SUBJECT_MISMATCH"
+                )
+            return own
+    raise PermissionDenied(
+        f"token holds no sealed subject for agency {agency_id!r}", reason="TOKEN_OUT_OF_SCOPE"
+    )
 
 
 def domains_used(policy: Policy, purpose: Purpose, agency_id: str) -> frozenset[str]:
@@ -264,34 +354,33 @@ def check_participants(spec: QuerySpec, purpose: Purpose, agency_id: str) -> Non
         )
 
 
-def check_not_replayed(query_id: str, seen: Callable[[str], bool]) -> None:
-    """Step 8: a query id is answered at most once."""
-    if seen(query_id):
-        raise AlreadyExists(f"query {query_id!r} was already answered", reason="REPLAYED_QUERY")
-
-
-def scoring_year(spec: QuerySpec, policy: Policy, now: int) -> int:
-    """The calendar year asked for; 0 means the current year in the policy's time zone."""
-    if not spec.year:
-        return policy.current_year(now)
-    if not MIN_YEAR <= spec.year <= MAX_YEAR:
-        raise InvalidArgument(f"year {spec.year} cannot hold a score", reason="BAD_YEAR")
-    return int(spec.year)
+def check_year(
+    spec: QuerySpec, request: AuthenticatedRequest, policy: Policy, purpose: Purpose, now: int
+) -> int:
+    """Step 9: the year the relying party asked, if the purpose reaches it now."""
+    asked = requested_year(request.query, policy)
+    if spec.year != asked:
+        raise PermissionDenied(
+            f"the spec asks about {spec.year}, the relying party about {asked}",
+            reason="YEAR_MISMATCH",
+        )
+    if not MIN_YEAR <= asked <= MAX_YEAR:
+        raise InvalidArgument(f"year {asked} cannot hold a score", reason="BAD_YEAR")
+    purpose.check_year(asked, policy.current_year(now))
+    return asked
 
 
 def admit_query(
     envelope: Envelope,
     node: NodeTrust,
-    seen: Callable[[str], bool],
     now: int,
     notes: RefusalNotes,
 ) -> AdmittedQuery:
-    """Run steps 1-8 in order; fill `notes` with what is authenticated as it is learned."""
+    """Run steps 1-9 in order; fill `notes` with what is authenticated as it is learned."""
     signed = authenticate_query(envelope, node.coordinator_keyring, node.agency_id)
     return admit_signed(
         signed,
         node,
-        seen,
         now,
         notes,
         lambda: check_log_promise(signed, node.coordinator_keyring),
@@ -301,23 +390,37 @@ def admit_query(
 def admit_signed(
     signed: SignedQuery,
     node: NodeTrust,
-    seen: Callable[[str], bool],
     now: int,
     notes: RefusalNotes,
     log_promise: Callable[[], LogPromise],
 ) -> AdmittedQuery:
-    """Steps 3-8 for an authenticated query; `log_promise` runs step 5 and returns the promise."""
+    """Steps 3-9 for an authenticated query; `log_promise` runs step 5 and returns the promise.
+
+    Step 10 (the claims) is the caller's, inside the transaction that logs the answer.
+    """
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.purpose = spec.purpose_id
+    if spec.kind != QUESTION_KIND_SCORE:
+        raise PermissionDenied(
+            "the spec does not ask a score question", reason="QUESTION_KIND_MISMATCH"
+        )
     policy = policy_named(spec, node.policies)
     check_freshness(spec, now)
     promise = log_promise()
-    token = check_token(spec, policy, node.agency_id, node.trust, node.revocations, now)
+    request = check_request(spec, node.request_keyring, now)
+    token = check_token(spec, request, policy, node.agency_id, node.trust, node.revocations, now)
+    sealed = own_sealed_subject(token, node.agency_id, bytes(signed.query.sealed_subject))
     purpose = policy.purpose(spec.purpose_id)
     check_participants(spec, purpose, node.agency_id)
-    year = scoring_year(spec, policy, now)
-    check_not_replayed(spec.query_id, seen)
+    year = check_year(spec, request, policy, purpose, now)
     return AdmittedQuery(
-        signed=signed, policy=policy, purpose=purpose, token=token, year=year, promise=promise
+        signed=signed,
+        policy=policy,
+        purpose=purpose,
+        request=request,
+        token=token,
+        year=year,
+        promise=promise,
+        sealed_subject=sealed,
     )

@@ -9,6 +9,10 @@ Invariants:
   one fetch before serving and then in the background. If the registry is not up yet,
   the node still starts and refuses every query with STATUS_LIST_STALE until a list
   arrives (fail closed).
+- Every call is rate limited per caller and method (`fedscore.rpc`), and refusals beyond
+  a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
+  starts with the server, and `stop` writes every pending summary before the last
+  checkpoint is signed, so a clean stop loses no count.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from dataclasses import dataclass
 import grpc.aio
 
 from audit.log import EventLog, LogFactory
+from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from audit.service import AuditEndpoint, start_audit
 from fedscore.errors import FailedPrecondition
 from fedscore.party import Party
+from fedscore.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
 from fedscore.rpc import RunningServer, secure_channel, start_server
 from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
 from fedscore.v1.trust_pb2 import Role
@@ -53,6 +59,7 @@ class Running:
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.node.refusals.stop()
         await self.audit.stop()
         await self.follower.stop()
         await self.registry_channel.close()
@@ -70,7 +77,10 @@ def _registry_channel(party: Party) -> grpc.aio.Channel:
 
 
 def open_node(
-    party: Party, clock: Clock = time.time, log_factory: LogFactory = EventLog
+    party: Party,
+    clock: Clock = time.time,
+    log_factory: LogFactory = EventLog,
+    refusal_allowance: RefusalAllowance = DEFAULT_REFUSAL_ALLOWANCE,
 ) -> AgencyNode:
     """The node's state and trust, derived once from its party folder."""
     if party.role != Role.ROLE_AGENCY:
@@ -82,7 +92,9 @@ def open_node(
         coordinator_keyring=party.trust.keyring(Role.ROLE_COORDINATOR),
         policies={party.policy.content_hash: party.policy},
         revocations=RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY)),
+        request_keyring=party.trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL),
     )
+    log = log_factory(store.engine, party.id)
     return AgencyNode(
         trust=trust,
         signing_key=party.signing_key,
@@ -90,7 +102,8 @@ def open_node(
         pseudonym_key=party.secrets.pseudonym_key,
         mask_seeds=derive_mask_seeds(party.id, party.box, party.trust),
         store=store,
-        log=log_factory(store.engine, party.id),
+        log=log,
+        refusals=RefusalRecorder(log, refusal_allowance),
         clock=clock,
     )
 
@@ -102,9 +115,15 @@ async def start(
     status_refresh_seconds: float = STATUS_REFRESH_SECONDS,
     clock: Clock = time.time,
     log_factory: LogFactory = EventLog,
+    rate_limits: RateLimits = DEFAULT_RATE_LIMITS,
+    refusal_allowance: RefusalAllowance = DEFAULT_REFUSAL_ALLOWANCE,
 ) -> Running:
-    """Open the node's state and serve `fedscore.v1.NodeService` and its AuditService."""
-    node = open_node(party, clock, log_factory)
+    """Open the node's state and serve `fedscore.v1.NodeService` and its AuditService.
+
+    `rate_limits` bound each caller's calls of each method; `refusal_allowance` how many
+    of a caller's refusals per interval are logged one by one before they are summarised.
+    """
+    node = open_node(party, clock, log_factory, refusal_allowance)
     registry_channel = _registry_channel(party)
     follower = StatusListFollower(
         node.trust.revocations, fetch_from_registry(registry_channel), status_refresh_seconds
@@ -124,6 +143,8 @@ async def start(
                 STATISTICS_SERVICE: statistics_handlers(node),
                 **audit.services(),
             },
+            rate_limits=rate_limits,
+            on_rate_limited=node.refusals.rate_limited,
         )
     except BaseException:
         await audit.stop()
@@ -131,6 +152,7 @@ async def start(
         await registry_channel.close()
         node.store.dispose()
         raise
+    node.refusals.start()
     return Running(
         port=server.port,
         node=node,

@@ -5,10 +5,10 @@ Invariants:
   `notify_revocation`, and encode; errors become gRPC statuses only in `fedscore.rpc`.
 - Every refusal, including a malformed or oversized request, is logged as
   "query_refused" with its reason and only authenticated facts (query id, purpose).
-- An answered query is recorded as seen and logged as "query_answered" in ONE
-  transaction, before the answer leaves the node: a concurrent replay loses in the
-  database, and no answer exists that the log does not show. The replay check (step 8)
-  is that transaction's insert of the query id, so a refused query leaves no trace.
+- An answered query's claims (its query id, the relying party's request nonce, one use of
+  the token: `node.claims`) and its "query_answered" entry commit in ONE transaction,
+  before the answer leaves the node: a concurrent replay loses in the database, and no
+  answer exists that the log does not show. A refused query claims nothing.
 - The query path's SQL runs as prepared Core statements on the DB-API connection
   (`fedscore.prepared`), one transaction per query or per batch.
 - No log entry holds a national ID, a pseudonym, a contribution or a masked value.
@@ -20,17 +20,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc.aio
 from google.protobuf.message import Message
 
 from audit.log import EventLog
-from fedscore.db import insert_unless_present
+from audit.refusals import RefusalRecorder
 from fedscore.errors import FedscoreError
 from fedscore.memo import BoundedMemo
 from fedscore.prepared import Cursor, HotConnection
-from fedscore.rpc import Handler, parse_request
+from fedscore.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     ContributeRequest,
@@ -39,10 +38,12 @@ from fedscore.v1.query_pb2 import (
     NotifyRevocationResponse,
 )
 from keys.box import BoxKeyPair
+from keys.masks import QuestionKind
 from keys.signing import SigningKey
 from node.answer import RecordLookup, contribution_for, signed_answer, subject_pseudonym
 from node.checks import AdmittedQuery, NodeTrust, RefusalNotes, admit_query
-from node.store import SEEN_QUERY, NodeStore
+from node.claims import ClaimStatements
+from node.store import NodeStore
 from policies.model import Policy
 
 _log = logging.getLogger(__name__)
@@ -65,12 +66,14 @@ class AgencyNode:
     mask_seeds: Mapping[str, bytes] = field(repr=False)
     store: NodeStore
     log: EventLog
+    # Refusals per caller: one by one up to an allowance, then summarised (audit.refusals).
+    refusals: RefusalRecorder
     clock: Clock = time.time
     lookup: RecordLookup = field(init=False)
     # The query path's transactions and prepared statements (fedscore.prepared).
     hot: HotConnection = field(init=False)
-    # INSERT of a seen query id that skips a taken one (built once, for this database).
-    seen_insert: Any = field(init=False, repr=False)
+    # What answering spends here: query id, request nonce, token use (node.claims).
+    claims: ClaimStatements = field(init=False, repr=False)
     # Pseudonyms of the sealed subjects already opened here (node.answer.subject_pseudonym).
     opened_subjects: BoundedMemo[str] = field(init=False, repr=False)
 
@@ -78,9 +81,7 @@ class AgencyNode:
         object.__setattr__(self, "lookup", RecordLookup(self.trust.agency_id))
         object.__setattr__(self, "hot", HotConnection(self.store.engine))
         object.__setattr__(self, "opened_subjects", BoundedMemo(OPENED_SUBJECTS_KEPT))
-        with self.store.engine.connect() as connection:
-            insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
-        object.__setattr__(self, "seen_insert", insert)
+        object.__setattr__(self, "claims", ClaimStatements(self.store.engine))
 
     @property
     def agency_id(self) -> str:
@@ -114,28 +115,18 @@ def _answer(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> Envelo
     return signed_answer(admitted, node.agency_id, points, node.mask_seeds, node.signing_key)
 
 
-def claim_query(node: AgencyNode, cursor: Cursor, now: int) -> Callable[[str], bool]:
-    """A replay check that also records the query id in the caller's transaction.
-
-    Returns True (seen) if the id was already stored; the insert skips a taken key, so a
-    concurrent replay loses in the database. If the transaction rolls back, no claim
-    remains.
-    """
-
-    def seen(query_id: str) -> bool:
-        inserted = cursor.execute(node.seen_insert, {"query_id": query_id, "seen_at": now})
-        return int(inserted.rowcount) != 1
-
-    return seen
-
-
-def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
-    """The "query_answered" log body: the query, and where the coordinator logged it."""
+def answered_fields(admitted: AdmittedQuery, kind: QuestionKind) -> dict[str, object]:
+    """The "query_answered" log body: the query, who asked, and where it was logged."""
     return {
         "query_id": admitted.query_id,
         "query_hash": admitted.signed.query_hash.hex(),
+        "kind": kind.value,
         "purpose": admitted.purpose.id,
         "token_id": admitted.token_id,
+        "relying_party": admitted.request.relying_party,
+        # One signed request is served by one query only: the regulator checks across logs.
+        "request_nonce_hash": admitted.request.nonce_hash.hex(),
+        "year": admitted.year,
         # Where the coordinator promised it logged the query: the regulator checks.
         "coordinator": admitted.promise.origin,
         "promise_index": admitted.promise.index,
@@ -146,14 +137,17 @@ def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
 def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> ContributeResponse:
     """Check a contribution query and answer it; raise a FedscoreError to refuse.
 
-    One transaction: the replay claim, the record lookup and "query_answered" commit
-    together before the answer is returned; a refusal rolls all of it back.
+    One transaction: the claims (query id, request nonce, token use), the record lookup and
+    "query_answered" commit together before the answer is returned; a refusal rolls all of
+    it back.
     """
     now = node.now()
+    admitted = admit_query(query, node.trust, now, notes)
     with node.hot.transaction() as cursor:
-        admitted = admit_query(query, node.trust, claim_query(node, cursor, now), now, notes)
+        node.claims.take(cursor, admitted.claim(), now)
         answer = _answer(node, admitted, cursor)
-        node.log.append(cursor, "query_answered", answered_fields(admitted), now=now)
+        fields = answered_fields(admitted, QuestionKind.SCORE)
+        node.log.append(cursor, "query_answered", fields, now=now)
     return ContributeResponse(answer=answer)
 
 
@@ -172,9 +166,12 @@ def _append_facts(
         log.append_now(kind, essential)
 
 
-def log_refusal(node: AgencyNode, error: FedscoreError, notes: RefusalNotes) -> None:
-    """Write "query_refused" with the reason and what was authenticated, nothing more."""
-    _append_facts(node.log, "query_refused", {"reason": error.reason}, notes.fields())
+def log_refusal(node: AgencyNode, error: FedscoreError, notes: RefusalNotes, caller: str) -> None:
+    """Write "query_refused" with the reason and what was authenticated, nothing more.
+
+    Beyond `caller`'s allowance the refusal is counted into its summary instead.
+    """
+    node.refusals.record(caller, "query_refused", {"reason": error.reason}, notes.fields())
 
 
 def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> None:
@@ -197,7 +194,7 @@ def node_handlers(node: AgencyNode) -> dict[str, Handler]:
             request = parse_request(raw, ContributeRequest)
             return contribute(node, request.query, notes)
         except FedscoreError as error:
-            log_refusal(node, error, notes)
+            log_refusal(node, error, notes, peer_common_name(context))
             raise
 
     async def notify_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
@@ -205,7 +202,8 @@ def node_handlers(node: AgencyNode) -> dict[str, Handler]:
             request = parse_request(raw, NotifyRevocationRequest)
             notify_revocation(node, request)
         except FedscoreError as error:
-            node.log.append_now("revocation_refused", {"reason": error.reason})
+            caller = peer_common_name(context)
+            node.refusals.record(caller, "revocation_refused", {"reason": error.reason})
             raise
         return NotifyRevocationResponse(party=node.agency_id)
 

@@ -2,19 +2,20 @@
 
 A node answers a statistics query only when, in this order (each refusal has a reason):
  1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
-    UNKNOWN_SIGNER, BAD_SIGNATURE), is addressed to this agency (WRONG_AGENCY) and its
-    spec parses (MALFORMED_MESSAGE);
+    UNKNOWN_SIGNER, BAD_SIGNATURE), is addressed to this agency (WRONG_AGENCY), its spec
+    parses (MALFORMED_MESSAGE) and asks a histogram question (QUESTION_KIND_MISMATCH);
  2. it names a policy this node holds (UNKNOWN_POLICY), is fresh (QUERY_EXPIRED), and the
     coordinator's log promise covers exactly these spec bytes (BAD_LOG_PROMISE);
  3. it names a release of that policy that nodes compute (UNKNOWN_RELEASE), with exactly
     the definition's contribution bound (CONTRIBUTION_BOUND_NOT_ALLOWED);
- 4. it asks every agency of the policy (PARTICIPANT_SET_MISMATCH), for a valid year
-    (BAD_YEAR), under an unused query id (REPLAYED_QUERY).
+ 4. it asks every agency of the policy (PARTICIPANT_SET_MISMATCH), for a year that has
+    begun (BAD_YEAR), under an unused query id (REPLAYED_QUERY).
 
 Invariants:
 - What leaves the node is one value per bin, `(count + mask_b) mod 2^64`, where `mask_b`
-  is the node's pairwise mask for the per-bin id `"{query_id}/{b}"`: the masks cancel only
-  in the sum over all agencies, so the coordinator learns federation-wide sums alone.
+  is the node's pairwise mask for bin b of the histogram question whose hash is the
+  spec's (docs/adr/0011): the masks cancel only in the sum over all agencies asked the
+  very same spec bytes, so the coordinator learns federation-wide sums alone.
 - The query id is recorded as seen and "statistics_answered" is logged in ONE transaction
   before the answer leaves; every refusal is logged as "statistics_refused" with its
   reason and only authenticated facts. No entry holds a count or a masked value.
@@ -34,15 +35,16 @@ from google.protobuf.message import DecodeError, Message
 from sqlalchemy.orm import Session
 
 from fedscore.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FedscoreError,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
 )
-from fedscore.rpc import Handler, parse_request
+from fedscore.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import LogPromise
+from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
@@ -52,8 +54,8 @@ from fedscore.v1.statistics_pb2 import (
 )
 from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring
-from keys.masks import mask_for, masked_answer
-from node.checks import CLOCK_SKEW_SECONDS, MAX_YEAR, MIN_YEAR, NodeTrust, check_not_replayed
+from keys.masks import Question, QuestionKind, bin_masks, masked_answer
+from node.checks import CLOCK_SKEW_SECONDS, MIN_YEAR, NodeTrust
 from node.histogram import node_histogram
 from node.service import AgencyNode, uncertified_indicators
 from policies.model import Policy
@@ -94,6 +96,7 @@ class AdmittedStatisticsQuery:
     policy: Policy
     definition: ReleaseDefinition
     year: int
+    promise: LogPromise  # the coordinator's signed word that it logged this query first
 
     @property
     def query_id(self) -> str:
@@ -126,7 +129,7 @@ def authenticate_statistics_query(
     )
 
 
-def check_statistics_promise(signed: SignedStatisticsQuery, keyring: Keyring) -> None:
+def check_statistics_promise(signed: SignedStatisticsQuery, keyring: Keyring) -> LogPromise:
     """Step 2: the coordinator logged exactly these spec bytes before asking."""
     envelope = signed.query.log_promise
     if not envelope.payload and not envelope.signature:
@@ -144,6 +147,7 @@ def check_statistics_promise(signed: SignedStatisticsQuery, keyring: Keyring) ->
         raise Unauthenticated(
             "log promise, spec and signature name different coordinators", "BAD_LOG_PROMISE"
         )
+    return promise
 
 
 def check_statistics_freshness(spec: StatisticsSpec, now: int) -> None:
@@ -192,6 +196,10 @@ def admit_statistics_query(
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.release = spec.release
+    if spec.kind != QUESTION_KIND_HISTOGRAM:
+        raise PermissionDenied(
+            "the spec does not ask a histogram question", reason="QUESTION_KIND_MISMATCH"
+        )
     try:
         policy = node.policies[spec.policy_hash]
     except KeyError:
@@ -200,23 +208,29 @@ def admit_statistics_query(
             reason="UNKNOWN_POLICY",
         ) from None
     check_statistics_freshness(spec, now)
-    check_statistics_promise(signed, node.coordinator_keyring)
+    promise = check_statistics_promise(signed, node.coordinator_keyring)
     definition = release_asked(spec, policy)
     check_statistics_participants(spec, policy, node.agency_id)
-    if not MIN_YEAR <= spec.year <= MAX_YEAR:
-        raise InvalidArgument(f"year {spec.year} cannot hold records", reason="BAD_YEAR")
-    check_not_replayed(spec.query_id, seen)
-    return AdmittedStatisticsQuery(signed, policy, definition, int(spec.year))
+    if not MIN_YEAR <= spec.year <= policy.current_year(now):
+        raise InvalidArgument(
+            f"year {spec.year} is not between {MIN_YEAR} and the current year", reason="BAD_YEAR"
+        )
+    if seen(spec.query_id):
+        raise AlreadyExists(f"query {spec.query_id!r} was already answered", "REPLAYED_QUERY")
+    return AdmittedStatisticsQuery(signed, policy, definition, int(spec.year), promise)
 
 
 def masked_bins(
-    counts: list[int], agency_id: str, seeds: Mapping[str, bytes], spec: StatisticsSpec
+    counts: list[int],
+    agency_id: str,
+    seeds: Mapping[str, bytes],
+    spec: StatisticsSpec,
+    query_hash: bytes,
 ) -> list[int]:
-    """Each bin's count under its own pairwise mask (per-bin id `query_id/bin`)."""
-    return [
-        masked_answer(count, mask_for(agency_id, seeds, spec.participants, f"{spec.query_id}/{b}"))
-        for b, count in enumerate(counts)
-    ]
+    """Each bin's count under its own pairwise mask, bound to the spec's hash and the bin."""
+    question = Question(QuestionKind.HISTOGRAM_BIN, query_hash)
+    masks = bin_masks(agency_id, seeds, spec.participants, question, len(counts))
+    return [masked_answer(count, mask) for count, mask in zip(counts, masks, strict=True)]
 
 
 def answer_histogram(
@@ -237,7 +251,9 @@ def answer_histogram(
     answer = StatisticsAnswer(
         query_id=spec.query_id,
         agency_id=node.agency_id,
-        masked_bins=masked_bins(counts, node.agency_id, node.mask_seeds, spec),
+        masked_bins=masked_bins(
+            counts, node.agency_id, node.mask_seeds, spec, admitted.signed.query_hash
+        ),
         query_hash=admitted.signed.query_hash,
     )
     with Session(node.store.engine) as session:
@@ -251,6 +267,10 @@ def answer_histogram(
                 "release": admitted.definition.name,
                 "year": admitted.year,
                 "bins": len(counts),
+                # Where the coordinator promised it logged the query: the regulator checks.
+                "coordinator": admitted.promise.origin,
+                "promise_index": admitted.promise.index,
+                "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
             },
             now=now,
         )
@@ -258,13 +278,14 @@ def answer_histogram(
     return HistogramResponse(answer=sign_message(answer, node.signing_key))
 
 
-def log_statistics_refusal(node: AgencyNode, error: FedscoreError, notes: StatisticsNotes) -> None:
-    """Write "statistics_refused" with the reason and only what was authenticated."""
-    try:
-        node.log.append_now("statistics_refused", {"reason": error.reason, **notes.fields()})
-    except FedscoreError as unloggable:
-        _log.warning("statistics_refused: facts not loggable (%s)", unloggable.reason)
-        node.log.append_now("statistics_refused", {"reason": error.reason})
+def log_statistics_refusal(
+    node: AgencyNode, error: FedscoreError, notes: StatisticsNotes, caller: str
+) -> None:
+    """Write "statistics_refused" with the reason and only what was authenticated.
+
+    Beyond `caller`'s allowance the refusal is counted into its summary instead.
+    """
+    node.refusals.record(caller, "statistics_refused", {"reason": error.reason}, notes.fields())
 
 
 def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
@@ -276,7 +297,7 @@ def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
             request = parse_request(raw, HistogramRequest)
             return await asyncio.to_thread(answer_histogram, node, request.query, notes)
         except FedscoreError as error:
-            log_statistics_refusal(node, error, notes)
+            log_statistics_refusal(node, error, notes, peer_common_name(context))
             raise
 
     return {"Histogram": histogram_handler}

@@ -11,7 +11,9 @@ Invariants:
   importing the same occurrence twice, from one file or from several, stores it once.
   An export must therefore sum same-moment occurrences into `quantity`.
 - `occurred_at` is Unix seconds (UTC); scoring years are half-open [start, end).
-- A query id is stored at most once: a second `mark_query_seen` is a replay.
+- A query id is stored at most once: a second `mark_query_seen` is a replay. Likewise a
+  relying party's request nonce (`node_request_nonce`), and each consent token's uses are
+  counted here by the node itself (`node_token_use`; `node.claims`).
 - Queries are plain SQLAlchemy Core that SQLite and PostgreSQL both run; the only
   engine-specific code is the connect-time SQLite tuning and the choice of the
   dialect's INSERT ... ON CONFLICT DO NOTHING construct.
@@ -94,10 +96,36 @@ class SeenQuery(SQLModel, table=True):
     seen_at: int = Field(sa_type=BigInteger)
 
 
+class AcceptedRequest(SQLModel, table=True):
+    """A relying party's request nonce this node has served (stored as its SHA-256).
+
+    One signed request authorises one query: a coordinator that sends a request again under
+    another query id is refused here, whatever it logged.
+    """
+
+    __tablename__ = "node_request_nonce"
+
+    nonce_hash: bytes = Field(primary_key=True)
+    relying_party: str
+    accepted_at: int = Field(sa_type=BigInteger)
+
+
+class TokenUse(SQLModel, table=True):
+    """How many queries of a consent token this node has answered (its own count)."""
+
+    __tablename__ = "node_token_use"
+
+    token_id: str = Field(primary_key=True)
+    uses: int = 0
+    last_used_at: int = Field(default=0, sa_type=BigInteger)
+
+
 IMPORT_BATCH: Table = ImportBatch.__table__  # type: ignore[attr-defined]
 BEHAVIOUR_RECORD: Table = BehaviourRecord.__table__  # type: ignore[attr-defined]
 SEEN_QUERY: Table = SeenQuery.__table__  # type: ignore[attr-defined]
-NODE_TABLES = (IMPORT_BATCH, BEHAVIOUR_RECORD, SEEN_QUERY)
+ACCEPTED_REQUEST: Table = AcceptedRequest.__table__  # type: ignore[attr-defined]
+TOKEN_USE: Table = TokenUse.__table__  # type: ignore[attr-defined]
+NODE_TABLES = (IMPORT_BATCH, BEHAVIOUR_RECORD, SEEN_QUERY, ACCEPTED_REQUEST, TOKEN_USE)
 QUERY_INDEX: Index = next(i for i in BEHAVIOUR_RECORD.indexes if i.name == QUERY_INDEX_NAME)
 
 

@@ -46,6 +46,8 @@ PERSON_RANGE = (0, 1_000)
 ORGANISATION_RANGE = (0, 5_000)
 # Consent for a purpose is renewed at least yearly, like the score window itself.
 MAX_TOKEN_DAYS = 366
+# A purpose reaches back at most this many years (records older than that are history).
+MAX_YEARS_BACK = 10
 
 _ID = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 _POLICY_ID = re.compile(r"[a-z0-9][a-z0-9.-]*")
@@ -367,6 +369,9 @@ def _purpose(
         max_token_days=table.integer("max_token_days", minimum=1, maximum=MAX_TOKEN_DAYS),
         max_uses=table.integer("max_uses", minimum=0),
         basic_right_or_public_service=False,
+        max_years_back=table.integer(
+            "max_years_back", minimum=0, maximum=MAX_YEARS_BACK, default=0
+        ),
     )
 
 

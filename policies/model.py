@@ -7,7 +7,8 @@ A `Policy` is built only by `policies.loader.parse_policy`, which enforces:
   range everywhere (the study: per-city ranges caused inflation);
 - every purpose has at least two contributing agencies (with one, the total would
   be that agency's contribution in the clear), names only declared agencies and
-  relying parties, and declares that it does NOT gate a basic right or public service;
+  relying parties, declares that it does NOT gate a basic right or public service, and
+  says how many years back it may ask (`max_years_back`, default 0: the current year);
 - `canonical` is the canonical JSON of the whole document and `content_hash` its
   SHA-256: the hash is the policy's version, so equal content means equal hash.
 
@@ -130,6 +131,26 @@ class Purpose:
     max_token_days: int
     max_uses: int
     basic_right_or_public_service: bool
+    # How many calendar years before the current one may be asked (0: the current year only).
+    max_years_back: int = 0
+
+    def uses_allowed(self, token_max_uses: int) -> int:
+        """The tighter of the token's and this purpose's use limits (0 = no limit)."""
+        limits = [limit for limit in (token_max_uses, self.max_uses) if limit > 0]
+        return min(limits) if limits else 0
+
+    def check_year(self, year: int, current_year: int) -> None:
+        """`year` is the current year or at most `max_years_back` before it.
+
+        Raises `PermissionDenied YEAR_NOT_ALLOWED` otherwise: a purpose never reaches into
+        the future, nor further into the past than it declares.
+        """
+        earliest = current_year - self.max_years_back
+        if not earliest <= year <= current_year:
+            raise PermissionDenied(
+                f"purpose {self.id!r} may ask about {earliest}-{current_year}, not {year}",
+                reason="YEAR_NOT_ALLOWED",
+            )
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,13 @@ from fedscore.v1.audit_pb2 import (
 from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken, GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_SCORE,
     ContributeRequest,
     ContributeResponse,
     ContributionQuery,
     LogPromise,
     QuerySpec,
+    ScoreQuery,
 )
 from keys.envelope import sign_message
 from keys.national_id import with_check_digit
@@ -128,16 +130,25 @@ class Live:
         logged: what a coordinator that skips its log would send."""
         coordinator = self.party("coordinator")
         now = int(time.time())
+        # A request PTT really signed, which the coordinator captured instead of serving.
+        request = ScoreQuery(
+            relying_party="ptt",
+            purpose_id=PURPOSE,
+            token=token,
+            nonce=secrets.token_bytes(16),
+            issued_at=now,
+        )
         spec = QuerySpec(
             query_id=secrets.token_hex(16),
             purpose_id=PURPOSE,
             policy_hash=coordinator.policy.content_hash,
             year=coordinator.policy.current_year(now),
             participants=list(AGENCIES),
-            token=token,
             issued_at=now,
             expires_at=now + 30,
             coordinator=coordinator.id,
+            request=sign_message(request, self.party("ptt").signing_key),
+            kind=QUESTION_KIND_SCORE,
         )
         for name, value in spec_changes.items():
             del getattr(spec, name)[:]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -16,16 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.checks import (
-    FRESHNESS_SECONDS,
-    RefusalNotes,
-    admit_query,
-    authenticate_query,
-    check_use_limit,
-    effective_max_uses,
-    resolve_year,
-)
+from coordinator.checks import RefusalNotes, admit_query, authenticate_query
 from fedscore.errors import FedscoreError, ResourceExhausted
+from fedscore.requests import FRESHNESS_SECONDS, check_use_limit, requested_year
 from fedscore.status import RevocationState, build_status_list, sign_status_list
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2, trust_pb2
 from keys.box import BoxKeyPair
@@ -295,14 +288,20 @@ REFUSALS: list[tuple[str, Case, grpc.StatusCode, str]] = [
     (
         "a future year",
         Case(query={"year": _OTHER_YEAR + 1}),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "BAD_YEAR",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "YEAR_NOT_ALLOWED",
     ),
     (
         "a year before any record",
         Case(query={"year": 1969}),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "BAD_YEAR",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "YEAR_NOT_ALLOWED",
+    ),
+    (
+        "a year further back than the purpose reaches (PTT: one year back)",
+        Case(query={"year": _OTHER_YEAR - 2}),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "YEAR_NOT_ALLOWED",
     ),
 ]
 
@@ -405,19 +404,24 @@ def test_any_skew_within_the_window_is_fresh(skew: int) -> None:
 
 
 @given(st.integers(min_value=1970, max_value=2100))
-def test_resolve_year(year: int) -> None:
+def test_a_purpose_reaches_back_only_as_far_as_it_declares(year: int) -> None:
     current = POLICY.current_year(NOW)
-    if year > current:
-        with pytest.raises(FedscoreError, match="BAD_YEAR"):
-            resolve_year(year, POLICY, NOW)
-    else:
-        assert resolve_year(year, POLICY, NOW) == year
+    for purpose in POLICY.purposes.values():
+        if current - purpose.max_years_back <= year <= current:
+            purpose.check_year(year, current)
+        else:
+            with pytest.raises(FedscoreError, match="YEAR_NOT_ALLOWED"):
+                purpose.check_year(year, current)
 
 
-def test_year_zero_is_the_current_bangkok_year() -> None:
+def test_year_zero_is_the_bangkok_year_the_request_was_signed_in() -> None:
     # 2024-12-31 17:30 UTC is already 2025-01-01 00:30 in Bangkok.
     new_year_bangkok = 1_735_666_200
-    assert resolve_year(0, POLICY, new_year_bangkok) == 2025
+    request = query_pb2.ScoreQuery(year=0, issued_at=new_year_bangkok)
+    assert requested_year(request, POLICY) == 2025
+    assert (
+        requested_year(query_pb2.ScoreQuery(year=2023, issued_at=new_year_bangkok), POLICY) == 2023
+    )
 
 
 @given(st.integers(min_value=0, max_value=20), st.integers(min_value=0, max_value=20))
@@ -436,4 +440,5 @@ def test_use_limit(uses: int, limit: int) -> None:
 def test_the_tighter_use_limit_applies(
     token_limit: int, purpose_limit: int, effective: int
 ) -> None:
-    assert effective_max_uses(token_limit, purpose_limit) == effective
+    purpose = replace(POLICY.purpose(PTT_PURPOSE), max_uses=purpose_limit)
+    assert purpose.uses_allowed(token_limit) == effective

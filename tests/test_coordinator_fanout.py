@@ -15,7 +15,7 @@ from fedscore.v1 import envelope_pb2, query_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message
 from keys.keyring import Keyring
-from keys.masks import MODULUS, mask_for, masked_answer, pairwise_seeds
+from keys.masks import MODULUS, Question, QuestionKind, mask_for, masked_answer, pairwise_seeds
 from keys.signing import SigningKey
 
 IDS = [f"agency-{i:02d}" for i in range(8)]
@@ -29,10 +29,11 @@ AGENCY_KEYRING = Keyring.of({pid: key.verify_key for pid, key in SIGNING.items()
 def _masked_answers(contributions: list[int], query_id: str) -> list[int]:
     members = IDS[: len(contributions)]
     publics = {pid: BOXES[pid].public_bytes for pid in members}
+    question = Question.of(QuestionKind.SCORE_BATCH_ITEM, query_id.encode("utf-8"))
     answers = []
     for pid, contribution in zip(members, contributions, strict=True):
         seeds = pairwise_seeds(pid, BOXES[pid], publics)
-        answers.append(masked_answer(contribution, mask_for(pid, seeds, members, query_id)))
+        answers.append(masked_answer(contribution, mask_for(pid, seeds, members, question)))
     return answers
 
 

@@ -223,6 +223,8 @@ def _check_log_holds_only_releases(fed: Federation) -> None:
             "relying_party",
             "participants",
             "year",
+            "kind",
+            "request_nonce_hash",
         },
         "result_released": {"query_id", "released", "value"},
     }

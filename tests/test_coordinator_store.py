@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -12,8 +13,8 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from audit.log import EventLog
-from coordinator.store import CoordinatorStore, QueryIssue, use_counters
-from fedscore.db import open_engine
+from coordinator.store import TOKEN_USES, CoordinatorStore, QueryIssue
+from fedscore.db import open_engine, use_counters
 from fedscore.errors import AlreadyExists, ResourceExhausted
 
 
@@ -35,6 +36,7 @@ def _issue(
         query_hash=b"\xab" * 32,
         nonce=nonce,
         relying_party="ptt",
+        request_nonce_hash=hashlib.sha256(nonce).digest(),
         token_id=token_id,
         max_uses=max_uses,
         purpose_id="ptt-fuel-discount",
@@ -63,6 +65,8 @@ def test_issue_stores_nonce_use_query_and_log_entry(store: CoordinatorStore) -> 
         "relying_party": "ptt",
         "participants": ["trc", "dsd", "chuangpao"],
         "year": 2025,
+        "kind": "score",
+        "request_nonce_hash": hashlib.sha256(b"n" * 16).hexdigest(),
     }
 
 
@@ -148,7 +152,7 @@ def test_two_writers_never_both_take_the_last_use(tmp_path: Path) -> None:
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_use_is_counted_in_one_statement_on_each_database(database: str) -> None:
     dialect = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg2.dialect()}[database]
-    unlimited, limited = use_counters(database)
+    unlimited, limited = use_counters(database, TOKEN_USES)
     plain = " ".join(str(unlimited.compile(dialect=dialect)).split())
     capped = " ".join(str(limited.compile(dialect=dialect)).split())
     for sql in (plain, capped):

@@ -1,4 +1,9 @@
-"""Pairwise masks: they cancel over the full set, and hide each contribution."""
+"""Pairwise masks: they cancel over the full set asked the very same question, and only then.
+
+docs/adr/0011: a mask is bound to the SHA-256 of the exact question bytes, the kind of
+question (and a histogram's bin) and the participant set. If the coordinator asks any two
+participants anything different, the sum is random.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,27 @@ from hypothesis import strategies as st
 
 from fedscore.errors import InvalidArgument
 from keys.box import BoxKeyPair
-from keys.masks import MODULUS, mask_for, masked_answer, pairwise_seeds, unmasked_total
+from keys.masks import (
+    MODULUS,
+    Question,
+    QuestionKind,
+    bin_masks,
+    mask_for,
+    mask_input,
+    masked_answer,
+    pairwise_seeds,
+    unmasked_total,
+)
 
 # Fixed box keys: deriving them costs nothing, and examples then differ only in what
 # hypothesis chooses (participant count, query id, contributions).
 POOL = [BoxKeyPair.from_private(hashlib.sha256(b"box %d" % i).digest()) for i in range(50)]
 IDS = [f"agency-{i:02d}" for i in range(50)]
+
+
+def _q(text: str, kind: QuestionKind = QuestionKind.SCORE) -> Question:
+    """The question whose canonical bytes are `text`."""
+    return Question.of(kind, text.encode("utf-8"))
 
 
 def _federation(count: int) -> dict[str, dict[str, bytes]]:
@@ -35,10 +55,23 @@ def test_seeds_are_symmetric() -> None:
 def test_two_party_mask_is_the_prf() -> None:
     seeds = _federation(2)
     seed = seeds["agency-00"]["agency-01"]
-    prf = int.from_bytes(hmac.new(seed, b"q-1", hashlib.sha256).digest()[:8], "big")
     participants = ["agency-00", "agency-01"]
-    assert mask_for("agency-00", seeds["agency-00"], participants, "q-1") == prf
-    assert mask_for("agency-01", seeds["agency-01"], participants, "q-1") == (-prf) % MODULUS
+    question = _q("q-1")
+    data = mask_input(question, participants)
+    prf = int.from_bytes(hmac.new(seed, data, hashlib.sha256).digest()[:8], "big")
+    assert mask_for("agency-00", seeds["agency-00"], participants, question) == prf
+    assert mask_for("agency-01", seeds["agency-01"], participants, question) == (-prf) % MODULUS
+
+
+def test_the_mask_input_is_length_prefixed_and_names_everything() -> None:
+    question = Question(QuestionKind.HISTOGRAM_BIN, b"\x11" * 32, bin=3)
+    data = mask_input(question, ["b", "a"])
+    label = b"fedscore.v1 pairwise mask input"
+    set_digest = hashlib.sha256(b"\x00\x00\x00\x01a\x00\x00\x00\x01b").digest()
+    assert data == b"".join(
+        len(part).to_bytes(4, "big") + part
+        for part in (label, b"histogram-bin", b"\x11" * 32, (3).to_bytes(8, "big"), set_digest)
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -50,7 +83,8 @@ def test_two_party_mask_is_the_prf() -> None:
 def test_masks_cancel_over_the_full_set(count: int, query_id: str, data: st.DataObject) -> None:
     seeds = _federation(count)
     participants = IDS[:count]
-    masks = [mask_for(pid, seeds[pid], participants, query_id) for pid in participants]
+    question = _q(query_id)
+    masks = [mask_for(pid, seeds[pid], participants, question) for pid in participants]
     assert sum(masks) % MODULUS == 0
     contributions = data.draw(
         st.lists(st.integers(0, 1_000), min_size=count, max_size=count), label="contributions"
@@ -64,22 +98,22 @@ def test_masked_answer_hides_the_contribution() -> None:
     seeds = _federation(2)
     participants = IDS[:2]
     for pid in participants:
-        mask = mask_for(pid, seeds[pid], participants, "q-1")
+        mask = mask_for(pid, seeds[pid], participants, _q("q-1"))
         assert masked_answer(300, mask) != 300
 
 
 def test_fresh_query_id_gives_a_fresh_answer() -> None:
     seeds = _federation(3)
     participants = IDS[:3]
-    first = masked_answer(70, mask_for("agency-01", seeds["agency-01"], participants, "q-1"))
-    second = masked_answer(70, mask_for("agency-01", seeds["agency-01"], participants, "q-2"))
+    first = masked_answer(70, mask_for("agency-01", seeds["agency-01"], participants, _q("q-1")))
+    second = masked_answer(70, mask_for("agency-01", seeds["agency-01"], participants, _q("q-2")))
     assert first != second
 
 
 def test_order_of_participants_does_not_matter() -> None:
     seeds = _federation(4)
-    forward = mask_for("agency-02", seeds["agency-02"], IDS[:4], "q")
-    assert forward == mask_for("agency-02", seeds["agency-02"], list(reversed(IDS[:4])), "q")
+    forward = mask_for("agency-02", seeds["agency-02"], IDS[:4], _q("q"))
+    assert forward == mask_for("agency-02", seeds["agency-02"], list(reversed(IDS[:4])), _q("q"))
 
 
 def test_masks_over_different_sets_do_not_cancel() -> None:
@@ -87,9 +121,9 @@ def test_masks_over_different_sets_do_not_cancel() -> None:
     seeds = _federation(3)
     full, subset = IDS[:3], IDS[:2]
     masks = [
-        mask_for("agency-00", seeds["agency-00"], subset, "q"),
-        mask_for("agency-01", seeds["agency-01"], full, "q"),
-        mask_for("agency-02", seeds["agency-02"], full, "q"),
+        mask_for("agency-00", seeds["agency-00"], subset, _q("q")),
+        mask_for("agency-01", seeds["agency-01"], full, _q("q")),
+        mask_for("agency-02", seeds["agency-02"], full, _q("q")),
     ]
     assert sum(masks) % MODULUS != 0
 
@@ -97,7 +131,7 @@ def test_masks_over_different_sets_do_not_cancel() -> None:
 def test_missing_seed_is_an_error() -> None:
     seeds = _federation(2)
     with pytest.raises(InvalidArgument) as error:
-        mask_for("agency-00", seeds["agency-00"], [*IDS[:2], "stranger"], "q")
+        mask_for("agency-00", seeds["agency-00"], [*IDS[:2], "stranger"], _q("q"))
     assert error.value.reason == "NO_PAIRWISE_SEED"
 
 
@@ -105,7 +139,7 @@ def test_missing_seed_is_an_error() -> None:
 def test_bad_participant_sets(participants: list[str]) -> None:
     seeds = _federation(2)
     with pytest.raises(InvalidArgument) as error:
-        mask_for("agency-00", seeds["agency-00"], participants, "q")
+        mask_for("agency-00", seeds["agency-00"], participants, _q("q"))
     assert error.value.reason == "BAD_PARTICIPANTS"
 
 
@@ -113,3 +147,104 @@ def test_bad_participant_sets(participants: list[str]) -> None:
 def test_contribution_out_of_range(contribution: int) -> None:
     with pytest.raises(InvalidArgument):
         masked_answer(contribution, 0)
+
+
+# --- the rule of docs/adr/0011: masks cancel only for the byte-identical question ----------
+
+
+def _sum_of_masks(asked: list[Question], count: int) -> int:
+    seeds = _federation(count)
+    participants = IDS[:count]
+    return (
+        sum(
+            mask_for(pid, seeds[pid], participants, question)
+            for pid, question in zip(participants, asked, strict=True)
+        )
+        % MODULUS
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(2, 6),
+    spec=st.binary(min_size=1, max_size=200),
+    data=st.data(),
+)
+def test_specs_that_differ_in_any_byte_do_not_cancel(
+    count: int, spec: bytes, data: st.DataObject
+) -> None:
+    """Any participant asked other bytes leaves a sum that is not the total (random)."""
+    position = data.draw(st.integers(0, len(spec) - 1), label="byte changed")
+    flip = data.draw(st.integers(1, 255), label="xor")
+    other = spec[:position] + bytes([spec[position] ^ flip]) + spec[position + 1 :]
+    odd_ones = data.draw(
+        st.sets(st.integers(0, count - 1), min_size=1, max_size=count - 1), label="asked other"
+    )
+    asked = [
+        Question.of(QuestionKind.SCORE, other if i in odd_ones else spec) for i in range(count)
+    ]
+    assert _sum_of_masks(asked, count) != 0
+    # Asked alike, the same participants' masks do cancel.
+    assert _sum_of_masks([Question.of(QuestionKind.SCORE, spec)] * count, count) == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    count=st.integers(2, 6),
+    spec=st.binary(min_size=1, max_size=64),
+    kinds=st.data(),
+)
+def test_the_same_bytes_asked_as_another_kind_do_not_cancel(
+    count: int, spec: bytes, kinds: st.DataObject
+) -> None:
+    chosen = kinds.draw(
+        st.lists(st.sampled_from(list(QuestionKind)), min_size=count, max_size=count).filter(
+            lambda ks: len(set(ks)) > 1
+        ),
+        label="kinds",
+    )
+    asked = [Question.of(kind, spec) for kind in chosen]
+    assert _sum_of_masks(asked, count) != 0
+
+
+def test_one_nodes_answers_to_two_questions_cannot_be_subtracted() -> None:
+    """A score and a histogram bin over related ids share no mask (they could before)."""
+    seeds = _federation(3)
+    participants = IDS[:3]
+    score = mask_for("agency-00", seeds["agency-00"], participants, _q("X/0"))
+    histogram = Question.of(QuestionKind.HISTOGRAM_BIN, b"X")
+    first_bin = bin_masks("agency-00", seeds["agency-00"], participants, histogram, 2)[0]
+    assert score != first_bin
+    # Nor do two bins of one histogram, or the same spec as a lone and as a batched score.
+    second_bin = bin_masks("agency-00", seeds["agency-00"], participants, histogram, 2)[1]
+    assert first_bin != second_bin
+    batched = mask_for(
+        "agency-00",
+        seeds["agency-00"],
+        participants,
+        Question(QuestionKind.SCORE_BATCH_ITEM, _q("X/0").digest),
+    )
+    assert batched != score
+
+
+def test_bins_of_one_histogram_cancel_bin_by_bin() -> None:
+    seeds = _federation(4)
+    participants = IDS[:4]
+    question = Question.of(QuestionKind.HISTOGRAM_BIN, b"statistics spec")
+    per_node = [bin_masks(pid, seeds[pid], participants, question, 5) for pid in participants]
+    assert [sum(column) % MODULUS for column in zip(*per_node, strict=True)] == [0] * 5
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Question(QuestionKind.SCORE, b"short"),
+        lambda: Question(QuestionKind.SCORE, b"\x00" * 32, bin=1),
+        lambda: Question("score", b"\x00" * 32),  # type: ignore[arg-type]
+    ],
+    ids=["digest not 32 bytes", "bin on a score", "kind not a QuestionKind"],
+)
+def test_malformed_questions_are_refused(make: object) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        make()  # type: ignore[operator]
+    assert error.value.reason == "BAD_QUESTION"

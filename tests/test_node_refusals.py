@@ -4,7 +4,8 @@ Each row builds one bad request against a live federation (real consent registry
 `trc` node with imported records, real coordinator and registry keys) and asserts:
 the gRPC status code, the ErrorInfo reason, one new "query_refused" log entry with that
 reason (naming the query id and purpose only when the envelope was authentic), and that
-nothing stored changed (behaviour records, seen query ids).
+nothing stored changed (behaviour records, seen query ids, accepted request nonces, token
+uses). Many rows are what a hostile coordinator, holding its real key, could try.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from fedscore.rpc import MAX_MESSAGE_BYTES, call_unary, error_from_rpc
 from fedscore.v1.consent_pb2 import ConsentToken, RevocationNotice
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_HISTOGRAM,
     ContributeRequest,
     LogPromise,
     NotifyRevocationRequest,
     NotifyRevocationResponse,
 )
 from keys.envelope import sign_bytes, sign_message
+from keys.national_id import with_check_digit
+from keys.seal import seal_subject
 
 AGENCY = "trc"
 OTHER_POLICY = "sha256:" + "ab" * 32
@@ -197,7 +201,84 @@ async def participant_listed_twice(live: LiveFederation) -> Prepared:
 
 
 async def year_without_scores(live: LiveFederation) -> Prepared:
-    spec = live.spec(live.signed_token(), year=-5)
+    token = live.signed_token()
+    spec = live.spec(token, request=live.request(token, year=-5), year=-5)
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def year_not_asked_by_the_relying_party(live: LiveFederation) -> Prepared:
+    """The relying party asked about this year; the coordinator asks the node about last year."""
+    spec = live.spec(live.signed_token())
+    spec.year -= 1
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def year_beyond_the_purpose(live: LiveFederation) -> Prepared:
+    """PTT may ask about this year and last year, not two years back."""
+    token = live.signed_token()
+    year = live.coordinator.policy.current_year(time.time()) - 2
+    spec = live.spec(token, request=live.request(token, year=year), year=year)
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def no_relying_party_request(live: LiveFederation) -> Prepared:
+    spec = live.spec(live.signed_token())
+    spec.ClearField("request")
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def request_signed_by_the_coordinator(live: LiveFederation) -> Prepared:
+    """The coordinator writes a relying party's request itself: its key is not a party's."""
+    token = live.signed_token()
+    spec = live.spec(token, request=live.request(token, signer=live.coordinator))
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def request_signed_by_another_relying_party(live: LiveFederation) -> Prepared:
+    token = live.signed_token()
+    forged = live.request(token, signer=live.parties["citizen-portal"])
+    spec = live.spec(token, request=forged)
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def request_by_a_party_the_token_was_not_granted_to(live: LiveFederation) -> Prepared:
+    token = live.signed_token()
+    spec = live.spec(token, request=live.request(token, relying_party="citizen-portal"))
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def request_for_another_purpose(live: LiveFederation) -> Prepared:
+    token = live.signed_token()
+    spec = live.spec(token, request=live.request(token, purpose_id="self-view"))
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def stale_request(live: LiveFederation) -> Prepared:
+    token = live.signed_token()
+    spec = live.spec(token, request=live.request(token, issued_at=int(time.time()) - 3600))
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def request_served_twice(live: LiveFederation) -> Prepared:
+    """One signed request, one query: a second query id with the same request is refused."""
+    token = live.signed_token()
+    request = live.request(token)
+    first = live.spec(token, request=request)
+    await live.contribute(AGENCY, live.query(first, AGENCY))
+    again = live.spec(token, request=request)
+    return _authentic(live.query(again, AGENCY), again.query_id)
+
+
+async def token_used_up_at_this_node(live: LiveFederation) -> Prepared:
+    """The token allows one use; the node counts it itself, whatever the coordinator says."""
+    token = live.signed_token(max_uses=1)
+    await live.contribute(AGENCY, live.query(live.spec(token), AGENCY))
+    spec = live.spec(token)
+    return _authentic(live.query(spec, AGENCY), spec.query_id)
+
+
+async def a_histogram_spec_on_the_score_path(live: LiveFederation) -> Prepared:
+    spec = live.spec(live.signed_token(), kind=QUESTION_KIND_HISTOGRAM)
     return _authentic(live.query(spec, AGENCY), spec.query_id)
 
 
@@ -212,6 +293,16 @@ async def sealed_subject_of_another_token(live: LiveFederation) -> Prepared:
     other = ConsentToken.FromString(live.signed_token().payload)
     blob = next(s.blob for s in other.sealed_subjects if s.agency_id == AGENCY)
     spec = live.spec(live.signed_token())
+    return _authentic(live.query(spec, AGENCY, sealed=blob), spec.query_id)
+
+
+async def sealed_subject_chosen_by_the_coordinator(live: LiveFederation) -> Prepared:
+    """Anyone can seal any ID to the node's public key, even under this token's id."""
+    token = live.signed_token()
+    token_id = ConsentToken.FromString(token.payload).token_id
+    someone_else = with_check_digit("350010000017")
+    blob = seal_subject(token_id, AGENCY, someone_else, live.registry.trust.box_public(AGENCY))
+    spec = live.spec(token)
     return _authentic(live.query(spec, AGENCY, sealed=blob), spec.query_id)
 
 
@@ -259,8 +350,24 @@ ROWS = [
     Row(participant_subset, S.PERMISSION_DENIED, "PARTICIPANT_SET_MISMATCH"),
     Row(participant_listed_twice, S.PERMISSION_DENIED, "PARTICIPANT_SET_MISMATCH"),
     Row(year_without_scores, S.INVALID_ARGUMENT, "BAD_YEAR"),
+    Row(year_not_asked_by_the_relying_party, S.PERMISSION_DENIED, "YEAR_MISMATCH"),
+    Row(year_beyond_the_purpose, S.PERMISSION_DENIED, "YEAR_NOT_ALLOWED"),
+    Row(no_relying_party_request, S.UNAUTHENTICATED, "NO_RELYING_PARTY_REQUEST"),
+    Row(request_signed_by_the_coordinator, S.UNAUTHENTICATED, "BAD_REQUEST_SIGNATURE"),
+    Row(request_signed_by_another_relying_party, S.UNAUTHENTICATED, "SIGNER_MISMATCH"),
+    Row(
+        request_by_a_party_the_token_was_not_granted_to,
+        S.PERMISSION_DENIED,
+        "RELYING_PARTY_MISMATCH",
+    ),
+    Row(request_for_another_purpose, S.PERMISSION_DENIED, "PURPOSE_MISMATCH"),
+    Row(stale_request, S.PERMISSION_DENIED, "REQUEST_EXPIRED"),
     Row(replayed_query, S.ALREADY_EXISTS, "REPLAYED_QUERY"),
-    Row(sealed_subject_of_another_token, S.PERMISSION_DENIED, "SEAL_MISMATCH"),
+    Row(request_served_twice, S.ALREADY_EXISTS, "REPLAYED_NONCE"),
+    Row(token_used_up_at_this_node, S.RESOURCE_EXHAUSTED, "USE_LIMIT_REACHED"),
+    Row(a_histogram_spec_on_the_score_path, S.PERMISSION_DENIED, "QUESTION_KIND_MISMATCH"),
+    Row(sealed_subject_of_another_token, S.PERMISSION_DENIED, "SEALED_SUBJECT_MISMATCH"),
+    Row(sealed_subject_chosen_by_the_coordinator, S.PERMISSION_DENIED, "SEALED_SUBJECT_MISMATCH"),
     Row(malformed_protobuf, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE"),
     Row(oversized_message, S.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE"),
 ]
@@ -283,7 +390,7 @@ def test_node_refuses(tmp_path: Path, row: Row) -> None:
     async def scenario() -> None:
         async with live_federation(root, [AGENCY]) as live:
             prepared = await row.prepare(live)
-            records, seen = live.record_count(AGENCY), live.seen_count(AGENCY)
+            records, claims = live.record_count(AGENCY), live.claim_counts(AGENCY)
             log_before = live.log_size(AGENCY)
             assert records > 0
 
@@ -295,7 +402,7 @@ def test_node_refuses(tmp_path: Path, row: Row) -> None:
                 ("query_refused", {"reason": row.reason, **prepared.logged})
             ]
             assert live.record_count(AGENCY) == records
-            assert live.seen_count(AGENCY) == seen
+            assert live.claim_counts(AGENCY) == claims
             assert_clean_log(live.log_entries(AGENCY))
 
     asyncio.run(scenario())

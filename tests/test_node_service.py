@@ -34,16 +34,19 @@ from fedscore import client
 from fedscore.errors import FedscoreError
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
+from fedscore.requests import AuthenticatedRequest
 from fedscore.rpc import call_unary, secure_channel
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_SCORE,
     ContributeRequest,
     ContributeResponse,
     ContributionAnswer,
     ContributionQuery,
     LogPromise,
     QuerySpec,
+    ScoreQuery,
 )
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
@@ -59,10 +62,10 @@ from node.checks import (
     check_freshness,
     check_log_promise,
     check_participants,
-    scoring_year,
+    check_year,
 )
 from node.ingest import ingest_file
-from node.store import SEEN_QUERY, NodeStore
+from node.store import ACCEPTED_REQUEST, SEEN_QUERY, TOKEN_USE, NodeStore
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
 
@@ -178,7 +181,26 @@ class LiveFederation:
 
     # -- contribution queries, as the coordinator sends them
 
-    def spec(self, token: Envelope, **changes: Any) -> QuerySpec:
+    def request(self, token: Envelope, *, signer: Party | None = None, **changes: Any) -> Envelope:
+        """The relying party's own signed ScoreQuery for `token`, as it sends it."""
+        granted = ConsentToken.FromString(token.payload)
+        relying_party = str(changes.pop("relying_party", granted.relying_party or "ptt"))
+        query = ScoreQuery(
+            relying_party=relying_party,
+            purpose_id=granted.purpose_id or PURPOSE,
+            token=token,
+            nonce=secrets.token_bytes(16),
+            issued_at=int(time.time()),
+            year=0,
+        )
+        for name, value in changes.items():
+            setattr(query, name, value)
+        return sign_message(query, (signer or self.parties[relying_party]).signing_key)
+
+    def spec(
+        self, token: Envelope, *, request: Envelope | None = None, **changes: Any
+    ) -> QuerySpec:
+        """The spec the coordinator sends every node, carrying the relying party's request."""
         now = int(time.time())
         spec = QuerySpec(
             query_id=secrets.token_hex(16),
@@ -186,10 +208,11 @@ class LiveFederation:
             policy_hash=self.policy_hash,
             year=self.coordinator.policy.current_year(now),
             participants=list(self.agencies),
-            token=token,
             issued_at=now,
             expires_at=now + 60,
             coordinator=self.coordinator.id,
+            request=request if request is not None else self.request(token),
+            kind=QUESTION_KIND_SCORE,
         )
         for name, value in changes.items():
             if isinstance(value, list):
@@ -220,7 +243,7 @@ class LiveFederation:
     ) -> Envelope:
         """The signed ContributionQuery for `agency`, carrying its blob from the token."""
         spec_bytes = spec.SerializeToString(deterministic=True)
-        token = ConsentToken.FromString(spec.token.payload)
+        token = ConsentToken.FromString(ScoreQuery.FromString(spec.request.payload).token.payload)
         blob = next((s.blob for s in token.sealed_subjects if s.agency_id == agency), b"")
         if sealed is not None:
             blob = sealed
@@ -251,6 +274,23 @@ class LiveFederation:
         with self.node(agency).node.store.engine.connect() as connection:
             return int(
                 connection.execute(select(func.count()).select_from(SEEN_QUERY)).scalar_one()
+            )
+
+    def claim_counts(self, agency: str) -> tuple[int, int, int]:
+        """Seen query ids, accepted request nonces, and token uses summed, at `agency`."""
+        with self.node(agency).node.store.engine.connect() as connection:
+            return (
+                int(connection.execute(select(func.count()).select_from(SEEN_QUERY)).scalar_one()),
+                int(
+                    connection.execute(
+                        select(func.count()).select_from(ACCEPTED_REQUEST)
+                    ).scalar_one()
+                ),
+                int(
+                    connection.execute(
+                        select(func.coalesce(func.sum(TOKEN_USE.c.uses), 0))
+                    ).scalar_one()
+                ),
             )
 
     def record_count(self, agency: str) -> int:
@@ -364,11 +404,16 @@ def test_masked_answers_of_all_nodes_sum_to_the_total(tmp_path: Path) -> None:
                 assert live.seen_count(agency) == seen_before + 1
                 new = live.log_entries(agency, log_before)
                 assert [e.kind for e in new] == ["query_answered"]
+                request = ScoreQuery.FromString(spec.request.payload)
                 assert new[0].fields == {
                     "query_id": spec.query_id,
                     "query_hash": spec_hash.hex(),
+                    "kind": "score",
                     "purpose": PURPOSE,
                     "token_id": token_id,
+                    "relying_party": "ptt",
+                    "request_nonce_hash": hashlib.sha256(request.nonce).hexdigest(),
+                    "year": spec.year,
                     "coordinator": "coordinator",
                     "promise_index": 7,
                     "promise_leaf_hash": hashlib.sha256(b"leaf").hexdigest(),
@@ -492,6 +537,7 @@ def _unit_spec(**changes: Any) -> QuerySpec:
         issued_at=now,
         expires_at=now + 60,
         coordinator="coordinator",
+        kind=QUESTION_KIND_SCORE,
     )
     for name, value in changes.items():
         setattr(spec, name, value)
@@ -563,13 +609,26 @@ def test_a_query_for_another_agency_is_refused_before_its_spec_is_read(
     assert malformed.value.reason == "MALFORMED_MESSAGE"
 
 
-def test_year_zero_means_the_current_bangkok_year() -> None:
+def test_the_year_is_the_one_the_relying_party_asked_within_the_purpose() -> None:
     new_year_bangkok = int(datetime(2027, 1, 1, 0, 30, tzinfo=BANGKOK).timestamp())
-    assert scoring_year(_unit_spec(year=0), POLICY, new_year_bangkok) == 2027
-    assert scoring_year(_unit_spec(year=2025), POLICY, new_year_bangkok) == 2025
-    with pytest.raises(FedscoreError) as refused:
-        scoring_year(_unit_spec(year=-1), POLICY, new_year_bangkok)
-    assert refused.value.reason == "BAD_YEAR"
+    purpose = POLICY.purpose(PURPOSE)  # PTT: this year and last year
+    asked = AuthenticatedRequest(ScoreQuery(year=0, issued_at=new_year_bangkok), "ptt", Envelope())
+    assert check_year(_unit_spec(year=2027), asked, POLICY, purpose, new_year_bangkok) == 2027
+    for spec_year, reason in ((2026, "YEAR_MISMATCH"), (-1, "YEAR_MISMATCH")):
+        with pytest.raises(FedscoreError) as refused:
+            check_year(_unit_spec(year=spec_year), asked, POLICY, purpose, new_year_bangkok)
+        assert refused.value.reason == reason
+    for year, reason in ((2026, None), (2025, "YEAR_NOT_ALLOWED"), (2028, "YEAR_NOT_ALLOWED")):
+        request = AuthenticatedRequest(
+            ScoreQuery(year=year, issued_at=new_year_bangkok), "ptt", Envelope()
+        )
+        spec = _unit_spec(year=year)
+        if reason is None:
+            assert check_year(spec, request, POLICY, purpose, new_year_bangkok) == year
+            continue
+        with pytest.raises(FedscoreError) as refused:
+            check_year(spec, request, POLICY, purpose, new_year_bangkok)
+        assert refused.value.reason == reason
 
 
 def test_notes_hold_only_authenticated_facts() -> None:

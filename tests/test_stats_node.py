@@ -31,6 +31,7 @@ from test_node_service import (
 from fedscore.errors import FedscoreError
 from fedscore.rpc import call_unary, error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, QUESTION_KIND_SCORE
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
@@ -66,6 +67,7 @@ def stats_spec(live: LiveFederation, **changes: Any) -> StatisticsSpec:
         issued_at=now,
         expires_at=now + 60,
         coordinator=live.coordinator.id,
+        kind=QUESTION_KIND_HISTOGRAM,
     )
     for name, value in changes.items():
         if isinstance(value, list):
@@ -280,6 +282,24 @@ REFUSALS = [
         lambda live: stats_query(live, stats_spec(live, year=0), AGENCY),
         grpc.StatusCode.INVALID_ARGUMENT,
         "BAD_YEAR",
+        True,
+    ),
+    Refusal(
+        "a year that has not begun",
+        lambda live: stats_query(
+            live,
+            stats_spec(live, year=live.coordinator.policy.current_year(time.time()) + 1),
+            AGENCY,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "BAD_YEAR",
+        True,
+    ),
+    Refusal(
+        "a score spec on the histogram path",
+        lambda live: stats_query(live, stats_spec(live, kind=QUESTION_KIND_SCORE), AGENCY),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "QUESTION_KIND_MISMATCH",
         True,
     ),
 ]

@@ -1,11 +1,21 @@
 from fedscore.v1 import envelope_pb2 as _envelope_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class QuestionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUESTION_KIND_UNSPECIFIED: _ClassVar[QuestionKind]
+    QUESTION_KIND_SCORE: _ClassVar[QuestionKind]
+    QUESTION_KIND_HISTOGRAM: _ClassVar[QuestionKind]
+QUESTION_KIND_UNSPECIFIED: QuestionKind
+QUESTION_KIND_SCORE: QuestionKind
+QUESTION_KIND_HISTOGRAM: QuestionKind
 
 class ScoreQuery(_message.Message):
     __slots__ = ("relying_party", "purpose_id", "token", "nonce", "issued_at", "year")
@@ -52,26 +62,28 @@ class ScoreResult(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., purpose_id: _Optional[str] = ..., relying_party: _Optional[str] = ..., token_id: _Optional[str] = ..., year: _Optional[int] = ..., score: _Optional[int] = ..., band: _Optional[str] = ..., eligible: _Optional[bool] = ..., policy_hash: _Optional[str] = ..., request_nonce_hash: _Optional[bytes] = ..., log_index: _Optional[int] = ..., issued_at: _Optional[int] = ...) -> None: ...
 
 class QuerySpec(_message.Message):
-    __slots__ = ("query_id", "purpose_id", "policy_hash", "year", "participants", "token", "issued_at", "expires_at", "coordinator")
+    __slots__ = ("query_id", "purpose_id", "policy_hash", "year", "participants", "issued_at", "expires_at", "coordinator", "request", "kind")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
     YEAR_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     purpose_id: str
     policy_hash: str
     year: int
     participants: _containers.RepeatedScalarFieldContainer[str]
-    token: _envelope_pb2.Envelope
     issued_at: int
     expires_at: int
     coordinator: str
-    def __init__(self, query_id: _Optional[str] = ..., purpose_id: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., token: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    request: _envelope_pb2.Envelope
+    kind: QuestionKind
+    def __init__(self, query_id: _Optional[str] = ..., purpose_id: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ..., request: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., kind: _Optional[_Union[QuestionKind, str]] = ...) -> None: ...
 
 class LogPromise(_message.Message):
     __slots__ = ("origin", "index", "leaf_hash", "query_hash", "logged_at")

@@ -1,4 +1,5 @@
 from fedscore.v1 import envelope_pb2 as _envelope_pb2
+from fedscore.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StatisticsSpec(_message.Message):
-    __slots__ = ("query_id", "release", "policy_hash", "year", "participants", "contribution_bound", "issued_at", "expires_at", "coordinator")
+    __slots__ = ("query_id", "release", "policy_hash", "year", "participants", "contribution_bound", "issued_at", "expires_at", "coordinator", "kind")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +19,7 @@ class StatisticsSpec(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     release: str
     policy_hash: str
@@ -27,7 +29,8 @@ class StatisticsSpec(_message.Message):
     issued_at: int
     expires_at: int
     coordinator: str
-    def __init__(self, query_id: _Optional[str] = ..., release: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., contribution_bound: _Optional[int] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    kind: _query_pb2.QuestionKind
+    def __init__(self, query_id: _Optional[str] = ..., release: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., contribution_bound: _Optional[int] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ..., kind: _Optional[_Union[_query_pb2.QuestionKind, str]] = ...) -> None: ...
 
 class StatisticsQuery(_message.Message):
     __slots__ = ("spec", "agency_id", "log_promise")
