@@ -1,0 +1,262 @@
+"""What the coordinator's operator can try on its own, holding the coordinator's real key,
+its TLS identity, its database and its log (docs/adr/0011, the threat model).
+
+`fedscore demo` runs one of these tricks against the demo citizen and the tests in
+`tests/test_hostile_coordinator.py` run all of them against real nodes over mutual TLS.
+Nothing here is used by an honest party. Everything it sends is signed with the
+coordinator's real key and, where the trick needs it, logged in the coordinator's own log
+first, exactly as an honest coordinator would log it (forged "matching" entries), so the
+nodes' promise checks pass and only what the design guarantees can stop it:
+
+- masks bound to the exact question (`keys.masks`): asked different things, the nodes'
+  masked answers add up to a uniformly random value, never a contribution;
+- the nodes' own limits (`node.checks`, `node.claims`): only a relying party's own signed
+  request, once; the token's uses counted at each node; the purpose's years; the node's
+  own sealed subject; the kind of question;
+- the regulator's cross-checks (`audit.crossmatch_*`), which name what was tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import Engine
+
+from audit.log import EventLog
+from fedscore.db import open_engine
+from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.party import Party, load_party
+from fedscore.requests import nonce_hash, requested_year
+from fedscore.rpc import call_unary, error_from_refusal, secure_channel
+from fedscore.v1.consent_pb2 import ConsentToken
+from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_HISTOGRAM,
+    QUESTION_KIND_SCORE,
+    BatchedContributionQuery,
+    ContributeBatchRequest,
+    ContributeBatchResponse,
+    ContributeRequest,
+    ContributeResponse,
+    ContributionAnswer,
+    ContributionAnswerBatch,
+    ContributionBatch,
+    ContributionQuery,
+    LogPromise,
+    QuerySpec,
+    ScoreQuery,
+)
+from fedscore.v1.statistics_pb2 import (
+    HistogramRequest,
+    HistogramResponse,
+    StatisticsAnswer,
+    StatisticsQuery,
+    StatisticsSpec,
+)
+from fedscore.v1.trust_pb2 import Role
+from keys.envelope import sign_message, verify_message
+from policies.statistics import participants as statistics_participants
+
+CONTRIBUTE = "/fedscore.v1.NodeService/Contribute"
+CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
+HISTOGRAM = "/fedscore.v1.NodeStatisticsService/Histogram"
+CALL_TIMEOUT = 30.0
+SPEC_LIFETIME_SECONDS = 60
+
+Answer = int | FedscoreError  # a node's masked value, or its refusal
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question's exact bytes and the coordinator's signed word that it logged them."""
+
+    spec: bytes
+    promise: LogPromise
+
+    @property
+    def query_hash(self) -> bytes:
+        return hashlib.sha256(self.spec).digest()
+
+
+@dataclass
+class HostileCoordinator:
+    """The coordinator's operator, acting alone with everything the coordinator holds."""
+
+    party: Party
+    engine: Engine = field(repr=False)
+    log: EventLog = field(repr=False)
+
+    @classmethod
+    def open(cls, workdir: Path) -> HostileCoordinator:
+        party = load_party(workdir, "coordinator")
+        engine = open_engine(party.db_url)
+        return cls(party, engine, EventLog(engine, party.id))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- questions, as an honest coordinator would build them -------------------------
+
+    def score_spec(self, request: Envelope, query_id: str = "", **changes: object) -> QuerySpec:
+        """The spec for a relying party's request it captured (changes: any field)."""
+        query = ScoreQuery.FromString(request.payload)
+        token = ConsentToken.FromString(query.token.payload)
+        policy = self.party.policy
+        now = int(time.time())
+        spec = QuerySpec(
+            query_id=query_id or secrets.token_hex(16),
+            purpose_id=query.purpose_id,
+            policy_hash=token.policy_hash,
+            year=requested_year(query, policy),
+            participants=list(policy.purpose(query.purpose_id).participants),
+            issued_at=now,
+            expires_at=now + SPEC_LIFETIME_SECONDS,
+            coordinator=self.party.id,
+            request=request,
+            kind=QUESTION_KIND_SCORE,
+        )
+        for name, value in changes.items():
+            setattr(spec, name, value)
+        return spec
+
+    def histogram_spec(
+        self, release: str, year: int, query_id: str = "", **changes: object
+    ) -> StatisticsSpec:
+        """The spec of a node-side statistics release (no release is ever made of it)."""
+        policy = self.party.policy
+        now = int(time.time())
+        spec = StatisticsSpec(
+            query_id=query_id or secrets.token_hex(16),
+            release=release,
+            policy_hash=policy.content_hash,
+            year=year,
+            participants=list(statistics_participants(policy)),
+            contribution_bound=policy.statistics_rules.release(release).contribution_bound,
+            issued_at=now,
+            expires_at=now + SPEC_LIFETIME_SECONDS,
+            coordinator=self.party.id,
+            kind=QUESTION_KIND_HISTOGRAM,
+        )
+        for name, value in changes.items():
+            setattr(spec, name, value)
+        return spec
+
+    # -- its own log: entries that "match" whatever it is about to ask -----------------
+
+    def log_score(self, spec: QuerySpec) -> Asked:
+        """Append the "query_issued" entry an honest coordinator would, and promise it."""
+        query = ScoreQuery.FromString(spec.request.payload)
+        token = ConsentToken.FromString(query.token.payload)
+        spec_bytes = spec.SerializeToString()
+        fields = {
+            "query_id": spec.query_id,
+            "query_hash": hashlib.sha256(spec_bytes).hexdigest(),
+            "token_id": token.token_id,
+            "purpose": spec.purpose_id,
+            "relying_party": query.relying_party,
+            "participants": list(spec.participants),
+            "year": spec.year,
+            "kind": "score",
+            "request_nonce_hash": nonce_hash(query.nonce).hex(),
+        }
+        return self._promise(spec_bytes, "query_issued", fields)
+
+    def log_histogram(self, spec: StatisticsSpec) -> Asked:
+        """Append the "statistics_query_issued" entry an honest coordinator would."""
+        spec_bytes = spec.SerializeToString(deterministic=True)
+        fields = {
+            "query_id": spec.query_id,
+            "query_hash": hashlib.sha256(spec_bytes).hexdigest(),
+            "release": spec.release,
+            "year": spec.year,
+            "participants": list(spec.participants),
+            "kind": "histogram",
+        }
+        return self._promise(spec_bytes, "statistics_query_issued", fields)
+
+    def _promise(self, spec_bytes: bytes, kind: str, fields: dict[str, object]) -> Asked:
+        ref = self.log.append_now(kind, fields)
+        promise = LogPromise(
+            origin=self.party.id,
+            index=ref.index,
+            leaf_hash=ref.leaf_hash,
+            query_hash=hashlib.sha256(spec_bytes).digest(),
+            logged_at=ref.logged_at,
+        )
+        return Asked(spec_bytes, promise)
+
+    # -- asking nodes directly, over mutual TLS ---------------------------------------
+
+    async def _call(self, agency: str, method: str, request: Message, reply: type[M]) -> M:
+        endpoint = self.party.trust.participant(agency).endpoint
+        async with secure_channel(endpoint, self.party.tls, server_name=agency) as channel:
+            return await call_unary(channel, method, request, reply, CALL_TIMEOUT)
+
+    def _verified(self, envelope: Envelope, message: type[M]) -> M:
+        keyring = self.party.trust.keyring(Role.ROLE_AGENCY)
+        return verify_message(envelope, message, keyring).payload
+
+    async def ask_alone(self, agency: str, asked: Asked, sealed_subject: bytes = b"") -> Answer:
+        """One score question on `NodeService.Contribute`: the masked value, or the refusal."""
+        query = ContributionQuery(
+            spec=asked.spec,
+            agency_id=agency,
+            sealed_subject=sealed_subject,
+            log_promise=sign_message(asked.promise, self.party.signing_key),
+        )
+        request = ContributeRequest(query=sign_message(query, self.party.signing_key))
+        try:
+            response = await self._call(agency, CONTRIBUTE, request, ContributeResponse)
+        except FedscoreError as error:
+            return error
+        return int(self._verified(response.answer, ContributionAnswer).masked_value)
+
+    async def ask_in_batch(self, agency: str, questions: Sequence[Asked]) -> list[Answer]:
+        """Score questions in one `ContributeBatch`, as production asks: one outcome each."""
+        batch = ContributionBatch(
+            batch_id=secrets.token_hex(16),
+            agency_ids=[agency],
+            issued_at=int(time.time()),
+            queries=[
+                BatchedContributionQuery(spec=asked.spec, log_promise=asked.promise)
+                for asked in questions
+            ],
+        )
+        request = ContributeBatchRequest(batch=sign_message(batch, self.party.signing_key))
+        try:
+            response = await self._call(agency, CONTRIBUTE_BATCH, request, ContributeBatchResponse)
+        except FedscoreError as error:
+            return [error] * len(questions)
+        answers = self._verified(response.answers, ContributionAnswerBatch)
+        outcomes: list[Answer] = []
+        for outcome in answers.outcomes:
+            if outcome.WhichOneof("outcome") == "answer":
+                outcomes.append(int(outcome.answer.masked_value))
+            elif outcome.WhichOneof("outcome") == "refusal":
+                outcomes.append(error_from_refusal(outcome.refusal))
+            else:
+                outcomes.append(Unauthenticated("empty outcome", "BAD_ANSWER"))
+        return outcomes
+
+    async def ask_histogram(self, agency: str, asked: Asked) -> list[int] | FedscoreError:
+        """One histogram question: the node's masked bins, or its refusal."""
+        query = StatisticsQuery(
+            spec=asked.spec,
+            agency_id=agency,
+            log_promise=sign_message(asked.promise, self.party.signing_key),
+        )
+        request = HistogramRequest(query=sign_message(query, self.party.signing_key))
+        try:
+            response = await self._call(agency, HISTOGRAM, request, HistogramResponse)
+        except FedscoreError as error:
+            return error
+        answer = self._verified(response.answer, StatisticsAnswer)
+        return [int(value) for value in answer.masked_bins]
