@@ -8,6 +8,7 @@ JSON object that tests and newcomers can check.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -18,16 +19,21 @@ from typing import Any
 from audit.demo_summary import audit_summary
 from fedscore.cli.stats_commands import DEMO_RELEASE
 from fedscore.client import send_score_query, signed_score_query
-from fedscore.demo_data import expected_total, generate
+from fedscore.demo_data import DemoData, expected_total, generate
 from fedscore.errors import FedscoreError
 from fedscore.federation import init_federation
+from fedscore.insider import HostileCoordinator
 from fedscore.party import load_party
 from fedscore.processes import FederationProcesses
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes
+from keys.masks import MODULUS
+from keys.national_id import with_check_digit
 from keys.signing import SigningKey
+from policies.model import Policy
 
 WIDTH = 78
+PTT = "ptt-fuel-discount"
 
 
 def narrate(text: str) -> None:
@@ -48,7 +54,8 @@ def cli(
     narrate(f"  $ {shown}")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     data: dict[str, Any] = {}
-    if done.returncode == 0 and "--json" in args:
+    if "--json" in args and done.stdout.strip():
+        # A command that fails may still print its result (audit verify's anomalies).
         data = json.loads(done.stdout.strip().splitlines()[-1])
     if show_output:
         for line in done.stdout.rstrip().splitlines():
@@ -131,6 +138,75 @@ async def _adversary(workdir: Path, self_view_token: Path) -> tuple[str, str]:
     return forged_reason, replay_reason
 
 
+def _nobody(citizens: list[str]) -> str:
+    """A valid national ID that holds no record at any agency of the demo."""
+    held = set(citizens)
+    for serial in range(1, 10_000):
+        candidate = with_check_digit(f"3999900{serial:05d}")
+        if candidate not in held:
+            return candidate
+    raise FedscoreError("no record-less national ID left for the demo", "DEMO_FAILED")
+
+
+async def _hostile_coordinator(
+    workdir: Path, data: DemoData, policy: Policy, citizen_token: Path, nobody_token: Path
+) -> dict[str, Any]:
+    """The coordinator's operator asks each agency a different question under one query id.
+
+    It holds the coordinator's real key, database and log. PTT's requests about the demo
+    citizen and about a person with no records reach it; instead of serving them it logs two
+    "matching" entries under one query id and asks the first agency about the citizen and
+    the others about the record-less person. With masks over the query id alone, the sum
+    would have been the first agency's exact part of the citizen's score.
+    """
+    ptt = load_party(workdir, "ptt")
+    citizen = signed_score_query(ptt, Envelope.FromString(citizen_token.read_bytes()), PTT)
+    nobody = signed_score_query(ptt, Envelope.FromString(nobody_token.read_bytes()), PTT)
+    insider = HostileCoordinator.open(workdir)
+    try:
+        query_id = "hostile-" + str(time.time_ns())
+        to_citizen = insider.log_score(insider.score_spec(citizen, query_id))
+        to_nobody = insider.log_score(insider.score_spec(nobody, query_id))
+        target, *others = list(policy.purposes[PTT].participants)
+        asked = {target: to_citizen} | dict.fromkeys(others, to_nobody)
+        answers = await asyncio.gather(
+            *(insider.ask_in_batch(agency, [asked[agency]]) for agency in asked)
+        )
+    finally:
+        insider.close()
+    outcomes = [per_node[0] for per_node in answers]
+    refused = [answer for answer in outcomes if isinstance(answer, FedscoreError)]
+    truth = {
+        agency: expected_total({agency: path}, policy, data.demo_citizen, data.year)
+        for agency, path in data.files.items()
+    }
+    narrate(f"  {target} asked about the citizen, {', '.join(others)} about a record-less person")
+    if refused:
+        narrate(f"  the nodes refused: {', '.join(sorted({r.reason for r in refused}))}")
+        total = None
+    else:
+        total = sum(answer for answer in outcomes if isinstance(answer, int)) % MODULUS
+        narrate(f"  every node answered; the masked answers add up to {total}")
+    values = list(truth.values())
+    partial_sums = {
+        sum(chosen)
+        for size in range(1, len(values) + 1)
+        for chosen in itertools.combinations(values, size)
+    }
+    learned = total is not None and total in partial_sums
+    narrate(
+        f"  {target}'s true part of the citizen's score (from its export file): "
+        f"{truth[target]}; every agency's: {truth}"
+    )
+    narrate(
+        "  the sum is none of them, nor any partial sum: the masks were bound to the question "
+        "each node was asked, so different questions leave noise"
+        if not learned
+        else "  THE SUM REVEALED A CONTRIBUTION"
+    )
+    return {"tried": "different spec per node", "learned_a_contribution": learned}
+
+
 def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
     started = time.monotonic()
     if workdir is None:
@@ -188,7 +264,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
             narrate(f"  {party_id:18} pid {process.pid}  serving on {layout.endpoints[party_id]}")
 
         step(f"4. Citizen ...{citizen[-4:]} consents: PTT may ask for the fuel-discount band")
-        ptt_grant = _grant(workdir, citizen, "ptt-fuel-discount", "ptt", days=30)
+        ptt_grant = _grant(workdir, citizen, PTT, "ptt", days=30)
         narrate(f"  token {ptt_grant['token_id']} sealed for {', '.join(ptt_grant['agencies'])}")
         self_grant = _grant(workdir, citizen, "self-view", "citizen-portal", days=1)
 
@@ -248,14 +324,41 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         cli(workdir, "audit", "history", "--workdir", str(workdir), *history_args, show_output=True)
         accountability = audit_summary(workdir, [Path(receipt) for receipt in receipts])
 
-        step("10. Consents as the citizen sees them")
+        step("10. The coordinator's operator turns hostile: a different question per agency")
+        narrate("  the citizen consents to PTT again, and so does a person with no records:")
+        again = _grant(workdir, citizen, PTT, "ptt", days=30)
+        nobody_grant = _grant(workdir, _nobody(data.citizens), PTT, "ptt", days=1)
+        hostile = asyncio.run(
+            _hostile_coordinator(
+                workdir,
+                data,
+                policy,
+                Path(again["token_file"]),
+                Path(nobody_grant["token_file"]),
+            )
+        )
+        narrate("  the regulator audits again:")
+        _, afterwards, _ = cli(
+            workdir,
+            "audit",
+            "verify",
+            "--workdir",
+            str(workdir),
+            "--json",
+            expect_ok=False,
+        )
+        named = sorted({anomaly["reason"] for anomaly in afterwards.get("anomalies", [])})
+        hostile["regulator_named"] = named
+        narrate(f"  and names what was tried: {', '.join(named) or 'nothing'}")
+
+        step("11. Consents as the citizen sees them")
         _, listing, _ = cli(
             workdir, "consent", "list", "--workdir", str(workdir), "--citizen", citizen, "--json"
         )
         for grant in listing["grants"]:
             narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
     finally:
-        step("11. Stopping every process the demo started")
+        step("12. Stopping every process the demo started")
         processes.stop_all()
     narrate(f"  everything the federation wrote is in {workdir}")
     narrate(f"  demo took {time.monotonic() - started:.1f} s")
@@ -265,6 +368,8 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         and after == "CONSENT_REVOKED"
         and accountability["audit"]["consistent"]
         and accountability["audit"]["anomalies"] == 0
+        and hostile["learned_a_contribution"] is False
+        and "SPEC_MISMATCH" in hostile["regulator_named"]
         else "failed",
         "agencies": len(layout.agencies),
         "citizens": len(data.citizens),
@@ -282,6 +387,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
         "history_entries": accountability["history_entries"],
         "release": release["release"],
         "budget_remaining": release["budget_remaining"],
+        "hostile_coordinator": hostile,
         "workdir": str(workdir),
     }
     print(json.dumps(summary, ensure_ascii=False), flush=True)

@@ -31,6 +31,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["after_revocation"] == "CONSENT_REVOKED"
     assert summary["forged_request"] == "BAD_SIGNATURE"
     assert summary["replayed_request"] == "REPLAYED_NONCE"
+    hostile = summary["hostile_coordinator"]
+    assert hostile["tried"] == "different spec per node"
+    assert hostile["learned_a_contribution"] is False
+    assert {"SPEC_MISMATCH", "QUERY_ID_REUSED"} <= set(hostile["regulator_named"])
+    assert "the sum is none of them" in done.stdout
     assert summary["audit"]["consistent"] is True
     # Every party logged something: 3 nodes, the registry and the coordinator.
     assert summary["audit"]["entries"] >= 5
