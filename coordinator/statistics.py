@@ -36,7 +36,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit.log import EventLog
-from coordinator.budget import BudgetStatus, PrivacyLedger, nano_up
 from coordinator.bundle import (
     RELEASE_CSV,
     RELEASE_JSON,
@@ -54,9 +53,10 @@ from coordinator.histograms import (
     federated_histogram,
     query_log_histogram,
 )
-from coordinator.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
+from fedscore.budget import BudgetStatus, PrivacyLedger, nano_up
 from fedscore.db import open_engine
 from fedscore.errors import FedscoreError, InvalidArgument
+from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
 from fedscore.party import FederationPaths, Party
 from fedscore.v1.trust_pb2 import Role
 from policies.model import Policy

@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from audit.log import EventLog
 from audit.refusals import RefusalRecorder
+from fedscore.budget import PrivacyLedger
 from fedscore.errors import FedscoreError
 from fedscore.memo import BoundedMemo
 from fedscore.prepared import Cursor, HotConnection
@@ -74,6 +75,8 @@ class AgencyNode:
     hot: HotConnection = field(init=False)
     # What answering spends here: query id, request nonce, token use (node.claims).
     claims: ClaimStatements = field(init=False, repr=False)
+    # The node's own privacy budget for the histograms it answers (node.statistics).
+    ledger: PrivacyLedger = field(init=False, repr=False)
     # Pseudonyms of the sealed subjects already opened here (node.answer.subject_pseudonym).
     opened_subjects: BoundedMemo[str] = field(init=False, repr=False)
 
@@ -82,6 +85,7 @@ class AgencyNode:
         object.__setattr__(self, "hot", HotConnection(self.store.engine))
         object.__setattr__(self, "opened_subjects", BoundedMemo(OPENED_SUBJECTS_KEPT))
         object.__setattr__(self, "claims", ClaimStatements(self.store.engine))
+        object.__setattr__(self, "ledger", PrivacyLedger(self.store.engine))
 
     @property
     def agency_id(self) -> str:

@@ -16,8 +16,13 @@ Invariants:
   is the node's pairwise mask for bin b of the histogram question whose hash is the
   spec's (docs/adr/0011): the masks cancel only in the sum over all agencies asked the
   very same spec bytes, so the coordinator learns federation-wide sums alone.
-- The query id is recorded as seen and "statistics_answered" is logged in ONE transaction
-  before the answer leaves; every refusal is logged as "statistics_refused" with its
+- Every answer is paid for from the node's OWN privacy-budget ledger (`fedscore.budget`,
+  in its database): the release's epsilon, as OpenDP's privacy map gives it for the policy
+  (the same cost the coordinator charges), per dataset and year. A histogram the budget
+  cannot pay for is refused (BUDGET_EXHAUSTED) before any record is counted. So a
+  coordinator that asks without ever releasing still runs out (docs/adr/0011).
+- The query id is recorded as seen, the epsilon spent, and "statistics_answered" logged in
+  ONE transaction before the answer leaves; every refusal is logged as "statistics_refused" with its
   reason and only authenticated facts. No entry holds a count or a masked value.
 - The histogram runs in a worker thread: a long count never stalls score queries.
 """
@@ -34,6 +39,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 from sqlalchemy.orm import Session
 
+from fedscore.budget import epsilon_of, nano_up
 from fedscore.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,6 +48,7 @@ from fedscore.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from fedscore.noise import histogram_mechanism
 from fedscore.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
@@ -59,7 +66,7 @@ from node.checks import CLOCK_SKEW_SECONDS, MIN_YEAR, NodeTrust
 from node.histogram import node_histogram
 from node.service import AgencyNode, uncertified_indicators
 from policies.model import Policy
-from policies.statistics import ReleaseDefinition, participants
+from policies.statistics import ReleaseDefinition, l1_sensitivity, participants
 
 _log = logging.getLogger(__name__)
 
@@ -233,12 +240,32 @@ def masked_bins(
     return [masked_answer(count, mask) for count, mask in zip(counts, masks, strict=True)]
 
 
+_COSTS: dict[tuple[str, str], int] = {}
+
+
+def release_cost_nano(policy: Policy, definition: ReleaseDefinition) -> int:
+    """What one release of `definition` costs, in nano-epsilon, exactly as the coordinator
+    charges it: OpenDP's privacy map at the release's L1 sensitivity (`fedscore.noise`)."""
+    key = (policy.content_hash, definition.name)
+    cost = _COSTS.get(key)
+    if cost is None:
+        noise = histogram_mechanism(l1_sensitivity(policy, definition), definition.epsilon)
+        # A policy is immutable and named by its content hash: calibrated once per release.
+        cost = _COSTS[key] = nano_up(noise.epsilon)
+    return cost
+
+
 def answer_histogram(
     node: AgencyNode, envelope: Envelope, notes: StatisticsNotes
 ) -> HistogramResponse:
     """Check a statistics query and answer it; raise a FedscoreError to refuse."""
     now = node.now()
     admitted = admit_statistics_query(envelope, node.trust, node.store.has_seen_query, now, notes)
+    definition = admitted.definition
+    cost = release_cost_nano(admitted.policy, definition)
+    budget = admitted.policy.statistics_rules.budget(definition.dataset)
+    # Read only: a histogram the budget cannot pay for is not even counted.
+    node.ledger.check(definition.dataset, admitted.year, budget, cost)
     counts = node_histogram(
         node.store.engine,
         admitted.policy,
@@ -258,6 +285,17 @@ def answer_histogram(
     )
     with Session(node.store.engine) as session:
         node.store.mark_query_seen(session, admitted.query_id, now)
+        # The node's own ledger: spent here whether or not the coordinator ever releases.
+        status = node.ledger.spend(
+            session,
+            release_id=admitted.query_id,
+            release=definition.name,
+            dataset=definition.dataset,
+            year=admitted.year,
+            total_epsilon=budget,
+            cost_nano=cost,
+            now=now,
+        )
         node.log.append(
             session,
             "statistics_answered",
@@ -267,6 +305,8 @@ def answer_histogram(
                 "release": admitted.definition.name,
                 "year": admitted.year,
                 "bins": len(counts),
+                "epsilon_charged": epsilon_of(cost),
+                "budget_remaining": epsilon_of(status.remaining_nano),
                 # Where the coordinator promised it logged the query: the regulator checks.
                 "coordinator": admitted.promise.origin,
                 "promise_index": admitted.promise.index,

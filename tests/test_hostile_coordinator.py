@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from stats_harness import PARTICIPATION, StatsFederation, servers, stats_federation
+from stats_harness import PARTICIPATION, StatsFederation, generous, servers, stats_federation
 
 from audit.regulator_state import RegulatorState
 from audit.verifier import audit_federation
@@ -80,8 +81,8 @@ class Scene:
 
 
 @asynccontextmanager
-async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
-    fed = stats_federation(tmp_path / "federation", citizens=40, seed=5)
+async def scene(tmp_path: Path, **federation: Any) -> AsyncIterator[Scene]:
+    fed = stats_federation(tmp_path / "federation", citizens=40, seed=5, **federation)
     year = fed.policy.current_year(int(time.time()))
     citizen = fed.data.demo_citizen
     truth = {
@@ -371,5 +372,36 @@ def test_a_year_beyond_the_purpose_is_refused_everywhere(tmp_path: Path) -> None
                 *(s.insider.ask_in_batch(a, [asked]) for a in s.agencies)
             )
             assert reasons([a[0] for a in answers]) == ["YEAR_NOT_ALLOWED"] * 3
+
+    asyncio.run(run())
+
+
+def test_histograms_asked_without_releasing_still_spend_each_nodes_own_budget(
+    tmp_path: Path,
+) -> None:
+    """The coordinator's ledger is its own; each node's is not. Asking for exact histograms
+    and never releasing them (no noise, nothing charged at the coordinator) runs out at
+    every node after the year's budget: here 1.0 per histogram, 3.0 a year."""
+
+    async def run() -> None:
+        async with scene(tmp_path, change=generous(epsilon=1.0, budget=3.0)) as s:
+            outcomes = []
+            for _ in range(4):
+                asked = s.insider.log_histogram(s.insider.histogram_spec(PARTICIPATION, s.year))
+                answers = await asyncio.gather(
+                    *(s.insider.ask_histogram(a, asked) for a in s.agencies)
+                )
+                outcomes.append(
+                    [a.reason if isinstance(a, FedscoreError) else "ANSWERED" for a in answers]
+                )
+            assert outcomes == [["ANSWERED"] * 3] * 3 + [["BUDGET_EXHAUSTED"] * 3]
+            # Another year's budget is separate; an honest release of it still goes through.
+            last_year = s.insider.histogram_spec(PARTICIPATION, s.year - 1)
+            asked = s.insider.log_histogram(last_year)
+            answers = await asyncio.gather(*(s.insider.ask_histogram(a, asked) for a in s.agencies))
+            assert not any(isinstance(a, FedscoreError) for a in answers)
+            # The three histograms it took without releasing are named by the regulator.
+            named = await anomalies(s.fed.root)
+            assert ("coordinator", "STATISTICS_NOT_CHARGED") in named
 
     asyncio.run(run())

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from coordinator.budget import (
+from fedscore.budget import (
     NANO,
     PRIVACY_SPEND,
     PrivacyLedger,

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from coordinator.noise import histogram_mechanism
 from fedscore.errors import FedscoreError
+from fedscore.noise import histogram_mechanism
 
 SAMPLES = 60_000
 

@@ -43,7 +43,7 @@ def budget(workdir: Path, year: int | None = None) -> dict[str, Any]:
     """Per dataset: total, spent and remaining epsilon for `year` (default: this year)."""
     import time
 
-    from coordinator.budget import PrivacyLedger
+    from fedscore.budget import PrivacyLedger
     from fedscore.db import open_engine
     from policies.statistics import DATASETS
 

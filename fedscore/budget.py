@@ -1,4 +1,8 @@
-"""The coordinator's persistent privacy-budget ledger: epsilon spent per dataset and year.
+"""A persistent privacy-budget ledger: epsilon spent per dataset and year.
+
+The coordinator keeps one for the releases it publishes; every agency node keeps its own
+for the histograms it answers (`node.statistics`), so a coordinator that asks without
+releasing still spends, at each node, from a budget it cannot reset (docs/adr/0011).
 
 Invariants:
 - Amounts are stored as whole nano-epsilon (1e-9): a spend is rounded UP and a total
@@ -43,7 +47,8 @@ class PrivacyBudget(SQLModel, table=True):
 
 
 class PrivacySpend(SQLModel, table=True):
-    """One release's spend (written in the transaction that spent it)."""
+    """One release's spend (written in the transaction that spent it); at a node, the
+    statistics query answered."""
 
     __tablename__ = "privacy_spend"
 
@@ -107,7 +112,7 @@ def _exhausted(dataset: str, year: int, cost: int, status: BudgetStatus) -> Reso
 
 
 class PrivacyLedger:
-    """The budget rows and spend records in the coordinator's database."""
+    """The budget rows and spend records in one party's database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
