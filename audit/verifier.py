@@ -34,7 +34,7 @@ from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
 from audit.log import LogEntry
 from audit.regulator_state import RegulatorState
 from audit.service import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
-from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.errors import Code, FedscoreError, Unauthenticated
 from fedscore.party import Party
 from fedscore.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import (
@@ -56,7 +56,7 @@ AUDITED_ROLES = (
     (Role.ROLE_COORDINATOR, "coordinator"),
     (Role.ROLE_CONSENT_REGISTRY, "registry"),
 )
-_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_UNREACHABLE = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
 
 
 @dataclass

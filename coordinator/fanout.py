@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
-from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
+from fedscore.errors import Code, FedscoreError, Unauthenticated, Unavailable
 from fedscore.rpc import TlsMaterial, call_unary, error_from_refusal, secure_channel
 from fedscore.v1 import envelope_pb2, query_pb2, trust_pb2
 from keys.envelope import sign_message, verify_message
@@ -55,15 +55,15 @@ MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 # A node reporting one of these has refused the query on its merits; its reason is
 # passed on. Any other failure (down, late, internal) makes the node unavailable.
-_REFUSAL_CODES = frozenset(
+REFUSAL_CODES = frozenset(
     {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Code.INVALID_ARGUMENT,
+        Code.UNAUTHENTICATED,
+        Code.PERMISSION_DENIED,
+        Code.FAILED_PRECONDITION,
+        Code.ALREADY_EXISTS,
+        Code.NOT_FOUND,
+        Code.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -373,7 +373,7 @@ class BatchDispatcher:
                 self.deadline,
             )
         except FedscoreError as error:
-            if error.code in _REFUSAL_CODES:
+            if error.code in REFUSAL_CODES:
                 return [NodeReply(refusal=error)] * everyone
         except (TimeoutError, grpc.RpcError):
             pass
@@ -418,7 +418,7 @@ class BatchDispatcher:
                     replies.append(NodeReply(masked=masked))
             elif kind == "refusal":
                 refusal = error_from_refusal(outcome.refusal)
-                refused = refusal.code in _REFUSAL_CODES
+                refused = refusal.code in REFUSAL_CODES
                 replies.append(NodeReply(refusal=refusal) if refused else UNAVAILABLE)
             else:
                 replies.append(INVALID)

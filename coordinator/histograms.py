@@ -26,7 +26,7 @@ import grpc
 from sqlalchemy import Engine, case, func, select
 
 from audit.log import EventLog
-from coordinator.fanout import _REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
+from coordinator.fanout import REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
 from fedscore.db import create_tables
 from fedscore.errors import FedscoreError, Unauthenticated
@@ -101,7 +101,7 @@ async def _ask(
             channel, HISTOGRAM_METHOD, request, HistogramResponse, asker.deadline
         )
     except FedscoreError as error:
-        if error.code in _REFUSAL_CODES:
+        if error.code in REFUSAL_CODES:
             answers.refused[agency] = error
             return
         answers.unavailable.append(agency)

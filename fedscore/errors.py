@@ -1,22 +1,54 @@
 """The one error hierarchy of fedscore.
 
-Every refusal is a `FedscoreError` carrying a gRPC status code and a machine-readable
-reason (an UPPER_SNAKE_CASE string sent as `google.rpc.ErrorInfo.reason`). Only
-`fedscore.rpc` turns these into gRPC statuses and back; nothing else maps codes. An
+Every refusal is a `FedscoreError` carrying a canonical status `Code` (the numbers of
+`google.rpc.Code`, which gRPC uses on the wire) and a machine-readable reason (an
+UPPER_SNAKE_CASE string sent as `google.rpc.ErrorInfo.reason`). This module imports no
+transport: the leaves (`keys/`, `policies/`, `audit/` core) raise these errors without
+depending on gRPC. Only `fedscore.rpc` turns them into gRPC statuses and back. An
 error may carry a retry hint (`retry_after_seconds`), sent as `google.rpc.RetryInfo`.
 """
 
 from __future__ import annotations
 
-import grpc
+import enum
 
 ERROR_DOMAIN = "fedscore.th"
+
+
+class Code(enum.IntEnum):
+    """Canonical status codes, numbered as `google.rpc.Code`."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def of(cls, number: int) -> Code:
+        """The code numbered `number`; UNKNOWN for a number outside the canonical set."""
+        try:
+            return cls(number)
+        except ValueError:
+            return cls.UNKNOWN
 
 
 class FedscoreError(Exception):
     """Base of every error fedscore raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: Code = Code.INTERNAL
     default_reason = "INTERNAL"
     # When asking again may succeed (seconds), if the party said so; None otherwise.
     retry_after_seconds: float | None = None
@@ -33,56 +65,56 @@ class FedscoreError(Exception):
 class InvalidArgument(FedscoreError):
     """Malformed or out-of-range input."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
 
 
 class Unauthenticated(FedscoreError):
     """A signature, key or certificate does not verify."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Code.UNAUTHENTICATED
     default_reason = "BAD_SIGNATURE"
 
 
 class PermissionDenied(FedscoreError):
     """Authenticated, but consent or scope does not allow it."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
     default_reason = "OUT_OF_SCOPE"
 
 
 class FailedPrecondition(FedscoreError):
     """The system is not in a state to answer (unknown policy, stale status list)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
     default_reason = "FAILED_PRECONDITION"
 
 
 class AlreadyExists(FedscoreError):
     """A replayed nonce or query id."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
     default_reason = "REPLAYED"
 
 
 class NotFound(FedscoreError):
     """An unknown token, grant or participant."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
     default_reason = "NOT_FOUND"
 
 
 class Unavailable(FedscoreError):
     """A party that must take part did not answer."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
     default_reason = "NODE_UNAVAILABLE"
 
 
 class ResourceExhausted(FedscoreError):
     """A size or use limit was exceeded."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 
 
@@ -118,7 +150,7 @@ class KeyFileError(Unauthenticated):
     default_reason = "KEY_FILE"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[FedscoreError]] = {
+_BY_CODE: dict[Code, type[FedscoreError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument,
@@ -133,6 +165,6 @@ _BY_CODE: dict[grpc.StatusCode, type[FedscoreError]] = {
 }
 
 
-def error_class_for(code: grpc.StatusCode) -> type[FedscoreError]:
+def error_class_for(code: Code) -> type[FedscoreError]:
     """The error class that carries `code`; FedscoreError for codes without one."""
     return _BY_CODE.get(code, FedscoreError)

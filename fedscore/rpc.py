@@ -39,6 +39,7 @@ from grpc_status import rpc_status
 
 from fedscore.errors import (
     ERROR_DOMAIN,
+    Code,
     FedscoreError,
     InvalidArgument,
     RateLimited,
@@ -104,9 +105,7 @@ def status_for(error: FedscoreError) -> grpc.Status:
         delay.FromNanoseconds(round(error.retry_after_seconds * 1e9))
         details.append(any_pb2.Any())
         details[1].Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(
-        code=error.code.value[0], message=error.message[:1000], details=details
-    )
+    status = status_pb2.Status(code=int(error.code), message=error.message[:1000], details=details)
     return rpc_status.to_status(status)
 
 
@@ -129,23 +128,21 @@ def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
                     retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
         reason = "NODE_UNAVAILABLE"
-    error = error_class_for(code)(message or reason, reason=reason)
-    error.code = code
+    canonical = Code.of(code.value[0]) if code is not None else Code.UNKNOWN
+    error = error_class_for(canonical)(message or reason, reason=reason)
+    error.code = canonical
     error.retry_after_seconds = retry_after
     return error
 
 
 def item_refusal(error: FedscoreError) -> ItemRefusal:
     """One refused item of a batch, carrying what a single call's status would carry."""
-    return ItemRefusal(code=error.code.value[0], reason=error.reason, message=error.message[:1000])
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+    return ItemRefusal(code=int(error.code), reason=error.reason, message=error.message[:1000])
 
 
 def error_from_refusal(refusal: ItemRefusal) -> FedscoreError:
     """The FedscoreError a refused batch item stands for (the inverse of `item_refusal`)."""
-    code = _CODES.get(refusal.code, grpc.StatusCode.UNKNOWN)
+    code = Code.of(refusal.code)
     reason = refusal.reason or code.name
     error = error_class_for(code)(refusal.message or reason, reason=reason)
     error.code = code

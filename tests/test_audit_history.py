@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import pytest
 from test_audit_service import (
     ALICE,
@@ -25,7 +24,7 @@ from test_audit_service import (
 
 from audit.history import HistoryEntry, accesses_of, citizen_history, verify_history
 from fedscore import client
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse
 from fedscore.v1.consent_pb2 import ConsentReceipt, GrantResponse
 
@@ -180,7 +179,7 @@ def test_a_rewritten_entry_or_another_citizens_entry_is_refused(tmp_path: Path) 
             )
             with pytest.raises(FedscoreError) as refused:
                 await citizen_history(portal, [alice[0].receipt])
-            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.code == Code.UNAUTHENTICATED
             assert refused.value.reason == "BAD_INCLUSION_PROOF"
             assert f"coordinator entry {target.index}" in refused.value.message
 

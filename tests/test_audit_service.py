@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf.message import Message
 
@@ -33,7 +32,7 @@ from audit.service import SERVICE_NAME
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore import client
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
 from fedscore.rpc import call_unary, secure_channel
@@ -326,7 +325,7 @@ def test_only_the_regulator_reads_logs_and_only_the_portal_reads_history(tmp_pat
                 for method, request, reply in REGULATOR_METHODS:
                     with pytest.raises(FedscoreError) as refused:
                         await live.call(caller, "dsd", method, request, reply)
-                    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+                    assert refused.value.code == Code.PERMISSION_DENIED
                     assert refused.value.reason == "CALLER_NOT_ALLOWED"
             history = GetAccessHistoryRequest(receipt=grant.receipt)
             for caller in ("regulator", "ptt", "trc"):
@@ -347,7 +346,7 @@ def test_only_the_regulator_reads_logs_and_only_the_portal_reads_history(tmp_pat
                     GetAccessHistoryRequest(receipt=forged),
                     GetAccessHistoryResponse,
                 )
-            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.code == Code.UNAUTHENTICATED
             answer = await live.call(
                 "citizen-portal",
                 "coordinator",

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from consent.server import Running, start
 from consent.store import grant_count
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
 from fedscore.rpc import (
@@ -177,17 +177,17 @@ def test_grant_over_mutual_tls(federation: Path) -> None:
 
 REFUSALS = [
     ("invalid national ID", "citizen-portal", {"national_id": WRONG_CHECK_DIGIT},
-     grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NATIONAL_ID"),
+     Code.INVALID_ARGUMENT, "INVALID_NATIONAL_ID"),
     ("unknown purpose", "citizen-portal", {"purpose_id": "credit-check"},
-     grpc.StatusCode.PERMISSION_DENIED, "UNKNOWN_PURPOSE"),
+     Code.PERMISSION_DENIED, "UNKNOWN_PURPOSE"),
     ("relying party not allowed", "citizen-portal", {"relying_party": "coordinator"},
-     grpc.StatusCode.PERMISSION_DENIED, "RELYING_PARTY_NOT_ALLOWED"),
+     Code.PERMISSION_DENIED, "RELYING_PARTY_NOT_ALLOWED"),
     ("window too long", "citizen-portal", {"not_after": int(time.time()) + 400 * DAY},
-     grpc.StatusCode.INVALID_ARGUMENT, "WINDOW_TOO_LONG"),
+     Code.INVALID_ARGUMENT, "WINDOW_TOO_LONG"),
     ("caller is the relying party", "ptt", {},
-     grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"),
+     Code.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"),
     ("caller is an agency", "trc", {},
-     grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"),
+     Code.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"),
 ]  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from coordinator.checks import RefusalNotes
 from coordinator.fanout import fan_out
 from coordinator.scoring import admit, issue_query
 from fedscore import client
+from fedscore.errors import Code
 from fedscore.rpc import error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
@@ -92,11 +93,11 @@ def test_each_query_of_a_batch_is_checked_logged_and_answered_on_its_own(
                 if o.refusal is not None
             }
             assert refused == {
-                2: (grpc.StatusCode.ALREADY_EXISTS, "REPLAYED_NONCE"),
-                3: (grpc.StatusCode.UNAUTHENTICATED, "SIGNER_MISMATCH"),
-                4: (grpc.StatusCode.PERMISSION_DENIED, "CONSENT_REVOKED"),
-                6: (grpc.StatusCode.RESOURCE_EXHAUSTED, "USE_LIMIT_REACHED"),
-                7: (grpc.StatusCode.PERMISSION_DENIED, "PURPOSE_MISMATCH"),
+                2: (Code.ALREADY_EXISTS, "REPLAYED_NONCE"),
+                3: (Code.UNAUTHENTICATED, "SIGNER_MISMATCH"),
+                4: (Code.PERMISSION_DENIED, "CONSENT_REVOKED"),
+                6: (Code.RESOURCE_EXHAUSTED, "USE_LIMIT_REACHED"),
+                7: (Code.PERMISSION_DENIED, "PURPOSE_MISMATCH"),
             }
 
             new = log.entries(log_before, log.size())
@@ -178,7 +179,7 @@ def test_a_stopped_node_fails_every_query_of_the_batch_and_each_is_logged(
             queries = [client.signed_score_query(fed.ptt, t, PURPOSE) for t in tokens]
             outcomes = await client.score_batch(fed.ptt, queries)
             assert [(o.refusal.code, o.refusal.reason) for o in outcomes if o.refusal] == [
-                (grpc.StatusCode.UNAVAILABLE, "NODE_UNAVAILABLE")
+                (Code.UNAVAILABLE, "NODE_UNAVAILABLE")
             ] * 2
             failed = _of_kind(fed.coordinator_log, "query_failed")[-2:]
             assert [e.fields["unavailable"] for e in failed] == [["dsd"], ["dsd"]]
@@ -237,7 +238,7 @@ def test_a_stream_message_that_does_not_parse_ends_the_stream_and_is_logged(
                         pass
             error = error_from_rpc(caught.value)
             assert (error.code, error.reason) == (
-                grpc.StatusCode.INVALID_ARGUMENT,
+                Code.INVALID_ARGUMENT,
                 "MALFORMED_MESSAGE",
             )
             [entry] = log.entries(before, log.size())

@@ -11,13 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator.checks import RefusalNotes, admit_query, authenticate_query
-from fedscore.errors import FedscoreError, ResourceExhausted
+from fedscore.errors import Code, FedscoreError, ResourceExhausted
 from fedscore.requests import FRESHNESS_SECONDS, check_use_limit, requested_year
 from fedscore.status import RevocationState, build_status_list, sign_status_list
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2, trust_pb2
@@ -165,96 +164,96 @@ def _as_other_type(env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
 
 _OTHER_YEAR = POLICY.current_year(NOW)
 
-REFUSALS: list[tuple[str, Case, grpc.StatusCode, str]] = [
-    ("unsigned", Case(tamper=_unsigned), grpc.StatusCode.UNAUTHENTICATED, "UNSIGNED"),
+REFUSALS: list[tuple[str, Case, Code, str]] = [
+    ("unsigned", Case(tamper=_unsigned), Code.UNAUTHENTICATED, "UNSIGNED"),
     (
         "signed as another type",
         Case(tamper=_as_other_type),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "WRONG_PAYLOAD_TYPE",
     ),
     (
         "signer not in the registry",
         Case(query_signer=STRANGER),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "UNKNOWN_SIGNER",
     ),
     (
         "an agency key signs a score query",
         Case(query_signer=KEYS["trc"]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "UNKNOWN_SIGNER",
     ),
     (
         "payload changed after signing",
         Case(tamper=_flip_payload),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "BAD_SIGNATURE",
     ),
     (
         "portal signs a query in PTT's name",
         Case(query_signer=KEYS["citizen-portal"]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "SIGNER_MISMATCH",
     ),
     (
         "nonce of 15 bytes",
         Case(query={"nonce": b"n" * 15}),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        Code.INVALID_ARGUMENT,
         "BAD_NONCE",
     ),
     (
         "issued too long ago",
         Case(query={"issued_at": NOW - FRESHNESS_SECONDS - 1}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "REQUEST_EXPIRED",
     ),
     (
         "issued in the future",
         Case(query={"issued_at": NOW + FRESHNESS_SECONDS + 1}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "REQUEST_EXPIRED",
     ),
     (
         "token signed by the relying party itself",
         Case(token_signer=KEYS["ptt"]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "UNKNOWN_SIGNER",
     ),
     (
         "token expired",
         Case(token={"not_after": NOW - 1}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "TOKEN_EXPIRED",
     ),
     (
         "token not yet valid",
         Case(token={"not_before": NOW + 60}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "TOKEN_NOT_YET_VALID",
     ),
     (
         "query for another purpose than the token",
         Case(query={"purpose_id": "self-view"}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "PURPOSE_MISMATCH",
     ),
     (
         "token granted to another relying party",
         Case(token={"relying_party": "citizen-portal"}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "RELYING_PARTY_MISMATCH",
     ),
     (
         "token under a policy the coordinator does not hold",
         Case(token={"policy_hash": "sha256:" + "0" * 64}),
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         "UNKNOWN_POLICY",
     ),
     (
         "purpose not in the policy",
         Case(token={"purpose_id": "loans"}, query={"purpose_id": "loans"}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "UNKNOWN_PURPOSE",
     ),
     (
@@ -264,7 +263,7 @@ REFUSALS: list[tuple[str, Case, grpc.StatusCode, str]] = [
             query={"relying_party": "citizen-portal"},
             query_signer=KEYS["citizen-portal"],
         ),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "RELYING_PARTY_NOT_ALLOWED",
     ),
     (
@@ -276,31 +275,31 @@ REFUSALS: list[tuple[str, Case, grpc.StatusCode, str]] = [
                 ]
             }
         ),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "TOKEN_OUT_OF_SCOPE",
     ),
     (
         "token leaves one participant out",
         Case(token={"agencies": list(AGENCIES[1:])}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "TOKEN_OUT_OF_SCOPE",
     ),
     (
         "a future year",
         Case(query={"year": _OTHER_YEAR + 1}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "YEAR_NOT_ALLOWED",
     ),
     (
         "a year before any record",
         Case(query={"year": 1969}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "YEAR_NOT_ALLOWED",
     ),
     (
         "a year further back than the purpose reaches (PTT: one year back)",
         Case(query={"year": _OTHER_YEAR - 2}),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "YEAR_NOT_ALLOWED",
     ),
 ]
@@ -311,7 +310,7 @@ REFUSALS: list[tuple[str, Case, grpc.StatusCode, str]] = [
     [row[1:] for row in REFUSALS],
     ids=[row[0] for row in REFUSALS],
 )
-def test_refusal(case: Case, code: grpc.StatusCode, reason: str) -> None:
+def test_refusal(case: Case, code: Code, reason: str) -> None:
     with pytest.raises(FedscoreError) as caught:
         _admit(case)
     assert (caught.value.code, caught.value.reason) == (code, reason)
@@ -326,7 +325,7 @@ def test_revoked_by_pushed_notice() -> None:
     with pytest.raises(FedscoreError) as caught:
         _admit(Case(), revocations)
     assert caught.value.reason == "CONSENT_REVOKED"
-    assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert caught.value.code == Code.PERMISSION_DENIED
 
 
 def test_revoked_in_status_list() -> None:
@@ -339,7 +338,7 @@ def test_no_fresh_status_list_fails_closed() -> None:
     with pytest.raises(FedscoreError) as caught:
         _admit(Case(), _revocations(fresh=False))
     assert (caught.value.code, caught.value.reason) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         "STATUS_LIST_STALE",
     )
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.fanout import LoggedQuery, NodeAnswers, secure_sum, verify_answer
-from fedscore.errors import FedscoreError, PermissionDenied, Unavailable
+from fedscore.errors import Code, FedscoreError, PermissionDenied, Unavailable
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message
@@ -126,7 +125,7 @@ def test_node_refusal_is_passed_on_with_its_code_and_reason() -> None:
     answers = NodeAnswers(refused={"trc": PermissionDenied("revoked", "CONSENT_REVOKED")})
     with pytest.raises(FedscoreError) as caught:
         answers.raise_for_failure()
-    assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert caught.value.code == Code.PERMISSION_DENIED
     assert caught.value.reason == "CONSENT_REVOKED"
     assert "trc" in caught.value.message
     fields = answers.failure_fields("q-1")

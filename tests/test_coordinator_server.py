@@ -19,14 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import grpc
 import pytest
 
 from audit.log import EventLog, LogEntry
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore import client
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
 from fedscore.rpc import call_unary
@@ -246,23 +245,23 @@ async def _check_forged_requests(fed: Federation, token: Envelope) -> None:
     forged = sign_bytes(genuine.payload_type, genuine.payload, SigningKey.generate())
     forged.key_id = genuine.key_id
     refused = await _refusal(fed.portal, forged)
-    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "BAD_SIGNATURE")
+    assert (refused.code, refused.reason) == (Code.UNAUTHENTICATED, "BAD_SIGNATURE")
 
     # Signed by a key the trust registry does not list.
     unknown = sign_bytes(genuine.payload_type, genuine.payload, SigningKey.generate())
     refused = await _refusal(fed.portal, unknown)
-    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_SIGNER")
+    assert (refused.code, refused.reason) == (Code.UNAUTHENTICATED, "UNKNOWN_SIGNER")
 
     # PTT signing a query that names the citizen portal.
     in_other_name = sign_message(ScoreQuery.FromString(genuine.payload), fed.ptt.signing_key)
     refused = await _refusal(fed.ptt, in_other_name)
-    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "SIGNER_MISMATCH")
+    assert (refused.code, refused.reason) == (Code.UNAUTHENTICATED, "SIGNER_MISMATCH")
 
     # The forgeries burnt nothing: the genuine request with the same nonce is answered once.
     outcome = await client.send_score_query(fed.portal, genuine)
     assert outcome.release_value == EXPECTED_TOTAL
     refused = await _refusal(fed.portal, genuine)
-    assert (refused.code, refused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REPLAYED_NONCE")
+    assert (refused.code, refused.reason) == (Code.ALREADY_EXISTS, "REPLAYED_NONCE")
 
     reasons = [e.fields["reason"] for e in _of_kind(fed.coordinator_log, "score_refused")]
     assert reasons[-4:] == ["BAD_SIGNATURE", "UNKNOWN_SIGNER", "SIGNER_MISMATCH", "REPLAYED_NONCE"]
@@ -284,7 +283,7 @@ def test_revoked_consent_is_refused(federation: Path) -> None:
             query = client.signed_score_query(fed.ptt, grant.token, "ptt-fuel-discount")
             refused = await _refusal(fed.ptt, query)
             assert (refused.code, refused.reason) == (
-                grpc.StatusCode.PERMISSION_DENIED,
+                Code.PERMISSION_DENIED,
                 "CONSENT_REVOKED",
             )
             received = _of_kind(fed.coordinator_log, "revocation_received")
@@ -314,7 +313,7 @@ def test_use_limit_and_forged_revocation_notice(federation: Path) -> None:
                 fed.ptt, client.signed_score_query(fed.ptt, grant.token, "ptt-fuel-discount")
             )
             assert (refused.code, refused.reason) == (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Code.RESOURCE_EXHAUSTED,
                 "USE_LIMIT_REACHED",
             )
 
@@ -324,7 +323,7 @@ def test_use_limit_and_forged_revocation_notice(federation: Path) -> None:
             with pytest.raises(FedscoreError) as caught:
                 async with client.channel_to(fed.ptt, "coordinator") as channel:
                     await call_unary(channel, PUSH, forged, PushRevocationResponse, TIMEOUT)
-            assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+            assert caught.value.code == Code.UNAUTHENTICATED
 
     asyncio.run(scenario())
 
@@ -338,7 +337,7 @@ def test_a_stopped_node_fails_the_whole_query(federation: Path) -> None:
                 fed.portal, client.signed_score_query(fed.portal, grant.token, "self-view")
             )
             assert (refused.code, refused.reason) == (
-                grpc.StatusCode.UNAVAILABLE,
+                Code.UNAVAILABLE,
                 "NODE_UNAVAILABLE",
             )
             assert "dsd" in refused.message
@@ -376,14 +375,14 @@ def test_nonce_too_short_and_stale_request(federation: Path) -> None:
             short = sign_message(base, fed.portal.signing_key)
             refused = await _refusal(fed.portal, short)
             assert (refused.code, refused.reason) == (
-                grpc.StatusCode.INVALID_ARGUMENT,
+                Code.INVALID_ARGUMENT,
                 "BAD_NONCE",
             )
             base.nonce = secrets.token_bytes(16)
             base.issued_at -= 3600
             refused = await _refusal(fed.portal, sign_message(base, fed.portal.signing_key))
             assert (refused.code, refused.reason) == (
-                grpc.StatusCode.PERMISSION_DENIED,
+                Code.PERMISSION_DENIED,
                 "REQUEST_EXPIRED",
             )
             assert not fed.coordinator.coordinator.store.nonce_seen(base.nonce)

@@ -8,7 +8,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.rpc import (
     TlsMaterial,
     call_unary,
@@ -64,7 +64,7 @@ def test_client_certificate_from_another_ca_is_rejected() -> None:
     intruder = _material(OTHER_CA_KEY, OTHER_CA_CERT, "trc", CA_CERT)
     with pytest.raises(FedscoreError) as error:
         asyncio.run(_call(server_tls, intruder))
-    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert error.value.code == Code.UNAVAILABLE
 
 
 def test_server_certificate_from_another_ca_is_rejected() -> None:
@@ -72,7 +72,7 @@ def test_server_certificate_from_another_ca_is_rejected() -> None:
     client_tls = _material(CA_KEY, CA_CERT, "trc", CA_CERT)
     with pytest.raises(FedscoreError) as error:
         asyncio.run(_call(impostor, client_tls))
-    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert error.value.code == Code.UNAVAILABLE
 
 
 def test_server_with_another_party_name_is_rejected() -> None:
@@ -82,4 +82,4 @@ def test_server_with_another_party_name_is_rejected() -> None:
     client_tls = _material(CA_KEY, CA_CERT, "dsd", CA_CERT)
     with pytest.raises(FedscoreError) as error:
         asyncio.run(_call(wrong_party, client_tls))
-    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert error.value.code == Code.UNAVAILABLE

@@ -14,7 +14,6 @@ import secrets
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from test_node_service import (
     ALICE,
@@ -26,7 +25,7 @@ from test_node_service import (
     make_federation,
 )
 
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.rpc import call_unary, error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
@@ -153,7 +152,7 @@ def test_each_item_is_answered_or_refused_on_its_own(tmp_path: Path) -> None:
                     refusal = error_from_refusal(answers.outcomes[5].refusal)
                     assert (refusal.reason, refusal.code) == (
                         "SEAL_MISMATCH",
-                        grpc.StatusCode.PERMISSION_DENIED,
+                        Code.PERMISSION_DENIED,
                     )
                 for position, spec in ((0, alice), (1, bob)):
                     answer = answers.outcomes[position].answer

@@ -34,7 +34,7 @@ from test_node_service import (
 )
 
 from fedscore import client
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.rpc import MAX_MESSAGE_BYTES, call_unary, error_from_rpc
 from fedscore.v1.consent_pb2 import ConsentToken, RevocationNotice
 from fedscore.v1.envelope_pb2 import Envelope
@@ -319,7 +319,7 @@ async def oversized_message(live: LiveFederation) -> Prepared:
 @dataclass(frozen=True)
 class Row:
     prepare: Prepare
-    code: grpc.StatusCode
+    code: Code
     reason: str
 
     @property
@@ -327,7 +327,7 @@ class Row:
         return self.prepare.__name__
 
 
-S = grpc.StatusCode
+S = Code
 ROWS = [
     Row(unsigned, S.UNAUTHENTICATED, "UNSIGNED"),
     Row(wrong_signer, S.UNAUTHENTICATED, "UNKNOWN_SIGNER"),

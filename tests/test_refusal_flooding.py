@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -43,7 +42,7 @@ from audit.verifier import audit_federation
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.db import open_engine
-from fedscore.errors import FedscoreError, RateLimited
+from fedscore.errors import Code, FedscoreError, RateLimited
 from fedscore.federation import init_federation
 from fedscore.party import Party, load_party
 from fedscore.ratelimit import CallLimiter, RateLimits, TokenBucket
@@ -88,7 +87,7 @@ def test_the_limiter_keys_buckets_by_caller_and_method() -> None:
     limiter.take("ptt", SCORE)
     with pytest.raises(RateLimited) as limited:
         limiter.take("ptt", SCORE)
-    assert limited.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert limited.value.code == Code.RESOURCE_EXHAUSTED
     assert limited.value.reason == "RATE_LIMITED"
     assert limited.value.retry_after_seconds == 0.25
     # Another caller, and the same caller on another method, have buckets of their own.
@@ -305,7 +304,7 @@ def test_a_caller_over_its_rate_gets_a_retry_hint_and_others_are_served(federati
             limited = await _call(ptt, "coordinator", SCORE, garbage)
             assert limited is not None
             assert (limited.code, limited.reason) == (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Code.RESOURCE_EXHAUSTED,
                 "RATE_LIMITED",
             )
             assert limited.retry_after_seconds is not None

@@ -28,7 +28,7 @@ from test_node_service import (
     make_federation,
 )
 
-from fedscore.errors import FedscoreError
+from fedscore.errors import Code, FedscoreError
 from fedscore.rpc import call_unary, error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, QUESTION_KIND_SCORE
@@ -163,7 +163,7 @@ def test_masked_bins_cancel_only_in_the_sum_over_every_agency(tmp_path: Path) ->
 class Refusal:
     name: str
     build: Callable[[LiveFederation], Envelope]
-    code: grpc.StatusCode
+    code: Code
     reason: str
     authentic: bool  # whether the refusal entry may name the query id and release
 
@@ -182,32 +182,32 @@ def _wrong_type(live: LiveFederation) -> Envelope:
 
 
 REFUSALS = [
-    Refusal("unsigned", _unsigned, grpc.StatusCode.UNAUTHENTICATED, "UNSIGNED", False),
+    Refusal("unsigned", _unsigned, Code.UNAUTHENTICATED, "UNSIGNED", False),
     Refusal(
         "signed by a relying party",
         lambda live: stats_query(live, stats_spec(live), AGENCY, signer=live.parties["ptt"]),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "UNKNOWN_SIGNER",
         False,
     ),
     Refusal(
         "a contribution query's type",
         _wrong_type,
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "WRONG_PAYLOAD_TYPE",
         False,
     ),
     Refusal(
         "addressed to another agency",
         lambda live: stats_query(live, stats_spec(live), "dsd"),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "WRONG_AGENCY",
         False,
     ),
     Refusal(
         "unknown release",
         lambda live: stats_query(live, stats_spec(live, release="salaries-by-name"), AGENCY),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "UNKNOWN_RELEASE",
         True,
     ),
@@ -218,35 +218,35 @@ REFUSALS = [
             stats_spec(live, release="score-queries-by-purpose-and-month", contribution_bound=12),
             AGENCY,
         ),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "UNKNOWN_RELEASE",
         True,
     ),
     Refusal(
         "a larger contribution bound",
         lambda live: stats_query(live, stats_spec(live, contribution_bound=50), AGENCY),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "CONTRIBUTION_BOUND_NOT_ALLOWED",
         True,
     ),
     Refusal(
         "a smaller contribution bound",
         lambda live: stats_query(live, stats_spec(live, contribution_bound=1), AGENCY),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "CONTRIBUTION_BOUND_NOT_ALLOWED",
         True,
     ),
     Refusal(
         "a subset of the agencies",
         lambda live: stats_query(live, stats_spec(live, participants=["trc", "dsd"]), AGENCY),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "PARTICIPANT_SET_MISMATCH",
         True,
     ),
     Refusal(
         "an unknown policy",
         lambda live: stats_query(live, stats_spec(live, policy_hash="sha256:" + "ab" * 32), AGENCY),
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         "UNKNOWN_POLICY",
         True,
     ),
@@ -257,7 +257,7 @@ REFUSALS = [
             stats_spec(live, issued_at=int(time.time()) - 120, expires_at=int(time.time()) - 60),
             AGENCY,
         ),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "QUERY_EXPIRED",
         True,
     ),
@@ -266,21 +266,21 @@ REFUSALS = [
         lambda live: stats_query(
             live, stats_spec(live), AGENCY, promise=live.log_promise(b"another spec")
         ),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "BAD_LOG_PROMISE",
         True,
     ),
     Refusal(
         "no log promise",
         lambda live: stats_query(live, stats_spec(live), AGENCY, promise=Envelope()),
-        grpc.StatusCode.UNAUTHENTICATED,
+        Code.UNAUTHENTICATED,
         "BAD_LOG_PROMISE",
         True,
     ),
     Refusal(
         "year zero",
         lambda live: stats_query(live, stats_spec(live, year=0), AGENCY),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        Code.INVALID_ARGUMENT,
         "BAD_YEAR",
         True,
     ),
@@ -291,14 +291,14 @@ REFUSALS = [
             stats_spec(live, year=live.coordinator.policy.current_year(time.time()) + 1),
             AGENCY,
         ),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        Code.INVALID_ARGUMENT,
         "BAD_YEAR",
         True,
     ),
     Refusal(
         "a score spec on the histogram path",
         lambda live: stats_query(live, stats_spec(live, kind=QUESTION_KIND_SCORE), AGENCY),
-        grpc.StatusCode.PERMISSION_DENIED,
+        Code.PERMISSION_DENIED,
         "QUESTION_KIND_MISMATCH",
         True,
     ),

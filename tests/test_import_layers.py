@@ -1,0 +1,83 @@
+"""The floors of the import graph that already hold (docs/modules.md).
+
+- The leaves `keys/` and `policies/` load without any transport: importing every one
+  of their modules pulls in no gRPC and nothing of fedscore but the error hierarchy and
+  the generated wire types.
+- The three services `node/`, `consent/` and `coordinator/` never import each other.
+
+Each rule is checked on the real modules (a fresh interpreter for the first, the parsed
+source for the second), so a new upward or sideways import fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LEAVES = ("keys", "policies")
+SERVICES = ("node", "consent", "coordinator")
+LEAF_MAY_USE = ("fedscore.errors", "fedscore.v1")
+
+_PROBE = """
+import importlib, json, pkgutil, sys
+before = set(sys.modules)
+for package in {leaves!r}:
+    module = importlib.import_module(package)
+    for info in pkgutil.iter_modules(module.__path__):
+        importlib.import_module(package + "." + info.name)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _loaded_by_leaves() -> list[str]:
+    probe = _PROBE.format(leaves=LEAVES)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_leaves_load_without_a_transport() -> None:
+    loaded = _loaded_by_leaves()
+    assert "keys.envelope" in loaded and "policies.loader" in loaded  # the probe ran
+    assert [m for m in loaded if m == "grpc" or m.startswith("grpc.")] == []
+
+
+def test_the_leaves_use_nothing_of_fedscore_but_errors_and_wire_types() -> None:
+    ours = [
+        m
+        for m in _loaded_by_leaves()
+        if m.split(".")[0] in ("fedscore", "audit", *SERVICES) and m != "fedscore"
+    ]
+    assert ours, "the leaves use the error hierarchy, so something must be listed"
+    upward = [m for m in ours if not m.startswith(LEAF_MAY_USE)]
+    assert upward == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_imports_another(service: str) -> None:
+    others = tuple(s for s in SERVICES if s != service)
+    sideways = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / service).rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in others
+    }
+    assert sideways == set()
