@@ -26,8 +26,8 @@ from typing import Any
 
 from audit import merkle
 from audit.checkpoint import Checkpoint
+from audit.contract import SERVICE_NAME
 from audit.log import leaf_data
-from audit.service import SERVICE_NAME
 from audit.verifier import AUDITED_ROLES
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied
 from fedscore.party import Party

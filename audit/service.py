@@ -27,6 +27,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.checkpoint import Checkpoint, CheckpointSigner
+from audit.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from audit.log import EventLog, LogEntry
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
 from fedscore.party import Party
@@ -53,9 +54,7 @@ from keys.registry import TrustView
 
 _log = logging.getLogger(__name__)
 
-SERVICE_NAME = "fedscore.v1.AuditService"
 CHECKPOINT_INTERVAL_SECONDS = 10.0
-MAX_ENTRIES_PER_PAGE = 1_000
 MAX_HISTORY_RECORDS = 2_000
 
 

@@ -30,10 +30,10 @@ import grpc.aio
 
 from audit import merkle
 from audit.checkpoint import Checkpoint
+from audit.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
 from audit.log import LogEntry
 from audit.regulator_state import RegulatorState
-from audit.service import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from fedscore.errors import Code, FedscoreError, Unauthenticated
 from fedscore.party import Party
 from fedscore.rpc import call_unary, secure_channel

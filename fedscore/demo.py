@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from audit.demo_summary import audit_summary
-from fedscore.cli.stats_commands import DEMO_RELEASE
 from fedscore.client import send_score_query, signed_score_query
 from fedscore.demo_data import DemoData, expected_total, generate
 from fedscore.errors import FedscoreError
@@ -30,6 +29,7 @@ from keys.envelope import sign_bytes
 from keys.masks import MODULUS
 from keys.national_id import with_check_digit
 from keys.signing import SigningKey
+from policies.defaults import DEMO_RELEASE
 from policies.model import Policy
 
 WIDTH = 78

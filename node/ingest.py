@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from hashlib import blake2b
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -51,9 +50,9 @@ from node.store import (
     BEHAVIOUR_RECORD,
     IMPORT_BATCH,
     QUERY_INDEX,
-    RECORD_KEY_BYTES,
     NodeStore,
     record_key_secret,
+    stored_record_key,
 )
 from policies.model import Policy
 
@@ -278,14 +277,9 @@ class _RowChecker:
     def record(self, cells: Sequence[Any], import_id: int) -> tuple[Any, ...]:
         """The stored row (columns in `_RECORD_COLUMNS` order) of one valid record."""
         subject, indicator, occurred_at, quantity, certifier = self.check(cells)
-        message = b"%b|%b|%d|%d|%b" % (
-            subject,
-            indicator.encode(),
-            occurred_at,
-            quantity,
-            certifier.encode(),
-        )  # node.store.record_key_message and record_key, inlined: this runs once per row
-        key = blake2b(message, key=self.record_secret, digest_size=RECORD_KEY_BYTES).digest()
+        key = stored_record_key(
+            self.record_secret, subject, indicator, occurred_at, quantity, certifier
+        )
         certified = bool(certifier)
         return (key, subject, indicator, occurred_at, quantity, certifier, certified, import_id)
 

@@ -168,9 +168,16 @@ def record_key(
     certifier: str,
 ) -> bytes:
     """The 32-byte keyed BLAKE2b naming one record (see `record_key_message`)."""
-    message = record_key_message(
-        as_pseudonym_bytes(pseudonym), indicator, occurred_at, quantity, certifier
+    return stored_record_key(
+        secret, as_pseudonym_bytes(pseudonym), indicator, occurred_at, quantity, certifier
     )
+
+
+def stored_record_key(
+    secret: bytes, pseudonym: bytes, indicator: str, occurred_at: int, quantity: int, certifier: str
+) -> bytes:
+    """`record_key` of a pseudonym already in its stored 32-byte form (ingest, per row)."""
+    message = record_key_message(pseudonym, indicator, occurred_at, quantity, certifier)
     return hashlib.blake2b(message, key=secret, digest_size=RECORD_KEY_BYTES).digest()
 
 

@@ -29,6 +29,9 @@ DEFAULT_AGENCIES: tuple[str, ...] = (
 )
 # Secure aggregation hides one agency's contribution only among at least two.
 MIN_AGENCIES = 2
+# The statistics release of the national default policy that the demo and
+# `fedscore stats demo` publish.
+DEMO_RELEASE = "participation-by-domain-and-area"
 
 
 def default_policy_path() -> Path:

@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 
 from audit import merkle
 from audit.checkpoint import Checkpoint
+from audit.contract import SERVICE_NAME
 from audit.log import EventLog, leaf_data
-from audit.service import SERVICE_NAME
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore import client

@@ -4,6 +4,9 @@
   of their modules pulls in no gRPC and nothing of fedscore but the error hierarchy and
   the generated wire types.
 - The three services `node/`, `consent/` and `coordinator/` never import each other.
+- Nothing but the CLI imports the CLI (the demo takes its release name from the policy).
+- The audit clients (the regulator's verifier, the history client) share only
+  `audit/contract.py` with the audit servicer.
 
 Each rule is checked on the real modules (a fresh interpreter for the first, the parsed
 source for the second), so a new upward or sideways import fails here.
@@ -81,3 +84,24 @@ def test_no_service_imports_another(service: str) -> None:
         if name.split(".")[0] in others
     }
     assert sideways == set()
+
+
+def test_nothing_but_the_cli_imports_the_cli() -> None:
+    """The CLI is the top floor: the demo, the clients and the services sit below it."""
+    upward = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for package in ("fedscore", "keys", "policies", "audit", *SERVICES)
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "cli" not in path.relative_to(ROOT).parts
+        for name in _imports(path)
+        if name == "fedscore.cli" or name.startswith("fedscore.cli.")
+    }
+    assert upward == set()
+
+
+@pytest.mark.parametrize("client_module", ["audit/history.py", "audit/verifier.py"])
+def test_the_audit_clients_do_not_import_the_servicer(client_module: str) -> None:
+    """They share only `audit.contract` with it: a client runs where no servicer does."""
+    names = _imports(ROOT / client_module)
+    assert "audit.contract" in names
+    assert "audit.service" not in names

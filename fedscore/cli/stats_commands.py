@@ -17,9 +17,9 @@ from typing import Any
 from fedscore.errors import FailedPrecondition
 from fedscore.party import FederationPaths, load_party, load_trust
 from fedscore.v1.trust_pb2 import Role
+from policies.defaults import DEMO_RELEASE
 
 COORDINATOR_ID = "coordinator"
-DEMO_RELEASE = "participation-by-domain-and-area"
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
