@@ -58,7 +58,8 @@ from audit.crossmatch_entries import (
     refusals_logged,
 )
 from policies.model import Policy
-from policies.statistics import ReleaseDefinition, participants
+from policies.releases import participants
+from policies.statistics import ReleaseDefinition
 
 BUDGET_TOLERANCE_EPSILON = Fraction(1, 10**9)
 ISSUED = "statistics_query_issued"

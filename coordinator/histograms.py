@@ -44,7 +44,8 @@ from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring
 from keys.signing import SigningKey
 from policies.model import Policy
-from policies.statistics import ReleaseDefinition, bins, month_starts, participants
+from policies.releases import bins, month_starts, participants
+from policies.statistics import ReleaseDefinition
 
 HISTOGRAM_METHOD = "/fedscore.v1.NodeStatisticsService/Histogram"
 # A node counting millions of records may take a while; the spec stays valid as long.

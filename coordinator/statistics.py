@@ -60,14 +60,8 @@ from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opend
 from fedscore.party import FederationPaths, Party
 from fedscore.v1.trust_pb2 import Role
 from policies.model import Policy
-from policies.statistics import (
-    PARTICIPATION,
-    POINTS_IN_BANDS,
-    ReleaseDefinition,
-    bins,
-    l1_sensitivity,
-    participants,
-)
+from policies.releases import bins, l1_sensitivity, participants
+from policies.statistics import PARTICIPATION, POINTS_IN_BANDS, ReleaseDefinition
 
 MIN_YEAR, MAX_YEAR = 1970, 9998
 NEIGHBOURING = {

@@ -62,7 +62,7 @@ from fedscore.v1.statistics_pb2 import (
 )
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
-from policies.statistics import participants as statistics_participants
+from policies.releases import participants as statistics_participants
 
 CONTRIBUTE = "/fedscore.v1.NodeService/Contribute"
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"

@@ -25,13 +25,8 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, case, func, or
 from fedscore.errors import FailedPrecondition
 from node.store import BEHAVIOUR_RECORD
 from policies.model import Policy
-from policies.statistics import (
-    PARTICIPATION,
-    POINTS_IN_BANDS,
-    ReleaseDefinition,
-    bins,
-    indicator_cells,
-)
+from policies.releases import bins, indicator_cells
+from policies.statistics import PARTICIPATION, POINTS_IN_BANDS, ReleaseDefinition
 
 
 def _counted(

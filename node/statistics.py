@@ -66,7 +66,8 @@ from node.checks import CLOCK_SKEW_SECONDS, MIN_YEAR, NodeTrust
 from node.histogram import node_histogram
 from node.service import AgencyNode, uncertified_indicators
 from policies.model import Policy
-from policies.statistics import ReleaseDefinition, l1_sensitivity, participants
+from policies.releases import l1_sensitivity, participants
+from policies.statistics import ReleaseDefinition
 
 _log = logging.getLogger(__name__)
 

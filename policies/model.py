@@ -22,45 +22,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any, Literal
 
 from fedscore.errors import InvalidArgument, NotFound, PermissionDenied
+from policies.statistics import StatisticsRules
+from policies.vocabulary import DOMAINS, NATIONAL, Domain, ScoreRules
 
-if TYPE_CHECKING:
-    from policies.statistics import StatisticsRules
-
-NATIONAL = "national"
+__all__ = ["DOMAINS", "NATIONAL", "Domain", "ScoreRules"]
 
 Release = Literal["score", "band", "eligible"]
 RELEASE_KINDS: tuple[Release, ...] = ("score", "band", "eligible")
-
-
-@dataclass(frozen=True)
-class Domain:
-    """One of the study's five domains of positive behaviour."""
-
-    id: str
-    number: int
-    name: str
-    name_th: str
-
-
-DOMAINS: Mapping[str, Domain] = {
-    d.id: d
-    for d in (
-        Domain("health", 1, "Physical and mental health", "สุขภาพกายและจิต"),
-        Domain("learning", 2, "Lifelong learning", "การเรียนรู้ตลอดชีวิต"),
-        Domain(
-            "community",
-            3,
-            "Community and social participation",
-            "การมีส่วนร่วมในการพัฒนาชุมชนและสังคม",
-        ),
-        Domain("safety", 4, "Quality of life and safety", "คุณภาพชีวิตและความปลอดภัย"),
-        Domain("environment", 5, "Environment and resources", "สิ่งแวดล้อมและทรัพยากร"),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -151,25 +122,6 @@ class Purpose:
                 f"purpose {self.id!r} may ask about {earliest}-{current_year}, not {year}",
                 reason="YEAR_NOT_ALLOWED",
             )
-
-
-@dataclass(frozen=True)
-class ScoreRules:
-    """Score ranges and the local time zone of the calendar-year window."""
-
-    person_min: int
-    person_max: int
-    organisation_min: int
-    organisation_max: int
-    timezone: str
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def clamp(self, total: int) -> int:
-        """`total` clamped to the person range."""
-        return max(self.person_min, min(self.person_max, total))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsSpec,
 )
 from keys.envelope import sign_message
-from policies.statistics import participants
+from policies.releases import participants
 
 pytestmark = pytest.mark.integration
 Found = set[tuple[str, int | None, str]]

@@ -7,6 +7,7 @@
 - Nothing but the CLI imports the CLI (the demo takes its release name from the policy).
 - The audit clients (the regulator's verifier, the history client) share only
   `audit/contract.py` with the audit servicer.
+- No cycle among our modules, counting imports made only for type checking.
 
 Each rule is checked on the real modules (a fresh interpreter for the first, the parsed
 source for the second), so a new upward or sideways import fails here.
@@ -105,3 +106,75 @@ def test_the_audit_clients_do_not_import_the_servicer(client_module: str) -> Non
     names = _imports(ROOT / client_module)
     assert "audit.contract" in names
     assert "audit.service" not in names
+
+
+PACKAGES = ("fedscore", "keys", "policies", "audit", *SERVICES)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (generated wire code aside)."""
+    files = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "v1" not in path.relative_to(ROOT).parts
+    }
+    graph: dict[str, set[str]] = {module: set() for module in files}
+    for module, path in files.items():
+        for name in _imports(path) | _imported_names(path):
+            while name and name not in files:
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(name + "."):
+                graph[module].add(name)
+    return graph
+
+
+def _imported_names(path: Path) -> set[str]:
+    """`from a import b` also names module `a.b` when b is a submodule."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_of_ours_is_in_an_import_cycle() -> None:
+    graph = _module_graph()
+    assert "policies.statistics" in graph["policies.model"]  # real edges were read
+    assert _cycles(graph) == []

@@ -23,7 +23,8 @@ from node.store import BEHAVIOUR_RECORD, IMPORT_BATCH, NodeStore
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
 from policies.model import Policy
-from policies.statistics import ReleaseDefinition, bins, indicator_cells, l1_sensitivity
+from policies.releases import bins, indicator_cells, l1_sensitivity
+from policies.statistics import ReleaseDefinition
 
 POLICY = parse_policy(default_policy_document(3))
 AGENCIES = list(POLICY.agencies)

@@ -44,7 +44,7 @@ from keys.envelope import sign_bytes, sign_message, verify_message
 from keys.masks import MODULUS
 from node.histogram import node_histogram
 from node.service import uncertified_indicators
-from policies.statistics import bins
+from policies.releases import bins
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,8 @@ import pytest
 from fedscore.errors import PermissionDenied, PolicyError
 from policies.defaults import default_policy_document, default_policy_path
 from policies.loader import load_policy, parse_policy
-from policies.statistics import (
-    PARTICIPATION,
-    POINTS_IN_BANDS,
-    SCORE_QUERIES,
-    bins,
-    indicator_cells,
-    l1_sensitivity,
-    month_starts,
-)
+from policies.releases import bins, indicator_cells, l1_sensitivity, month_starts
+from policies.statistics import PARTICIPATION, POINTS_IN_BANDS, SCORE_QUERIES
 
 DEFAULT = load_policy(default_policy_path())
 THREE = parse_policy(default_policy_document(3))
