@@ -15,6 +15,7 @@ start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -85,10 +86,19 @@ class FederationLayout:
         }
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports free on `host` now.
+
+    Every socket stays bound until all are chosen: the kernel may hand out a port again as
+    soon as its socket closes, and two parties given one port would answer for each other.
+    """
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -136,13 +146,14 @@ def init_federation(
         **{a: (Role.ROLE_AGENCY, policy.agencies[a].name, unspecified) for a in agencies},
         **CLIENT_PARTIES,
     }
+    ports = dict(zip(servers, free_ports(host, len(servers)), strict=True))
     participants: list[Participant] = []
     party_files: list[tuple[str, PartySecrets, bytes]] = []
     for party_id, (role, name, sector) in roles.items():
         signing = SigningKey.generate()
         box = BoxKeyPair.generate()
         tls_key_pem, cert_pem = issue_certificate(ca_key_pem, ca_cert_pem, party_id, [])
-        endpoint = f"{host}:{free_port(host)}" if party_id in servers else ""
+        endpoint = f"{host}:{ports[party_id]}" if party_id in servers else ""
         participants.append(
             Participant(
                 id=party_id,

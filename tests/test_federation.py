@@ -17,7 +17,7 @@ from fedscore.errors import (
     PolicyError,
     Unauthenticated,
 )
-from fedscore.federation import CLIENT_PARTIES, init_federation
+from fedscore.federation import CLIENT_PARTIES, free_ports, init_federation
 from fedscore.party import FederationPaths, load_party, read_passphrase
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
@@ -51,6 +51,22 @@ def test_init_writes_a_verifiable_federation(federation: Path) -> None:
     # No secret is stored in the clear: the key file does not contain the TLS key PEM.
     assert b"PRIVATE KEY" not in paths.party_key("trc").read_bytes()
     assert b"PRIVATE KEY" not in (paths.offline / "ca.key").read_bytes()
+
+
+def test_every_server_of_a_federation_gets_its_own_port(federation: Path) -> None:
+    # Two parties on one port answer for each other: a client reaching the consent registry
+    # met a node's certificate ("Hostname Verification Check failed").
+    endpoints = [
+        p.endpoint for p in load_party(federation, "trc").trust.registry.participants if p.endpoint
+    ]
+    assert len(endpoints) == 5
+    assert len(set(endpoints)) == len(endpoints)
+
+
+def test_free_ports_are_distinct_even_when_many_are_asked() -> None:
+    ports = free_ports("127.0.0.1", 200)
+    assert len(set(ports)) == 200
+    assert all(1024 <= port <= 65535 for port in ports)
 
 
 def test_init_refuses_a_folder_in_use(federation: Path) -> None:
