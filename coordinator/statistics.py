@@ -3,23 +3,26 @@
 `publish_release` runs as the coordinator (its key, its database, its channels):
  1. the definition is looked up (UNKNOWN_RELEASE) and OpenDP calibrates its noise; the
     epsilon to spend is OpenDP's privacy map at the release's L1 sensitivity;
- 2. a read-only budget check refuses at once a release that cannot fit (BUDGET_EXHAUSTED),
-    before any node is asked;
+ 2. the epsilon is RESERVED: one committed transaction spends it in the ledger (a
+    conditional update, which loses cleanly to a concurrent release: BUDGET_EXHAUSTED)
+    under the release id, before any node is asked. Nodes charge their own ledgers as
+    they answer, so two publishers racing for the last of a budget must be decided
+    before either asks, or each could win at some nodes and lose at others and both fail;
  3. the exact histogram is computed (nodes' masked sums, or the coordinator's own log),
     noise is added and values clamped at zero, and the chart and CSV are drawn from the
     noisy values, all in memory;
- 4. ONE transaction spends the epsilon (the ledger's conditional update, which loses
-    cleanly to a concurrent release), records the spend and appends "statistics_released"
-    with the SHA-256 of release.json; a refused spend rolls all of it back;
+ 4. "statistics_released" is appended with the SHA-256 of release.json;
  5. only then is the signed bundle written to `releases/<id>/`.
 
 Invariants:
-- A refused release publishes nothing: no bundle, no spend, no "statistics_released";
-  its refusal is logged as "statistics_refused" with the reason.
+- A refused release publishes nothing: no bundle, no "statistics_released"; its refusal is
+  logged as "statistics_refused" with the reason, and its reservation is refunded in that
+  same transaction: no exact histogram existed (nodes that answered keep their own charge).
 - The exact histogram is a local variable of `publish_release`; it is never logged,
   stored, written to a file or put in an error.
-- If the bundle cannot be written after the spend committed, the epsilon stays spent (the
-  safe direction): nothing unaccounted is ever published.
+- A crash or unexpected error after the reservation, or a bundle that cannot be written,
+  leaves the epsilon spent (the safe direction): nothing unaccounted is ever published.
+  The ledger may then count more than the log's "statistics_released" entries, never less.
 """
 
 from __future__ import annotations
@@ -231,9 +234,13 @@ async def publish_release(
         noise = histogram_mechanism(
             l1_sensitivity(publisher.policy, definition), definition.epsilon
         )
-        cost = nano_up(noise.epsilon)
-        total = rules.budget(definition.dataset)
-        publisher.ledger.check(definition.dataset, year, total, cost)
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
+        status = _reserve(publisher, definition, year, release_id, nano_up(noise.epsilon), now)
+    except FedscoreError as error:
+        publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
+        raise
+    try:
         query_id = ""
         if definition.node_side:
             exact, query_id = await federated_histogram(
@@ -242,58 +249,85 @@ async def publish_release(
         else:
             exact = query_log_histogram(publisher.engine, publisher.policy, definition, year)
     except FedscoreError as error:
-        publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
+        _refuse_reserved(publisher, release_id, error, facts)
         raise
     noisy = noise.release(exact)
     del exact  # from here on only noisy values exist
-    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
     document = _draft(publisher, definition, year, noise, noisy, release_id, query_id)
     files = {
         RELEASE_CSV: release_csv(release_id, document["values"]),
         RELEASE_PNG: render_chart(document),
     }
-    with Session(publisher.engine) as session:
-        try:
-            status = publisher.ledger.spend(
-                session,
-                release_id=release_id,
-                release=definition.name,
-                dataset=definition.dataset,
-                year=year,
-                total_epsilon=total,
-                cost_nano=cost,
-                now=now,
-            )
-        except FedscoreError as error:
-            session.rollback()
-            publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
-            raise
-        published_at = publisher.clock()
-        document["budget"] = {"dataset": definition.dataset, "year": year, **status.to_json()}
-        document["published_at"] = datetime.fromtimestamp(published_at, UTC).isoformat()
-        document["files"] = {name: sha256_of(data) for name, data in files.items()}
-        files[RELEASE_JSON] = canonical_bytes(document)
-        publisher.log.append(
-            session,
-            "statistics_released",
-            {
-                "release_id": release_id,
-                "release": definition.name,
-                "dataset": definition.dataset,
-                "year": year,
-                "epsilon_spent": noise.epsilon,
-                "budget_remaining": document["budget"]["remaining"],
-                "release_sha256": sha256_of(files[RELEASE_JSON]),
-                "policy_hash": publisher.policy.content_hash,
-                # The node-side statistics query this release charges for ("" if none):
-                # the regulator matches every node's histogram answer to a charged release.
-                "query_id": query_id,
-            },
-            now=published_at,
-        )
-        session.commit()
+    published_at = publisher.clock()
+    document["budget"] = {"dataset": definition.dataset, "year": year, **status.to_json()}
+    document["published_at"] = datetime.fromtimestamp(published_at, UTC).isoformat()
+    document["files"] = {name: sha256_of(data) for name, data in files.items()}
+    files[RELEASE_JSON] = canonical_bytes(document)
+    publisher.log.append_now(
+        "statistics_released",
+        {
+            "release_id": release_id,
+            "release": definition.name,
+            "dataset": definition.dataset,
+            "year": year,
+            "epsilon_spent": noise.epsilon,
+            "budget_remaining": document["budget"]["remaining"],
+            "release_sha256": sha256_of(files[RELEASE_JSON]),
+            "policy_hash": publisher.policy.content_hash,
+            # The node-side statistics query this release charges for ("" if none):
+            # the regulator matches every node's histogram answer to a charged release.
+            "query_id": query_id,
+        },
+        now=published_at,
+    )
     directory = write_bundle(
         publisher.releases_dir, release_id, files, publisher.asker.signing_key, publisher.id
     )
     return PublishedRelease(release_id, directory, document, status)
+
+
+def _reserve(
+    publisher: Publisher,
+    definition: ReleaseDefinition,
+    year: int,
+    release_id: str,
+    cost_nano: int,
+    now: int,
+) -> BudgetStatus:
+    """Spend the release's epsilon now, committed, before any node is asked.
+
+    Two publishers racing for the last of a budget are thus decided here, by the ledger's
+    conditional update: one is refused at once, and the nodes (which charge their own
+    ledgers as they answer) never see two releases that cannot both fit.
+    """
+    with Session(publisher.engine) as session:
+        status = publisher.ledger.spend(
+            session,
+            release_id=release_id,
+            release=definition.name,
+            dataset=definition.dataset,
+            year=year,
+            total_epsilon=publisher.policy.statistics_rules.budget(definition.dataset),
+            cost_nano=cost_nano,
+            now=now,
+        )
+        session.commit()
+    return status
+
+
+def _refuse_reserved(
+    publisher: Publisher, release_id: str, error: FedscoreError, facts: dict[str, Any]
+) -> None:
+    """Log the refusal of a reserved release and give its epsilon back, in one transaction.
+
+    The refusal came before an exact histogram existed here (a node refused, did not
+    answer, or sent an answer that does not verify; the masks did not cancel): what the
+    coordinator holds is masked values at most, so there is nothing to charge. Nodes that
+    did answer charged their own ledgers; theirs stay spent.
+    """
+    with Session(publisher.engine) as session:
+        publisher.ledger.refund(session, release_id)
+        publisher.log.append(
+            session, "statistics_refused", {"reason": error.reason, **facts}, now=publisher.clock()
+        )
+        session.commit()

@@ -180,6 +180,30 @@ class PrivacyLedger:
         )
         return status
 
+    def refund(self, session: Session, release_id: str) -> int:
+        """Give back inside `session` (not committed here) what release `release_id` spent.
+
+        For a reservation whose release can no longer happen; returns the nano-epsilon given
+        back, 0 if the release spent nothing (a refund is never applied twice).
+        """
+        connection = session.connection()
+        spend = connection.execute(
+            select(PRIVACY_SPEND.c.dataset, PRIVACY_SPEND.c.year, PRIVACY_SPEND.c.spent_nano).where(
+                PRIVACY_SPEND.c.release_id == release_id
+            )
+        ).one_or_none()
+        if spend is None:
+            return 0
+        dataset, year, cost_nano = spend
+        connection.execute(PRIVACY_SPEND.delete().where(PRIVACY_SPEND.c.release_id == release_id))
+        spent = PRIVACY_BUDGET.c.spent_nano
+        connection.execute(
+            update(PRIVACY_BUDGET)
+            .where(PRIVACY_BUDGET.c.budget_key == budget_key(dataset, year))
+            .values(spent_nano=spent - int(cost_nano))
+        )
+        return int(cost_nano)
+
     def spends(self, dataset: str, year: int) -> list[PrivacySpend]:
         """Every release's spend for the dataset and year, in order of spending."""
         with Session(self.engine) as session:

@@ -88,6 +88,29 @@ def test_releases_spend_until_refused_and_a_refusal_changes_nothing(tmp_path: Pa
     engine.dispose()
 
 
+def test_a_refund_gives_back_exactly_the_reservation_once(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    ledger = PrivacyLedger(engine)
+    assert _spend(ledger, "kept", 1.0, total=2.0)
+    assert _spend(ledger, "reserved", 1.0, total=2.0)
+    assert not _spend(ledger, "refused-while-reserved", 0.5, total=2.0)
+    with Session(engine) as session:
+        assert ledger.refund(session, "reserved") == NANO
+        session.commit()
+    with Session(engine) as session:
+        # Twice, or for a release that never spent: nothing more is given back.
+        assert ledger.refund(session, "reserved") == 0
+        assert ledger.refund(session, "never-spent") == 0
+        session.commit()
+    assert ledger.status(DATASET, YEAR, 2.0).spent_nano == NANO
+    assert [spend.release_id for spend in ledger.spends(DATASET, YEAR)] == ["kept"]
+    assert _spend_rows(engine) == (1, NANO)
+    # What was given back can be spent again, and no more than that.
+    assert _spend(ledger, "after-refund", 1.0, total=2.0)
+    assert not _spend(ledger, "one-too-many", 0.001, total=2.0)
+    engine.dispose()
+
+
 def test_the_ledger_survives_a_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'coordinator.db'}"
     first = open_engine(url)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from stats_harness import BANDS, PARTICIPATION, StatsFederation, servers, stats_federation
+
+from fedscore.budget import NANO, PrivacyLedger
+from fedscore.db import open_engine
+from fedscore.party import load_party
 
 pytest.importorskip("matplotlib")
 
@@ -116,6 +121,12 @@ def test_two_concurrent_publishers_cannot_overspend(fed: StatsFederation) -> Non
     from fedscore.cli.stats_commands import budget
 
     assert budget(fed.root)["datasets"]["agency-records"]["spent"] == 1.0
+    # The loser was refused at its reservation, before asking: no node paid for it.
+    for agency in fed.agencies:
+        ledger = PrivacyLedger(open_engine(load_party(fed.root, agency).db_url))
+        spends = ledger.spends("agency-records", fed.policy.current_year(time.time()))
+        assert [spend.spent_nano for spend in spends] == [NANO], agency
+        ledger.engine.dispose()
 
 
 def test_the_demo_publishes_one_release(fed: StatsFederation) -> None:
