@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from policies.model import DOMAINS
 from policies.statistics import (
     MONTHS_EN,
     MONTHS_TH,
@@ -28,6 +27,7 @@ from policies.statistics import (
     SCORE_QUERIES,
     area_labels,
 )
+from policies.vocabulary import DOMAINS
 
 THAI_FONT_FAMILY = "Noto Sans Thai"
 _FONT_FILE = "NotoSansThai.ttf"

@@ -29,8 +29,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fedscore.errors import PolicyError
 from policies._fields import Table, json_value, refuse
 from policies.model import (
-    DOMAINS,
-    NATIONAL,
     RELEASE_KINDS,
     Agency,
     Band,
@@ -38,9 +36,9 @@ from policies.model import (
     Policy,
     Purpose,
     RelyingParty,
-    ScoreRules,
 )
 from policies.statistics import parse_statistics
+from policies.vocabulary import DOMAINS, NATIONAL, ScoreRules
 
 PERSON_RANGE = (0, 1_000)
 ORGANISATION_RANGE = (0, 5_000)

@@ -26,9 +26,7 @@ from typing import Any, Literal
 
 from fedscore.errors import InvalidArgument, NotFound, PermissionDenied
 from policies.statistics import StatisticsRules
-from policies.vocabulary import DOMAINS, NATIONAL, Domain, ScoreRules
-
-__all__ = ["DOMAINS", "NATIONAL", "Domain", "ScoreRules"]
+from policies.vocabulary import ScoreRules
 
 Release = Literal["score", "band", "eligible"]
 RELEASE_KINDS: tuple[Release, ...] = ("score", "band", "eligible")

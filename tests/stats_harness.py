@@ -28,8 +28,9 @@ from node import server as node_server
 from node.ingest import ingest_file
 from node.store import NodeStore
 from policies.loader import canonical_json, parse_policy
-from policies.model import DOMAINS, NATIONAL, Policy
+from policies.model import Policy
 from policies.signing import sign_policy
+from policies.vocabulary import DOMAINS, NATIONAL
 
 PARTICIPATION = "participation-by-domain-and-area"
 BANDS = "yearly-points-in-bands"

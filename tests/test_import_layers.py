@@ -49,12 +49,18 @@ def _loaded_by_leaves() -> list[str]:
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module a file imports; `from a import b` names `a` and also `a.b`.
+
+    `a.b` may be a submodule (`from fedscore import cli`) or just a name in `a`; callers
+    that need modules only trim it back to one they know.
+    """
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -121,21 +127,12 @@ def _module_graph() -> dict[str, set[str]]:
     }
     graph: dict[str, set[str]] = {module: set() for module in files}
     for module, path in files.items():
-        for name in _imports(path) | _imported_names(path):
+        for name in _imports(path):
             while name and name not in files:
                 name = name.rpartition(".")[0]
             if name and name != module and not module.startswith(name + "."):
                 graph[module].add(name)
     return graph
-
-
-def _imported_names(path: Path) -> set[str]:
-    """`from a import b` also names module `a.b` when b is a submodule."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fedscore.errors import InvalidArgument, NotFound, PermissionDenied
 from policies.defaults import DEFAULT_AGENCIES, default_policy_path
 from policies.loader import load_policy, parse_policy
-from policies.model import DOMAINS, NATIONAL
+from policies.vocabulary import DOMAINS, NATIONAL
 
 POLICY = load_policy(default_policy_path())
 
