@@ -38,8 +38,8 @@ from sqlmodel import Field, SQLModel
 
 from audit import merkle
 from audit.log import EventLog
-from fedscore.db import create_tables
 from fedscore.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from fedscore.runtime.db import create_tables
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes, verify_bytes
 from keys.keyring import Keyring

@@ -14,9 +14,9 @@ from typing import Any
 from audit.history import citizen_history, read_receipt
 from audit.regulator_state import RegulatorState
 from audit.verifier import audit_federation
-from fedscore.db import open_engine
 from fedscore.errors import NotFound
-from fedscore.party import Party, load_party, load_trust
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party, load_trust
 from fedscore.v1.trust_pb2 import Role
 
 

@@ -30,8 +30,8 @@ from audit.contract import SERVICE_NAME
 from audit.log import leaf_data
 from audit.verifier import AUDITED_ROLES
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied
-from fedscore.party import Party
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.party import Party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse
 from fedscore.v1.consent_pb2 import ConsentReceipt
 from fedscore.v1.envelope_pb2 import Envelope

@@ -7,7 +7,7 @@ Invariants:
   (thread or process) took it first, the writer re-reads and tries the next one. A
   transaction that rolls back leaves no index behind, so no gap can appear.
 - `append` writes inside the caller's transaction (an ORM session, a Core connection, or
-  a `fedscore.prepared` cursor) and never commits: the event and its log entry commit
+  a `fedscore.runtime.prepared` cursor) and never commits: the event and its log entry commit
   together or not at all.
 - Leaf data is the canonical JSON (sorted keys, compact, UTF-8) of
   {"body", "index", "kind", "logged_at", "origin"}, where `body` is the stored canonical
@@ -41,9 +41,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit import merkle
-from fedscore.db import create_tables, insert_unless_present
 from fedscore.errors import FailedPrecondition, InvalidArgument
-from fedscore.prepared import Cursor
+from fedscore.runtime.db import create_tables, insert_unless_present
+from fedscore.runtime.prepared import Cursor
 
 # Normalised (lower case, no "_" or "-") key fragments an entry body may never contain.
 DENIED_KEYS = ("nationalid", "pseudonym", "contribution", "maskedvalue")
@@ -301,7 +301,7 @@ class EventLog:
         """Add an entry inside `session`'s transaction (not committed here); the caller commits.
 
         `session` is an ORM session, a Core connection inside a transaction, or a cursor
-        of a `fedscore.prepared.HotConnection` transaction.
+        of a `fedscore.runtime.prepared.HotConnection` transaction.
         """
         body = self._body(kind, fields)
         logged_at = int(time.time() if now is None else now)
@@ -518,7 +518,7 @@ _ENTRY_COLUMNS = (
 
 
 # Where an entry can be appended: an ORM session, a Core connection in a transaction, or
-# the cursor of a `fedscore.prepared.HotConnection` transaction (the score query path).
+# the cursor of a `fedscore.runtime.prepared.HotConnection` transaction (the score query path).
 LogWriter = Session | Connection | Cursor
 
 

@@ -172,7 +172,10 @@ class RefusalRecorder:
             self._tally(caller, self.clock()).counted[(kind, reason, method)] += times
 
     def rate_limited(self, caller: str, method: str) -> None:
-        """Count a call refused for its rate (the hook `fedscore.rpc.start_server` takes)."""
+        """Count a call refused for its rate.
+
+        The hook `fedscore.runtime.rpc.start_server` takes.
+        """
         self.count(caller, RATE_LIMITED_KIND, "RATE_LIMITED", method)
 
     # --- writing: never inside another transaction on the log's database ---------------

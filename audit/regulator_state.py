@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit.checkpoint import Checkpoint
-from fedscore.db import create_tables
 from fedscore.errors import FailedPrecondition
+from fedscore.runtime.db import create_tables
 from fedscore.v1.envelope_pb2 import Envelope
 
 

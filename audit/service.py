@@ -30,8 +30,8 @@ from audit.checkpoint import Checkpoint, CheckpointSigner
 from audit.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from audit.log import EventLog, LogEntry
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
-from fedscore.party import Party
-from fedscore.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.party import Party
+from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.audit_pb2 import (
     AccessRecord,
     AuditEntry,
@@ -209,7 +209,7 @@ class AuditEndpoint:
         return self.service.signer
 
     def services(self) -> dict[str, dict[str, Handler]]:
-        """The mapping `fedscore.rpc.start_server` takes, for this one service."""
+        """The mapping `fedscore.runtime.rpc.start_server` takes, for this one service."""
         return {SERVICE_NAME: self.service.handlers()}
 
     async def stop(self) -> None:

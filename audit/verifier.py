@@ -35,8 +35,8 @@ from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
 from audit.log import LogEntry
 from audit.regulator_state import RegulatorState
 from fedscore.errors import Code, FedscoreError, Unauthenticated
-from fedscore.party import Party
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.party import Party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import (
     GetCheckpointRequest,
     GetCheckpointResponse,

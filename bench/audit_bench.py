@@ -57,7 +57,7 @@ def _fields(n: int) -> dict[str, Any]:
 
 
 def _open(path: Path) -> Engine:
-    from fedscore.db import open_engine
+    from fedscore.runtime.db import open_engine
 
     return open_engine(f"sqlite:///{path}")
 
@@ -214,8 +214,8 @@ async def _throughput(
 ) -> float:
     from consent import server as consent_server
     from coordinator import server as coordinator_server
-    from fedscore import client
-    from fedscore.party import load_party
+    from fedscore.apps import client
+    from fedscore.runtime.party import load_party
     from node import server as node_server
 
     registry = await consent_server.start(load_party(workdir, "consent-registry"))
@@ -256,7 +256,7 @@ async def _throughput(
 
 
 def score_path_cost(root: Path, queries: int, rounds: int, concurrency: int = 16) -> dict[str, Any]:
-    from fedscore.federation import init_federation
+    from fedscore.apps.federation import init_federation
 
     workdir = root / "score-path"
     init_federation(workdir, 3)

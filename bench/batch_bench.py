@@ -35,10 +35,10 @@ from typing import Any
 
 from bench import scenarios
 from bench.loadgen import process_cpu_seconds
-from fedscore import client
-from fedscore.client import COORDINATOR_ID
-from fedscore.party import Party, load_party
-from fedscore.rpc import secure_channel
+from fedscore.apps import client
+from fedscore.apps.client import COORDINATOR_ID
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 
 SCENARIO = "batch_score_5_agencies"

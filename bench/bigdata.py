@@ -30,7 +30,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fedscore.party import load_party
+from fedscore.runtime.party import load_party
 from node.ingest import ingest_file
 from node.store import QUERY_INDEX_NAME, NodeStore
 from policies.model import Policy

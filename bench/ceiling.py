@@ -3,7 +3,7 @@ and one verification per hop.
 
 Same as the product: one coordinator process and N agency node processes, each its own
 `python -m bench.ceiling` process; aio gRPC with mutual TLS through
-`fedscore.rpc.start_server` / `secure_channel` (same options, same raw-bytes handlers and
+`fedscore.runtime.rpc.start_server` / `secure_channel` (same options, same raw-bytes handlers and
 error mapping); certificates, keys and endpoints from a real `init_federation` folder;
 the client sends the same signed `ScoreRequest` (carrying the product's real consent
 token, so requests weigh the same) and checks the answer the same way (bench.loadgen
@@ -30,9 +30,9 @@ from pathlib import Path
 import grpc.aio
 from google.protobuf.message import Message
 
-from fedscore.party import Party, load_party
-from fedscore.processes import stop_on_signal
-from fedscore.rpc import Handler, call_unary, parse_request, secure_channel, start_server
+from fedscore.apps.processes import stop_on_signal
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import Handler, call_unary, parse_request, secure_channel, start_server
 from fedscore.v1 import query_pb2
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message

@@ -1,7 +1,7 @@
 """Lake baseline: what an agency would otherwise build, one central table behind an API.
 
 One gRPC service in its own process, on the same transport as the product (aio gRPC,
-mutual TLS, `fedscore.rpc.start_server` options and raw-bytes handlers, the
+mutual TLS, `fedscore.runtime.rpc.start_server` options and raw-bytes handlers, the
 coordinator's certificate from the same kind of `init_federation` folder). It holds
 EVERY agency's records, raw national IDs included, in a single SQLite table
 `lake_record(national_id, agency, indicator, occurred_at, points, certified)` with an
@@ -29,10 +29,10 @@ import grpc.aio
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
-from fedscore.demo_data import read_rows
-from fedscore.party import load_party
-from fedscore.processes import stop_on_signal
-from fedscore.rpc import parse_request, start_server
+from fedscore.apps.demo_data import read_rows
+from fedscore.apps.processes import stop_on_signal
+from fedscore.runtime.party import load_party
+from fedscore.runtime.rpc import parse_request, start_server
 from policies.model import Policy
 
 SERVICE = "fedscore.bench.LakeService"

@@ -38,9 +38,9 @@ import grpc
 import grpc.aio
 from google.protobuf import wrappers_pb2
 
-from fedscore.client import signed_score_query
-from fedscore.party import Party, load_party
-from fedscore.rpc import secure_channel
+from fedscore.apps.client import signed_score_query
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery, ScoreRequest, ScoreResponse, ScoreResult
 from fedscore.v1.trust_pb2 import Role

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.loadgen import measure
-from fedscore.client import COORDINATOR_ID
+from fedscore.apps.client import COORDINATOR_ID
 
 
 def summarise(raw: Path, top: int) -> list[str]:

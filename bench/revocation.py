@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedscore import client
+from fedscore.apps import client
 from fedscore.errors import FedscoreError
-from fedscore.party import load_party
-from fedscore.status import fetch_from_registry
+from fedscore.runtime.party import load_party
+from fedscore.runtime.status_follower import fetch_from_registry
 from fedscore.v1.consent_pb2 import ConsentToken, StatusList
 from fedscore.v1.envelope_pb2 import Envelope
 

@@ -54,9 +54,9 @@ def emit(record: dict[str, Any], sink: list[dict[str, Any]]) -> None:
 
 def ingest_scenario(records: int, root: Path) -> dict[str, Any]:
     """One agency's export of `records` rows (a tenth as many people) into an empty node."""
-    from fedscore.demo_data import FIELDS, random_national_id
-    from fedscore.federation import init_federation
-    from fedscore.party import load_party
+    from fedscore.apps.demo_data import FIELDS, random_national_id
+    from fedscore.apps.federation import init_federation
+    from fedscore.runtime.party import load_party
     from node.ingest import ingest_file
     from node.store import NodeStore
 

@@ -32,13 +32,13 @@ from bench.loadgen import (
     resident_mb,
 )
 from bench.revocation import measure_revocation
-from fedscore import client
-from fedscore.client import COORDINATOR_ID, REGISTRY_ID
-from fedscore.demo_data import DemoData, expected_total, generate
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.processes import FederationProcesses, wait_serving
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.apps import client
+from fedscore.apps.client import COORDINATOR_ID, REGISTRY_ID
+from fedscore.apps.demo_data import DemoData, expected_total, generate
+from fedscore.apps.federation import init_federation
+from fedscore.apps.processes import FederationProcesses, wait_serving
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.consent_pb2 import GrantRequest, GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope
 from node.ingest import ingest_file

@@ -129,10 +129,10 @@ def node_histogram_scenario(records: int, root: Path, repeats: int) -> dict[str,
 
 def release_scenario(root: Path, agencies: int, repeats: int) -> dict[str, Any]:
     from coordinator.statistics import open_publisher, publish_release
-    from fedscore.demo_data import generate
-    from fedscore.federation import init_federation
-    from fedscore.party import load_party
-    from fedscore.processes import FederationProcesses
+    from fedscore.apps.demo_data import generate
+    from fedscore.apps.federation import init_federation
+    from fedscore.apps.processes import FederationProcesses
+    from fedscore.runtime.party import load_party
     from node.ingest import ingest_file
     from node.store import NodeStore
 

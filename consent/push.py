@@ -21,7 +21,7 @@ import grpc.aio
 
 from audit.log import EventLog
 from fedscore.errors import FedscoreError
-from fedscore.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     NotifyRevocationRequest,

@@ -37,7 +37,7 @@ from consent.store import (
     status_list_record,
 )
 from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from fedscore.party import Party
+from fedscore.runtime.party import Party
 from fedscore.v1.consent_pb2 import (
     ConsentToken,
     GrantSummary,
@@ -372,7 +372,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
 
 
 def status_of(row: ConsentGrant, now: int) -> str:
-    """Boundaries as in `fedscore.tokens.verify_token`: valid for not_before <= now <= not_after."""
+    """Valid for not_before <= now <= not_after, as in `fedscore.protocol.tokens.verify_token`."""
     if row.revoked_at is not None:
         return REVOKED
     if now > row.not_after:

@@ -6,7 +6,7 @@ Invariants:
 - State lives in the party's database (grants, status list, audit log in one file), so a
   restarted registry serves the same grants, sequence and log.
 - Push channels are opened once here and closed on stop.
-- Every call is rate limited per caller and method (`fedscore.rpc`); calls refused for
+- Every call is rate limited per caller and method (`fedscore.runtime.rpc`); calls refused for
   their rate are counted into one "refusals_summarised" entry per caller per interval
   (`audit.refusals`), written by a periodic task and on stop, never one by one.
 """
@@ -25,9 +25,9 @@ from consent.push import DEFAULT_PUSH_TIMEOUT_SECONDS, RevocationPusher, push_ta
 from consent.registry import DEFAULT_STATUS_TTL_SECONDS, ConsentRegistry
 from consent.service import SERVICE_NAME, Clock, consent_handlers
 from consent.store import open_engine
-from fedscore.party import Party
-from fedscore.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
-from fedscore.rpc import RunningServer, start_server
+from fedscore.runtime.party import Party
+from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
+from fedscore.runtime.rpc import RunningServer, start_server
 
 
 @dataclass

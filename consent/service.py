@@ -5,7 +5,7 @@ Invariants:
   id); it is checked before the request is even parsed. Grant, Revoke and ListGrants are
   served only to the citizen portal, ConsentStatus and GetStatusList to any participant.
 - Handlers hold no logic of their own: everything they decide is in `consent.registry`,
-  and errors become gRPC statuses only in `fedscore.rpc`.
+  and errors become gRPC statuses only in `fedscore.runtime.rpc`.
 - A revocation is committed before it is pushed, and its reply waits for the push (each
   party bounded by the push timeout), so when Revoke returns every reachable party knows.
 """
@@ -29,7 +29,7 @@ from consent.registry import (
     revoke,
 )
 from consent.status_list import publish_status_list
-from fedscore.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.consent_pb2 import (
     ConsentStatusRequest,
     ConsentStatusResponse,
@@ -51,7 +51,7 @@ Clock = Callable[[], float]
 def consent_handlers(
     registry: ConsentRegistry, pusher: RevocationPusher, clock: Clock = time.time
 ) -> dict[str, Handler]:
-    """The ConsentService methods, ready for `fedscore.rpc.start_server`."""
+    """The ConsentService methods, ready for `fedscore.runtime.rpc.start_server`."""
 
     def now() -> int:
         return int(clock())

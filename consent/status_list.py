@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from consent.registry import ConsentRegistry
 from consent.store import grant_count, revoked_indexes, status_list_record, status_list_size
-from fedscore.status import build_status_list
+from fedscore.protocol.status_list import build_status_list
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message
 

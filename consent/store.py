@@ -22,9 +22,9 @@ import secrets
 from sqlalchemy import Engine, LargeBinary, func
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
-from fedscore.db import create_tables
-from fedscore.db import open_engine as open_database
-from fedscore.status import MIN_STATUS_LIST_BITS
+from fedscore.protocol.status_list import MIN_STATUS_LIST_BITS
+from fedscore.runtime.db import create_tables
+from fedscore.runtime.db import open_engine as open_database
 
 STATUS_LIST_ROW = 1
 

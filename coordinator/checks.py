@@ -4,7 +4,7 @@ Plain functions; each raises a `FedscoreError` with a reason and returns nothing
 value it established. Invariants:
 - The relying party's envelope is verified before its payload is parsed, and the signer
   must be the relying party the query names; these request checks live in
-  `fedscore.requests`, because every node repeats them on the request it is forwarded.
+  `fedscore.protocol.requests`, because every node repeats them on the request it is forwarded.
 - Every check here is stateless or reads only in-memory state (trust, policy,
   revocation list). The persistent checks (use limit, replay) run last, inside the one
   transaction that stores the nonce, so a forged or out-of-scope request never burns a
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedscore.errors import FailedPrecondition, PermissionDenied
-from fedscore.requests import (
+from fedscore.protocol.requests import (
     AuthenticatedRequest,
     authenticate_request,
     check_freshness,
@@ -27,8 +27,8 @@ from fedscore.requests import (
     check_token_scope,
     check_year,
 )
-from fedscore.status import RevocationState
-from fedscore.tokens import VerifiedToken, verify_token
+from fedscore.protocol.status_list import RevocationState
+from fedscore.protocol.tokens import VerifiedToken, verify_token
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2
 from keys.registry import TrustView
 from policies.model import Policy, Purpose

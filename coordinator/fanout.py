@@ -33,7 +33,7 @@ import grpc
 import grpc.aio
 
 from fedscore.errors import Code, FedscoreError, Unauthenticated, Unavailable
-from fedscore.rpc import TlsMaterial, call_unary, error_from_refusal, secure_channel
+from fedscore.runtime.rpc import TlsMaterial, call_unary, error_from_refusal, secure_channel
 from fedscore.v1 import envelope_pb2, query_pb2, trust_pb2
 from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring

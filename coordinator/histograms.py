@@ -28,9 +28,9 @@ from sqlalchemy import Engine, case, func, select
 from audit.log import EventLog
 from coordinator.fanout import REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
-from fedscore.db import create_tables
 from fedscore.errors import FedscoreError, Unauthenticated
-from fedscore.rpc import call_unary
+from fedscore.runtime.db import create_tables
+from fedscore.runtime.rpc import call_unary
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (

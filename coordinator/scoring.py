@@ -36,8 +36,8 @@ from coordinator.fanout import (
 from coordinator.release import Released, release_for, set_release
 from coordinator.store import CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError
-from fedscore.requests import nonce_hash
-from fedscore.status import RevocationState
+from fedscore.protocol.requests import nonce_hash
+from fedscore.protocol.status_list import RevocationState
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message
 from keys.keyring import Keyring

@@ -8,7 +8,7 @@ Invariants:
 - The revocation state follows the registry's signed status list from the start: one
   refresh before serving (if the registry is down, the coordinator still starts and
   refuses with STATUS_LIST_STALE until a list arrives) and then in the background.
-- Every call is rate limited per caller and method (`fedscore.rpc`), and refusals beyond
+- Every call is rate limited per caller and method (`fedscore.runtime.rpc`), and refusals beyond
   a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
   starts with the server, and `stop` writes every pending summary before the last
   checkpoint is signed, so a clean stop loses no count.
@@ -29,11 +29,12 @@ from coordinator.fanout import NODE_DEADLINE_SECONDS, NodeChannels
 from coordinator.scoring import Coordinator, unix_now
 from coordinator.service import CoordinatorService
 from coordinator.store import CoordinatorStore
-from fedscore.db import open_engine
-from fedscore.party import Party
-from fedscore.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
-from fedscore.rpc import RunningServer, secure_channel, start_server
-from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
+from fedscore.protocol.status_list import RevocationState
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party
+from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
+from fedscore.runtime.rpc import RunningServer, secure_channel, start_server
+from fedscore.runtime.status_follower import StatusListFollower, fetch_from_registry
 from fedscore.v1.trust_pb2 import Role
 
 _log = logging.getLogger(__name__)

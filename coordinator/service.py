@@ -1,8 +1,8 @@
 """gRPC handlers of the coordinator: decode, call a plain function, encode.
 
-Errors are mapped to statuses in `fedscore.rpc` only; handlers catch only to log a
+Errors are mapped to statuses in `fedscore.runtime.rpc` only; handlers catch only to log a
 request that could not even be parsed, then re-raise it unchanged. Every refusal is
-recorded under the caller's certificate name (`fedscore.rpc.peer_common_name`): one by
+recorded under the caller's certificate name (`fedscore.runtime.rpc.peer_common_name`): one by
 one up to its allowance, then counted into its summary (`audit.refusals`).
 """
 
@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from coordinator.batch import score_batch
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
 from fedscore.errors import FedscoreError
-from fedscore.rpc import BidiStream, Handler, parse_request, peer_common_name
+from fedscore.runtime.rpc import BidiStream, Handler, parse_request, peer_common_name
 from fedscore.v1 import query_pb2
 
 SERVICE_NAME = "fedscore.v1.CoordinatorService"

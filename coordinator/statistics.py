@@ -56,11 +56,11 @@ from coordinator.histograms import (
     federated_histogram,
     query_log_histogram,
 )
-from fedscore.budget import BudgetStatus, PrivacyLedger, nano_up
-from fedscore.db import open_engine
 from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
-from fedscore.party import FederationPaths, Party
+from fedscore.runtime.budget import BudgetStatus, PrivacyLedger, nano_up
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import FederationPaths, Party
 from fedscore.v1.trust_pb2 import Role
 from policies.model import Policy
 from policies.releases import bins, l1_sensitivity, participants

@@ -14,7 +14,7 @@ Invariants:
   spent (or refused) on their own, then one log entry per query is appended in order.
 - SQLAlchemy Core statements built once, no SQLite-only SQL, so PostgreSQL works by URL
   alone; a single query's two transactions run them as prepared statements on the
-  DB-API connection (`fedscore.prepared`).
+  DB-API connection (`fedscore.runtime.prepared`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, upd
 from sqlmodel import Field, Session, SQLModel
 
 from audit.log import EventLog, LogRef
-from fedscore.db import create_tables, insert_unless_present, use_counters
 from fedscore.errors import FedscoreError, ResourceExhausted
-from fedscore.prepared import Cursor, HotConnection
-from fedscore.requests import check_replay, check_use_limit
+from fedscore.protocol.requests import check_replay, check_use_limit
+from fedscore.runtime.db import create_tables, insert_unless_present, use_counters
+from fedscore.runtime.prepared import Cursor, HotConnection
 
 
 class UsedNonce(SQLModel, table=True):
@@ -177,7 +177,7 @@ class CoordinatorStore:
     """Nonces, token uses and issued queries, written together with the audit log.
 
     The query path uses Core statements built once here (no ORM unit of work), run on
-    prepared statements (`fedscore.prepared`): one transaction to issue a query (or a
+    prepared statements (`fedscore.runtime.prepared`): one transaction to issue a query (or a
     chunk of a batch), one to finish it.
     """
 

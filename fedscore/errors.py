@@ -4,7 +4,7 @@ Every refusal is a `FedscoreError` carrying a canonical status `Code` (the numbe
 `google.rpc.Code`, which gRPC uses on the wire) and a machine-readable reason (an
 UPPER_SNAKE_CASE string sent as `google.rpc.ErrorInfo.reason`). This module imports no
 transport: the leaves (`keys/`, `policies/`, `audit/` core) raise these errors without
-depending on gRPC. Only `fedscore.rpc` turns them into gRPC statuses and back. An
+depending on gRPC. Only `fedscore.runtime.rpc` turns them into gRPC statuses and back. An
 error may carry a retry hint (`retry_after_seconds`), sent as `google.rpc.RetryInfo`.
 """
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Select
 
 from fedscore.memo import BoundedMemo
-from fedscore.prepared import Cursor
+from fedscore.runtime.prepared import Cursor
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
 from fedscore.v1.trust_pb2 import Role

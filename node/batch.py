@@ -34,8 +34,8 @@ from fedscore.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from fedscore.prepared import Cursor
-from fedscore.rpc import Handler, item_refusal, parse_request, peer_common_name
+from fedscore.runtime.prepared import Cursor
+from fedscore.runtime.rpc import Handler, item_refusal, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,
@@ -64,7 +64,7 @@ from node.store import as_pseudonym_bytes
 
 # A batch is one transaction and one blocking stretch of the node's event loop.
 MAX_BATCH_QUERIES = 256
-# Larger than one query's limit (fedscore.rpc.MAX_MESSAGE_BYTES), below the transport's.
+# Larger than one query's limit (fedscore.runtime.rpc.MAX_MESSAGE_BYTES), below the transport's.
 BATCH_MESSAGE_BYTES = 3 * 1024 * 1024
 
 
@@ -271,7 +271,7 @@ def contribute_batch(
 
 
 def batch_handlers(node: AgencyNode) -> dict[str, Handler]:
-    """NodeService.ContributeBatch, ready for `fedscore.rpc.start_server`."""
+    """NodeService.ContributeBatch, ready for `fedscore.runtime.rpc.start_server`."""
 
     async def contribute_batch_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         notes = RefusalNotes()

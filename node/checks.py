@@ -16,7 +16,8 @@ limit it can (docs/adr/0011): nothing here trusts the coordinator beyond its sig
     (NO_RELYING_PARTY_REQUEST), verifies under a relying party's key
     (BAD_REQUEST_SIGNATURE), was signed by the party it names (SIGNER_MISMATCH), and names
     this purpose, with a fresh request and nonce (PURPOSE_MISMATCH, REQUEST_EXPIRED,
-    BAD_NONCE; `fedscore.requests`): the coordinator only relays what a relying party asked;
+    BAD_NONCE; `fedscore.protocol.requests`): the coordinator only relays what a relying
+    party asked;
  7. the consent token inside that request verifies, is not revoked, and covers this
     purpose, policy, agency and domains, for the relying party that asked, which the purpose
     allows (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, RELYING_PARTY_MISMATCH,
@@ -58,7 +59,7 @@ from fedscore.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from fedscore.requests import (
+from fedscore.protocol.requests import (
     AuthenticatedRequest,
     authenticate_request,
     check_nonce,
@@ -66,11 +67,11 @@ from fedscore.requests import (
     check_token_scope,
     requested_year,
 )
-from fedscore.requests import (
+from fedscore.protocol.requests import (
     check_freshness as check_request_freshness,
 )
-from fedscore.status import RevocationState
-from fedscore.tokens import VerifiedToken, verify_token
+from fedscore.protocol.status_list import RevocationState
+from fedscore.protocol.tokens import VerifiedToken, verify_token
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_SCORE,

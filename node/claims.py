@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, select, update
 
-from fedscore.db import insert_unless_present, use_counters
 from fedscore.errors import AlreadyExists, ResourceExhausted
-from fedscore.prepared import Cursor
-from fedscore.requests import check_use_limit
+from fedscore.protocol.requests import check_use_limit
+from fedscore.runtime.db import insert_unless_present, use_counters
+from fedscore.runtime.prepared import Cursor
 from node.store import ACCEPTED_REQUEST, SEEN_QUERY, TOKEN_USE
 
 

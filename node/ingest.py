@@ -43,8 +43,8 @@ from typing import IO, Any, BinaryIO
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fedscore.db import insert_unless_present
 from fedscore.errors import FailedPrecondition, IngestError, InvalidArgument
+from fedscore.runtime.db import insert_unless_present
 from keys.pseudonym import pseudonym
 from node.store import (
     BEHAVIOUR_RECORD,

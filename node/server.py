@@ -9,7 +9,7 @@ Invariants:
   one fetch before serving and then in the background. If the registry is not up yet,
   the node still starts and refuses every query with STATUS_LIST_STALE until a list
   arrives (fail closed).
-- Every call is rate limited per caller and method (`fedscore.rpc`), and refusals beyond
+- Every call is rate limited per caller and method (`fedscore.runtime.rpc`), and refusals beyond
   a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
   starts with the server, and `stop` writes every pending summary before the last
   checkpoint is signed, so a clean stop loses no count.
@@ -27,10 +27,11 @@ from audit.log import EventLog, LogFactory
 from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from audit.service import AuditEndpoint, start_audit
 from fedscore.errors import FailedPrecondition
-from fedscore.party import Party
-from fedscore.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
-from fedscore.rpc import RunningServer, secure_channel, start_server
-from fedscore.status import RevocationState, StatusListFollower, fetch_from_registry
+from fedscore.protocol.status_list import RevocationState
+from fedscore.runtime.party import Party
+from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, RateLimits
+from fedscore.runtime.rpc import RunningServer, secure_channel, start_server
+from fedscore.runtime.status_follower import StatusListFollower, fetch_from_registry
 from fedscore.v1.trust_pb2 import Role
 from node.answer import derive_mask_seeds
 from node.batch import batch_handlers

@@ -1,8 +1,8 @@
 """gRPC handlers of `fedscore.v1.NodeService`, and the plain workflows they call.
 
 Invariants:
-- Handlers only parse (`fedscore.rpc.parse_request`), call `contribute` or
-  `notify_revocation`, and encode; errors become gRPC statuses only in `fedscore.rpc`.
+- Handlers only parse (`fedscore.runtime.rpc.parse_request`), call `contribute` or
+  `notify_revocation`, and encode; errors become gRPC statuses only in `fedscore.runtime.rpc`.
 - Every refusal, including a malformed or oversized request, is logged as
   "query_refused" with its reason and only authenticated facts (query id, purpose).
 - An answered query's claims (its query id, the relying party's request nonce, one use of
@@ -10,7 +10,7 @@ Invariants:
   before the answer leaves the node: a concurrent replay loses in the database, and no
   answer exists that the log does not show. A refused query claims nothing.
 - The query path's SQL runs as prepared Core statements on the DB-API connection
-  (`fedscore.prepared`), one transaction per query or per batch.
+  (`fedscore.runtime.prepared`), one transaction per query or per batch.
 - No log entry holds a national ID, a pseudonym, a contribution or a masked value.
 """
 
@@ -26,11 +26,11 @@ from google.protobuf.message import Message
 
 from audit.log import EventLog
 from audit.refusals import RefusalRecorder
-from fedscore.budget import PrivacyLedger
 from fedscore.errors import FedscoreError
 from fedscore.memo import BoundedMemo
-from fedscore.prepared import Cursor, HotConnection
-from fedscore.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.budget import PrivacyLedger
+from fedscore.runtime.prepared import Cursor, HotConnection
+from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     ContributeRequest,
@@ -71,7 +71,7 @@ class AgencyNode:
     refusals: RefusalRecorder
     clock: Clock = time.time
     lookup: RecordLookup = field(init=False)
-    # The query path's transactions and prepared statements (fedscore.prepared).
+    # The query path's transactions and prepared statements (fedscore.runtime.prepared).
     hot: HotConnection = field(init=False)
     # What answering spends here: query id, request nonce, token use (node.claims).
     claims: ClaimStatements = field(init=False, repr=False)
@@ -190,7 +190,7 @@ def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> Non
 
 
 def node_handlers(node: AgencyNode) -> dict[str, Handler]:
-    """The NodeService methods, ready for `fedscore.rpc.start_server`."""
+    """The NodeService methods, ready for `fedscore.runtime.rpc.start_server`."""
 
     async def contribute_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         notes = RefusalNotes()

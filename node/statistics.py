@@ -16,7 +16,7 @@ Invariants:
   is the node's pairwise mask for bin b of the histogram question whose hash is the
   spec's (docs/adr/0011): the masks cancel only in the sum over all agencies asked the
   very same spec bytes, so the coordinator learns federation-wide sums alone.
-- Every answer is paid for from the node's OWN privacy-budget ledger (`fedscore.budget`,
+- Every answer is paid for from the node's OWN privacy-budget ledger (`fedscore.runtime.budget`,
   in its database): the release's epsilon, as OpenDP's privacy map gives it for the policy
   (the same cost the coordinator charges), per dataset and year. A histogram the budget
   cannot pay for is refused (BUDGET_EXHAUSTED) before any record is counted. So a
@@ -39,7 +39,6 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 from sqlalchemy.orm import Session
 
-from fedscore.budget import epsilon_of, nano_up
 from fedscore.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -49,7 +48,8 @@ from fedscore.errors import (
     Unauthenticated,
 )
 from fedscore.noise import histogram_mechanism
-from fedscore.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.budget import epsilon_of, nano_up
+from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (
@@ -330,7 +330,7 @@ def log_statistics_refusal(
 
 
 def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
-    """The NodeStatisticsService methods, ready for `fedscore.rpc.start_server`."""
+    """The NodeStatisticsService methods, ready for `fedscore.runtime.rpc.start_server`."""
 
     async def histogram_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         notes = StatisticsNotes()

@@ -43,8 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.db import create_tables, insert_unless_present, open_engine
 from fedscore.errors import AlreadyExists, InvalidArgument
+from fedscore.runtime.db import create_tables, insert_unless_present, open_engine
 
 _RECORD_KEY_INFO = b"fedscore/v1/record-key"
 PSEUDONYM_BYTES = 32

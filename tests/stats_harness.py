@@ -20,9 +20,9 @@ from typing import Any
 
 from consent import server as consent_server
 from coordinator import server as coordinator_server
-from fedscore.demo_data import DemoData, generate, read_rows
-from fedscore.federation import init_federation
-from fedscore.party import FederationPaths, load_party, read_passphrase
+from fedscore.apps.demo_data import DemoData, generate, read_rows
+from fedscore.apps.federation import init_federation
+from fedscore.runtime.party import FederationPaths, load_party, read_passphrase
 from keys.keyfile import load_signing_key
 from node import server as node_server
 from node.ingest import ingest_file

@@ -23,7 +23,7 @@ from test_audit_service import (
 )
 
 from audit.history import HistoryEntry, accesses_of, citizen_history, verify_history
-from fedscore import client
+from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse
 from fedscore.v1.consent_pb2 import ConsentReceipt, GrantResponse

@@ -31,11 +31,11 @@ from audit.contract import SERVICE_NAME
 from audit.log import EventLog, leaf_data
 from consent import server as consent_server
 from coordinator import server as coordinator_server
-from fedscore import client
+from fedscore.apps import client
+from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import (
     GetAccessHistoryRequest,
     GetAccessHistoryResponse,
@@ -209,7 +209,7 @@ async def live_federation(root: Path) -> AsyncIterator[Live]:
 def fedscore_cli(*args: str) -> tuple[int, dict[str, Any], str]:
     """Run `fedscore ...` as its own process; the JSON it printed last, if any."""
     done = subprocess.run(
-        [sys.executable, "-m", "fedscore.cli.main", *args],
+        [sys.executable, "-m", "fedscore.apps.cli.main", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -29,9 +29,9 @@ from audit.regulator_state import RegulatorState
 from audit.verifier import AuditReport, audit_federation
 from coordinator.histograms import HISTOGRAM_METHOD
 from coordinator.statistics import open_publisher, publish_release
-from fedscore.db import open_engine
-from fedscore.party import Party, load_party
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (

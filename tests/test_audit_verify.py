@@ -26,7 +26,7 @@ from audit import merkle
 from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
 from audit.log import LogEntry, canonical_json, leaf_data
 from fedscore.errors import FedscoreError
-from fedscore.party import load_party
+from fedscore.runtime.party import load_party
 from node import server as node_server
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy

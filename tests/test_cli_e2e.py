@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from fedscore.demo_data import expected_total, generate
-from fedscore.party import load_party
-from fedscore.processes import FederationProcesses
+from fedscore.apps.demo_data import expected_total, generate
+from fedscore.apps.processes import FederationProcesses
+from fedscore.runtime.party import load_party
 
 pytestmark = pytest.mark.integration
 
 
 def fedscore(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fedscore.cli.main", *args],
+        [sys.executable, "-m", "fedscore.apps.cli.main", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -15,8 +15,8 @@ from receipt_privacy import assert_no_part_of_national_id, leaks
 from audit.log import EventLog
 from consent.registry import ConsentRegistry, grant, revoke
 from consent.store import open_engine
-from fedscore.federation import init_federation
-from fedscore.party import load_party
+from fedscore.apps.federation import init_federation
+from fedscore.runtime.party import load_party
 from fedscore.v1.consent_pb2 import ConsentReceipt
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role

@@ -32,11 +32,11 @@ from consent.store import (
     open_engine,
     status_list_size,
 )
+from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.status import MIN_STATUS_LIST_BITS, RevocationState
-from fedscore.tokens import verify_token
+from fedscore.protocol.status_list import MIN_STATUS_LIST_BITS, RevocationState
+from fedscore.protocol.tokens import verify_token
+from fedscore.runtime.party import Party, load_party
 from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken, StatusList
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import verify_message
@@ -161,7 +161,7 @@ def test_grant_stores_no_national_id_anywhere(registry: ConsentRegistry, tmp_pat
 def test_grant_with_a_window_of_exactly_the_purpose_limit_is_allowed(
     registry: ConsentRegistry,
 ) -> None:
-    # The citizen portal backdates not_before a little for clock skew (fedscore.client).
+    # The citizen portal backdates not_before a little for clock skew (fedscore.apps.client).
     _grant(registry, not_before=NOW - 60, not_after=NOW + 365 * DAY)
     assert _stored(registry) == 1
 

@@ -20,10 +20,12 @@ from sqlmodel import Session
 
 from consent.server import Running, start
 from consent.store import grant_count
+from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.rpc import (
+from fedscore.protocol.status_list import RevocationState
+from fedscore.protocol.tokens import verify_token
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import (
     RunningServer,
     call_unary,
     parse_request,
@@ -31,8 +33,6 @@ from fedscore.rpc import (
     secure_channel,
     start_server,
 )
-from fedscore.status import RevocationState
-from fedscore.tokens import verify_token
 from fedscore.v1.consent_pb2 import (
     ConsentReceipt,
     ConsentStatusRequest,

@@ -29,9 +29,9 @@ from test_coordinator_server import (
 from coordinator.checks import RefusalNotes
 from coordinator.fanout import fan_out
 from coordinator.scoring import admit, issue_query
-from fedscore import client
+from fedscore.apps import client
 from fedscore.errors import Code
-from fedscore.rpc import error_from_rpc
+from fedscore.runtime.rpc import error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
 from keys.envelope import sign_message
@@ -199,7 +199,7 @@ def test_score_batch_through_the_cli(federation: Path, tmp_path: Path) -> None:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "fedscore.cli.main",
+                    "fedscore.apps.cli.main",
                     *args,
                     *(["--json"] if as_json else []),
                     stdout=asyncio.subprocess.PIPE,

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from coordinator.checks import RefusalNotes, admit_query, authenticate_query
 from fedscore.errors import Code, FedscoreError, ResourceExhausted
-from fedscore.requests import FRESHNESS_SECONDS, check_use_limit, requested_year
-from fedscore.status import RevocationState, build_status_list, sign_status_list
+from fedscore.protocol.requests import FRESHNESS_SECONDS, check_use_limit, requested_year
+from fedscore.protocol.status_list import RevocationState, build_status_list, sign_status_list
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2, trust_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_bytes, sign_message

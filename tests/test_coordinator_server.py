@@ -24,11 +24,11 @@ import pytest
 from audit.log import EventLog, LogEntry
 from consent import server as consent_server
 from coordinator import server as coordinator_server
-from fedscore import client
+from fedscore.apps import client
+from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.rpc import call_unary
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary
 from fedscore.v1.consent_pb2 import RevocationNotice
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from audit.log import EventLog
 from coordinator.store import TOKEN_USES, CoordinatorStore, QueryIssue
-from fedscore.db import open_engine, use_counters
 from fedscore.errors import AlreadyExists, ResourceExhausted
+from fedscore.runtime.db import open_engine, use_counters
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_demo_end_to_end(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "fedscore.cli.main", "demo", "--workdir", str(workdir)],
+        [sys.executable, "-m", "fedscore.apps.cli.main", "demo", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         check=False,

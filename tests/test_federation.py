@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fedscore.apps.federation import CLIENT_PARTIES, free_ports, init_federation
 from fedscore.errors import (
     FedscoreError,
     InvalidArgument,
@@ -17,8 +18,7 @@ from fedscore.errors import (
     PolicyError,
     Unauthenticated,
 )
-from fedscore.federation import CLIENT_PARTIES, free_ports, init_federation
-from fedscore.party import FederationPaths, load_party, read_passphrase
+from fedscore.runtime.party import FederationPaths, load_party, read_passphrase
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.keyfile import load_signing_key
@@ -206,7 +206,7 @@ def test_no_party_loads_a_policy_for_an_inadmissible_relying_party(
 def test_no_server_starts_under_a_public_service_relying_party(federation: Path) -> None:
     _readmit(federation, _set_sector("ptt", Sector.SECTOR_PUBLIC_SERVICE))
     servers = ["consent-registry", "coordinator", "trc"]
-    serve = [sys.executable, "-m", "fedscore.cli.main", "serve", "--workdir", str(federation)]
+    serve = [sys.executable, "-m", "fedscore.apps.cli.main", "serve", "--workdir", str(federation)]
     started = [
         subprocess.Popen(
             [*serve, "--party", party_id],

@@ -1,6 +1,6 @@
 """The coordinator's operator turned hostile, against real nodes over mutual TLS.
 
-The insider (`fedscore.insider.HostileCoordinator`) holds the coordinator's real signing
+The insider (`fedscore.apps.insider.HostileCoordinator`) holds the coordinator's real signing
 key, TLS identity, database and log; the consent registry, every agency node and the real
 coordinator server run in-process with demo records. It tries to learn one agency's part
 of a score, or an exact per-agency count, by every trick we know. Each attempt must end
@@ -29,12 +29,12 @@ from stats_harness import PARTICIPATION, StatsFederation, generous, servers, sta
 
 from audit.regulator_state import RegulatorState
 from audit.verifier import audit_federation
-from fedscore import client
-from fedscore.db import open_engine
-from fedscore.demo_data import expected_total
+from fedscore.apps import client
+from fedscore.apps.demo_data import expected_total
+from fedscore.apps.insider import Answer, Asked, HostileCoordinator
 from fedscore.errors import FedscoreError
-from fedscore.insider import Answer, Asked, HostileCoordinator
-from fedscore.party import Party, load_party
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.masks import MODULUS

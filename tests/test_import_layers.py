@@ -101,7 +101,7 @@ def test_nothing_but_the_cli_imports_the_cli() -> None:
         for path in sorted((ROOT / package).rglob("*.py"))
         if "cli" not in path.relative_to(ROOT).parts
         for name in _imports(path)
-        if name == "fedscore.cli" or name.startswith("fedscore.cli.")
+        if name == "fedscore.apps.cli" or name.startswith("fedscore.apps.cli.")
     }
     assert upward == set()
 

@@ -1,4 +1,4 @@
-"""Mutual TLS with certificates from keys/tls.py, over the real fedscore.rpc server."""
+"""Mutual TLS with certificates from keys/tls.py, over the real fedscore.runtime.rpc server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import grpc.aio
 import pytest
 
 from fedscore.errors import Code, FedscoreError
-from fedscore.rpc import (
+from fedscore.runtime.rpc import (
     TlsMaterial,
     call_unary,
     parse_request,

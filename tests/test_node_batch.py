@@ -26,7 +26,7 @@ from test_node_service import (
 )
 
 from fedscore.errors import Code, FedscoreError
-from fedscore.rpc import call_unary, error_from_refusal
+from fedscore.runtime.rpc import call_unary, error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

@@ -33,9 +33,9 @@ from test_node_service import (
     make_federation,
 )
 
-from fedscore import client
+from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
-from fedscore.rpc import MAX_MESSAGE_BYTES, call_unary, error_from_rpc
+from fedscore.runtime.rpc import MAX_MESSAGE_BYTES, call_unary, error_from_rpc
 from fedscore.v1.consent_pb2 import ConsentToken, RevocationNotice
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

@@ -30,12 +30,12 @@ from sqlalchemy import func, select
 
 from audit.log import LogEntry
 from consent import server as consent_server
-from fedscore import client
+from fedscore.apps import client
+from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.requests import AuthenticatedRequest
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.protocol.requests import AuthenticatedRequest
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

@@ -1,4 +1,4 @@
-"""fedscore.prepared and the fast paths of the audit log: same SQL, same bytes, same refusals.
+"""fedscore.runtime.prepared and the audit log's fast paths: same SQL, bytes and refusals.
 
 The query path runs SQLAlchemy Core statements on the DB-API cursor and writes log
 leaves without json.dumps; these tests pin that nothing changes but the speed: the
@@ -23,9 +23,9 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from audit.log import DENIED_KEYS, EventLog, _check_value, canonical_json, leaf_data
-from fedscore.db import open_engine
 from fedscore.errors import InvalidArgument
-from fedscore.prepared import MAX_KEPT_CONNECTIONS, HotConnection, Prepared
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.prepared import MAX_KEPT_CONNECTIONS, HotConnection, Prepared
 from node.store import SEEN_QUERY, NodeStore, quantities_of_many_query
 
 

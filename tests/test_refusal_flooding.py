@@ -41,12 +41,12 @@ from audit.regulator_state import RegulatorState
 from audit.verifier import audit_federation
 from consent import server as consent_server
 from coordinator import server as coordinator_server
-from fedscore.db import open_engine
+from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError, RateLimited
-from fedscore.federation import init_federation
-from fedscore.party import Party, load_party
-from fedscore.ratelimit import CallLimiter, RateLimits, TokenBucket
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.ratelimit import CallLimiter, RateLimits, TokenBucket
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.query_pb2 import ContributeRequest, ContributeResponse, ScoreRequest, ScoreResponse
 from keys.envelope import sign_bytes
 from keys.signing import SigningKey

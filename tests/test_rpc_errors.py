@@ -11,7 +11,7 @@ import grpc.aio
 import pytest
 
 from fedscore.errors import Code, FedscoreError, RateLimited, error_class_for
-from fedscore.rpc import (
+from fedscore.runtime.rpc import (
     TlsMaterial,
     call_unary,
     error_from_refusal,

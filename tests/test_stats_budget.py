@@ -16,15 +16,15 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from fedscore.budget import (
+from fedscore.errors import FedscoreError
+from fedscore.runtime.budget import (
     NANO,
     PRIVACY_SPEND,
     PrivacyLedger,
     nano_down,
     nano_up,
 )
-from fedscore.db import open_engine
-from fedscore.errors import FedscoreError
+from fedscore.runtime.db import open_engine
 
 DATASET = "agency-records"
 YEAR = 2026

@@ -25,10 +25,10 @@ from coordinator.bundle import (
     verify_bundle,
 )
 from coordinator.statistics import PublishedRelease, open_publisher, publish_release
-from fedscore.cli.stats_commands import verify
+from fedscore.apps.cli.stats_commands import verify
+from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
-from fedscore.federation import init_federation
-from fedscore.party import load_party, load_trust
+from fedscore.runtime.party import load_party, load_trust
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_bytes

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from stats_harness import BANDS, PARTICIPATION, StatsFederation, servers, stats_federation
 
-from fedscore.budget import NANO, PrivacyLedger
-from fedscore.db import open_engine
-from fedscore.party import load_party
+from fedscore.runtime.budget import NANO, PrivacyLedger
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import load_party
 
 pytest.importorskip("matplotlib")
 
@@ -29,7 +29,7 @@ async def fedscore(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "fedscore.cli.main",
+        "fedscore.apps.cli.main",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -118,7 +118,7 @@ def test_two_concurrent_publishers_cannot_overspend(fed: StatsFederation) -> Non
     assert "BUDGET_EXHAUSTED" in refused
     assert len(list((fed.root / "releases").iterdir())) == 1
 
-    from fedscore.cli.stats_commands import budget
+    from fedscore.apps.cli.stats_commands import budget
 
     assert budget(fed.root)["datasets"]["agency-records"]["spent"] == 1.0
     # The loser was refused at its reservation, before asking: no node paid for it.
@@ -130,7 +130,7 @@ def test_two_concurrent_publishers_cannot_overspend(fed: StatsFederation) -> Non
 
 
 def test_the_demo_publishes_one_release(fed: StatsFederation) -> None:
-    from fedscore.cli.stats_commands import publish_demo_release
+    from fedscore.apps.cli.stats_commands import publish_demo_release
 
     async def scenario() -> dict[str, object]:
         async with servers(fed.root):

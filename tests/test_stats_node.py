@@ -29,7 +29,7 @@ from test_node_service import (
 )
 
 from fedscore.errors import Code, FedscoreError
-from fedscore.rpc import call_unary, error_from_rpc
+from fedscore.runtime.rpc import call_unary, error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, QUESTION_KIND_SCORE
 from fedscore.v1.statistics_pb2 import (

@@ -33,10 +33,10 @@ pytest.importorskip("matplotlib")
 from audit.log import EventLog
 from coordinator.bundle import verify_bundle
 from coordinator.statistics import Publisher, open_publisher, publish_release
-from fedscore import client
-from fedscore.cli.stats_commands import budget
+from fedscore.apps import client
+from fedscore.apps.cli.stats_commands import budget
 from fedscore.errors import FedscoreError
-from fedscore.party import load_party
+from fedscore.runtime.party import load_party
 from fedscore.v1.trust_pb2 import Role
 
 pytestmark = pytest.mark.integration

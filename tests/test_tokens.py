@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fedscore.errors import PermissionDenied, Unauthenticated
 from fedscore.memo import BoundedMemo
-from fedscore.tokens import remembered, verify_token
+from fedscore.protocol.tokens import remembered, verify_token
 from fedscore.v1 import consent_pb2, envelope_pb2, trust_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message

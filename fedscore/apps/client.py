@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import grpc.aio
 
 from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
-from fedscore.party import Party
-from fedscore.rpc import (
+from fedscore.runtime.party import Party
+from fedscore.runtime.rpc import (
     call_unary,
     error_from_refusal,
     open_stream,

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import fedscore.cli.audit_commands as audit_commands
-import fedscore.cli.commands as commands
-import fedscore.cli.stats_commands as stats_commands
+import fedscore.apps.cli.audit_commands as audit_commands
+import fedscore.apps.cli.commands as commands
+import fedscore.apps.cli.stats_commands as stats_commands
 from fedscore.errors import FedscoreError
 
 DESCRIPTION = (

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from audit.demo_summary import audit_summary
-from fedscore.client import send_score_query, signed_score_query
-from fedscore.demo_data import DemoData, expected_total, generate
+from fedscore.apps.client import send_score_query, signed_score_query
+from fedscore.apps.demo_data import DemoData, expected_total, generate
+from fedscore.apps.federation import init_federation
+from fedscore.apps.insider import HostileCoordinator
+from fedscore.apps.processes import FederationProcesses
 from fedscore.errors import FedscoreError
-from fedscore.federation import init_federation
-from fedscore.insider import HostileCoordinator
-from fedscore.party import load_party
-from fedscore.processes import FederationProcesses
+from fedscore.runtime.party import load_party
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes
 from keys.masks import MODULUS
@@ -49,7 +49,7 @@ def cli(
     workdir: Path, *args: str, expect_ok: bool = True, show_output: bool = False
 ) -> tuple[int, dict[str, Any], str]:
     """Run one `fedscore` command in its own process, as a user would type it."""
-    command = [sys.executable, "-m", "fedscore.cli.main", *args]
+    command = [sys.executable, "-m", "fedscore.apps.cli.main", *args]
     shown = " ".join(["fedscore", *args]).replace(str(workdir), "$W")
     narrate(f"  $ {shown}")
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -12,7 +12,7 @@ Invariants:
   `error_from_rpc` gives it back as `retry_after_seconds`.
 - Every method a server serves (ours, health and reflection alike) is rate limited per
   caller (its certificate's common name) and per method before it is handled
-  (`fedscore.ratelimit`): a call over the limit is not handled and fails with
+  (`fedscore.runtime.ratelimit`): a call over the limit is not handled and fails with
   RESOURCE_EXHAUSTED, reason RATE_LIMITED and a RetryInfo saying when a call is allowed
   again; the server's `on_rate_limited(caller, method)` hook counts it (each party's
   refusal summary, `audit.refusals`), it is never logged one by one. A stream is
@@ -46,7 +46,7 @@ from fedscore.errors import (
     ResourceExhausted,
     error_class_for,
 )
-from fedscore.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
+from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
 from fedscore.v1.query_pb2 import ItemRefusal
 
 _log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedscore import client
+from fedscore.apps import client
+from fedscore.apps.federation import init_federation
+from fedscore.apps.processes import stop_on_signal
 from fedscore.errors import IngestError, InvalidArgument
-from fedscore.federation import init_federation
-from fedscore.party import FederationPaths, load_party
-from fedscore.processes import stop_on_signal
+from fedscore.runtime.party import FederationPaths, load_party
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
@@ -251,7 +251,7 @@ async def score(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def demo(args: argparse.Namespace) -> dict[str, Any]:
-    from fedscore.demo import run_demo
+    from fedscore.apps.demo import run_demo
 
     run_demo(args.workdir, args.citizens)
     return {}

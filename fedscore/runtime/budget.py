@@ -29,8 +29,8 @@ from sqlalchemy import BigInteger, Engine, Table, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.db import create_tables, insert_unless_present
 from fedscore.errors import ResourceExhausted
+from fedscore.runtime.db import create_tables, insert_unless_present
 
 NANO = 10**9
 

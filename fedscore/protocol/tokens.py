@@ -1,7 +1,7 @@
 """Consent-token verification shared by every party that checks a token.
 
 A token is valid only if the consent registry signed exactly these bytes and `now` is
-inside its window. Revocation is checked separately (`fedscore.status`), because it
+inside its window. Revocation is checked separately (`fedscore.protocol.status_list`), because it
 changes after issue while the signature does not.
 
 A token is typically used many times (every privilege check of one person at one

@@ -1,5 +1,8 @@
 """Revocation state: the signed status list plus pushed revocation notices.
 
+Pure: it verifies and applies what it is given; following the registry over the network
+is `fedscore.runtime.status_follower`.
+
 Invariants:
 - Only the consent registry's key can revoke anything here (its keyring is the only one
   given to `RevocationState`).
@@ -10,21 +13,11 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
 import zlib
-from collections.abc import Awaitable, Callable
-
-import grpc.aio
 
 from fedscore.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from fedscore.rpc import call_unary
 from fedscore.v1.consent_pb2 import (
     ConsentToken,
-    GetStatusListRequest,
-    GetStatusListResponse,
     RevocationNotice,
     StatusList,
 )
@@ -32,8 +25,6 @@ from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring
 from keys.signing import SigningKey
-
-_log = logging.getLogger(__name__)
 
 MIN_STATUS_LIST_BITS = 131_072  # herd privacy: one index among many
 
@@ -127,57 +118,3 @@ class RevocationState:
                 "no consent status list fresher than its time-to-live; refusing until one arrives",
                 reason="STATUS_LIST_STALE",
             )
-
-
-StatusFetch = Callable[[], Awaitable[Envelope]]
-
-
-class StatusListFollower:
-    """Pulls the registry's signed status list in the background, every `interval` seconds."""
-
-    def __init__(self, state: RevocationState, fetch: StatusFetch, interval: float) -> None:
-        self._state = state
-        self._fetch = fetch
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def refresh(self) -> None:
-        envelope = await self._fetch()
-        self._state.apply_status_list(envelope, int(time.time()))
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-                delay = self._interval
-            except Exception as exc:  # keep following; the TTL makes staleness fail closed
-                _log.warning("status list refresh failed: %s", exc)
-                delay = min(self._interval, 1.0)
-            await asyncio.sleep(delay)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-def fetch_from_registry(channel: grpc.aio.Channel, timeout: float = 2.0) -> StatusFetch:
-    """A fetch function pulling the signed status list from the consent registry."""
-
-    async def fetch() -> Envelope:
-        response = await call_unary(
-            channel,
-            "/fedscore.v1.ConsentService/GetStatusList",
-            GetStatusListRequest(),
-            GetStatusListResponse,
-            timeout,
-        )
-        return response.status_list
-
-    return fetch

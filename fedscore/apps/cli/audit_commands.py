@@ -17,9 +17,9 @@ from audit.demo_summary import party_with_role
 from audit.history import citizen_history, read_receipt
 from audit.regulator_state import RegulatorState
 from audit.verifier import audit_federation
-from fedscore.db import open_engine
 from fedscore.errors import FailedPrecondition
-from fedscore.party import Party, load_party
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party
 from fedscore.v1.trust_pb2 import Role
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscore.errors import FailedPrecondition
-from fedscore.party import FederationPaths, load_party, load_trust
+from fedscore.runtime.party import FederationPaths, load_party, load_trust
 from fedscore.v1.trust_pb2 import Role
 from policies.defaults import DEMO_RELEASE
 
@@ -43,8 +43,8 @@ def budget(workdir: Path, year: int | None = None) -> dict[str, Any]:
     """Per dataset: total, spent and remaining epsilon for `year` (default: this year)."""
     import time
 
-    from fedscore.budget import PrivacyLedger
-    from fedscore.db import open_engine
+    from fedscore.runtime.budget import PrivacyLedger
+    from fedscore.runtime.db import open_engine
     from policies.statistics import DATASETS
 
     party = load_party(workdir, COORDINATOR_ID)

@@ -30,11 +30,11 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine
 
 from audit.log import EventLog
-from fedscore.db import open_engine
 from fedscore.errors import FedscoreError, Unauthenticated
-from fedscore.party import Party, load_party
-from fedscore.requests import nonce_hash, requested_year
-from fedscore.rpc import call_unary, error_from_refusal, secure_channel
+from fedscore.protocol.requests import nonce_hash, requested_year
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.rpc import call_unary, error_from_refusal, secure_channel
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

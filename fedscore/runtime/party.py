@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedscore.errors import FailedPrecondition, KeyFileError
-from fedscore.rpc import TlsMaterial
+from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role
 from keys.box import BoxKeyPair

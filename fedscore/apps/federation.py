@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedscore.errors import InvalidArgument
-from fedscore.party import FederationPaths
+from fedscore.runtime.party import FederationPaths
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.keyfile import PartySecrets, save_pem_key, save_secrets, save_signing_key

@@ -19,8 +19,8 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from fedscore.errors import Unavailable
-from fedscore.party import FederationPaths, Party, load_trust
-from fedscore.rpc import call_unary, secure_channel
+from fedscore.runtime.party import FederationPaths, Party, load_trust
+from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.trust_pb2 import Role
 
 SERVER_ROLES = (Role.ROLE_CONSENT_REGISTRY, Role.ROLE_AGENCY, Role.ROLE_COORDINATOR)
@@ -87,7 +87,7 @@ class FederationProcesses:
             [
                 sys.executable,
                 "-m",
-                "fedscore.cli.main",
+                "fedscore.apps.cli.main",
                 "serve",
                 "--workdir",
                 str(self.workdir),
