@@ -36,8 +36,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from audit import merkle
-from audit.log import EventLog, LogFactory, LogRef, LogWriter
+from audit.core import merkle
+from audit.core.entries import LogRef
+from audit.store.log import EventLog, LogFactory, LogWriter
 
 FULL_LOG = 1_000_000
 QUICK_LOG = 50_000

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
 from fedscore.v1.envelope_pb2 import Envelope

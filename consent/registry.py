@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from consent.receipts import GRANTED, signed_receipt
 from consent.receipts import REVOKED as REVOKED_EVENT
 from consent.store import (

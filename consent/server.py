@@ -8,7 +8,7 @@ Invariants:
 - Push channels are opened once here and closed on stop.
 - Every call is rate limited per caller and method (`fedscore.runtime.rpc`); calls refused for
   their rate are counted into one "refusals_summarised" entry per caller per interval
-  (`audit.refusals`), written by a periodic task and on stop, never one by one.
+  (`audit.store.refusals`), written by a periodic task and on stop, never one by one.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from audit.log import EventLog
-from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
-from audit.service import AuditEndpoint, start_audit
+from audit.servicer import AuditEndpoint, start_audit
+from audit.store.log import EventLog
+from audit.store.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from consent.push import DEFAULT_PUSH_TIMEOUT_SECONDS, RevocationPusher, push_targets
 from consent.registry import DEFAULT_STATUS_TTL_SECONDS, ConsentRegistry
 from consent.service import SERVICE_NAME, Clock, consent_handlers

@@ -8,7 +8,7 @@ Invariants:
 - Log before act, per query: the queries of a chunk are logged ("query_issued", or
   "score_refused" with only authenticated facts, within the stream's caller's allowance
   of refusals, beyond which a refusal is counted into its "refusals_summarised" entry:
-  `audit.refusals`) in ONE transaction that commits before any node is asked about
+  `audit.store.refusals`) in ONE transaction that commits before any node is asked about
   them; each outcome ("result_released" or "query_failed")
   commits before its response is written to the stream.
 - Queries reach the nodes through the coordinator's one `BatchDispatcher`: one batch

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 from sqlalchemy import Engine, case, func, select
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from coordinator.fanout import REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
 from fedscore.errors import FedscoreError, Unauthenticated

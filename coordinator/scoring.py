@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from audit.log import LogRef
-from audit.refusals import RefusalRecorder
+from audit.core.entries import LogRef
+from audit.store.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
 from coordinator.fanout import (
     NODE_DEADLINE_SECONDS,
@@ -66,7 +66,7 @@ class Coordinator:
     revocations: RevocationState
     store: CoordinatorStore
     channels: NodeChannels
-    # Refusals per caller: one by one up to an allowance, then summarised (audit.refusals).
+    # Refusals per caller: one by one up to an allowance, then summarised (audit.store.refusals).
     refusals: RefusalRecorder
     node_deadline: float = NODE_DEADLINE_SECONDS
     clock: Callable[[], int] = field(default=unix_now)
@@ -198,7 +198,7 @@ async def answer_score(
     """Answer one Score request or raise the refusal, logging either way.
 
     `caller` is the certificate name of who sent it: beyond its allowance of refusals
-    (`audit.refusals`), a refusal is counted into its summary instead of logged alone.
+    (`audit.store.refusals`), a refusal is counted into its summary instead of logged alone.
     """
     now = coordinator.clock()
     notes = RefusalNotes()

@@ -9,7 +9,7 @@ Invariants:
   refresh before serving (if the registry is down, the coordinator still starts and
   refuses with STATUS_LIST_STALE until a list arrives) and then in the background.
 - Every call is rate limited per caller and method (`fedscore.runtime.rpc`), and refusals beyond
-  a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
+  a caller's allowance are summarised (`audit.store.refusals`); the summaries' periodic task
   starts with the server, and `stop` writes every pending summary before the last
   checkpoint is signed, so a clean stop loses no count.
 """
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import grpc.aio
 from sqlalchemy import Engine
 
-from audit.log import EventLog, LogFactory
-from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
-from audit.service import AuditEndpoint, start_audit
+from audit.servicer import AuditEndpoint, start_audit
+from audit.store.log import EventLog, LogFactory
+from audit.store.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from coordinator.fanout import NODE_DEADLINE_SECONDS, NodeChannels
 from coordinator.scoring import Coordinator, unix_now
 from coordinator.service import CoordinatorService

@@ -3,7 +3,7 @@
 Errors are mapped to statuses in `fedscore.runtime.rpc` only; handlers catch only to log a
 request that could not even be parsed, then re-raise it unchanged. Every refusal is
 recorded under the caller's certificate name (`fedscore.runtime.rpc.peer_common_name`): one by
-one up to its allowance, then counted into its summary (`audit.refusals`).
+one up to its allowance, then counted into its summary (`audit.store.refusals`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from coordinator.bundle import (
     RELEASE_CSV,
     RELEASE_JSON,

@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlmodel import Field, Session, SQLModel
 
-from audit.log import EventLog, LogRef
+from audit.core.entries import LogRef
+from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, ResourceExhausted
 from fedscore.protocol.requests import check_replay, check_use_limit
 from fedscore.runtime.db import create_tables, insert_unless_present, use_counters
@@ -281,7 +282,7 @@ class CoordinatorStore:
         Each entry is spent on its own (a replay or an exhausted token refuses only that
         entry, storing nothing for it); then one "query_issued" entry per issued query and
         one "score_refused" entry per refusal that `log_refusal()` allows (the caller's
-        allowance, `audit.refusals`; the caller counts the others once committed) are
+        allowance, `audit.store.refusals`; the caller counts the others once committed) are
         appended, in order, and the issued queries are recorded.
         """
         issues = [entry for entry in entries if isinstance(entry, QueryIssue)]
@@ -351,7 +352,7 @@ class CoordinatorStore:
     def refuse(self, fields: Mapping[str, object]) -> LogRef:
         """Log a refused score request (nothing else is stored for it), without any bound.
 
-        A caller's refusals go through `Coordinator.refusals` (`audit.refusals`) instead,
+        A caller's refusals go through `Coordinator.refusals` (`audit.store.refusals`) instead,
         which logs them one by one only up to the caller's allowance.
         """
         return self.log.append_now("score_refused", dict(fields))

@@ -7,7 +7,7 @@ Invariants:
   its own; the batch signature stands in for the item's own signature and its log
   promise's. An item that fails a check is refused with its reason and logged as
   "query_refused" (within the caller's allowance of refusals; beyond it, counted into the
-  caller's "refusals_summarised" entry, `audit.refusals`); the others are still answered.
+  caller's "refusals_summarised" entry, `audit.store.refusals`); the others are still answered.
 - An item's subject is opened and its records read only after all its checks passed,
   including its claims (query id, request nonce, token use: `node.claims`) against the
   database, where earlier items of the batch already took theirs.
@@ -211,7 +211,7 @@ def _log_items(
     """One entry per item, in batch order; an item whose entry cannot be written is refused.
 
     A refused item is logged one by one only within `caller`'s allowance of refusals
-    (`audit.refusals`); the reasons of the others are returned, to be counted into the
+    (`audit.store.refusals`); the reasons of the others are returned, to be counted into the
     caller's summary once the transaction has committed.
 
     Nothing is written if any body is refused (bodies are checked before the first write),

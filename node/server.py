@@ -10,7 +10,7 @@ Invariants:
   the node still starts and refuses every query with STATUS_LIST_STALE until a list
   arrives (fail closed).
 - Every call is rate limited per caller and method (`fedscore.runtime.rpc`), and refusals beyond
-  a caller's allowance are summarised (`audit.refusals`); the summaries' periodic task
+  a caller's allowance are summarised (`audit.store.refusals`); the summaries' periodic task
   starts with the server, and `stop` writes every pending summary before the last
   checkpoint is signed, so a clean stop loses no count.
 """
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from audit.log import EventLog, LogFactory
-from audit.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
-from audit.service import AuditEndpoint, start_audit
+from audit.servicer import AuditEndpoint, start_audit
+from audit.store.log import EventLog, LogFactory
+from audit.store.refusals import DEFAULT_REFUSAL_ALLOWANCE, RefusalAllowance, RefusalRecorder
 from fedscore.errors import FailedPrecondition
 from fedscore.protocol.status_list import RevocationState
 from fedscore.runtime.party import Party

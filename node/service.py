@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import grpc.aio
 from google.protobuf.message import Message
 
-from audit.log import EventLog
-from audit.refusals import RefusalRecorder
+from audit.store.log import EventLog
+from audit.store.refusals import RefusalRecorder
 from fedscore.errors import FedscoreError
 from fedscore.memo import BoundedMemo
 from fedscore.runtime.budget import PrivacyLedger
@@ -67,7 +67,7 @@ class AgencyNode:
     mask_seeds: Mapping[str, bytes] = field(repr=False)
     store: NodeStore
     log: EventLog
-    # Refusals per caller: one by one up to an allowance, then summarised (audit.refusals).
+    # Refusals per caller: one by one up to an allowance, then summarised (audit.store.refusals).
     refusals: RefusalRecorder
     clock: Clock = time.time
     lookup: RecordLookup = field(init=False)

@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
-from audit import merkle
-from audit.checkpoint import PAYLOAD_TYPE, Checkpoint, CheckpointSigner
-from audit.log import EventLog, leaf_data
+from audit.core import merkle
+from audit.core.checkpoint import PAYLOAD_TYPE, Checkpoint
+from audit.core.entries import leaf_data
+from audit.store.checkpoints import CheckpointSigner
+from audit.store.log import EventLog
 from fedscore.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from audit import merkle
-from audit.crossmatch import VerifiedLogs, cross_match
-from audit.crossmatch_statistics import BUDGET_TOLERANCE_EPSILON
-from audit.log import LogEntry, canonical_json, leaf_data
+from audit.client.crossmatch import VerifiedLogs, cross_match
+from audit.client.crossmatch_statistics import BUDGET_TOLERANCE_EPSILON
+from audit.core import merkle
+from audit.core.entries import LogEntry, canonical_json, leaf_data
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
 

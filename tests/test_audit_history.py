@@ -22,7 +22,7 @@ from test_audit_service import (
     tamper,
 )
 
-from audit.history import HistoryEntry, accesses_of, citizen_history, verify_history
+from audit.client.history import HistoryEntry, accesses_of, citizen_history, verify_history
 from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse

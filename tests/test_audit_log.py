@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, text
 from sqlalchemy.orm import Session
 
-from audit import merkle
-from audit.log import EventLog, leaf_data
+from audit.core import merkle
+from audit.core.entries import leaf_data
+from audit.store.log import EventLog
 from fedscore.errors import FailedPrecondition, InvalidArgument
 
 ORIGIN = "trc"
@@ -272,7 +273,7 @@ _WRITER = textwrap.dedent(
     import sys
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
-    from audit.log import EventLog
+    from audit.store.log import EventLog
 
     path, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audit import merkle
+from audit.core import merkle
 from fedscore.errors import InvalidArgument, Unauthenticated
 
 # Published test vectors of the Certificate Transparency implementations, as in

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from audit import merkle
-from audit.checkpoint import Checkpoint
-from audit.contract import SERVICE_NAME
-from audit.log import EventLog, leaf_data
+from audit.core import merkle
+from audit.core.checkpoint import Checkpoint
+from audit.core.contract import SERVICE_NAME
+from audit.core.entries import leaf_data
+from audit.store.log import EventLog
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps import client

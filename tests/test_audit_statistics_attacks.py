@@ -24,9 +24,9 @@ from stats_harness import PARTICIPATION, servers, stats_federation
 
 pytest.importorskip("matplotlib")
 
-from audit.log import EventLog
-from audit.regulator_state import RegulatorState
-from audit.verifier import AuditReport, audit_federation
+from audit.client.regulator_state import RegulatorState
+from audit.client.verifier import AuditReport, audit_federation
+from audit.store.log import EventLog
 from coordinator.histograms import HISTOGRAM_METHOD
 from coordinator.statistics import open_publisher, publish_release
 from fedscore.runtime.db import open_engine

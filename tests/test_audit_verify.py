@@ -22,9 +22,9 @@ from test_audit_service import (
     tamper,
 )
 
-from audit import merkle
-from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
-from audit.log import LogEntry, canonical_json, leaf_data
+from audit.client.crossmatch import Anomaly, VerifiedLogs, cross_match
+from audit.core import merkle
+from audit.core.entries import LogEntry, canonical_json, leaf_data
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party
 from node import server as node_server

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from receipt_privacy import assert_no_part_of_national_id, leaks
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from consent.registry import ConsentRegistry, grant, revoke
 from consent.store import open_engine
 from fedscore.apps.federation import init_federation

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from receipt_privacy import leaks
 from sqlmodel import Session
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from consent.registry import (
     LEGAL_BASIS,
     ConsentRegistry,

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from audit.log import EventLog, LogEntry
+from audit.core.entries import LogEntry
+from audit.store.log import EventLog
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps import client

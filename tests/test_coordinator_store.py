@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from coordinator.store import TOKEN_USES, CoordinatorStore, QueryIssue
 from fedscore.errors import AlreadyExists, ResourceExhausted
 from fedscore.runtime.db import open_engine, use_counters

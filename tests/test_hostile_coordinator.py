@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from stats_harness import PARTICIPATION, StatsFederation, generous, servers, stats_federation
 
-from audit.regulator_state import RegulatorState
-from audit.verifier import audit_federation
+from audit.client.regulator_state import RegulatorState
+from audit.client.verifier import audit_federation
 from fedscore.apps import client
 from fedscore.apps.demo_data import expected_total
 from fedscore.apps.insider import Answer, Asked, HostileCoordinator

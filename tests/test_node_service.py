@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from audit.log import LogEntry
+from audit.core.entries import LogEntry
 from consent import server as consent_server
 from fedscore.apps import client
 from fedscore.apps.federation import init_federation

@@ -11,7 +11,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.orm import Session
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from fedscore.errors import AlreadyExists, InvalidArgument
 from node.store import (
     BEHAVIOUR_RECORD,

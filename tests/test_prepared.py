@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from audit.log import DENIED_KEYS, EventLog, _check_value, canonical_json, leaf_data
+from audit.core.entries import DENIED_KEYS, canonical_json, check_fields, leaf_data
+from audit.store.log import EventLog
 from fedscore.errors import InvalidArgument
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.prepared import MAX_KEPT_CONNECTIONS, HotConnection, Prepared
@@ -200,8 +201,8 @@ def _outcome(check: Any, value: object) -> tuple[str, str] | None:
 @given(st.dictionaries(_keys, _values, max_size=4))
 def test_log_bodies_are_refused_exactly_as_before(fields: dict[Any, Any]) -> None:
     """Same verdict and same path named as the original rules, for any nested value."""
-    assert _outcome(_check_value, fields) == _outcome(_reference_check, fields)
-    if _outcome(_check_value, fields) is None:
+    assert _outcome(check_fields, fields) == _outcome(_reference_check, fields)
+    if _outcome(check_fields, fields) is None:
         json.dumps(fields)  # accepted bodies are JSON
 
 

@@ -30,15 +30,16 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
-from audit.log import EventLog, LogEntry
-from audit.refusals import (
+from audit.client.regulator_state import RegulatorState
+from audit.client.verifier import audit_federation
+from audit.core.entries import LogEntry
+from audit.store.log import EventLog
+from audit.store.refusals import (
     RATE_LIMITED_KIND,
     SUMMARY_KIND,
     RefusalAllowance,
     RefusalRecorder,
 )
-from audit.regulator_state import RegulatorState
-from audit.verifier import audit_federation
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps.federation import init_federation

@@ -30,7 +30,7 @@ from stats_harness import (
 
 pytest.importorskip("matplotlib")
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from coordinator.bundle import verify_bundle
 from coordinator.statistics import Publisher, open_publisher, publish_release
 from fedscore.apps import client

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from audit.demo_summary import audit_summary
+from audit.client.demo_summary import audit_summary
 from fedscore.apps.client import send_score_query, signed_score_query
 from fedscore.apps.demo_data import DemoData, expected_total, generate
 from fedscore.apps.federation import init_federation

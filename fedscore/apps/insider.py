@@ -29,7 +29,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from sqlalchemy import Engine
 
-from audit.log import EventLog
+from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.requests import nonce_hash, requested_year
 from fedscore.runtime.db import open_engine

@@ -15,7 +15,7 @@ Invariants:
   (`fedscore.runtime.ratelimit`): a call over the limit is not handled and fails with
   RESOURCE_EXHAUSTED, reason RATE_LIMITED and a RetryInfo saying when a call is allowed
   again; the server's `on_rate_limited(caller, method)` hook counts it (each party's
-  refusal summary, `audit.refusals`), it is never logged one by one. A stream is
+  refusal summary, `audit.store.refusals`), it is never logged one by one. A stream is
   limited once, when it opens: its messages are bounded by the stream's own handler
   (each item is checked, refused and summarised like a single call), not by this limiter.
 """

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from audit.demo_summary import party_with_role
-from audit.history import citizen_history, read_receipt
-from audit.regulator_state import RegulatorState
-from audit.verifier import audit_federation
+from audit.client.demo_summary import party_with_role
+from audit.client.history import citizen_history, read_receipt
+from audit.client.regulator_state import RegulatorState
+from audit.client.verifier import audit_federation
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party

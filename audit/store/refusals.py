@@ -37,7 +37,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from audit.log import EventLog, LogRef
+from audit.core.entries import LogRef
+from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 
 _log = logging.getLogger(__name__)

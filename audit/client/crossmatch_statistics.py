@@ -43,7 +43,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from fractions import Fraction
 
-from audit.crossmatch_entries import (
+from audit.client.crossmatch_entries import (
     CLOCK_SKEW_SECONDS,
     Anomaly,
     Entry,

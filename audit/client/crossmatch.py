@@ -24,18 +24,18 @@ Score queries (this module):
   PARTICIPANT_SET_MISMATCH, UNKNOWN_PURPOSE);
 - every released or failed outcome follows its query (OUTCOME_WITHOUT_QUERY); every
   revocation follows its grant (REVOCATION_WITHOUT_GRANT).
-Statistics queries (`audit/crossmatch_statistics.py`): every node histogram answer matches
+Statistics queries (`audit/client/crossmatch_statistics.py`): every node histogram answer matches
 a logged statistics query and its promise; every query all nodes answered was charged to
 the privacy budget by a release; the budget held per dataset and year; releases follow
 their queries; authenticated statistics refusals were logged.
-One query id, one question (`audit/crossmatch_identity.py`): node answers under one
+One query id, one question (`audit/client/crossmatch_identity.py`): node answers under one
 query id all answered the same spec hash, whatever the coordinator's log says; the
 coordinator never issued one query id twice; one signed request served one query only.
 """
 
 from __future__ import annotations
 
-from audit.crossmatch_entries import (
+from audit.client.crossmatch_entries import (
     CLOCK_SKEW_SECONDS,
     Anomaly,
     Entry,
@@ -48,8 +48,8 @@ from audit.crossmatch_entries import (
     promised_query,
     refusals_logged,
 )
-from audit.crossmatch_identity import one_question_per_query_id
-from audit.crossmatch_statistics import statistics_checks
+from audit.client.crossmatch_identity import one_question_per_query_id
+from audit.client.crossmatch_statistics import statistics_checks
 from policies.model import Policy
 
 __all__ = ["CLOCK_SKEW_SECONDS", "Anomaly", "Entry", "VerifiedLogs", "cross_match"]

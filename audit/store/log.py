@@ -9,13 +9,8 @@ Invariants:
 - `append` writes inside the caller's transaction (an ORM session, a Core connection, or
   a `fedscore.runtime.prepared` cursor) and never commits: the event and its log entry commit
   together or not at all.
-- Leaf data is the canonical JSON (sorted keys, compact, UTF-8) of
-  {"body", "index", "kind", "logged_at", "origin"}, where `body` is the stored canonical
-  JSON text of the fields. Binding index and origin into the leaf stops an entry from
-  being replayed at another position or in another party's log.
-- Bodies never hold personal data or secrets of the query path: a field whose key names
-  a national ID, a pseudonym, a contribution or a masked value (at any depth) is refused,
-  as is a string holding a stand-alone 13-digit number, before anything is written.
+- Leaf data and what a body may hold are `audit.core.entries`; a body is checked before
+  anything is written.
 - Roots and proofs are computed from the stored leaf hashes of committed entries only.
   The roots of complete, aligned subtrees of `BLOCK` (256) leaves and above are cached
   in memory and only ever extend over rows already committed, which are never
@@ -27,36 +22,26 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, RowMapping, Table, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from audit import merkle
+from audit.core import merkle
+from audit.core.entries import KIND, LogEntry, LogRef, canonical_json, check_fields, leaf_data
+from audit.store.subtrees import BLOCK, BLOCK_LEVEL, CompleteSubtrees, perfect_root
 from fedscore.errors import FailedPrecondition, InvalidArgument
 from fedscore.runtime.db import create_tables, insert_unless_present
 from fedscore.runtime.prepared import Cursor
 
-# Normalised (lower case, no "_" or "-") key fragments an entry body may never contain.
-DENIED_KEYS = ("nationalid", "pseudonym", "contribution", "maskedvalue")
-# A 13-digit number standing alone (plain or as printed on ID cards, 1-2345-67890-12-3).
-# Runs of digits inside hex or base64 (bounded by letters) are hashes, not IDs.
-_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:\d{13}|\d-\d{4}-\d{5}-\d{2}-\d)(?![0-9A-Za-z])")
-_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 # A writer loses the race for an index only when another one commits first; this many
 # losses in a row means the database is not serialising writers (e.g. REPEATABLE READ).
 _MAX_ATTEMPTS = 100
-# Subtrees of 2**BLOCK_LEVEL leaves and larger are cached; smaller ones are read and hashed.
-BLOCK_LEVEL = 8
-BLOCK = 1 << BLOCK_LEVEL
 _READ_CHUNK = 64 * BLOCK
 
 
@@ -78,156 +63,6 @@ class AuditEntry(SQLModel, table=True):
 AUDIT_ENTRY: Table = AuditEntry.__table__  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class LogRef:
-    """Where an event landed in the log."""
-
-    index: int
-    leaf_hash: bytes
-    logged_at: int
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """An entry as stored; `body` is canonical JSON text of its fields."""
-
-    index: int
-    kind: str
-    body: str
-    leaf_hash: bytes
-    logged_at: int
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = json.loads(self.body)
-        return fields
-
-    def leaf_data(self, origin: str) -> bytes:
-        return leaf_data(origin, self.index, self.kind, self.body, self.logged_at)
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text; refuses NaN and infinities."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-# What json.dumps(..., ensure_ascii=False) writes for a string, inside a dict or not.
-_json_string: Callable[[str], str] = json.encoder.encode_basestring
-
-
-def leaf_data(origin: str, index: int, kind: str, body: str, logged_at: int) -> bytes:
-    """The bytes an entry's leaf hash covers (see the module docstring).
-
-    Exactly `canonical_json` of the five fields, written out directly (it is computed for
-    every entry appended and every entry an auditor or the checkpoint signer re-hashes).
-    """
-    if not (
-        type(index) is int
-        and type(logged_at) is int
-        and type(origin) is str
-        and type(kind) is str
-        and type(body) is str
-    ):
-        leaf = {
-            "body": body,
-            "index": index,
-            "kind": kind,
-            "logged_at": logged_at,
-            "origin": origin,
-        }
-        return canonical_json(leaf).encode("utf-8")
-    return (
-        f'{{"body":{_json_string(body)},"index":{index},"kind":{_json_string(kind)},'
-        f'"logged_at":{logged_at},"origin":{_json_string(origin)}}}'
-    ).encode()
-
-
-def _normalised(key: str) -> str:
-    return key.lower().replace("_", "").replace("-", "")
-
-
-@functools.lru_cache(maxsize=4096)
-def _denied_key(key: str) -> bool:
-    """Whether a field name is one a log entry never holds (names repeat: cached)."""
-    normalised = _normalised(key)
-    return any(denied in normalised for denied in DENIED_KEYS)
-
-
-_SCALARS = (int, bool, float, type(None))
-
-
-def _plainly_fine(value: object) -> bool:
-    """A plain scalar, or a plain string holding no ID-like number (no recursion needed)."""
-    if type(value) is str:
-        return _ID_LIKE.search(value) is None
-    return type(value) in _SCALARS
-
-
-def _check_value(value: object, path: str) -> None:
-    # Exact dict and list types are tested first: the ABC isinstance checks are slow.
-    kind = type(value)
-    if kind is dict or (kind is not list and isinstance(value, Mapping)):
-        for key, inner in value.items():  # type: ignore[attr-defined]
-            if not isinstance(key, str):
-                raise InvalidArgument(f"{path}: keys must be strings", "BAD_LOG_FIELD")
-            if _denied_key(key):
-                raise InvalidArgument(
-                    f"{path}.{key}: a log entry never holds this field", "DENIED_LOG_FIELD"
-                )
-            # Plain scalars need no recursion (and no path string); all else is checked below.
-            if not _plainly_fine(inner):
-                _check_value(inner, f"{path}.{key}")
-    elif kind is list or isinstance(value, list | tuple):
-        for i, inner in enumerate(value):  # type: ignore[arg-type]
-            if not _plainly_fine(inner):
-                _check_value(inner, f"{path}[{i}]")
-    elif isinstance(value, str):
-        if _ID_LIKE.search(value):
-            # The value itself is not echoed: it may be a national ID.
-            raise InvalidArgument(
-                f"{path}: a log entry never holds a 13-digit number", "DENIED_LOG_FIELD"
-            )
-    elif value is not None and not isinstance(value, bool | int | float):
-        raise InvalidArgument(
-            f"{path}: {type(value).__name__} is not a JSON value", "BAD_LOG_FIELD"
-        )
-
-
-def _perfect_root(hashes: Sequence[bytes]) -> bytes:
-    """Root of a complete subtree (len(hashes) a power of two), level by level."""
-    level = list(hashes)
-    while len(level) > 1:
-        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
-
-
-class _CompleteSubtrees:
-    """Roots of the aligned complete subtrees of BLOCK leaves and more, bottom level first."""
-
-    def __init__(self) -> None:
-        self.levels: list[list[bytes]] = [[]]
-
-    @property
-    def blocks(self) -> int:
-        return len(self.levels[0])
-
-    def add_block(self, block_root: bytes) -> None:
-        node, level = block_root, 0
-        while True:
-            if level == len(self.levels):
-                self.levels.append([])
-            row = self.levels[level]
-            row.append(node)
-            if len(row) % 2:
-                return
-            node, level = merkle.node_hash(row[-2], row[-1]), level + 1
-
-    def get(self, level: int, index: int) -> bytes:
-        return self.levels[level - BLOCK_LEVEL][index]
-
-
 class EventLog:
     """The log of one party (`origin`), in the `audit_entry` table of `engine`."""
 
@@ -241,16 +76,16 @@ class EventLog:
         # from the primary key, so this lock is an optimisation, not the guarantee.
         self._append_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._subtrees = _CompleteSubtrees()
+        self._subtrees = CompleteSubtrees()
         # Built once: SQLAlchemy then reuses the compiled statements on every append.
         self._next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
         self._insert: Any = None
 
     @staticmethod
     def _body(kind: str, fields: Mapping[str, Any]) -> str:
-        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        if not isinstance(kind, str) or not KIND.fullmatch(kind):
             raise InvalidArgument(f"bad log entry kind {kind!r}", "BAD_LOG_FIELD")
-        _check_value(fields, "fields")
+        check_fields(fields, "fields")
         try:
             return canonical_json(dict(fields))
         except ValueError as exc:
@@ -437,7 +272,7 @@ class EventLog:
         for lo in range(self._subtrees.blocks * BLOCK, target, _READ_CHUNK):
             hashes = self.leaf_hashes(lo, min(target, lo + _READ_CHUNK))
             for b in range(0, len(hashes), BLOCK):
-                self._subtrees.add_block(_perfect_root(hashes[b : b + BLOCK]))
+                self._subtrees.add_block(perfect_root(hashes[b : b + BLOCK]))
 
     def _subtree_roots(self, size: int) -> merkle.SubtreeRoot:
         """MTH over [lo, hi) within the first `size` entries, from the cache and one block."""
@@ -457,7 +292,7 @@ class EventLog:
                 if level >= BLOCK_LEVEL:
                     return self._subtrees.get(level, lo >> level)
                 offset = lo & (BLOCK - 1)
-                return _perfect_root(block(lo >> BLOCK_LEVEL)[offset : offset + n])
+                return perfect_root(block(lo >> BLOCK_LEVEL)[offset : offset + n])
             k = 1 << ((n - 1).bit_length() - 1)
             return merkle.node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
 

@@ -28,12 +28,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from audit import merkle
-from audit.checkpoint import Checkpoint
-from audit.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
-from audit.crossmatch import Anomaly, VerifiedLogs, cross_match
-from audit.log import LogEntry
-from audit.regulator_state import RegulatorState
+from audit.client.crossmatch import Anomaly, VerifiedLogs, cross_match
+from audit.client.regulator_state import RegulatorState
+from audit.core import merkle
+from audit.core.checkpoint import Checkpoint
+from audit.core.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
+from audit.core.entries import LogEntry
 from fedscore.errors import Code, FedscoreError, Unauthenticated
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import call_unary, secure_channel

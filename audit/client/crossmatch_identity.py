@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audit.crossmatch_entries import Anomaly, Entry, VerifiedLogs, entries_of, group_by, prefix
+from audit.client.crossmatch_entries import (
+    Anomaly,
+    Entry,
+    VerifiedLogs,
+    entries_of,
+    group_by,
+    prefix,
+)
 
 ANSWER_KINDS = ("query_answered", "statistics_answered")
 ISSUE_KINDS = ("query_issued", "statistics_query_issued")

@@ -1,117 +1,37 @@
-"""Signed checkpoints of a party's log: a C2SP tlog-checkpoint body in a DSSE envelope.
-
-The body is UTF-8 text, each line ending in a newline:
-
-    <origin>                      the party id
-    <tree size>                   decimal, no leading zeros
-    <root hash>                   standard base64 of the 32-byte RFC 6962 root
-    <time>                        Unix seconds, decimal (the one extension line)
+"""A party signs checkpoints of its own log, each consistent with every earlier one.
 
 Invariants:
-- A checkpoint is verified before its body is parsed: the envelope's signature must
-  verify under a key the trust registry lists for the checkpoint's party, and the signer,
-  the expected origin and the body's origin must be the same party.
-- Parsing is strict (exactly four lines, canonical decimals and base64, a 32-byte root),
-  so a checkpoint has one byte form and two different bodies never mean the same tree.
 - A party never signs two checkpoints inconsistent with each other. `CheckpointSigner`
   keeps every checkpoint it signs in the party's database and signs a new one only after
   re-hashing every entry added since the last one and proving (RFC 6962 consistency
   proof) that the new tree extends it; a shorter log or a different history is refused
   with LOG_TRUNCATED or LOG_INCONSISTENT, and nothing is signed.
 - Checkpoint times never go backwards.
+
+The checkpoint's format and its verification are `audit.core.checkpoint`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, LargeBinary, Table, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from audit import merkle
-from audit.log import EventLog
-from fedscore.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from audit.core import merkle
+from audit.core.checkpoint import Checkpoint
+from audit.store.log import EventLog
+from fedscore.errors import FailedPrecondition, Unauthenticated
 from fedscore.runtime.db import create_tables
 from fedscore.v1.envelope_pb2 import Envelope
-from keys.envelope import sign_bytes, verify_bytes
-from keys.keyring import Keyring
 from keys.signing import SigningKey
 
-PAYLOAD_TYPE = "application/vnd.fedscore.checkpoint+text"
-_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
-_ORIGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 # Entries re-hashed per read when a signer checks what was added since its last checkpoint.
 _CHECK_CHUNK = 10_000
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What a party states about its log at one moment: origin, size, root, time."""
-
-    origin: str
-    size: int
-    root: bytes
-    timestamp: int
-
-    def to_bytes(self) -> bytes:
-        """The exact body that is signed."""
-        if not _ORIGIN.fullmatch(self.origin):
-            raise InvalidArgument(f"bad checkpoint origin {self.origin!r}", "BAD_CHECKPOINT")
-        if self.size < 0 or self.timestamp < 0 or len(self.root) != merkle.HASH_SIZE:
-            raise InvalidArgument("checkpoint size, time or root is invalid", "BAD_CHECKPOINT")
-        root = base64.b64encode(self.root).decode("ascii")
-        return f"{self.origin}\n{self.size}\n{root}\n{self.timestamp}\n".encode()
-
-    @classmethod
-    def from_bytes(cls, body: bytes) -> Checkpoint:
-        """Parse a body strictly; `InvalidArgument BAD_CHECKPOINT` names what is wrong."""
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidArgument("checkpoint is not UTF-8 text", "BAD_CHECKPOINT") from exc
-        lines = text.split("\n")
-        if len(lines) != 5 or lines[4] != "":
-            raise InvalidArgument("a checkpoint has exactly four lines", "BAD_CHECKPOINT")
-        origin, size, root, timestamp = lines[:4]
-        if not _ORIGIN.fullmatch(origin):
-            raise InvalidArgument("checkpoint origin is not a party id", "BAD_CHECKPOINT")
-        if not (_DECIMAL.fullmatch(size) and _DECIMAL.fullmatch(timestamp)):
-            raise InvalidArgument("checkpoint size and time must be decimals", "BAD_CHECKPOINT")
-        try:
-            root_hash = base64.b64decode(root, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidArgument("checkpoint root is not base64", "BAD_CHECKPOINT") from exc
-        checkpoint = cls(origin, int(size), root_hash, int(timestamp))
-        if len(root_hash) != merkle.HASH_SIZE or checkpoint.to_bytes() != body:
-            raise InvalidArgument("checkpoint is not in canonical form", "BAD_CHECKPOINT")
-        return checkpoint
-
-    def sign(self, key: SigningKey) -> Envelope:
-        return sign_bytes(PAYLOAD_TYPE, self.to_bytes(), key)
-
-    @classmethod
-    def verify(cls, envelope: Envelope, keyring: Keyring, origin: str) -> Checkpoint:
-        """The checkpoint `origin` signed in `envelope`; raise unless it verifies as such."""
-        verified = verify_bytes(envelope, PAYLOAD_TYPE, keyring)
-        if verified.signer != origin:
-            raise Unauthenticated(
-                f"checkpoint of {origin!r} is signed by {verified.signer!r}", "WRONG_SIGNER"
-            )
-        checkpoint = cls.from_bytes(verified.payload)
-        if checkpoint.origin != origin:
-            raise Unauthenticated(
-                f"checkpoint names origin {checkpoint.origin!r}, expected {origin!r}",
-                "WRONG_ORIGIN",
-            )
-        return checkpoint
 
 
 class SignedCheckpoint(SQLModel, table=True):

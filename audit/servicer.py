@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import grpc.aio
 from google.protobuf.message import Message
 
-from audit.checkpoint import Checkpoint, CheckpointSigner
-from audit.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
-from audit.log import EventLog, LogEntry
+from audit.core.checkpoint import Checkpoint
+from audit.core.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
+from audit.core.entries import LogEntry
+from audit.store.checkpoints import CheckpointSigner
+from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name

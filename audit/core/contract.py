@@ -2,7 +2,7 @@
 
 The regulator's verifier and the citizen's history client call the audit service by
 this name and page through entries in pages of at most this size; the servicer
-(`audit/service.py`) serves the same. Neither client imports the servicer.
+(`audit/servicer.py`) serves the same. Neither client imports the servicer.
 """
 
 from __future__ import annotations

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit import merkle
-from audit.checkpoint import Checkpoint
-from audit.contract import SERVICE_NAME
-from audit.log import leaf_data
-from audit.verifier import AUDITED_ROLES
+from audit.client.verifier import AUDITED_ROLES
+from audit.core import merkle
+from audit.core.checkpoint import Checkpoint
+from audit.core.contract import SERVICE_NAME
+from audit.core.entries import leaf_data
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import call_unary, secure_channel

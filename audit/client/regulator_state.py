@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, Column, Engine, LargeBinary, Table, delete, s
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from audit.checkpoint import Checkpoint
+from audit.core.checkpoint import Checkpoint
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.db import create_tables
 from fedscore.v1.envelope_pb2 import Envelope

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.log import LogEntry
+from audit.core.entries import LogEntry
 
 # Parties' clocks may disagree by this much (seconds).
 CLOCK_SKEW_SECONDS = 30

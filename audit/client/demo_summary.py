@@ -11,9 +11,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from audit.history import citizen_history, read_receipt
-from audit.regulator_state import RegulatorState
-from audit.verifier import audit_federation
+from audit.client.history import citizen_history, read_receipt
+from audit.client.regulator_state import RegulatorState
+from audit.client.verifier import audit_federation
 from fedscore.errors import NotFound
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party, load_trust
