@@ -16,7 +16,8 @@ from sqlalchemy import func, select, text
 from fedscore.errors import IngestError
 from keys.national_id import with_check_digit
 from keys.pseudonym import pseudonym
-from node.ingest import COLUMNS, IngestReport, ingest_file
+from node.export_rows import COLUMNS
+from node.ingest import IngestReport, ingest_file
 from node.store import BEHAVIOUR_RECORD, IMPORT_BATCH, QUERY_INDEX_NAME, NodeStore
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
