@@ -25,14 +25,8 @@ from functools import cached_property
 from audit.core.entries import LogRef
 from audit.store.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
-from coordinator.fanout import (
-    NODE_DEADLINE_SECONDS,
-    BatchDispatcher,
-    LoggedQuery,
-    NodeChannels,
-    fan_out,
-    secure_sum,
-)
+from coordinator.dispatch import BatchDispatcher, fan_out
+from coordinator.fanout import NODE_DEADLINE_SECONDS, LoggedQuery, NodeChannels, secure_sum
 from coordinator.release import Released, release_for, set_release
 from coordinator.store import CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError

@@ -27,7 +27,7 @@ from test_coordinator_server import (
 )
 
 from coordinator.checks import RefusalNotes
-from coordinator.fanout import fan_out
+from coordinator.dispatch import fan_out
 from coordinator.scoring import admit, issue_query
 from fedscore.apps import client
 from fedscore.errors import Code
