@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from audit.store.log import EventLog
+from consent.grant_rules import check_uses, check_window
 from consent.receipts import GRANTED, signed_receipt
 from consent.receipts import REVOKED as REVOKED_EVENT
 from consent.store import (
@@ -56,9 +57,6 @@ from policies.model import Policy, Purpose
 
 LEGAL_BASIS = "PDPA s.19 consent"
 DEFAULT_STATUS_TTL_SECONDS = 60
-SECONDS_PER_DAY = 86_400
-# A citizen portal's clock may lag ours a little; a window may start this much in the past.
-CLOCK_SKEW_SECONDS = 300
 _THIRTEEN_DIGITS = re.compile(r"[0-9]{13}")
 
 ACTIVE = "active"
@@ -181,46 +179,6 @@ def require_citizen_portal(trust: TrustView, caller_id: str) -> None:
 # --- grant ------------------------------------------------------------------------
 
 
-def _check_window(purpose: Purpose, not_before: int, not_after: int, now: int) -> int:
-    """The window start (0 means now); raise unless the window is sane and allowed."""
-    start = not_before or now
-    if start < now - CLOCK_SKEW_SECONDS:
-        raise InvalidArgument(
-            f"not_before {start} is in the past; consent cannot be backdated",
-            reason="INVALID_WINDOW",
-        )
-    if not_after <= start:
-        raise InvalidArgument(
-            f"not_after {not_after} must be later than not_before {start}",
-            reason="INVALID_WINDOW",
-        )
-    if not_after <= now:
-        raise InvalidArgument(f"not_after {not_after} has already passed", "INVALID_WINDOW")
-    longest = purpose.max_token_days * SECONDS_PER_DAY
-    # Measured from now when the start is (slightly) backdated: the skew allowance only
-    # covers clocks, it does not lengthen what the citizen may consent to ahead.
-    if not_after - max(start, now) > longest:
-        raise InvalidArgument(
-            f"purpose {purpose.id} allows consent for at most {purpose.max_token_days} days",
-            reason="WINDOW_TOO_LONG",
-        )
-    return start
-
-
-def _check_uses(purpose: Purpose, max_uses: int) -> int:
-    """The use limit to put in the token; a purpose's limit is the default and the ceiling."""
-    if purpose.max_uses <= 0:
-        return max_uses
-    if max_uses == 0:
-        return purpose.max_uses
-    if max_uses > purpose.max_uses:
-        raise InvalidArgument(
-            f"purpose {purpose.id} allows at most {purpose.max_uses} uses per consent",
-            reason="TOO_MANY_USES",
-        )
-    return max_uses
-
-
 def _agency_box_keys(trust: TrustView, purpose: Purpose) -> dict[str, bytes]:
     try:
         return {agency: trust.box_public(agency) for agency in purpose.participants}
@@ -250,8 +208,8 @@ def grant(
             f"relying party {relying_party!r} may not ask for purpose {purpose.id}",
             reason="RELYING_PARTY_NOT_ALLOWED",
         )
-    start = _check_window(purpose, not_before, not_after, now)
-    uses = _check_uses(purpose, max_uses)
+    start = check_window(purpose, not_before, not_after, now)
+    uses = check_uses(purpose, max_uses)
     box_keys = _agency_box_keys(registry.trust, purpose)
     token_id = new_token_id()
     with Session(registry.engine) as session:
