@@ -1,21 +1,19 @@
-"""NodeService.ContributeBatch: many contribution queries per round trip, each checked alone.
+"""NodeService.ContributeBatch: many questions per round trip, each checked alone.
 
-Real nodes over mutual TLS (the `LiveFederation` harness of test_node_service): batches are
-signed with the real coordinator key, tokens come from the running consent registry or
-are signed with the registry's real key, and every answer batch is verified with the
-agency keyring before anything in it is believed.
+Real nodes over mutual TLS (tests/harness/node.py): batches are signed with the real
+coordinator key, tokens come from the running consent registry or are signed with the
+registry's real key, and every answer batch is verified with the agency keyring, and
+its binding to the batch checked, before anything in it is believed. A batch refused
+as a whole, and every refusal of a lone item, are rows of tests/test_node_refusals.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
-import time
 from pathlib import Path
 
 import pytest
-from test_node_service import (
+from harness.node import (
     ALICE,
     BOB,
     EXPECTED,
@@ -23,79 +21,18 @@ from test_node_service import (
     assert_clean_log,
     live_federation,
     make_federation,
+    spec_bytes,
 )
 
-from fedscore.errors import Code, FedscoreError
-from fedscore.runtime.rpc import call_unary, error_from_refusal
+from fedscore.errors import Code
+from fedscore.runtime.rpc import error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import (
-    BatchedContributionQuery,
-    ContributeBatchRequest,
-    ContributeBatchResponse,
-    ContributionAnswerBatch,
-    ContributionBatch,
-    LogPromise,
-    QuerySpec,
-)
-from fedscore.v1.trust_pb2 import Role
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from keys.masks import MODULUS
 from keys.seal import seal_subject
 
-CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
-TIMEOUT = 10.0
-
-
-def promise_for(spec: QuerySpec, origin: str = "coordinator") -> LogPromise:
-    return LogPromise(
-        origin=origin,
-        index=11,
-        leaf_hash=hashlib.sha256(b"leaf").digest(),
-        query_hash=hashlib.sha256(spec.SerializeToString(deterministic=True)).digest(),
-        logged_at=int(time.time()),
-    )
-
-
-def item(spec: QuerySpec, promise: LogPromise | None = None) -> BatchedContributionQuery:
-    return BatchedContributionQuery(
-        spec=spec.SerializeToString(deterministic=True),
-        log_promise=promise if promise is not None else promise_for(spec),
-    )
-
-
-def signed_batch(
-    live: LiveFederation,
-    items: list[BatchedContributionQuery],
-    *,
-    agencies: list[str] | None = None,
-    signer: str = "coordinator",
-) -> Envelope:
-    batch = ContributionBatch(
-        batch_id=secrets.token_hex(16),
-        agency_ids=agencies if agencies is not None else list(live.agencies),
-        issued_at=int(time.time()),
-        queries=items,
-    )
-    return sign_message(batch, live.parties[signer].signing_key)
-
-
-async def send(live: LiveFederation, agency: str, batch: Envelope) -> ContributionAnswerBatch:
-    """Send as the coordinator; verify the node's answer batch and its binding to `batch`."""
-    response = await call_unary(
-        live.channels[agency],
-        CONTRIBUTE_BATCH,
-        ContributeBatchRequest(batch=batch),
-        ContributeBatchResponse,
-        TIMEOUT,
-    )
-    keyring = live.coordinator.trust.keyring(Role.ROLE_AGENCY)
-    verified = verify_message(response.answers, ContributionAnswerBatch, keyring)
-    answers = verified.payload
-    assert verified.signer == answers.agency_id == agency
-    assert answers.batch_id == ContributionBatch.FromString(batch.payload).batch_id
-    assert answers.batch_hash == hashlib.sha256(batch.payload).digest()
-    return answers
+pytestmark = pytest.mark.integration
 
 
 def mis_sealed_token(live: LiveFederation, national_id: str) -> Envelope:
@@ -123,16 +60,18 @@ def test_each_item_is_answered_or_refused_on_its_own(tmp_path: Path) -> None:
             other = live.spec(await live.grant(ALICE))
             sealed_wrong = live.spec(mis_sealed_token(live, ALICE))
             items = [
-                item(alice),
-                item(bob),
-                item(subset),
-                item(other, promise_for(alice)),  # promised for another query
-                item(alice),  # the same query id again, in the same batch
-                item(sealed_wrong),
+                live.item(alice),
+                live.item(bob),
+                live.item(subset),
+                live.item(other, live.promise(spec_bytes(alice))),  # promised for another query
+                live.item(alice),  # the same query id again, in the same batch
+                live.item(sealed_wrong),
             ]
             before = {a: (live.seen_count(a), live.log_size(a)) for a in live.agencies}
-            batch = signed_batch(live, items)
-            answered = await asyncio.gather(*(send(live, a, batch) for a in live.agencies))
+            batch = live.batch(items)
+            answered = await asyncio.gather(
+                *(live.contribute_batch(a, batch) for a in live.agencies)
+            )
 
             refused_everywhere = {
                 2: "PARTICIPANT_SET_MISMATCH",
@@ -186,56 +125,13 @@ def test_a_batch_answered_once_is_refused_item_by_item_the_second_time(tmp_path:
     async def scenario() -> None:
         async with live_federation(root, ["trc"]) as live:
             specs = [live.spec(await live.grant(ALICE)) for _ in range(6)]
-            batch = signed_batch(live, [item(spec) for spec in specs])
-            first = await send(live, "trc", batch)
+            batch = live.batch([live.item(spec) for spec in specs])
+            first = await live.contribute_batch("trc", batch)
             assert all(o.WhichOneof("outcome") == "answer" for o in first.outcomes)
             seen = live.seen_count("trc")
-            again = await send(live, "trc", batch)
+            again = await live.contribute_batch("trc", batch)
             reasons = [error_from_refusal(o.refusal).reason for o in again.outcomes]
             assert reasons == ["REPLAYED_QUERY"] * len(specs)
             assert live.seen_count("trc") == seen
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.parametrize(
-    ("signer", "agencies", "reason"),
-    [
-        ("ptt", None, "UNKNOWN_SIGNER"),
-        ("coordinator", ["dsd", "chuangpao"], "WRONG_AGENCY"),
-    ],
-    ids=["signed by a relying party", "addressed to other agencies"],
-)
-def test_a_batch_that_is_not_the_coordinators_for_this_node_is_refused_whole(
-    tmp_path: Path, signer: str, agencies: list[str] | None, reason: str
-) -> None:
-    root = make_federation(tmp_path)
-
-    async def scenario() -> None:
-        async with live_federation(root, ["trc"]) as live:
-            spec = live.spec(await live.grant(ALICE))
-            log_before = live.log_size("trc")
-            batch = signed_batch(live, [item(spec)], agencies=agencies, signer=signer)
-            with pytest.raises(FedscoreError) as caught:
-                await send(live, "trc", batch)
-            assert caught.value.reason == reason
-            assert live.seen_count("trc") == 0
-            # Logged once, with nothing the forger chose in it.
-            [entry] = live.log_entries("trc", log_before)
-            assert entry.kind == "query_refused"
-            assert entry.fields == {"reason": reason}
-
-    asyncio.run(scenario())
-
-
-def test_an_item_without_a_log_promise_is_refused(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
-
-    async def scenario() -> None:
-        async with live_federation(root, ["trc"]) as live:
-            spec = live.spec(await live.grant(ALICE))
-            unpromised = BatchedContributionQuery(spec=spec.SerializeToString(deterministic=True))
-            answers = await send(live, "trc", signed_batch(live, [unpromised]))
-            assert error_from_refusal(answers.outcomes[0].refusal).reason == "BAD_LOG_PROMISE"
 
     asyncio.run(scenario())

@@ -48,14 +48,21 @@ from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.ratelimit import CallLimiter, RateLimits, TokenBucket
 from fedscore.runtime.rpc import call_unary, secure_channel
-from fedscore.v1.query_pb2 import ContributeRequest, ContributeResponse, ScoreRequest, ScoreResponse
+from fedscore.v1.query_pb2 import (
+    ContributeBatchRequest,
+    ContributeBatchResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 from keys.envelope import sign_bytes
 from keys.signing import SigningKey
 from node import server as node_server
 
+pytestmark = pytest.mark.integration
+
 AGENCIES = ("trc", "dsd", "chuangpao")
 SCORE = "/fedscore.v1.CoordinatorService/Score"
-CONTRIBUTE = "/fedscore.v1.NodeService/Contribute"
+CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
 HEALTH = "/grpc.health.v1.Health/Check"
 TIMEOUT = 10.0
 
@@ -273,7 +280,7 @@ async def running(root: Path, **limits: Any) -> AsyncIterator[Federation]:
 
 async def _call(caller: Party, peer: str, method: str, request: bytes) -> FedscoreError | None:
     """Send raw request bytes as `caller`; the refusal, or None if the call was served."""
-    responses = {SCORE: ScoreResponse, CONTRIBUTE: ContributeResponse}
+    responses = {SCORE: ScoreResponse, CONTRIBUTE_BATCH: ContributeBatchResponse}
     response = responses.get(method, health_pb2.HealthCheckResponse)
     endpoint = caller.trust.participant(peer).endpoint
     async with secure_channel(endpoint, caller.tls, server_name=peer) as channel:
@@ -353,8 +360,8 @@ def _forged(method: str) -> bytes:
     if method == SCORE:
         envelope = sign_bytes("fedscore.v1.ScoreQuery", b"\x08\x01", SigningKey.generate())
         return bytes(ScoreRequest(query=envelope).SerializeToString())
-    envelope = sign_bytes("fedscore.v1.ContributionQuery", b"\x08\x01", SigningKey.generate())
-    return bytes(ContributeRequest(query=envelope).SerializeToString())
+    envelope = sign_bytes("fedscore.v1.ContributionBatch", b"\x08\x01", SigningKey.generate())
+    return bytes(ContributeBatchRequest(batch=envelope).SerializeToString())
 
 
 def _flood_requests(method: str) -> list[bytes]:
@@ -371,7 +378,7 @@ async def _flood(caller: Party, peer: str, method: str) -> tuple[Counter[str], f
     async with secure_channel(endpoint, caller.tls, server_name=peer) as channel:
 
         async def one(raw: bytes) -> str:
-            response = ScoreResponse if method == SCORE else ContributeResponse
+            response = ScoreResponse if method == SCORE else ContributeBatchResponse
             try:
                 await call_unary(channel, method, raw, response, TIMEOUT)
             except FedscoreError as error:
@@ -426,7 +433,7 @@ def test_a_flood_of_refusals_grows_no_log_without_bound_and_the_logs_still_verif
             coordinator_log = fed.coordinator.coordinator.store.log
             node_before, coordinator_before = node_log.size(), coordinator_log.size()
 
-            node_sent, node_started, node_ended = await _flood(ptt, "trc", CONTRIBUTE)
+            node_sent, node_started, node_ended = await _flood(ptt, "trc", CONTRIBUTE_BATCH)
             assert sum(node_sent.values()) == FLOOD and "ANSWERED" not in node_sent
             sent, started, ended = await _flood(ptt, "coordinator", SCORE)
             assert sum(sent.values()) == FLOOD and "ANSWERED" not in sent
