@@ -45,6 +45,32 @@ def _federation(count: int) -> dict[str, dict[str, bytes]]:
     return {IDS[i]: pairwise_seeds(IDS[i], POOL[i], publics) for i in range(count)}
 
 
+# Known answers: the seeds and masks of three fixed participants, as every node derives them.
+# A change to any input of a mask (label, kind name, digest, bin, participant set) or to the
+# PRF changes these values; nodes of two versions would then no longer cancel.
+KNOWN_SEED_00_01 = "a6ed289a59e343fc1b1287cdc5da7f6946eb93eb20f755e47b52e5f9922d5c85"
+KNOWN_SCORE_BATCH_ITEM = [15234622648717082476, 6592715387762722703, 15066150110939298053]
+KNOWN_HISTOGRAM_BINS = [
+    [5983856276811587366, 10450985174477739682, 3091446556767492499],
+    [4860264374046241587, 8437094869321528101, 278229508990977690],
+    [7602623422851722663, 18005408103619835449, 15077068007951081427],
+]
+
+
+def test_masks_of_every_kind_are_exactly_the_known_answers() -> None:
+    seeds = _federation(3)
+    participants = IDS[:3]
+    assert seeds["agency-00"]["agency-01"].hex() == KNOWN_SEED_00_01
+    score = Question.of(QuestionKind.SCORE_BATCH_ITEM, b"known spec")
+    masks = [mask_for(pid, seeds[pid], participants, score) for pid in participants]
+    assert masks == KNOWN_SCORE_BATCH_ITEM
+    histogram = Question.of(QuestionKind.HISTOGRAM_BIN, b"known spec")
+    bins = [bin_masks(pid, seeds[pid], participants, histogram, 3) for pid in participants]
+    assert bins == KNOWN_HISTOGRAM_BINS
+    assert sum(masks) % MODULUS == 0
+    assert [sum(column) % MODULUS for column in zip(*bins, strict=True)] == [0, 0, 0]
+
+
 def test_seeds_are_symmetric() -> None:
     seeds = _federation(3)
     assert seeds["agency-00"]["agency-01"] == seeds["agency-01"]["agency-00"]
