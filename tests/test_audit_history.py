@@ -11,14 +11,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_audit_service import (
+from harness.audit import (
     ALICE,
     BOB,
     PURPOSE,
     Live,
     fedscore_cli,
     live_federation,
-    make_federation,
     tamper,
 )
 
@@ -27,8 +26,6 @@ from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse
 from fedscore.v1.consent_pb2 import ConsentReceipt, GrantResponse
-
-pytestmark = pytest.mark.integration
 
 
 def _query_ids(live: Live, token_ids: set[str]) -> set[str]:
@@ -61,8 +58,9 @@ async def _two_citizens(live: Live) -> tuple[list[GrantResponse], list[GrantResp
     return [alice_ptt, alice_self], [bob_ptt]
 
 
-def test_history_shows_exactly_the_citizens_own_accesses(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+@pytest.mark.integration
+def test_history_shows_exactly_the_citizens_own_accesses(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -103,8 +101,9 @@ def test_history_shows_exactly_the_citizens_own_accesses(tmp_path: Path) -> None
     asyncio.run(scenario())
 
 
-def test_history_command_lists_the_accesses_of_the_receipts_given(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+@pytest.mark.integration
+def test_history_command_lists_the_accesses_of_the_receipts_given(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -147,8 +146,9 @@ def test_history_command_lists_the_accesses_of_the_receipts_given(tmp_path: Path
     asyncio.run(scenario())
 
 
-def test_a_rewritten_entry_or_another_citizens_entry_is_refused(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+@pytest.mark.integration
+def test_a_rewritten_entry_or_another_citizens_entry_is_refused(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:

@@ -2,41 +2,24 @@
 
 A local federation runs in-process: the consent registry, three agency nodes and the
 coordinator, each serving its AuditService. The regulator fetches checkpoints, entries
-and proofs and checks them; other callers are refused. `Live` and its helpers are reused
-by tests/test_audit_verify.py and tests/test_audit_history.py.
+and proofs and checks them; other callers are refused. The federation is
+tests/harness/audit.py's, shared with tests/test_audit_verify.py and test_audit_history.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import secrets
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
+from harness.audit import AGENCIES, BOB, PURPOSE, live_federation
 
 from audit.core import merkle
-from audit.core.checkpoint import Checkpoint
-from audit.core.contract import SERVICE_NAME
 from audit.core.entries import leaf_data
-from audit.store.log import EventLog
-from consent import server as consent_server
-from coordinator import server as coordinator_server
-from fedscore.apps import client
-from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError
-from fedscore.runtime.party import Party, load_party
-from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import (
     GetAccessHistoryRequest,
     GetAccessHistoryResponse,
@@ -49,191 +32,13 @@ from fedscore.v1.audit_pb2 import (
     GetInclusionProofRequest,
     GetInclusionProofResponse,
 )
-from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken, GrantResponse
-from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import (
-    QUESTION_KIND_SCORE,
-    ContributeRequest,
-    ContributeResponse,
-    ContributionQuery,
-    LogPromise,
-    QuerySpec,
-    ScoreQuery,
-)
+from fedscore.v1.consent_pb2 import ConsentReceipt
+from fedscore.v1.query_pb2 import ContributionQuery, QuerySpec
 from keys.envelope import sign_message
-from keys.national_id import with_check_digit
-from node import server as node_server
 
 pytestmark = pytest.mark.integration
 
-AGENCIES = ("trc", "dsd", "chuangpao")
 SERVERS = ("consent-registry", *AGENCIES, "coordinator")
-ALICE = with_check_digit("110170012345")
-BOB = with_check_digit("310040099887")
-PURPOSE = "ptt-fuel-discount"
-TIMEOUT = 10.0
-
-
-# --- the live federation ------------------------------------------------------------
-
-
-@dataclass
-class Live:
-    root: Path
-    registry: consent_server.Running
-    nodes: dict[str, node_server.Running]
-    coordinator: coordinator_server.Running
-    parties: dict[str, Party]
-
-    def party(self, party_id: str) -> Party:
-        if party_id not in self.parties:
-            self.parties[party_id] = load_party(self.root, party_id)
-        return self.parties[party_id]
-
-    def log(self, party_id: str) -> EventLog:
-        if party_id == "consent-registry":
-            return self.registry.registry.log
-        if party_id == "coordinator":
-            return self.coordinator.coordinator.store.log
-        return self.nodes[party_id].node.log
-
-    def db(self, party_id: str) -> Path:
-        return self.root / "parties" / party_id / "state.db"
-
-    async def grant(self, citizen: str = ALICE, purpose: str = PURPOSE) -> GrantResponse:
-        relying_party = "ptt" if purpose == PURPOSE else "citizen-portal"
-        return await client.grant(self.party("citizen-portal"), citizen, purpose, relying_party, 30)
-
-    async def score(self, grant: GrantResponse, purpose: str = PURPOSE) -> client.ScoreOutcome:
-        asker = self.party("ptt" if purpose == PURPOSE else "citizen-portal")
-        return await client.score(asker, grant.token, purpose)
-
-    async def call(
-        self, caller: str, party_id: str, method: str, request: Message, reply: Any
-    ) -> Any:
-        """Call `party_id`'s AuditService as `caller` (its own TLS identity)."""
-        me = self.party(caller)
-        endpoint = me.trust.participant(party_id).endpoint
-        async with secure_channel(endpoint, me.tls, server_name=party_id) as channel:
-            return await call_unary(channel, f"/{SERVICE_NAME}/{method}", request, reply, TIMEOUT)
-
-    async def checkpoint(self, party_id: str) -> Checkpoint:
-        response = await self.call(
-            "regulator", party_id, "GetCheckpoint", GetCheckpointRequest(), GetCheckpointResponse
-        )
-        trust = self.party("regulator").trust
-        role = trust.participant(party_id).role
-        return Checkpoint.verify(response.checkpoint, trust.keyring(role), party_id)
-
-    def unlogged_query(self, token: Envelope, agency: str, **spec_changes: Any) -> Envelope:
-        """A ContributionQuery signed with the real coordinator key that the coordinator never
-        logged: what a coordinator that skips its log would send."""
-        coordinator = self.party("coordinator")
-        now = int(time.time())
-        # A request PTT really signed, which the coordinator captured instead of serving.
-        request = ScoreQuery(
-            relying_party="ptt",
-            purpose_id=PURPOSE,
-            token=token,
-            nonce=secrets.token_bytes(16),
-            issued_at=now,
-        )
-        spec = QuerySpec(
-            query_id=secrets.token_hex(16),
-            purpose_id=PURPOSE,
-            policy_hash=coordinator.policy.content_hash,
-            year=coordinator.policy.current_year(now),
-            participants=list(AGENCIES),
-            issued_at=now,
-            expires_at=now + 30,
-            coordinator=coordinator.id,
-            request=sign_message(request, self.party("ptt").signing_key),
-            kind=QUESTION_KIND_SCORE,
-        )
-        for name, value in spec_changes.items():
-            del getattr(spec, name)[:]
-            getattr(spec, name).extend(value)
-        spec_bytes = spec.SerializeToString(deterministic=True)
-        promise = LogPromise(
-            origin=coordinator.id,
-            index=0,
-            leaf_hash=hashlib.sha256(b"never logged").digest(),
-            query_hash=hashlib.sha256(spec_bytes).digest(),
-            logged_at=now,
-        )
-        sealed = ConsentToken.FromString(token.payload).sealed_subjects
-        query = ContributionQuery(
-            spec=spec_bytes,
-            agency_id=agency,
-            sealed_subject=next(s.blob for s in sealed if s.agency_id == agency),
-            log_promise=sign_message(promise, coordinator.signing_key),
-        )
-        return sign_message(query, coordinator.signing_key)
-
-    async def contribute_as_coordinator(self, agency: str, query: Envelope) -> ContributeResponse:
-        coordinator = self.party("coordinator")
-        endpoint = coordinator.trust.participant(agency).endpoint
-        async with secure_channel(endpoint, coordinator.tls, server_name=agency) as channel:
-            return await call_unary(
-                channel,
-                "/fedscore.v1.NodeService/Contribute",
-                ContributeRequest(query=query),
-                ContributeResponse,
-                TIMEOUT,
-            )
-
-
-def make_federation(tmp_path: Path) -> Path:
-    root = tmp_path / "federation"
-    init_federation(root, len(AGENCIES), fast_kdf=True)
-    return root
-
-
-@asynccontextmanager
-async def live_federation(root: Path) -> AsyncIterator[Live]:
-    registry = await consent_server.start(load_party(root, "consent-registry"))
-    nodes: dict[str, node_server.Running] = {}
-    coordinator = None
-    try:
-        for agency in AGENCIES:
-            nodes[agency] = await node_server.start(load_party(root, agency))
-        coordinator = await coordinator_server.start(load_party(root, "coordinator"))
-        yield Live(root, registry, nodes, coordinator, {})
-    finally:
-        if coordinator is not None:
-            await coordinator.stop()
-        for node in nodes.values():
-            await node.stop()
-        await registry.stop()
-
-
-def fedscore_cli(*args: str) -> tuple[int, dict[str, Any], str]:
-    """Run `fedscore ...` as its own process; the JSON it printed last, if any."""
-    done = subprocess.run(
-        [sys.executable, "-m", "fedscore.apps.cli.main", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    lines = done.stdout.strip().splitlines()
-    data = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    return done.returncode, data, done.stderr
-
-
-async def audit_verify(root: Path) -> tuple[int, dict[str, Any], str]:
-    """`fedscore audit verify --json` in a separate process, while the servers keep serving."""
-    return await asyncio.to_thread(
-        fedscore_cli, "audit", "verify", "--workdir", str(root), "--json"
-    )
-
-
-def tamper(db: Path, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
-    """Change a party's database file directly, as an attacker with disk access would."""
-    with sqlite3.connect(db) as connection:
-        for statement in statements:
-            sql, params = statement if isinstance(statement, tuple) else (statement, ())
-            connection.execute(sql, params)
 
 
 def leaf_of(party: str, entry: Any) -> bytes:
@@ -245,9 +50,9 @@ def leaf_of(party: str, entry: Any) -> bytes:
 
 @pytest.mark.parametrize("party_id", ["consent-registry", "trc", "coordinator"])
 def test_regulator_gets_a_checkpoint_entries_and_proofs_that_verify(
-    tmp_path: Path, party_id: str
+    audit_federation: Path, party_id: str
 ) -> None:
-    root = make_federation(tmp_path)
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -315,8 +120,10 @@ REGULATOR_METHODS = [
 ]
 
 
-def test_only_the_regulator_reads_logs_and_only_the_portal_reads_history(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+def test_only_the_regulator_reads_logs_and_only_the_portal_reads_history(
+    audit_federation: Path,
+) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -360,8 +167,8 @@ def test_only_the_regulator_reads_logs_and_only_the_portal_reads_history(tmp_pat
     asyncio.run(scenario())
 
 
-def test_a_query_a_node_refused_is_in_its_log_with_the_reason(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+def test_a_query_a_node_refused_is_in_its_log_with_the_reason(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -409,8 +216,8 @@ def test_a_query_a_node_refused_is_in_its_log_with_the_reason(tmp_path: Path) ->
     asyncio.run(scenario())
 
 
-def test_every_party_signs_a_last_checkpoint_when_it_stops(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+def test_every_party_signs_a_last_checkpoint_when_it_stops(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> dict[str, int]:
         async with live_federation(root) as live:

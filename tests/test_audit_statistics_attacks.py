@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stats_harness import PARTICIPATION, servers, stats_federation
+from harness.stats import PARTICIPATION, NewStatsFederation, servers
 
 pytest.importorskip("matplotlib")
 
@@ -113,8 +113,10 @@ def _found(report: AuditReport) -> Found:
     return {(a.party, a.index, a.reason) for a in report.anomalies}
 
 
-def test_the_regulator_names_unreleased_and_split_statistics_queries(tmp_path: Path) -> None:
-    fed = stats_federation(tmp_path / "federation", citizens=60)
+def test_the_regulator_names_unreleased_and_split_statistics_queries(
+    new_stats_federation: NewStatsFederation,
+) -> None:
+    fed = new_stats_federation(citizens=60)
     regulator = load_party(fed.root, "regulator")
     year = regulator.policy.current_year(int(time.time()))
 

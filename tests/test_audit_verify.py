@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_audit_service import (
+from harness.audit import (
     BOB,
     Live,
     audit_verify,
     live_federation,
-    make_federation,
     tamper,
 )
 
@@ -30,8 +29,6 @@ from fedscore.runtime.party import load_party
 from node import server as node_server
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
-
-pytestmark = pytest.mark.integration
 
 
 def _found(report: dict[str, Any]) -> set[tuple[str, int | None, str]]:
@@ -52,8 +49,9 @@ async def _clean_first(live: Live) -> dict[str, Any]:
     return report
 
 
-def test_a_clean_federation_verifies_and_the_regulator_remembers_it(tmp_path: Path) -> None:
-    root = make_federation(tmp_path)
+@pytest.mark.integration
+def test_a_clean_federation_verifies_and_the_regulator_remembers_it(audit_federation: Path) -> None:
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -107,12 +105,13 @@ TAMPERING = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", sorted(TAMPERING))
 def test_tampering_with_a_log_file_is_reported_with_party_and_index(
-    tmp_path: Path, case: str
+    audit_federation: Path, case: str
 ) -> None:
     party, statements, expected = TAMPERING[case]
-    root = make_federation(tmp_path)
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -134,9 +133,12 @@ def test_tampering_with_a_log_file_is_reported_with_party_and_index(
     asyncio.run(scenario())
 
 
-def test_a_checkpoint_inconsistent_with_one_the_regulator_saw_is_reported(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_a_checkpoint_inconsistent_with_one_the_regulator_saw_is_reported(
+    audit_federation: Path,
+) -> None:
     """A party rewrites its history, fixes the leaf hash and forgets what it signed."""
-    root = make_federation(tmp_path)
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:
@@ -168,9 +170,10 @@ def test_a_checkpoint_inconsistent_with_one_the_regulator_saw_is_reported(tmp_pa
     asyncio.run(scenario())
 
 
-def test_a_node_answer_the_coordinator_never_logged_is_reported(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_a_node_answer_the_coordinator_never_logged_is_reported(audit_federation: Path) -> None:
     """The coordinator's key signs queries that skip its log: nodes answer, the regulator sees."""
-    root = make_federation(tmp_path)
+    root = audit_federation
 
     async def scenario() -> None:
         async with live_federation(root) as live:

@@ -1,6 +1,6 @@
 """ScoreBatch and the batched fan-out, with real servers on 127.0.0.1 and mutual TLS.
 
-Uses the federation of test_coordinator_server (three agencies, their records ingested;
+Uses the federation of tests/harness/coordinator.py (three agencies, their records ingested;
 registry, nodes and coordinator as real gRPC servers). A relying party holding many
 consents streams signed queries; every query is checked and logged on its own, and a
 refused one never fails the others.
@@ -15,14 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_coordinator_server import (
+from harness.coordinator import (
     AGENCIES,
     CITIZEN,
     EXPECTED_TOTAL,
     OTHER_CITIZEN,
     Federation,
-    _of_kind,
-    federation,
+    of_kind,
     running,
 )
 
@@ -36,8 +35,9 @@ from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
 from keys.envelope import sign_message
 
+pytestmark = pytest.mark.integration
+
 PURPOSE = "ptt-fuel-discount"
-__all__ = ["federation"]  # the module-scoped fixture, shared with test_coordinator_server
 
 
 async def _ptt_token(fed: Federation, citizen: str, max_uses: int = 0) -> Envelope:
@@ -49,10 +49,10 @@ def _nonce(query: Envelope) -> bytes:
 
 
 def test_each_query_of_a_batch_is_checked_logged_and_answered_on_its_own(
-    federation: Path,
+    coordinator_federation: Path,
 ) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             citizen = await _ptt_token(fed, CITIZEN)
             other = await _ptt_token(fed, OTHER_CITIZEN)
             revoked = await _ptt_token(fed, CITIZEN)
@@ -116,7 +116,7 @@ def test_each_query_of_a_batch_is_checked_logged_and_answered_on_its_own(
             for agency in AGENCIES:
                 answered = {
                     e.fields["query_id"]: e
-                    for e in _of_kind(fed.node_log(agency), "query_answered")
+                    for e in of_kind(fed.node_log(agency), "query_answered")
                     if e.fields["query_id"] in issued
                 }
                 assert set(answered) == set(issued)
@@ -134,9 +134,9 @@ def test_each_query_of_a_batch_is_checked_logged_and_answered_on_its_own(
     asyncio.run(scenario())
 
 
-def test_queries_asked_together_travel_in_one_signed_batch(federation: Path) -> None:
+def test_queries_asked_together_travel_in_one_signed_batch(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             coordinator = fed.coordinator.coordinator
             own = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
             logged = []
@@ -161,7 +161,7 @@ def test_queries_asked_together_travel_in_one_signed_batch(federation: Path) -> 
             for agency in AGENCIES:
                 answered_here = [
                     e.fields["query_id"]
-                    for e in _of_kind(fed.node_log(agency), "query_answered")
+                    for e in of_kind(fed.node_log(agency), "query_answered")
                     if e.fields["query_id"] in query_ids
                 ]
                 assert sorted(answered_here) == sorted(query_ids)
@@ -170,10 +170,10 @@ def test_queries_asked_together_travel_in_one_signed_batch(federation: Path) -> 
 
 
 def test_a_stopped_node_fails_every_query_of_the_batch_and_each_is_logged(
-    federation: Path,
+    coordinator_federation: Path,
 ) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             tokens = [await _ptt_token(fed, CITIZEN), await _ptt_token(fed, OTHER_CITIZEN)]
             await fed.nodes["dsd"].stop()
             queries = [client.signed_score_query(fed.ptt, t, PURPOSE) for t in tokens]
@@ -181,15 +181,15 @@ def test_a_stopped_node_fails_every_query_of_the_batch_and_each_is_logged(
             assert [(o.refusal.code, o.refusal.reason) for o in outcomes if o.refusal] == [
                 (Code.UNAVAILABLE, "NODE_UNAVAILABLE")
             ] * 2
-            failed = _of_kind(fed.coordinator_log, "query_failed")[-2:]
+            failed = of_kind(fed.coordinator_log, "query_failed")[-2:]
             assert [e.fields["unavailable"] for e in failed] == [["dsd"], ["dsd"]]
 
     asyncio.run(scenario())
 
 
-def test_score_batch_through_the_cli(federation: Path, tmp_path: Path) -> None:
+def test_score_batch_through_the_cli(coordinator_federation: Path, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             for name, citizen in (("a.token", CITIZEN), ("b.token", OTHER_CITIZEN)):
                 (tmp_path / name).write_bytes((await _ptt_token(fed, citizen)).SerializeToString())
             batch = tmp_path / "tokens.txt"
@@ -223,10 +223,10 @@ def test_score_batch_through_the_cli(federation: Path, tmp_path: Path) -> None:
 
 
 def test_a_stream_message_that_does_not_parse_ends_the_stream_and_is_logged(
-    federation: Path,
+    coordinator_federation: Path,
 ) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             log = fed.coordinator_log
             before = log.size()
             async with client.channel_to(fed.ptt, "coordinator") as channel:

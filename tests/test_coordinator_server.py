@@ -2,31 +2,33 @@
 
 A local federation of three agencies is made with `init_federation`; each agency's own
 export file is ingested into its node; the consent registry, every node and the
-coordinator run in-process as real gRPC servers. The citizen portal grants consent
+coordinator run in-process as real gRPC servers (tests/harness/coordinator.py, shared
+with tests/test_coordinator_batch.py). The citizen portal grants consent
 through the registry, and relying parties ask the coordinator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from harness.coordinator import (
+    AGENCIES,
+    CITIZEN,
+    EXPECTED_TOTAL,
+    OTHER_CITIZEN,
+    Federation,
+    entries,
+    of_kind,
+    running,
+)
 
-from audit.core.entries import LogEntry
-from audit.store.log import EventLog
-from consent import server as consent_server
-from coordinator import server as coordinator_server
 from fedscore.apps import client
-from fedscore.apps.federation import init_federation
 from fedscore.errors import Code, FedscoreError
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import call_unary
@@ -40,117 +42,14 @@ from fedscore.v1.query_pb2 import (
     ScoreResponse,
 )
 from keys.envelope import sign_bytes, sign_message
-from keys.national_id import with_check_digit
 from keys.signing import SigningKey
 from node import server as node_server
-from node.ingest import ingest_file
-from node.store import NodeStore
 
-CITIZEN = with_check_digit("110170012345")
-OTHER_CITIZEN = with_check_digit("310040099887")
-AGENCIES = ("trc", "dsd", "chuangpao")
+pytestmark = pytest.mark.integration
+
 SCORE = "/fedscore.v1.CoordinatorService/Score"
 PUSH = "/fedscore.v1.CoordinatorService/PushRevocation"
 TIMEOUT = 10.0
-
-# What each agency exports for CITIZEN this year, plus rows that must not count.
-# TRC: blood 70 + plasma 70; DSD: one skill training 30; Chuang Pao: account 50.
-EXPECTED_TOTAL = 70 + 70 + 30 + 50
-
-
-def _rows(year: int) -> dict[str, list[tuple[str, str, str, int, str]]]:
-    this_year = f"{year}-01-01T00:0"
-    return {
-        "trc": [
-            (CITIZEN, "TRC-BLOOD", this_year + "1", 1, "trc-unit-01"),
-            (CITIZEN, "TRC-PLASMA", this_year + "2", 1, "trc-unit-01"),
-            # Last year's donation and an uncertified one do not count this year.
-            (CITIZEN, "TRC-STEM-CELL", f"{year - 1}-06-01", 1, "trc-unit-01"),
-            (CITIZEN, "TRC-PLATELET", this_year + "3", 1, ""),
-            (OTHER_CITIZEN, "TRC-BODY-PLEDGE", this_year + "1", 1, "trc-unit-02"),
-        ],
-        "dsd": [
-            (CITIZEN, "NAT-SKILL-TRAINING", this_year + "1", 1, "dsd-centre-7"),
-            (OTHER_CITIZEN, "NAT-SKILL-STANDARD", this_year + "1", 3, "dsd-centre-7"),
-        ],
-        "chuangpao": [
-            (CITIZEN, "CP-ACCOUNT", this_year + "1", 1, "chuangpao-council"),
-        ],
-    }
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A federation folder whose nodes hold the records of `_rows`."""
-    root = tmp_path_factory.mktemp("coordinator") / "federation"
-    init_federation(root, agency_count=len(AGENCIES), fast_kdf=True)
-    year = datetime.now(ZoneInfo("Asia/Bangkok")).year
-    exports = root / "exports"
-    exports.mkdir()
-    for agency, rows in _rows(year).items():
-        path = exports / f"{agency}.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["national_id", "indicator", "occurred_at", "quantity", "certifier"])
-            writer.writerows(rows)
-        party = load_party(root, agency)
-        store = NodeStore(party.db_url)
-        try:
-            ingest_file(store, path, party.policy, agency, party.secrets.pseudonym_key)
-        finally:
-            store.dispose()
-    return root
-
-
-@dataclass
-class Federation:
-    root: Path
-    consent: consent_server.Running
-    nodes: dict[str, node_server.Running]
-    coordinator: coordinator_server.Running
-    portal: Party
-    ptt: Party
-
-    @property
-    def coordinator_log(self) -> EventLog:
-        return self.coordinator.coordinator.store.log
-
-    def node_log(self, agency: str) -> EventLog:
-        return self.nodes[agency].node.log
-
-
-@asynccontextmanager
-async def running(root: Path) -> AsyncIterator[Federation]:
-    """Start the registry, every node and the coordinator; stop them all afterwards."""
-    consent = await consent_server.start(load_party(root, "consent-registry"))
-    nodes: dict[str, node_server.Running] = {}
-    coordinator: coordinator_server.Running | None = None
-    try:
-        for agency in AGENCIES:
-            nodes[agency] = await node_server.start(load_party(root, agency))
-        coordinator = await coordinator_server.start(load_party(root, "coordinator"))
-        yield Federation(
-            root=root,
-            consent=consent,
-            nodes=nodes,
-            coordinator=coordinator,
-            portal=load_party(root, "citizen-portal"),
-            ptt=load_party(root, "ptt"),
-        )
-    finally:
-        if coordinator is not None:
-            await coordinator.stop()
-        for node in nodes.values():
-            await node.stop()
-        await consent.stop()
-
-
-def _entries(log: EventLog) -> list[LogEntry]:
-    return log.entries(0, log.size())
-
-
-def _of_kind(log: EventLog, kind: str) -> list[LogEntry]:
-    return [entry for entry in _entries(log) if entry.kind == kind]
 
 
 async def _send(party: Party, query: Envelope) -> ScoreResponse:
@@ -164,9 +63,9 @@ async def _refusal(party: Party, query: Envelope) -> FedscoreError:
     return caught.value
 
 
-def test_ptt_gets_the_band_and_the_citizen_the_full_score(federation: Path) -> None:
+def test_ptt_gets_the_band_and_the_citizen_the_full_score(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             ptt_grant = await client.grant(fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30)
             outcome = await client.score(fed.ptt, ptt_grant.token, "ptt-fuel-discount")
             assert (outcome.release_kind, outcome.release_value) == ("band", "3%")
@@ -195,8 +94,8 @@ def test_ptt_gets_the_band_and_the_citizen_the_full_score(federation: Path) -> N
 
 def _check_log_before_act(fed: Federation, query_ids: list[str]) -> None:
     """Every node's answer follows the coordinator's "query_issued" for the same hash."""
-    issued = {e.fields["query_id"]: e for e in _of_kind(fed.coordinator_log, "query_issued")}
-    released = {e.fields["query_id"]: e for e in _of_kind(fed.coordinator_log, "result_released")}
+    issued = {e.fields["query_id"]: e for e in of_kind(fed.coordinator_log, "query_issued")}
+    released = {e.fields["query_id"]: e for e in of_kind(fed.coordinator_log, "result_released")}
     for query_id in query_ids:
         logged = issued[query_id]
         assert released[query_id].index > logged.index
@@ -204,7 +103,7 @@ def _check_log_before_act(fed: Federation, query_ids: list[str]) -> None:
         for agency in AGENCIES:
             answered = [
                 e
-                for e in _of_kind(fed.node_log(agency), "query_answered")
+                for e in of_kind(fed.node_log(agency), "query_answered")
                 if e.fields["query_id"] == query_id
             ]
             assert len(answered) == 1
@@ -228,11 +127,11 @@ def _check_log_holds_only_releases(fed: Federation) -> None:
         },
         "result_released": {"query_id", "released", "value"},
     }
-    for entry in _entries(fed.coordinator_log):
+    for entry in entries(fed.coordinator_log):
         if entry.kind in allowed:
             assert set(entry.fields) == allowed[entry.kind]
         assert CITIZEN not in entry.body and OTHER_CITIZEN not in entry.body
-    values = [e.fields["value"] for e in _of_kind(fed.coordinator_log, "result_released")]
+    values = [e.fields["value"] for e in of_kind(fed.coordinator_log, "result_released")]
     assert values == ["3%", EXPECTED_TOTAL, 390]
     # The coordinator's database never holds a national ID.
     database = (fed.root / "parties" / "coordinator" / "state.db").read_bytes()
@@ -264,17 +163,17 @@ async def _check_forged_requests(fed: Federation, token: Envelope) -> None:
     refused = await _refusal(fed.portal, genuine)
     assert (refused.code, refused.reason) == (Code.ALREADY_EXISTS, "REPLAYED_NONCE")
 
-    reasons = [e.fields["reason"] for e in _of_kind(fed.coordinator_log, "score_refused")]
+    reasons = [e.fields["reason"] for e in of_kind(fed.coordinator_log, "score_refused")]
     assert reasons[-4:] == ["BAD_SIGNATURE", "UNKNOWN_SIGNER", "SIGNER_MISMATCH", "REPLAYED_NONCE"]
     # A forged request names nobody in the log; the replay names who sent it.
-    refusals = _of_kind(fed.coordinator_log, "score_refused")
+    refusals = of_kind(fed.coordinator_log, "score_refused")
     assert "relying_party" not in refusals[-4].fields
     assert refusals[-1].fields["relying_party"] == "citizen-portal"
 
 
-def test_revoked_consent_is_refused(federation: Path) -> None:
+def test_revoked_consent_is_refused(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             grant = await client.grant(fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30)
             before = await client.score(fed.ptt, grant.token, "ptt-fuel-discount")
             assert before.release_value == "3%"
@@ -287,9 +186,9 @@ def test_revoked_consent_is_refused(federation: Path) -> None:
                 Code.PERMISSION_DENIED,
                 "CONSENT_REVOKED",
             )
-            received = _of_kind(fed.coordinator_log, "revocation_received")
+            received = of_kind(fed.coordinator_log, "revocation_received")
             assert received[-1].fields["token_id"] == token_id
-            last = _of_kind(fed.coordinator_log, "score_refused")[-1]
+            last = of_kind(fed.coordinator_log, "score_refused")[-1]
             assert last.fields == {
                 "reason": "CONSENT_REVOKED",
                 "relying_party": "ptt",
@@ -303,9 +202,9 @@ def test_revoked_consent_is_refused(federation: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_use_limit_and_forged_revocation_notice(federation: Path) -> None:
+def test_use_limit_and_forged_revocation_notice(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             grant = await client.grant(
                 fed.portal, CITIZEN, "ptt-fuel-discount", "ptt", 30, max_uses=1
             )
@@ -329,9 +228,9 @@ def test_use_limit_and_forged_revocation_notice(federation: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_stopped_node_fails_the_whole_query(federation: Path) -> None:
+def test_a_stopped_node_fails_the_whole_query(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             grant = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
             await fed.nodes["dsd"].stop()
             refused = await _refusal(
@@ -343,16 +242,16 @@ def test_a_stopped_node_fails_the_whole_query(federation: Path) -> None:
             )
             assert "dsd" in refused.message
 
-            failed = _of_kind(fed.coordinator_log, "query_failed")[-1]
+            failed = of_kind(fed.coordinator_log, "query_failed")[-1]
             assert failed.fields["unavailable"] == ["dsd"]
             query_id = failed.fields["query_id"]
             issued = [
                 e
-                for e in _of_kind(fed.coordinator_log, "query_issued")
+                for e in of_kind(fed.coordinator_log, "query_issued")
                 if e.fields["query_id"] == query_id
             ]
             assert len(issued) == 1 and issued[0].index < failed.index
-            released = _of_kind(fed.coordinator_log, "result_released")
+            released = of_kind(fed.coordinator_log, "result_released")
             assert all(e.fields["query_id"] != query_id for e in released)
             # A node that is back is reached by the very next query.
             fed.nodes["dsd"] = await node_server.start(load_party(fed.root, "dsd"))
@@ -362,9 +261,9 @@ def test_a_stopped_node_fails_the_whole_query(federation: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_nonce_too_short_and_stale_request(federation: Path) -> None:
+def test_nonce_too_short_and_stale_request(coordinator_federation: Path) -> None:
     async def scenario() -> None:
-        async with running(federation) as fed:
+        async with running(coordinator_federation) as fed:
             grant = await client.grant(fed.portal, CITIZEN, "self-view", "citizen-portal", 7)
             base = ScoreQuery(
                 relying_party="citizen-portal",

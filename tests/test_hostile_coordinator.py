@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stats_harness import PARTICIPATION, StatsFederation, generous, servers, stats_federation
+from harness.stats import PARTICIPATION, StatsFederation, generous, servers, stats_federation
 
 from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from stats_harness import PARTICIPATION, StatsFederation, servers, stats_federation
+from harness.stats import PARTICIPATION, StatsFederation, servers, stats_federation
 
 pytest.importorskip("matplotlib")
 

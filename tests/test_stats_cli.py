@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stats_harness import BANDS, PARTICIPATION, StatsFederation, servers, stats_federation
+from harness.stats import BANDS, PARTICIPATION, NewStatsFederation, StatsFederation, servers
 
 from fedscore.runtime.budget import NANO, PrivacyLedger
 from fedscore.runtime.db import open_engine
@@ -45,8 +45,8 @@ def _tight(statistics: dict[str, object]) -> None:
 
 
 @pytest.fixture
-def fed(tmp_path: Path) -> StatsFederation:
-    return stats_federation(tmp_path / "federation", citizens=100, change=_tight)
+def fed(new_stats_federation: NewStatsFederation) -> StatsFederation:
+    return new_stats_federation(citizens=100, change=_tight)
 
 
 def test_publish_budget_and_verify_from_the_command_line(fed: StatsFederation) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from stats_harness import (
+from harness.stats import (
     BANDS,
     PARTICIPATION,
     QUERIES,
+    NewStatsFederation,
     StatsFederation,
     generous,
     servers,
@@ -128,8 +128,10 @@ def test_score_query_counts_keep_at_most_the_bound_per_token(exact: StatsFederat
     asyncio.run(scenario())
 
 
-def test_the_same_release_twice_gives_different_noise(tmp_path: Path) -> None:
-    fed = stats_federation(tmp_path / "federation", citizens=150)
+def test_the_same_release_twice_gives_different_noise(
+    new_stats_federation: NewStatsFederation,
+) -> None:
+    fed = new_stats_federation(citizens=150)
 
     async def scenario() -> tuple[dict[str, int], dict[str, int]]:
         async with servers(fed.root):
@@ -148,12 +150,12 @@ def test_the_same_release_twice_gives_different_noise(tmp_path: Path) -> None:
 
 
 def test_releases_until_the_budget_refuses_and_a_refusal_publishes_nothing(
-    tmp_path: Path,
+    new_stats_federation: NewStatsFederation,
 ) -> None:
     def tight(statistics: dict[str, object]) -> None:
         statistics["budget_epsilon_per_year"] = 2.5
 
-    fed = stats_federation(tmp_path / "federation", citizens=120, change=tight)
+    fed = new_stats_federation(citizens=120, change=tight)
     releases = fed.root / "releases"
 
     async def scenario() -> None:
@@ -211,8 +213,10 @@ def test_releases_until_the_budget_refuses_and_a_refusal_publishes_nothing(
     asyncio.run(scenario())
 
 
-def test_a_release_with_a_node_down_fails_and_spends_nothing(tmp_path: Path) -> None:
-    fed = stats_federation(tmp_path / "federation", citizens=100)
+def test_a_release_with_a_node_down_fails_and_spends_nothing(
+    new_stats_federation: NewStatsFederation,
+) -> None:
+    fed = new_stats_federation(citizens=100)
 
     async def scenario() -> None:
         async with servers(fed.root) as running:

@@ -70,6 +70,10 @@ class StatsFederation:
     agencies: list[str] = field(default_factory=list)
 
 
+# The `new_stats_federation` fixture: stats_federation's options, under the test's tmp_path.
+NewStatsFederation = Callable[..., StatsFederation]
+
+
 def stats_federation(
     root: Path,
     *,
