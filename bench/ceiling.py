@@ -11,9 +11,10 @@ kind "score").
 
 Per query, and nothing else:
   coordinator: verify the relying party's ScoreQuery envelope; for every node sign a
-    ContributionQuery (carrying the query bytes) and send it, all nodes concurrently;
-    verify every ContributionAnswer; sign a ScoreResult bound to the request nonce.
-  node: verify the ContributionQuery envelope; sign a ContributionAnswer.
+    ContributionBatch of one (carrying the query bytes) and send it on ContributeBatch,
+    as the product asks a lone query, all nodes concurrently; verify every
+    ContributionAnswerBatch; sign a ScoreResult bound to the request nonce.
+  node: verify the ContributionBatch envelope; sign a ContributionAnswerBatch of one.
 No token, revocation, policy, replay, log, database, sealing or mask work: that is the
 product's price, which this ceiling leaves out on purpose.
 """
@@ -39,23 +40,27 @@ from keys.envelope import sign_message, verify_message
 
 COORDINATOR_SERVICE = "fedscore.v1.CoordinatorService"
 NODE_SERVICE = "fedscore.v1.NodeService"
-CONTRIBUTE = f"/{NODE_SERVICE}/Contribute"
+CONTRIBUTE_BATCH = f"/{NODE_SERVICE}/ContributeBatch"
 
 
 def node_handlers(party: Party) -> dict[str, dict[str, Handler]]:
     coordinator_keyring = party.trust.keyring(Role.ROLE_COORDINATOR)
 
     async def contribute(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-        request = parse_request(raw, query_pb2.ContributeRequest)
-        query = verify_message(request.query, query_pb2.ContributionQuery, coordinator_keyring)
+        request = parse_request(raw, query_pb2.ContributeBatchRequest)
+        batch = verify_message(request.batch, query_pb2.ContributionBatch, coordinator_keyring)
         answer = query_pb2.ContributionAnswer(
-            query_id=hashlib.sha256(query.payload.spec).hexdigest()[:32],
+            query_id=hashlib.sha256(batch.payload.queries[0].spec).hexdigest()[:32],
             agency_id=party.id,
             masked_value=0,
         )
-        return query_pb2.ContributeResponse(answer=sign_message(answer, party.signing_key))
+        answers = query_pb2.ContributionAnswerBatch(
+            outcomes=[query_pb2.ContributionOutcome(answer=answer)]
+        )
+        signed = sign_message(answers, party.signing_key)
+        return query_pb2.ContributeBatchResponse(answers=signed)
 
-    return {NODE_SERVICE: {"Contribute": contribute}}
+    return {NODE_SERVICE: {"ContributeBatch": contribute}}
 
 
 def coordinator_handlers(party: Party) -> dict[str, dict[str, Handler]]:
@@ -65,13 +70,16 @@ def coordinator_handlers(party: Party) -> dict[str, dict[str, Handler]]:
     channels = {a.id: secure_channel(a.endpoint, party.tls, server_name=a.id) for a in agencies}
 
     async def ask(agency_id: str, query_bytes: bytes) -> int:
-        contribution = query_pb2.ContributionQuery(spec=query_bytes, agency_id=agency_id)
-        request = query_pb2.ContributeRequest(query=sign_message(contribution, party.signing_key))
+        item = query_pb2.BatchedContributionQuery(spec=query_bytes)
+        batch = query_pb2.ContributionBatch(agency_ids=[agency_id], queries=[item])
+        request = query_pb2.ContributeBatchRequest(batch=sign_message(batch, party.signing_key))
         response = await call_unary(
-            channels[agency_id], CONTRIBUTE, request, query_pb2.ContributeResponse, 5.0
+            channels[agency_id], CONTRIBUTE_BATCH, request, query_pb2.ContributeBatchResponse, 5.0
         )
-        answer = verify_message(response.answer, query_pb2.ContributionAnswer, agency_keyring)
-        return int(answer.payload.masked_value)
+        answers = verify_message(
+            response.answers, query_pb2.ContributionAnswerBatch, agency_keyring
+        )
+        return int(answers.payload.outcomes[0].answer.masked_value)
 
     async def score(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         request = parse_request(raw, query_pb2.ScoreRequest)

@@ -15,7 +15,7 @@ true total — but only when every participant masked the SAME input.
 
 The rule (docs/adr/0011): a participant's mask depends on the hash of the exact question
 bytes every participant received (one canonical spec, with no per-node field inside it), on
-the kind of question (a score, a score inside a batch, one bin of a histogram) and on the
+the kind of question (a score inside a batch, one bin of a histogram) and on the
 participant set, with each kind separated from the others. So:
 - if the coordinator asks any two participants anything different — another year, another
   purpose, another participant list, another kind, even one other byte — their masks are
@@ -52,9 +52,14 @@ DIGEST_BYTES = 32
 
 
 class QuestionKind(Enum):
-    """What a masked answer answers; each kind's masks are separated from every other's."""
+    """What a masked answer answers; each kind's masks are separated from every other's.
 
-    SCORE = "score"  # one score query, asked alone (NodeService.Contribute)
+    The value is the kind's name inside every mask input: never change one (the masks of
+    nodes of two versions would no longer cancel), nor give a retired name to a new kind.
+    Retired: "score", a score asked alone on the removed unary `NodeService.Contribute`;
+    every score question is now asked inside a ContributionBatch.
+    """
+
     SCORE_BATCH_ITEM = "score-batch-item"  # one score query inside a ContributionBatch
     HISTOGRAM_BIN = "histogram-bin"  # one bin of a statistics histogram
 

@@ -1,4 +1,4 @@
-"""From an admitted query to the node's signed, masked answer (ARCHITECTURE.md steps 4-5).
+"""From an admitted question to the node's masked answer (ARCHITECTURE.md steps 4-5).
 
 Invariants:
 - The node always answers an admitted query, with 0 when it holds nothing for the
@@ -27,16 +27,13 @@ from sqlalchemy import Select
 
 from fedscore.memo import BoundedMemo
 from fedscore.runtime.prepared import Cursor
-from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
 from fedscore.v1.trust_pb2 import Role
 from keys.box import BoxKeyPair
-from keys.envelope import sign_message
 from keys.masks import Question, QuestionKind, mask_for, masked_answer, pairwise_seeds
 from keys.pseudonym import pseudonym
 from keys.registry import TrustView
 from keys.seal import open_subject
-from keys.signing import SigningKey
 from node.checks import AdmittedQuery
 from node.store import as_pseudonym_bytes, quantities_of_many_query, quantities_query
 from policies.model import Policy, Purpose
@@ -98,20 +95,16 @@ def contribution_for(admitted: AdmittedQuery, agency_id: str, quantities: Mappin
 
 
 def masked_contribution(
-    admitted: AdmittedQuery,
-    agency_id: str,
-    points: int,
-    seeds: Mapping[str, bytes],
-    kind: QuestionKind = QuestionKind.SCORE,
+    admitted: AdmittedQuery, agency_id: str, points: int, seeds: Mapping[str, bytes]
 ) -> ContributionAnswer:
     """The ContributionAnswer carrying `points` masked over the full participant set.
 
     The mask is bound to the exact spec bytes this node was asked (their SHA-256, the query
-    hash) and to the kind of question, so it cancels only against participants asked the
-    very same question the same way (docs/adr/0011).
+    hash) and to the kind of question, a score asked in a batch, so it cancels only against
+    participants asked the very same question the same way (docs/adr/0011).
     """
     spec = admitted.signed.spec
-    question = Question(kind, admitted.signed.query_hash)
+    question = Question(QuestionKind.SCORE_BATCH_ITEM, admitted.signed.query_hash)
     mask = mask_for(agency_id, seeds, spec.participants, question)
     return ContributionAnswer(
         query_id=spec.query_id,
@@ -119,18 +112,6 @@ def masked_contribution(
         masked_value=masked_answer(points, mask),
         query_hash=admitted.signed.query_hash,
     )
-
-
-def signed_answer(
-    admitted: AdmittedQuery,
-    agency_id: str,
-    points: int,
-    seeds: Mapping[str, bytes],
-    signing_key: SigningKey,
-) -> Envelope:
-    """The masked ContributionAnswer (`masked_contribution`) to a lone query, signed."""
-    answer = masked_contribution(admitted, agency_id, points, seeds, QuestionKind.SCORE)
-    return sign_message(answer, signing_key)
 
 
 @dataclass

@@ -1,39 +1,38 @@
-"""Answering a ContributionBatch: many contribution queries in one round trip.
+"""`fedscore.v1.NodeService.ContributeBatch`: every score question a node answers.
+
+A question always travels in a `ContributionBatch` the coordinator signed once; a lone
+question is a batch of one, and there is no other way to ask a node for a score.
 
 Invariants:
-- The batch envelope verifies under the coordinator keyring and names this agency before
-  any item is read; a batch that does not is refused as a whole (and logged once).
-- Every item then passes every check a single query passes (`node.checks` steps 2-10) on
-  its own; the batch signature stands in for the item's own signature and its log
-  promise's. An item that fails a check is refused with its reason and logged as
-  "query_refused" (within the caller's allowance of refusals; beyond it, counted into the
-  caller's "refusals_summarised" entry, `audit.store.refusals`); the others are still answered.
+- The batch envelope verifies under the coordinator keyring, names this agency and is
+  within bounds before any item is read (`node.checks` step 1); a batch that is not is
+  refused as a whole (and logged once, with its reason only).
+- Every item then passes steps 2-10 of `node.checks` on its own (`admit`, then the
+  claims); the batch signature covers the item and its log promise. An item that fails
+  a check is refused with its reason and logged as "query_refused" (within the caller's
+  allowance of refusals; beyond it, counted into the caller's "refusals_summarised"
+  entry, `audit.store.refusals`); the others are still answered.
 - An item's subject is opened and its records read only after all its checks passed,
   including its claims (query id, request nonce, token use: `node.claims`) against the
   database, where earlier items of the batch already took theirs.
 - The claims of the answered items and one log entry per item ("query_answered" or
   "query_refused") commit in ONE transaction before the answers leave the node; an item
   refused after its claims (a seal that does not open) gives them back.
-- Each answer's mask is bound to its item's spec hash as a batch item (docs/adr/0011).
+- Each answer's mask is bound to its item's spec hash, as a score asked in a batch
+  (docs/adr/0011); the "query_answered" entry names that kind ("score-batch-item").
 - The answers are signed once, bound to the batch by the SHA-256 of its signed payload;
   an answer carries only the masked value, a refusal only its code, reason and message.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc.aio
 from google.protobuf.message import Message
 
-from fedscore.errors import (
-    FedscoreError,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
-)
+from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.runtime.prepared import Cursor
 from fedscore.runtime.rpc import Handler, item_refusal, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
@@ -43,27 +42,16 @@ from fedscore.v1.query_pb2 import (
     ContributeBatchResponse,
     ContributionAnswer,
     ContributionAnswerBatch,
-    ContributionBatch,
     ContributionOutcome,
-    ContributionQuery,
-    LogPromise,
 )
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from keys.masks import QuestionKind
 from node.answer import contribution_for, masked_contribution, subject_pseudonym
-from node.checks import (
-    AdmittedQuery,
-    RefusalNotes,
-    admit_signed,
-    check_promise_binding,
-    signed_query,
-)
+from node.checks import AdmittedQuery, RefusalNotes, admit, authenticate_batch
 from node.claims import Claim
-from node.service import AgencyNode, answered_fields, log_refusal
+from node.service import AgencyNode, log_refusal
 from node.store import as_pseudonym_bytes
 
-# A batch is one transaction and one blocking stretch of the node's event loop.
-MAX_BATCH_QUERIES = 256
 # Larger than one query's limit (fedscore.runtime.rpc.MAX_MESSAGE_BYTES), below the transport's.
 BATCH_MESSAGE_BYTES = 3 * 1024 * 1024
 
@@ -94,49 +82,38 @@ class BatchItem:
 
     def log_event(self) -> tuple[str, dict[str, object]]:
         if self.admitted is not None and self.answer is not None:
-            return "query_answered", answered_fields(self.admitted, QuestionKind.SCORE_BATCH_ITEM)
+            return "query_answered", answered_fields(self.admitted)
         assert self.refusal is not None
         return "query_refused", {"reason": self.refusal.reason, **self.notes.fields()}
 
 
-def authenticate_batch(node: AgencyNode, envelope: Envelope) -> tuple[ContributionBatch, str]:
-    """The coordinator signed this batch for this agency; (batch, signer)."""
-    verified = verify_message(envelope, ContributionBatch, node.trust.coordinator_keyring)
-    batch = verified.payload
-    if node.agency_id not in batch.agency_ids:
-        raise PermissionDenied(
-            f"batch is addressed to agencies {sorted(batch.agency_ids)}, not {node.agency_id!r}",
-            reason="WRONG_AGENCY",
-        )
-    if len(batch.queries) > MAX_BATCH_QUERIES:
-        raise InvalidArgument(
-            f"batch holds {len(batch.queries)} queries; at most {MAX_BATCH_QUERIES} are allowed",
-            reason="BATCH_TOO_LARGE",
-        )
-    return batch, verified.signer
-
-
-def _batched_promise(item: BatchedContributionQuery) -> LogPromise:
-    if not item.HasField("log_promise"):
-        raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
-    return item.log_promise
+def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
+    """The "query_answered" log body: the question, who asked, and where it was logged."""
+    return {
+        "query_id": admitted.query_id,
+        "query_hash": admitted.signed.query_hash.hex(),
+        # The kind of masked answer (keys.masks), which the coordinator's entry does not name.
+        "kind": QuestionKind.SCORE_BATCH_ITEM.value,
+        "purpose": admitted.purpose.id,
+        "token_id": admitted.token_id,
+        "relying_party": admitted.request.relying_party,
+        # One signed request is served by one query only: the regulator checks across logs.
+        "request_nonce_hash": admitted.request.nonce_hash.hex(),
+        "year": admitted.year,
+        # Where the coordinator promised it logged the query: the regulator checks.
+        "coordinator": admitted.promise.origin,
+        "promise_index": admitted.promise.index,
+        "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
+    }
 
 
 def _admit_item(
-    node: AgencyNode, agency_id: str, signer: str, item: BatchedContributionQuery, now: int
+    node: AgencyNode, coordinator: str, item: BatchedContributionQuery, now: int
 ) -> BatchItem:
     """Steps 2-9 for one item (its claims, step 10, come in `_claim_items`)."""
     result = BatchItem()
     try:
-        query = ContributionQuery(spec=item.spec, agency_id=agency_id)
-        signed = signed_query(query, signer, agency_id)
-        result.admitted = admit_signed(
-            signed,
-            node.trust,
-            now,
-            result.notes,
-            lambda: check_promise_binding(_batched_promise(item), signed, signer),
-        )
+        result.admitted = admit(item, coordinator, node.trust, now, result.notes)
     except FedscoreError as error:
         result.refuse(error)
     return result
@@ -198,9 +175,7 @@ def _answer_items(node: AgencyNode, cursor: Cursor, items: Sequence[BatchItem]) 
             assert admitted is not None
             try:
                 points = contribution_for(admitted, node.agency_id, held.get(people[position], {}))
-                item.answer = masked_contribution(
-                    admitted, node.agency_id, points, node.mask_seeds, QuestionKind.SCORE_BATCH_ITEM
-                )
+                item.answer = masked_contribution(admitted, node.agency_id, points, node.mask_seeds)
             except FedscoreError as error:
                 item.refuse(error)
 
@@ -252,8 +227,9 @@ def contribute_batch(
     transaction fails.
     """
     now = node.now()
-    batch, signer = authenticate_batch(node, envelope)
-    items = [_admit_item(node, node.agency_id, signer, query, now) for query in batch.queries]
+    signed = authenticate_batch(envelope, node.trust)
+    batch = signed.batch
+    items = [_admit_item(node, signed.coordinator, query, now) for query in batch.queries]
     with node.hot.transaction() as cursor:
         _claim_items(node, cursor, items, now)
         _answer_items(node, cursor, items)
@@ -264,7 +240,7 @@ def contribute_batch(
     answers = ContributionAnswerBatch(
         batch_id=batch.batch_id,
         agency_id=node.agency_id,
-        batch_hash=hashlib.sha256(envelope.payload).digest(),
+        batch_hash=signed.batch_hash,
         outcomes=[item.outcome() for item in items],
     )
     return ContributeBatchResponse(answers=sign_message(answers, node.signing_key))

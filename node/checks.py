@@ -1,54 +1,56 @@
-"""The agency node's checks on a contribution query (ARCHITECTURE.md "One score query" step 4).
+"""The agency node's checks on a score question (ARCHITECTURE.md "One score query" step 4).
 
-Plain functions; each raises a `FedscoreError` with a reason and returns the value it
-established. `admit_signed` runs them in the one fixed order below, so a forged envelope is
-refused before anything it carries is believed or parsed. A node checks on its own every
-limit it can (docs/adr/0011): nothing here trusts the coordinator beyond its signature.
+Every score question reaches a node as one item of a `ContributionBatch` the coordinator
+signed once (a lone question is a batch of one; there is no other path). Plain functions;
+each raises a `FedscoreError` with a reason and returns the value it established. They run
+in the one fixed order below, so a forged envelope is refused before anything it carries is
+believed or parsed. A node checks on its own every limit it can (docs/adr/0011): nothing
+here trusts the coordinator beyond its signature.
 
+For the batch, once (`authenticate_batch`; a failure refuses the whole batch):
  1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
-    UNKNOWN_SIGNER, BAD_SIGNATURE);
- 2. it is addressed to this agency (WRONG_AGENCY); the spec parses (MALFORMED_MESSAGE) and
-    asks a score question (QUESTION_KIND_MISMATCH);
+    UNKNOWN_SIGNER, BAD_SIGNATURE) and parses (MALFORMED_PAYLOAD); it is addressed to this
+    agency (WRONG_AGENCY) and holds at most `MAX_BATCH_QUERIES` items (BATCH_TOO_LARGE).
+    The signature covers every item's spec bytes and its log promise.
+
+For each item on its own (`admit`; a failure refuses that item only):
+ 2. its spec parses and names a query id (MALFORMED_MESSAGE) and asks a score question
+    (QUESTION_KIND_MISMATCH);
  3. the policy hash is one this node holds (UNKNOWN_POLICY);
  4. it is fresh (QUERY_EXPIRED);
- 5. the coordinator's log promise covers exactly these spec bytes (BAD_LOG_PROMISE);
+ 5. its log promise is there and covers exactly these spec bytes, in the log of the
+    coordinator that signed the batch and that the spec names (BAD_LOG_PROMISE);
  6. the relying party's own signed request inside the spec is there
     (NO_RELYING_PARTY_REQUEST), verifies under a relying party's key
     (BAD_REQUEST_SIGNATURE), was signed by the party it names (SIGNER_MISMATCH), and names
     this purpose, with a fresh request and nonce (PURPOSE_MISMATCH, REQUEST_EXPIRED,
-    BAD_NONCE; `fedscore.protocol.requests`): the coordinator only relays what a relying
-    party asked;
+    BAD_NONCE): the coordinator only relays what a relying party asked (`node.consent_checks`);
  7. the consent token inside that request verifies, is not revoked, and covers this
     purpose, policy, agency and domains, for the relying party that asked, which the purpose
     allows (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, RELYING_PARTY_MISMATCH,
-    RELYING_PARTY_NOT_ALLOWED, ...); a sealed subject sent beside it is the token's own
-    (SEALED_SUBJECT_MISMATCH);
+    RELYING_PARTY_NOT_ALLOWED, ...), and holds a sealed subject for this agency
+    (TOKEN_OUT_OF_SCOPE) (`node.consent_checks`);
  8. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
- 9. the year is the one the relying party asked (YEAR_MISMATCH), within the purpose's years
-    (YEAR_NOT_ALLOWED);
-10. in the answer's transaction (`node.claims`): the query id is unused (REPLAYED_QUERY),
-    the request nonce unused (REPLAYED_NONCE), and the token has a use left at this node
-    (USE_LIMIT_REACHED).
-
-A query inside a `ContributionBatch` runs the same steps: step 1 is the batch envelope's
-signature (checked once for all its items), which also covers each item's log promise;
-steps 2-10 run for every item on its own (`signed_query`, `admit_signed`,
-`check_promise_binding`).
+ 9. the year is the one the relying party asked (YEAR_MISMATCH), one that can hold a score
+    (BAD_YEAR), within the purpose's years (YEAR_NOT_ALLOWED);
+10. in the batch's transaction (`node.claims`, `node.batch`): the query id is unused
+    (REPLAYED_QUERY), the request nonce unused (REPLAYED_NONCE), and the token has a use
+    left at this node (USE_LIMIT_REACHED).
 
 Invariants:
-- Only facts from a verified envelope are written into `RefusalNotes`, so a forger cannot
-  put a query id or purpose of its choosing into the node's log.
-- Nothing here opens the sealed subject or reads a record: a query that fails any check
+- Only facts from a verified batch are written into `RefusalNotes`, so a forger cannot put
+  a query id or purpose of its choosing into the node's log.
+- Nothing here opens the sealed subject or reads a record: a question that fails any check
   never touches personal data. The only sealed subject a node ever opens is its own blob
-  inside the registry-signed token (`AdmittedQuery.sealed_subject`), never one the
-  coordinator chose: a coordinator can seal any national ID to a node's public key.
+  inside the registry-signed token (`AdmittedQuery.sealed_subject`): a coordinator can seal
+  any national ID to a node's public key, and a batch item has no field for a blob.
 - Every check reads in-memory state only; step 10 is the caller's, in its transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -59,23 +61,14 @@ from fedscore.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from fedscore.protocol.requests import (
-    AuthenticatedRequest,
-    authenticate_request,
-    check_nonce,
-    check_relying_party_allowed,
-    check_token_scope,
-    requested_year,
-)
-from fedscore.protocol.requests import (
-    check_freshness as check_request_freshness,
-)
+from fedscore.protocol.requests import AuthenticatedRequest, requested_year
 from fedscore.protocol.status_list import RevocationState
-from fedscore.protocol.tokens import VerifiedToken, verify_token
+from fedscore.protocol.tokens import VerifiedToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_SCORE,
-    ContributionQuery,
+    BatchedContributionQuery,
+    ContributionBatch,
     LogPromise,
     QuerySpec,
 )
@@ -83,17 +76,20 @@ from keys.envelope import verify_message
 from keys.keyring import Keyring
 from keys.registry import TrustView
 from node.claims import Claim
+from node.consent_checks import check_request, check_token, own_sealed_subject
 from policies.model import Policy, Purpose
 
 # Clocks of the coordinator and the node may disagree by this much.
 CLOCK_SKEW_SECONDS = 30
 # No record predates Unix time; the upper bound keeps the year window a valid datetime.
 MIN_YEAR, MAX_YEAR = 1970, 9998
+# A batch is one transaction and one blocking stretch of the node's event loop.
+MAX_BATCH_QUERIES = 256
 
 
 @dataclass
 class RefusalNotes:
-    """Authenticated facts about a query so far, for the "query_refused" log entry."""
+    """Authenticated facts about a question so far, for the "query_refused" log entry."""
 
     query_id: str = ""
     purpose: str = ""
@@ -104,18 +100,39 @@ class RefusalNotes:
 
 
 @dataclass(frozen=True)
-class SignedQuery:
-    """A ContributionQuery the coordinator signed for this agency, with its parsed spec."""
+class NodeTrust:
+    """What the node trusts, fixed at start: keyrings, policies, revocations, its own id."""
 
-    query: ContributionQuery
+    agency_id: str
+    trust: TrustView
+    coordinator_keyring: Keyring
+    policies: Mapping[str, Policy]  # by content hash
+    revocations: RevocationState
+    # Relying parties and the citizen portal: whoever may sign a score request.
+    request_keyring: Keyring
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """A ContributionBatch the coordinator signed for this agency (step 1)."""
+
+    batch: ContributionBatch
+    coordinator: str  # participant id of the signer
+    batch_hash: bytes  # SHA-256 of the signed payload, which the answers are bound to
+
+
+@dataclass(frozen=True)
+class SignedQuery:
+    """One question of a signed batch: its exact spec bytes' hash and the parsed spec."""
+
     spec: QuerySpec
     query_hash: bytes  # SHA-256 of the exact spec bytes the coordinator logged
-    coordinator: str  # participant id of the signer
+    coordinator: str  # participant id of the batch's signer
 
 
 @dataclass(frozen=True)
 class AdmittedQuery:
-    """A query that passed every check; the node must now answer it."""
+    """A question that passed every check; the node must now answer it."""
 
     signed: SignedQuery
     policy: Policy
@@ -123,7 +140,7 @@ class AdmittedQuery:
     request: AuthenticatedRequest  # the relying party's own signed request
     token: VerifiedToken
     year: int
-    promise: LogPromise  # the coordinator's signed word that it logged this query first
+    promise: LogPromise  # the coordinator's signed word that it logged this question first
     sealed_subject: bytes  # this agency's blob from the registry-signed token
 
     @property
@@ -145,51 +162,45 @@ class AdmittedQuery:
         )
 
 
-@dataclass(frozen=True)
-class NodeTrust:
-    """What the node trusts, fixed at start: keyrings, policies, revocations, its own id."""
-
-    agency_id: str
-    trust: TrustView
-    coordinator_keyring: Keyring
-    policies: Mapping[str, Policy]  # by content hash
-    revocations: RevocationState
-    # Relying parties and the citizen portal: whoever may sign a score request.
-    request_keyring: Keyring
-
-
-def authenticate_query(
-    envelope: Envelope, coordinator_keyring: Keyring, agency_id: str
-) -> SignedQuery:
-    """Steps 1-2: the coordinator signed it, it is for this agency, and its spec parses."""
-    verified = verify_message(envelope, ContributionQuery, coordinator_keyring)
-    return signed_query(verified.payload, verified.signer, agency_id)
-
-
-def signed_query(query: ContributionQuery, signer: str, agency_id: str) -> SignedQuery:
-    """Step 2 for a query whose coordinator signature (its own or its batch's) verified."""
-    if query.agency_id != agency_id:
+def authenticate_batch(envelope: Envelope, node: NodeTrust) -> SignedBatch:
+    """Step 1: the coordinator signed this batch, for this agency, and it is within bounds."""
+    verified = verify_message(envelope, ContributionBatch, node.coordinator_keyring)
+    batch = verified.payload
+    if node.agency_id not in batch.agency_ids:
         raise PermissionDenied(
-            f"query is addressed to agency {query.agency_id!r}, this is {agency_id!r}",
+            f"batch is addressed to agencies {sorted(batch.agency_ids)}, not {node.agency_id!r}",
             reason="WRONG_AGENCY",
         )
+    if len(batch.queries) > MAX_BATCH_QUERIES:
+        raise InvalidArgument(
+            f"batch holds {len(batch.queries)} queries; at most {MAX_BATCH_QUERIES} are allowed",
+            reason="BATCH_TOO_LARGE",
+        )
+    return SignedBatch(batch, verified.signer, hashlib.sha256(envelope.payload).digest())
+
+
+def signed_spec(spec_bytes: bytes, coordinator: str) -> SignedQuery:
+    """Step 2 (parsing): the spec bytes of an item whose batch `coordinator` signed."""
     spec = QuerySpec()
     try:
-        spec.ParseFromString(query.spec)
+        spec.ParseFromString(spec_bytes)
     except DecodeError as exc:
         raise InvalidArgument("query spec is not a valid QuerySpec", "MALFORMED_MESSAGE") from exc
     if not spec.query_id:
         raise InvalidArgument("query spec has no query id", reason="MALFORMED_MESSAGE")
-    return SignedQuery(
-        query=query,
-        spec=spec,
-        query_hash=hashlib.sha256(query.spec).digest(),
-        coordinator=signer,
-    )
+    return SignedQuery(spec, hashlib.sha256(spec_bytes).digest(), coordinator)
+
+
+def check_kind(spec: QuerySpec) -> None:
+    """Step 2 (kind): the spec asks a score question, never a histogram."""
+    if spec.kind != QUESTION_KIND_SCORE:
+        raise PermissionDenied(
+            "the spec does not ask a score question", reason="QUESTION_KIND_MISMATCH"
+        )
 
 
 def policy_named(spec: QuerySpec, policies: Mapping[str, Policy]) -> Policy:
-    """Step 3: the policy the query was asked under, if this node holds it."""
+    """Step 3: the policy the question was asked under, if this node holds it."""
     try:
         return policies[spec.policy_hash]
     except KeyError:
@@ -211,25 +222,18 @@ def check_freshness(spec: QuerySpec, now: int) -> None:
         )
 
 
-def check_log_promise(signed: SignedQuery, coordinator_keyring: Keyring) -> LogPromise:
-    """Step 5: the coordinator logged exactly these spec bytes before asking."""
-    envelope = signed.query.log_promise
-    if not envelope.payload and not envelope.signature:
+def check_log_promise(item: BatchedContributionQuery, signed: SignedQuery) -> LogPromise:
+    """Step 5: the coordinator that signed the batch logged exactly these spec bytes first.
+
+    The batch's signature covers the promise; it must name this very spec's hash, in the
+    log of the coordinator that signed and that the spec names.
+    """
+    if not item.HasField("log_promise"):
         raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
-    try:
-        verified = verify_message(envelope, LogPromise, coordinator_keyring)
-    except (Unauthenticated, InvalidArgument) as exc:
-        raise Unauthenticated(
-            f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
-        ) from exc
-    return check_promise_binding(verified.payload, signed, verified.signer)
-
-
-def check_promise_binding(promise: LogPromise, signed: SignedQuery, signer: str) -> LogPromise:
-    """Step 5 after the promise's signature (its own or its batch's) verified under `signer`."""
+    promise = item.log_promise
     if promise.query_hash != signed.query_hash:
         raise Unauthenticated("log promise is for another query", reason="BAD_LOG_PROMISE")
-    if not promise.origin == signed.spec.coordinator == signed.coordinator == signer:
+    if not promise.origin == signed.spec.coordinator == signed.coordinator:
         raise Unauthenticated(
             "log promise, query spec and signature name different coordinators",
             reason="BAD_LOG_PROMISE",
@@ -237,110 +241,8 @@ def check_promise_binding(promise: LogPromise, signed: SignedQuery, signer: str)
     return promise
 
 
-def check_request(spec: QuerySpec, request_keyring: Keyring, now: int) -> AuthenticatedRequest:
-    """Step 6: the relying party's own signed request for this very purpose, still fresh."""
-    if not spec.request.payload and not spec.request.signature:
-        raise Unauthenticated(
-            "the spec carries no relying party's request", reason="NO_RELYING_PARTY_REQUEST"
-        )
-    try:
-        request = authenticate_request(spec.request, request_keyring)
-    except (Unauthenticated, InvalidArgument) as exc:
-        if exc.reason == "SIGNER_MISMATCH":
-            raise
-        raise Unauthenticated(
-            f"the relying party's request does not verify ({exc.reason})",
-            reason="BAD_REQUEST_SIGNATURE",
-        ) from exc
-    if request.query.purpose_id != spec.purpose_id:
-        raise PermissionDenied(
-            f"the relying party asked for purpose {request.query.purpose_id!r}, the spec for "
-            f"{spec.purpose_id!r}",
-            reason="PURPOSE_MISMATCH",
-        )
-    check_nonce(request.query.nonce)
-    check_request_freshness(request.query.issued_at, now)
-    return request
-
-
-def check_token(
-    spec: QuerySpec,
-    request: AuthenticatedRequest,
-    policy: Policy,
-    agency_id: str,
-    trust: TrustView,
-    revocations: RevocationState,
-    now: int,
-) -> VerifiedToken:
-    """Step 7: a live, unrevoked token for this purpose, policy, agency, its domains and the
-    relying party that asked."""
-    verified = verify_token(request.query.token, trust, now)
-    token = verified.token
-    revocations.check(token, now)
-    check_token_scope(token, request.query)
-    if token.policy_hash != spec.policy_hash:
-        raise PermissionDenied(
-            "token was granted under another policy version", reason="POLICY_MISMATCH"
-        )
-    if agency_id not in token.agencies:
-        raise PermissionDenied(
-            f"token does not name agency {agency_id!r}", reason="AGENCY_NOT_IN_TOKEN"
-        )
-    purpose = policy.purpose(spec.purpose_id)
-    check_relying_party_allowed(purpose, request.relying_party)
-    check_domains(policy, purpose, agency_id, set(token.domains))
-    return verified
-
-
-def own_sealed_subject(token: VerifiedToken, agency_id: str, sent: bytes = b"") -> bytes:
-    """This agency's sealed subject blob from the registry-signed token.
-
-    A blob sent beside the token must be that very blob: anyone may seal any national ID to
-    a node's public key, so a blob the coordinator chose would let it ask about anyone.
-    """
-    for sealed in token.token.sealed_subjects:
-        if sealed.agency_id == agency_id:
-            own = bytes(sealed.blob)
-            if sent and sent != own:
-                raise PermissionDenied(
-                    "the sealed subject sent is not the token's own", "SEALED_SUBJECT_MISMATCH"
-                )
-            return own
-    raise PermissionDenied(
-        f"token holds no sealed subject for agency {agency_id!r}", reason="TOKEN_OUT_OF_SCOPE"
-    )
-
-
-def domains_used(policy: Policy, purpose: Purpose, agency_id: str) -> frozenset[str]:
-    """Domains of this agency's indicators that count towards `purpose`."""
-    key = (policy.content_hash, purpose.id, agency_id)
-    used = _DOMAINS_USED.get(key)
-    if used is None:
-        used = frozenset(
-            indicator.domain
-            for indicator in policy.indicators_for(agency_id)
-            if indicator.domain in purpose.domains
-        )
-        # A policy is immutable and named by its content hash: computed once per purpose.
-        _DOMAINS_USED[key] = used
-    return used
-
-
-_DOMAINS_USED: dict[tuple[str, str, str], frozenset[str]] = {}
-
-
-def check_domains(policy: Policy, purpose: Purpose, agency_id: str, consented: set[str]) -> None:
-    """The citizen consented to every domain this agency would contribute from."""
-    missing = domains_used(policy, purpose, agency_id) - consented
-    if missing:
-        raise PermissionDenied(
-            f"token does not cover domains {sorted(missing)} that {agency_id!r} contributes",
-            reason="DOMAIN_NOT_IN_TOKEN",
-        )
-
-
 def check_participants(spec: QuerySpec, purpose: Purpose, agency_id: str) -> None:
-    """Step 7: exactly the purpose's participant set: a subset would allow differencing."""
+    """Step 8: exactly the purpose's participant set: a subset would allow differencing."""
     listed = list(spec.participants)
     if len(set(listed)) != len(listed) or set(listed) != set(purpose.participants):
         raise PermissionDenied(
@@ -371,47 +273,29 @@ def check_year(
     return asked
 
 
-def admit_query(
-    envelope: Envelope,
+def admit(
+    item: BatchedContributionQuery,
+    coordinator: str,
     node: NodeTrust,
     now: int,
     notes: RefusalNotes,
 ) -> AdmittedQuery:
-    """Run steps 1-9 in order; fill `notes` with what is authenticated as it is learned."""
-    signed = authenticate_query(envelope, node.coordinator_keyring, node.agency_id)
-    return admit_signed(
-        signed,
-        node,
-        now,
-        notes,
-        lambda: check_log_promise(signed, node.coordinator_keyring),
-    )
+    """Steps 2-9 for one item of a batch `coordinator` signed (step 1), in order.
 
-
-def admit_signed(
-    signed: SignedQuery,
-    node: NodeTrust,
-    now: int,
-    notes: RefusalNotes,
-    log_promise: Callable[[], LogPromise],
-) -> AdmittedQuery:
-    """Steps 3-9 for an authenticated query; `log_promise` runs step 5 and returns the promise.
-
-    Step 10 (the claims) is the caller's, inside the transaction that logs the answer.
+    Fills `notes` with what is authenticated as it is learned. Step 10 (the claims) is the
+    caller's, inside the transaction that logs the answer.
     """
+    signed = signed_spec(item.spec, coordinator)
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.purpose = spec.purpose_id
-    if spec.kind != QUESTION_KIND_SCORE:
-        raise PermissionDenied(
-            "the spec does not ask a score question", reason="QUESTION_KIND_MISMATCH"
-        )
+    check_kind(spec)
     policy = policy_named(spec, node.policies)
     check_freshness(spec, now)
-    promise = log_promise()
+    promise = check_log_promise(item, signed)
     request = check_request(spec, node.request_keyring, now)
     token = check_token(spec, request, policy, node.agency_id, node.trust, node.revocations, now)
-    sealed = own_sealed_subject(token, node.agency_id, bytes(signed.query.sealed_subject))
+    sealed = own_sealed_subject(token, node.agency_id)
     purpose = policy.purpose(spec.purpose_id)
     check_participants(spec, purpose, node.agency_id)
     year = check_year(spec, request, policy, purpose, now)

@@ -36,7 +36,7 @@ from fedscore.v1.trust_pb2 import Role
 from node.answer import derive_mask_seeds
 from node.batch import batch_handlers
 from node.checks import NodeTrust
-from node.service import SERVICE_NAME, AgencyNode, Clock, node_handlers
+from node.service import SERVICE_NAME, AgencyNode, Clock, revocation_handlers
 from node.statistics import SERVICE_NAME as STATISTICS_SERVICE
 from node.statistics import statistics_handlers
 from node.store import NodeStore
@@ -140,7 +140,7 @@ async def start(
             party.tls,
             bind or party.participant.endpoint,
             {
-                SERVICE_NAME: {**node_handlers(node), **batch_handlers(node)},
+                SERVICE_NAME: {**batch_handlers(node), **revocation_handlers(node)},
                 STATISTICS_SERVICE: statistics_handlers(node),
                 **audit.services(),
             },

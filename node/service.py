@@ -1,16 +1,17 @@
-"""gRPC handlers of `fedscore.v1.NodeService`, and the plain workflows they call.
+"""The agency node's state (`AgencyNode`), and `fedscore.v1.NodeService.NotifyRevocation`.
+
+Score questions are served by `node.batch` (`NodeService.ContributeBatch`), statistics
+questions by `node.statistics`; both work on the `AgencyNode` set up here once at start.
 
 Invariants:
-- Handlers only parse (`fedscore.runtime.rpc.parse_request`), call `contribute` or
-  `notify_revocation`, and encode; errors become gRPC statuses only in `fedscore.runtime.rpc`.
-- Every refusal, including a malformed or oversized request, is logged as
-  "query_refused" with its reason and only authenticated facts (query id, purpose).
-- An answered query's claims (its query id, the relying party's request nonce, one use of
-  the token: `node.claims`) and its "query_answered" entry commit in ONE transaction,
-  before the answer leaves the node: a concurrent replay loses in the database, and no
-  answer exists that the log does not show. A refused query claims nothing.
-- The query path's SQL runs as prepared Core statements on the DB-API connection
-  (`fedscore.runtime.prepared`), one transaction per query or per batch.
+- Handlers only parse (`fedscore.runtime.rpc.parse_request`), call plain functions, and
+  encode; errors become gRPC statuses only in `fedscore.runtime.rpc`.
+- Every refusal, including a malformed or oversized request, is logged with its reason and
+  only authenticated facts ("query_refused": query id, purpose; "revocation_refused"),
+  within the caller's allowance (`audit.store.refusals`); beyond it, counted into the
+  caller's summary.
+- A registry-signed revocation applies at once, before it is logged; the entry names the
+  token id only if the log's field rules accept it, and is written either way.
 - No log entry holds a national ID, a pseudonym, a contribution or a masked value.
 """
 
@@ -29,20 +30,13 @@ from audit.store.refusals import RefusalRecorder
 from fedscore.errors import FedscoreError
 from fedscore.memo import BoundedMemo
 from fedscore.runtime.budget import PrivacyLedger
-from fedscore.runtime.prepared import Cursor, HotConnection
+from fedscore.runtime.prepared import HotConnection
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
-from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import (
-    ContributeRequest,
-    ContributeResponse,
-    NotifyRevocationRequest,
-    NotifyRevocationResponse,
-)
+from fedscore.v1.query_pb2 import NotifyRevocationRequest, NotifyRevocationResponse
 from keys.box import BoxKeyPair
-from keys.masks import QuestionKind
 from keys.signing import SigningKey
-from node.answer import RecordLookup, contribution_for, signed_answer, subject_pseudonym
-from node.checks import AdmittedQuery, NodeTrust, RefusalNotes, admit_query
+from node.answer import RecordLookup
+from node.checks import NodeTrust, RefusalNotes
 from node.claims import ClaimStatements
 from node.store import NodeStore
 from policies.model import Policy
@@ -71,7 +65,7 @@ class AgencyNode:
     refusals: RefusalRecorder
     clock: Clock = time.time
     lookup: RecordLookup = field(init=False)
-    # The query path's transactions and prepared statements (fedscore.runtime.prepared).
+    # The score path's transactions and prepared statements (fedscore.runtime.prepared).
     hot: HotConnection = field(init=False)
     # What answering spends here: query id, request nonce, token use (node.claims).
     claims: ClaimStatements = field(init=False, repr=False)
@@ -102,57 +96,6 @@ def uncertified_indicators(policy: Policy, agency_id: str) -> frozenset[str]:
         for indicator in policy.indicators_for(agency_id)
         if not indicator.requires_certification
     )
-
-
-def points_for(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> int:
-    """Open the subject and count the year's records: the contribution, never sent as is."""
-    person = subject_pseudonym(
-        admitted, node.agency_id, node.box, node.pseudonym_key, node.opened_subjects
-    )
-    held = node.lookup.quantities(cursor, admitted.policy, person, admitted.year)
-    return contribution_for(admitted, node.agency_id, held)
-
-
-def _answer(node: AgencyNode, admitted: AdmittedQuery, cursor: Cursor) -> Envelope:
-    """Open the subject, count the year's records and sign the masked answer."""
-    points = points_for(node, admitted, cursor)
-    return signed_answer(admitted, node.agency_id, points, node.mask_seeds, node.signing_key)
-
-
-def answered_fields(admitted: AdmittedQuery, kind: QuestionKind) -> dict[str, object]:
-    """The "query_answered" log body: the query, who asked, and where it was logged."""
-    return {
-        "query_id": admitted.query_id,
-        "query_hash": admitted.signed.query_hash.hex(),
-        "kind": kind.value,
-        "purpose": admitted.purpose.id,
-        "token_id": admitted.token_id,
-        "relying_party": admitted.request.relying_party,
-        # One signed request is served by one query only: the regulator checks across logs.
-        "request_nonce_hash": admitted.request.nonce_hash.hex(),
-        "year": admitted.year,
-        # Where the coordinator promised it logged the query: the regulator checks.
-        "coordinator": admitted.promise.origin,
-        "promise_index": admitted.promise.index,
-        "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
-    }
-
-
-def contribute(node: AgencyNode, query: Envelope, notes: RefusalNotes) -> ContributeResponse:
-    """Check a contribution query and answer it; raise a FedscoreError to refuse.
-
-    One transaction: the claims (query id, request nonce, token use), the record lookup and
-    "query_answered" commit together before the answer is returned; a refusal rolls all of
-    it back.
-    """
-    now = node.now()
-    admitted = admit_query(query, node.trust, now, notes)
-    with node.hot.transaction() as cursor:
-        node.claims.take(cursor, admitted.claim(), now)
-        answer = _answer(node, admitted, cursor)
-        fields = answered_fields(admitted, QuestionKind.SCORE)
-        node.log.append(cursor, "query_answered", fields, now=now)
-    return ContributeResponse(answer=answer)
 
 
 def _append_facts(
@@ -189,17 +132,8 @@ def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> Non
     )
 
 
-def node_handlers(node: AgencyNode) -> dict[str, Handler]:
-    """The NodeService methods, ready for `fedscore.runtime.rpc.start_server`."""
-
-    async def contribute_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-        notes = RefusalNotes()
-        try:
-            request = parse_request(raw, ContributeRequest)
-            return contribute(node, request.query, notes)
-        except FedscoreError as error:
-            log_refusal(node, error, notes, peer_common_name(context))
-            raise
+def revocation_handlers(node: AgencyNode) -> dict[str, Handler]:
+    """NodeService.NotifyRevocation, ready for `fedscore.runtime.rpc.start_server`."""
 
     async def notify_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         try:
@@ -211,4 +145,4 @@ def node_handlers(node: AgencyNode) -> dict[str, Handler]:
             raise
         return NotifyRevocationResponse(party=node.agency_id)
 
-    return {"Contribute": contribute_handler, "NotifyRevocation": notify_handler}
+    return {"NotifyRevocation": notify_handler}

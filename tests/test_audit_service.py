@@ -33,7 +33,7 @@ from fedscore.v1.audit_pb2 import (
     GetInclusionProofResponse,
 )
 from fedscore.v1.consent_pb2 import ConsentReceipt
-from fedscore.v1.query_pb2 import ContributionQuery, QuerySpec
+from fedscore.v1.query_pb2 import ContributionBatch, QuerySpec
 from keys.envelope import sign_message
 
 pytestmark = pytest.mark.integration
@@ -178,7 +178,7 @@ def test_a_query_a_node_refused_is_in_its_log_with_the_reason(audit_federation: 
                 await live.contribute_as_coordinator("trc", subset)
             assert refused.value.reason == "PARTICIPANT_SET_MISMATCH"
             query_id = QuerySpec.FromString(
-                ContributionQuery.FromString(subset.payload).spec
+                ContributionBatch.FromString(subset.payload).queries[0].spec
             ).query_id
 
             # What the regulator is served, proven against trc's signed checkpoint.

@@ -35,11 +35,9 @@ from fedscore.apps.insider import Answer, Asked, HostileCoordinator
 from fedscore.errors import FedscoreError
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party
-from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.masks import MODULUS
 from keys.national_id import with_check_digit
-from keys.seal import seal_subject
 
 pytestmark = pytest.mark.integration
 
@@ -139,18 +137,10 @@ async def anomalies(root: Path) -> set[tuple[str, str]]:
     return {(a.party, a.reason) for a in report.anomalies}
 
 
-async def ask_split(scene: Scene, asked: dict[str, Asked], in_batch: bool = True) -> int:
+async def ask_split(scene: Scene, asked: dict[str, Asked]) -> int:
     """Ask each agency its own question; the masked answers' sum mod 2^64."""
     insider = scene.insider
-    if in_batch:
-        answers = await asyncio.gather(
-            *(insider.ask_in_batch(agency, [asked[agency]]) for agency in scene.agencies)
-        )
-        values = masked([outcome for per_node in answers for outcome in per_node])
-    else:
-        values = masked(
-            await asyncio.gather(*(insider.ask_alone(a, asked[a]) for a in scene.agencies))
-        )
+    values = masked(await asyncio.gather(*(insider.ask_one(a, asked[a]) for a in scene.agencies)))
     return sum(values) % MODULUS
 
 
@@ -226,21 +216,6 @@ def test_one_byte_of_difference_is_enough(tmp_path: Path, field: str) -> None:
             assert first.spec != second.spec
             target, *others = s.agencies
             total = await ask_split(s, {target: first} | dict.fromkeys(others, second))
-            assert_noise(total, s)
-            assert total != sum(s.truth.values())
-
-    asyncio.run(run())
-
-
-def test_the_same_question_asked_alone_and_in_a_batch_does_not_cancel(tmp_path: Path) -> None:
-    async def run() -> None:
-        async with scene(tmp_path) as s:
-            request = s.ptt_request(await s.ptt_token(s.fed.data.demo_citizen))
-            asked = s.insider.log_score(s.insider.score_spec(request))
-            target, *others = s.agencies
-            alone = await s.insider.ask_alone(target, asked)
-            batched = await asyncio.gather(*(s.insider.ask_in_batch(a, [asked]) for a in others))
-            total = sum(masked([alone, *(b[0] for b in batched)])) % MODULUS
             assert_noise(total, s)
             assert total != sum(s.truth.values())
 
@@ -330,34 +305,15 @@ def test_the_coordinator_cannot_ask_on_its_own_nor_twice_for_one_request(tmp_pat
             request = s.ptt_request(token)
             first_spec = s.insider.score_spec(request)
             first = s.insider.log_score(first_spec)
-            masked(await asyncio.gather(*(s.insider.ask_alone(a, first) for a in s.agencies)))
+            masked(await asyncio.gather(*(s.insider.ask_one(a, first) for a in s.agencies)))
             again = s.insider.log_score(s.insider.score_spec(request))
-            answers = await asyncio.gather(*(s.insider.ask_alone(a, again) for a in s.agencies))
+            answers = await asyncio.gather(*(s.insider.ask_one(a, again) for a in s.agencies))
             assert reasons(answers) == ["REPLAYED_NONCE"] * 3
             # The same query id with another question is a replay too.
             other = s.ptt_request(token)
             reused = s.insider.log_score(s.insider.score_spec(other, first_spec.query_id))
-            answers = await asyncio.gather(*(s.insider.ask_alone(a, reused) for a in s.agencies))
+            answers = await asyncio.gather(*(s.insider.ask_one(a, reused) for a in s.agencies))
             assert reasons(answers) == ["REPLAYED_QUERY"] * 3
-
-    asyncio.run(run())
-
-
-def test_the_node_opens_only_the_tokens_own_sealed_subject(tmp_path: Path) -> None:
-    """Anyone can seal any national ID to a node's public key; a node that opened the blob the
-    coordinator sends could be asked about anyone under someone else's consent."""
-
-    async def run() -> None:
-        async with scene(tmp_path) as s:
-            token = await s.ptt_token(NOBODY)
-            token_id = ConsentToken.FromString(token.payload).token_id
-            asked = s.insider.log_score(s.insider.score_spec(s.ptt_request(token)))
-            answers = []
-            for agency in s.agencies:
-                box = s.insider.party.trust.box_public(agency)
-                blob = seal_subject(token_id, agency, s.fed.data.demo_citizen, box)
-                answers.append(await s.insider.ask_alone(agency, asked, sealed_subject=blob))
-            assert reasons(answers) == ["SEALED_SUBJECT_MISMATCH"] * 3
 
     asyncio.run(run())
 

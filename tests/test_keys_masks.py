@@ -34,7 +34,7 @@ POOL = [BoxKeyPair.from_private(hashlib.sha256(b"box %d" % i).digest()) for i in
 IDS = [f"agency-{i:02d}" for i in range(50)]
 
 
-def _q(text: str, kind: QuestionKind = QuestionKind.SCORE) -> Question:
+def _q(text: str, kind: QuestionKind = QuestionKind.SCORE_BATCH_ITEM) -> Question:
     """The question whose canonical bytes are `text`."""
     return Question.of(kind, text.encode("utf-8"))
 
@@ -207,11 +207,12 @@ def test_specs_that_differ_in_any_byte_do_not_cancel(
         st.sets(st.integers(0, count - 1), min_size=1, max_size=count - 1), label="asked other"
     )
     asked = [
-        Question.of(QuestionKind.SCORE, other if i in odd_ones else spec) for i in range(count)
+        Question.of(QuestionKind.SCORE_BATCH_ITEM, other if i in odd_ones else spec)
+        for i in range(count)
     ]
     assert _sum_of_masks(asked, count) != 0
     # Asked alike, the same participants' masks do cancel.
-    assert _sum_of_masks([Question.of(QuestionKind.SCORE, spec)] * count, count) == 0
+    assert _sum_of_masks([Question.of(QuestionKind.SCORE_BATCH_ITEM, spec)] * count, count) == 0
 
 
 @settings(max_examples=50, deadline=None)
@@ -241,16 +242,17 @@ def test_one_nodes_answers_to_two_questions_cannot_be_subtracted() -> None:
     histogram = Question.of(QuestionKind.HISTOGRAM_BIN, b"X")
     first_bin = bin_masks("agency-00", seeds["agency-00"], participants, histogram, 2)[0]
     assert score != first_bin
-    # Nor do two bins of one histogram, or the same spec as a lone and as a batched score.
+    # Nor do two bins of one histogram.
     second_bin = bin_masks("agency-00", seeds["agency-00"], participants, histogram, 2)[1]
     assert first_bin != second_bin
-    batched = mask_for(
-        "agency-00",
-        seeds["agency-00"],
-        participants,
-        Question(QuestionKind.SCORE_BATCH_ITEM, _q("X/0").digest),
-    )
-    assert batched != score
+
+
+def test_no_kind_takes_the_retired_name_of_a_lone_score() -> None:
+    """A kind's name is inside every mask input: a retired name ("score", a score asked alone
+    on the removed unary Contribute) must never come back as another kind."""
+    assert {kind.value for kind in QuestionKind} == {"score-batch-item", "histogram-bin"}
+    with pytest.raises(ValueError):
+        QuestionKind("score")
 
 
 def test_bins_of_one_histogram_cancel_bin_by_bin() -> None:
@@ -264,8 +266,8 @@ def test_bins_of_one_histogram_cancel_bin_by_bin() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Question(QuestionKind.SCORE, b"short"),
-        lambda: Question(QuestionKind.SCORE, b"\x00" * 32, bin=1),
+        lambda: Question(QuestionKind.SCORE_BATCH_ITEM, b"short"),
+        lambda: Question(QuestionKind.SCORE_BATCH_ITEM, b"\x00" * 32, bin=1),
         lambda: Question("score", b"\x00" * 32),  # type: ignore[arg-type]
     ],
     ids=["digest not 32 bytes", "bin on a score", "kind not a QuestionKind"],

@@ -1,7 +1,8 @@
-"""The agency node's plain checks of a score question, without a server.
+"""The agency node's plain checks of a score question (node/checks.py), without a server.
 
-Each check is a plain function that raises a `FedscoreError` with a reason (node/checks.py);
-the keys are a real federation folder's (fast key derivation), nothing is served.
+Each check is a plain function that raises a `FedscoreError` with a reason; batches are
+signed with a real federation folder's coordinator key (fast key derivation). Nothing is
+served: the same checks at a real node, over mutual TLS, are tests/test_node_refusals.py.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from hypothesis import strategies as st
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
 from fedscore.protocol.requests import AuthenticatedRequest
+from fedscore.protocol.status_list import RevocationState
 from fedscore.runtime.party import Party, load_party
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
+    QUESTION_KIND_HISTOGRAM,
     QUESTION_KIND_SCORE,
-    ContributionQuery,
+    BatchedContributionQuery,
+    ContributionBatch,
     LogPromise,
     QuerySpec,
     ScoreQuery,
@@ -32,13 +36,16 @@ from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 from node.checks import (
     CLOCK_SKEW_SECONDS,
+    MAX_BATCH_QUERIES,
+    NodeTrust,
     RefusalNotes,
-    SignedQuery,
-    authenticate_query,
+    admit,
+    authenticate_batch,
     check_freshness,
     check_log_promise,
     check_participants,
     check_year,
+    signed_spec,
 )
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
@@ -72,15 +79,29 @@ def _unit_spec(**changes: Any) -> QuerySpec:
     return spec
 
 
-def _signed(parties: dict[str, Party], spec: QuerySpec, promise_origin: str) -> SignedQuery:
-    coordinator = parties["coordinator"]
+def _item(spec: QuerySpec, promise_origin: str = "coordinator") -> BatchedContributionQuery:
     spec_bytes = spec.SerializeToString()
     promise = LogPromise(origin=promise_origin, query_hash=hashlib.sha256(spec_bytes).digest())
-    query = ContributionQuery(
-        spec=spec_bytes, agency_id="trc", log_promise=sign_message(promise, coordinator.signing_key)
+    return BatchedContributionQuery(spec=spec_bytes, log_promise=promise)
+
+
+def _node_trust(party: Party) -> NodeTrust:
+    """What `node.server.open_node` trusts, without opening the node's database."""
+    trust = party.trust
+    return NodeTrust(
+        agency_id=party.id,
+        trust=trust,
+        coordinator_keyring=trust.keyring(Role.ROLE_COORDINATOR),
+        policies={party.policy.content_hash: party.policy},
+        revocations=RevocationState(trust.keyring(Role.ROLE_CONSENT_REGISTRY)),
+        request_keyring=trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL),
     )
-    keyring = parties["trc"].trust.keyring(Role.ROLE_COORDINATOR)
-    return authenticate_query(sign_message(query, coordinator.signing_key), keyring, "trc")
+
+
+def _batch(parties: dict[str, Party], agencies: list[str], count: int = 1) -> Envelope:
+    items = [BatchedContributionQuery(spec=b"\xff\xff")] * count
+    batch = ContributionBatch(batch_id="b-unit", agency_ids=agencies, queries=items)
+    return sign_message(batch, parties["coordinator"].signing_key)
 
 
 def test_freshness_allows_clock_skew_and_nothing_more() -> None:
@@ -94,47 +115,74 @@ def test_freshness_allows_clock_skew_and_nothing_more() -> None:
     assert expired.value.reason == "QUERY_EXPIRED"
 
 
-def test_log_promise_must_come_from_the_coordinator_named_in_the_spec(
-    parties: dict[str, Party],
-) -> None:
-    keyring = parties["trc"].trust.keyring(Role.ROLE_COORDINATOR)
-    check_log_promise(_signed(parties, _unit_spec(), "coordinator"), keyring)
-    for signed in (
-        _signed(parties, _unit_spec(), "another-log"),
-        _signed(parties, _unit_spec(coordinator="another-coordinator"), "coordinator"),
+def test_log_promise_must_be_in_the_log_of_the_coordinator_that_signed_and_is_named() -> None:
+    item = _item(_unit_spec())
+    signed = signed_spec(item.spec, "coordinator")
+    assert check_log_promise(item, signed) == item.log_promise
+    for item, signer in (
+        (_item(_unit_spec(), "another-log"), "coordinator"),
+        (_item(_unit_spec(coordinator="another-coordinator")), "coordinator"),
+        (_item(_unit_spec()), "another-coordinator"),
     ):
         with pytest.raises(FedscoreError) as refused:
-            check_log_promise(signed, keyring)
+            check_log_promise(item, signed_spec(item.spec, signer))
         assert refused.value.reason == "BAD_LOG_PROMISE"
 
 
-def test_a_promise_for_other_spec_bytes_is_refused(parties: dict[str, Party]) -> None:
-    signed = _signed(parties, _unit_spec(), "coordinator")
-    keyring = parties["trc"].trust.keyring(Role.ROLE_COORDINATOR)
-    other = LogPromise(origin="coordinator", query_hash=hashlib.sha256(b"other").digest())
-    signed.query.log_promise.CopyFrom(sign_message(other, parties["coordinator"].signing_key))
+def test_a_promise_for_other_spec_bytes_or_none_is_refused() -> None:
+    item = _item(_unit_spec())
+    signed = signed_spec(item.spec, "coordinator")
+    item.log_promise.query_hash = hashlib.sha256(b"other").digest()
     with pytest.raises(FedscoreError) as refused:
-        check_log_promise(signed, keyring)
+        check_log_promise(item, signed)
     assert refused.value.reason == "BAD_LOG_PROMISE"
-    signed.query.ClearField("log_promise")
+    item.ClearField("log_promise")
     with pytest.raises(FedscoreError) as missing:
-        check_log_promise(signed, keyring)
+        check_log_promise(item, signed)
     assert missing.value.reason == "BAD_LOG_PROMISE"
 
 
-def test_a_query_for_another_agency_is_refused_before_its_spec_is_read(
+def test_a_batch_for_other_agencies_or_too_large_is_refused_before_any_item_is_read(
     parties: dict[str, Party],
 ) -> None:
-    coordinator = parties["coordinator"]
-    query = ContributionQuery(spec=b"\xff\xff", agency_id="dsd")
-    keyring = parties["trc"].trust.keyring(Role.ROLE_COORDINATOR)
+    trc = _node_trust(parties["trc"])
     with pytest.raises(FedscoreError) as refused:
-        authenticate_query(sign_message(query, coordinator.signing_key), keyring, "trc")
+        authenticate_batch(_batch(parties, ["dsd", "chuangpao"]), trc)
     assert refused.value.reason == "WRONG_AGENCY"
-    query.agency_id = "trc"
+    with pytest.raises(FedscoreError) as large:
+        authenticate_batch(_batch(parties, ["trc"], MAX_BATCH_QUERIES + 1), trc)
+    assert large.value.reason == "BATCH_TOO_LARGE"
+    envelope = _batch(parties, ["trc", "dsd"], MAX_BATCH_QUERIES)
+    signed = authenticate_batch(envelope, trc)
+    assert signed.coordinator == "coordinator"
+    assert signed.batch_hash == hashlib.sha256(envelope.payload).digest()
+    # Only now is an item read: its spec does not parse, and nothing of it is noted.
+    notes = RefusalNotes()
     with pytest.raises(FedscoreError) as malformed:
-        authenticate_query(sign_message(query, coordinator.signing_key), keyring, "trc")
+        admit(signed.batch.queries[0], signed.coordinator, trc, int(time.time()), notes)
     assert malformed.value.reason == "MALFORMED_MESSAGE"
+    assert notes.fields() == {}
+
+
+def test_admission_runs_its_steps_in_order_and_notes_what_the_batch_authenticated(
+    parties: dict[str, Party],
+) -> None:
+    """A histogram spec that is also expired and unpromised: the kind (step 2) is refused
+    first, with the query id and purpose noted; with the kind right, the policy (step 3)."""
+    trc = _node_trust(parties["trc"])
+    now = int(time.time())
+    late = _unit_spec(kind=QUESTION_KIND_HISTOGRAM, expires_at=now - 1)
+    item = BatchedContributionQuery(spec=late.SerializeToString())
+    notes = RefusalNotes()
+    with pytest.raises(FedscoreError) as refused:
+        admit(item, "coordinator", trc, now, notes)
+    assert refused.value.reason == "QUESTION_KIND_MISMATCH"
+    assert notes.fields() == {"query_id": "q-unit", "purpose": PURPOSE}
+    late.kind = QUESTION_KIND_SCORE
+    item = BatchedContributionQuery(spec=late.SerializeToString())
+    with pytest.raises(FedscoreError) as unknown:
+        admit(item, "coordinator", trc, now, RefusalNotes())
+    assert unknown.value.reason == "UNKNOWN_POLICY"  # the unit spec names no policy
 
 
 def test_the_year_is_the_one_the_relying_party_asked_within_the_purpose() -> None:

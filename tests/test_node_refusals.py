@@ -68,7 +68,8 @@ from fedscore.v1.statistics_pb2 import HistogramRequest, StatisticsQuery, Statis
 from keys.envelope import sign_bytes, sign_message
 from keys.masks import MODULUS
 from keys.seal import seal_subject
-from node.batch import BATCH_MESSAGE_BYTES, MAX_BATCH_QUERIES
+from node.batch import BATCH_MESSAGE_BYTES
+from node.checks import MAX_BATCH_QUERIES
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ nodes' promise checks pass and only what the design guarantees can stop it:
   masked answers add up to a uniformly random value, never a contribution;
 - the nodes' own limits (`node.checks`, `node.claims`): only a relying party's own signed
   request, once; the token's uses counted at each node; the purpose's years; the node's
-  own sealed subject; the kind of question;
+  own sealed subject (a batch has no field for another); the kind of question;
 - the regulator's cross-checks (`audit.crossmatch_*`), which name what was tried.
 """
 
@@ -43,12 +43,8 @@ from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,
     ContributeBatchRequest,
     ContributeBatchResponse,
-    ContributeRequest,
-    ContributeResponse,
-    ContributionAnswer,
     ContributionAnswerBatch,
     ContributionBatch,
-    ContributionQuery,
     LogPromise,
     QuerySpec,
     ScoreQuery,
@@ -64,7 +60,6 @@ from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
 from policies.releases import participants as statistics_participants
 
-CONTRIBUTE = "/fedscore.v1.NodeService/Contribute"
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
 HISTOGRAM = "/fedscore.v1.NodeStatisticsService/Histogram"
 CALL_TIMEOUT = 30.0
@@ -204,23 +199,17 @@ class HostileCoordinator:
         keyring = self.party.trust.keyring(Role.ROLE_AGENCY)
         return verify_message(envelope, message, keyring).payload
 
-    async def ask_alone(self, agency: str, asked: Asked, sealed_subject: bytes = b"") -> Answer:
-        """One score question on `NodeService.Contribute`: the masked value, or the refusal."""
-        query = ContributionQuery(
-            spec=asked.spec,
-            agency_id=agency,
-            sealed_subject=sealed_subject,
-            log_promise=sign_message(asked.promise, self.party.signing_key),
-        )
-        request = ContributeRequest(query=sign_message(query, self.party.signing_key))
-        try:
-            response = await self._call(agency, CONTRIBUTE, request, ContributeResponse)
-        except FedscoreError as error:
-            return error
-        return int(self._verified(response.answer, ContributionAnswer).masked_value)
+    async def ask_one(self, agency: str, asked: Asked) -> Answer:
+        """One score question, as production asks a lone one: a batch of one."""
+        [answer] = await self.ask_in_batch(agency, [asked])
+        return answer
 
     async def ask_in_batch(self, agency: str, questions: Sequence[Asked]) -> list[Answer]:
-        """Score questions in one `ContributeBatch`, as production asks: one outcome each."""
+        """Score questions in one `ContributeBatch`, as production asks: one outcome each.
+
+        The batch carries each question's spec bytes and log promise and nothing else: a
+        node takes its sealed subject from the registry-signed token inside the spec.
+        """
         batch = ContributionBatch(
             batch_id=secrets.token_hex(16),
             agency_ids=[agency],

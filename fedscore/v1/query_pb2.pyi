@@ -99,18 +99,6 @@ class LogPromise(_message.Message):
     logged_at: int
     def __init__(self, origin: _Optional[str] = ..., index: _Optional[int] = ..., leaf_hash: _Optional[bytes] = ..., query_hash: _Optional[bytes] = ..., logged_at: _Optional[int] = ...) -> None: ...
 
-class ContributionQuery(_message.Message):
-    __slots__ = ("spec", "agency_id", "sealed_subject", "log_promise")
-    SPEC_FIELD_NUMBER: _ClassVar[int]
-    AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
-    SEALED_SUBJECT_FIELD_NUMBER: _ClassVar[int]
-    LOG_PROMISE_FIELD_NUMBER: _ClassVar[int]
-    spec: bytes
-    agency_id: str
-    sealed_subject: bytes
-    log_promise: _envelope_pb2.Envelope
-    def __init__(self, spec: _Optional[bytes] = ..., agency_id: _Optional[str] = ..., sealed_subject: _Optional[bytes] = ..., log_promise: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
-
 class ContributionAnswer(_message.Message):
     __slots__ = ("query_id", "agency_id", "masked_value", "query_hash")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -184,18 +172,6 @@ class ScoreResponse(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     result: _envelope_pb2.Envelope
     def __init__(self, result: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
-
-class ContributeRequest(_message.Message):
-    __slots__ = ("query",)
-    QUERY_FIELD_NUMBER: _ClassVar[int]
-    query: _envelope_pb2.Envelope
-    def __init__(self, query: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
-
-class ContributeResponse(_message.Message):
-    __slots__ = ("answer",)
-    ANSWER_FIELD_NUMBER: _ClassVar[int]
-    answer: _envelope_pb2.Envelope
-    def __init__(self, answer: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
 
 class ContributeBatchRequest(_message.Message):
     __slots__ = ("batch",)

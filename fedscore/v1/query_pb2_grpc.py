@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class NodeServiceStub:
     """An agency node; called only by the coordinator (queries) and the registry (revocations).
+    Every score question travels in a ContributionBatch; a lone question is a batch of one.
+    The unary Contribute was removed with its ContributeRequest, ContributeResponse and
+    ContributionQuery messages (no remaining message embedded them). Never reuse those names
+    (proto cannot reserve a message name): an envelope's payload type is its message's full
+    name, so a ContributionQuery signed before would verify as whatever reused it.
     """
 
     def __init__(self, channel):
@@ -35,11 +40,6 @@ class NodeServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Contribute = channel.unary_unary(
-                '/fedscore.v1.NodeService/Contribute',
-                request_serializer=fedscore_dot_v1_dot_query__pb2.ContributeRequest.SerializeToString,
-                response_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeResponse.FromString,
-                _registered_method=True)
         self.ContributeBatch = channel.unary_unary(
                 '/fedscore.v1.NodeService/ContributeBatch',
                 request_serializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchRequest.SerializeToString,
@@ -54,16 +54,15 @@ class NodeServiceStub:
 
 class NodeServiceServicer:
     """An agency node; called only by the coordinator (queries) and the registry (revocations).
+    Every score question travels in a ContributionBatch; a lone question is a batch of one.
+    The unary Contribute was removed with its ContributeRequest, ContributeResponse and
+    ContributionQuery messages (no remaining message embedded them). Never reuse those names
+    (proto cannot reserve a message name): an envelope's payload type is its message's full
+    name, so a ContributionQuery signed before would verify as whatever reused it.
     """
 
-    def Contribute(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ContributeBatch(self, request, context):
-        """Many contribution queries in one round trip: one coordinator signature, one answer signature.
+        """Contribution queries in one round trip: one coordinator signature, one answer signature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,11 +77,6 @@ class NodeServiceServicer:
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Contribute': grpc.unary_unary_rpc_method_handler(
-                    servicer.Contribute,
-                    request_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeRequest.FromString,
-                    response_serializer=fedscore_dot_v1_dot_query__pb2.ContributeResponse.SerializeToString,
-            ),
             'ContributeBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.ContributeBatch,
                     request_deserializer=fedscore_dot_v1_dot_query__pb2.ContributeBatchRequest.FromString,
@@ -103,34 +97,12 @@ def add_NodeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NodeService:
     """An agency node; called only by the coordinator (queries) and the registry (revocations).
+    Every score question travels in a ContributionBatch; a lone question is a batch of one.
+    The unary Contribute was removed with its ContributeRequest, ContributeResponse and
+    ContributionQuery messages (no remaining message embedded them). Never reuse those names
+    (proto cannot reserve a message name): an envelope's payload type is its message's full
+    name, so a ContributionQuery signed before would verify as whatever reused it.
     """
-
-    @staticmethod
-    def Contribute(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/fedscore.v1.NodeService/Contribute',
-            fedscore_dot_v1_dot_query__pb2.ContributeRequest.SerializeToString,
-            fedscore_dot_v1_dot_query__pb2.ContributeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def ContributeBatch(request,

@@ -33,20 +33,24 @@ from coordinator import server as coordinator_server
 from fedscore.apps import client
 from fedscore.apps.federation import init_federation
 from fedscore.runtime.party import Party, load_party
-from fedscore.runtime.rpc import call_unary, secure_channel
+from fedscore.runtime.rpc import call_unary, error_from_refusal, secure_channel
 from fedscore.v1.audit_pb2 import GetCheckpointRequest, GetCheckpointResponse
-from fedscore.v1.consent_pb2 import ConsentToken, GrantResponse
+from fedscore.v1.consent_pb2 import GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_SCORE,
-    ContributeRequest,
-    ContributeResponse,
-    ContributionQuery,
+    BatchedContributionQuery,
+    ContributeBatchRequest,
+    ContributeBatchResponse,
+    ContributionAnswer,
+    ContributionAnswerBatch,
+    ContributionBatch,
     LogPromise,
     QuerySpec,
     ScoreQuery,
 )
-from keys.envelope import sign_message
+from fedscore.v1.trust_pb2 import Role
+from keys.envelope import sign_message, verify_message
 from keys.national_id import with_check_digit
 from node import server as node_server
 
@@ -106,8 +110,8 @@ class Live:
         return Checkpoint.verify(response.checkpoint, trust.keyring(role), party_id)
 
     def unlogged_query(self, token: Envelope, agency: str, **spec_changes: Any) -> Envelope:
-        """A ContributionQuery signed with the real coordinator key that the coordinator never
-        logged: what a coordinator that skips its log would send."""
+        """A batch of one question, signed with the real coordinator key, that the coordinator
+        never logged: what a coordinator that skips its log would send to `agency`."""
         coordinator = self.party("coordinator")
         now = int(time.time())
         # A request PTT really signed, which the coordinator captured instead of serving.
@@ -141,26 +145,32 @@ class Live:
             query_hash=hashlib.sha256(spec_bytes).digest(),
             logged_at=now,
         )
-        sealed = ConsentToken.FromString(token.payload).sealed_subjects
-        query = ContributionQuery(
-            spec=spec_bytes,
-            agency_id=agency,
-            sealed_subject=next(s.blob for s in sealed if s.agency_id == agency),
-            log_promise=sign_message(promise, coordinator.signing_key),
+        batch = ContributionBatch(
+            batch_id=secrets.token_hex(16),
+            agency_ids=[agency],
+            issued_at=now,
+            queries=[BatchedContributionQuery(spec=spec_bytes, log_promise=promise)],
         )
-        return sign_message(query, coordinator.signing_key)
+        return sign_message(batch, coordinator.signing_key)
 
-    async def contribute_as_coordinator(self, agency: str, query: Envelope) -> ContributeResponse:
+    async def contribute_as_coordinator(self, agency: str, batch: Envelope) -> ContributionAnswer:
+        """Send a batch of one as the coordinator; the node's answer, or its refusal raised."""
         coordinator = self.party("coordinator")
         endpoint = coordinator.trust.participant(agency).endpoint
         async with secure_channel(endpoint, coordinator.tls, server_name=agency) as channel:
-            return await call_unary(
+            response = await call_unary(
                 channel,
-                "/fedscore.v1.NodeService/Contribute",
-                ContributeRequest(query=query),
-                ContributeResponse,
+                "/fedscore.v1.NodeService/ContributeBatch",
+                ContributeBatchRequest(batch=batch),
+                ContributeBatchResponse,
                 TIMEOUT,
             )
+        keyring = coordinator.trust.keyring(Role.ROLE_AGENCY)
+        answers = verify_message(response.answers, ContributionAnswerBatch, keyring).payload
+        [outcome] = answers.outcomes
+        if outcome.HasField("refusal"):
+            raise error_from_refusal(outcome.refusal)
+        return outcome.answer
 
 
 def make_federation(tmp_path: Path) -> Path:
