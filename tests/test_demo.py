@@ -1,15 +1,73 @@
-"""`fedscore demo` runs a whole federation in separate processes and ends in one JSON line."""
+"""`fedscore demo` runs a whole federation in separate processes and ends in one JSON line.
+
+The demo's records come from DEMO_SEED, so its total and band are known: computed here
+from the export files the demo wrote (plain parsing and the policy's point table, not the
+demo's own `expected_total`), and pinned as literals, so that a change in how the records
+are generated is noticed.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from fedscore.apps.demo_data import DEMO_SEED, generate
+from fedscore.runtime.party import FederationPaths
+from policies.loader import parse_policy
+from policies.model import Policy
+
 pytestmark = pytest.mark.integration
+
+PTT = "ptt-fuel-discount"
+# What DEMO_SEED gives with the default 1200 citizens, whatever the day.
+DEMO_TOTAL = 650
+DEMO_BAND = "5%"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    text = path.read_text("utf-8")
+    if path.suffix == ".jsonl":
+        return [{k: str(v) for k, v in json.loads(line).items()} for line in text.splitlines()]
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _total_from_files(files: list[Path], policy: Policy, citizen: str, year: int) -> int:
+    """The citizen's points for `year`: certified (where required) records of that year,
+    points times quantity per indicator, capped per indicator, clamped to the person range."""
+    quantity: dict[str, int] = defaultdict(int)
+    for path in files:
+        for row in _rows(path):
+            indicator = policy.indicators[row["indicator"]]
+            if row["national_id"] != citizen or int(row["occurred_at"][:4]) != year:
+                continue
+            if indicator.requires_certification and not row["certifier"]:
+                continue
+            quantity[row["indicator"]] += int(row["quantity"])
+    total = 0
+    for code, count in quantity.items():
+        indicator = policy.indicators[code]
+        points = indicator.points * count
+        total += points if indicator.cap_per_year is None else min(points, indicator.cap_per_year)
+    return max(policy.score.person_min, min(policy.score.person_max, total))
+
+
+def _band(policy: Policy, total: int) -> str:
+    reached = [band for band in policy.purposes[PTT].bands if total >= band.min_points]
+    return max(reached, key=lambda band: band.min_points).label
+
+
+def _undated(path: Path) -> list[tuple[str, str, str, str]]:
+    """A file's rows without their day (the day of this year's records follows today)."""
+    return [
+        (row["national_id"], row["indicator"], row["quantity"], row["certifier"])
+        for row in _rows(path)
+    ]
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
@@ -25,9 +83,20 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["demo"] == "ok"
     assert summary["agencies"] == 3
-    assert summary["citizens"] >= 1000
+    assert summary["citizens"] == 1200
     assert summary["federated_total"] == summary["expected_total"]
-    assert summary["band"] in {"none", "3%", "5%"}
+
+    # The demo's records are DEMO_SEED's: generated again here, row for row the same.
+    policy = parse_policy(json.loads(FederationPaths(workdir).policy_json.read_text("utf-8")))
+    files = sorted((workdir / "data").glob("*-export.*"))
+    again = generate(tmp_path / "again", policy, list(policy.agencies), 1200, seed=DEMO_SEED)
+    assert [f.name for f in files] == sorted(f.name for f in again.files.values())
+    for path in files:
+        assert _undated(path) == _undated(again.files[path.name.split("-export")[0]]), path
+    # Its total and band, from the export files, and as pinned.
+    total = _total_from_files(files, policy, again.demo_citizen, again.year)
+    assert summary["expected_total"] == summary["federated_total"] == total == DEMO_TOTAL
+    assert summary["band"] == _band(policy, total) == DEMO_BAND
     assert summary["after_revocation"] == "CONSENT_REVOKED"
     assert summary["forged_request"] == "BAD_SIGNATURE"
     assert summary["replayed_request"] == "REPLAYED_NONCE"

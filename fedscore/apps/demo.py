@@ -18,7 +18,7 @@ from typing import Any
 
 from audit.client.demo_summary import audit_summary
 from fedscore.apps.client import send_score_query, signed_score_query
-from fedscore.apps.demo_data import DemoData, expected_total, generate
+from fedscore.apps.demo_data import DEMO_SEED, DemoData, expected_total, generate
 from fedscore.apps.federation import init_federation
 from fedscore.apps.insider import HostileCoordinator
 from fedscore.apps.processes import FederationProcesses
@@ -207,7 +207,8 @@ async def _hostile_coordinator(
     return {"tried": "different spec per node", "learned_a_contribution": learned}
 
 
-def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
+def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) -> dict[str, Any]:
+    """Run the demo; `seed` (default DEMO_SEED) fixes the synthetic records, and so the totals."""
     started = time.monotonic()
     if workdir is None:
         workdir = Path.cwd() / time.strftime("fedscore-demo-%Y%m%d-%H%M%S")
@@ -225,8 +226,11 @@ def run_demo(workdir: Path | None, citizens: int = 1200) -> dict[str, Any]:
     )
 
     step(f"2. Each agency exports its own records ({citizens} synthetic citizens)")
-    data = generate(workdir / "data", policy, layout.agencies, citizens, seed=int(time.time()))
-    narrate(f"  {data.records} records across {len(data.files)} export files in {workdir / 'data'}")
+    data = generate(workdir / "data", policy, layout.agencies, citizens, seed=seed)
+    narrate(
+        f"  {data.records} records (seed {seed}) across {len(data.files)} export files "
+        f"in {workdir / 'data'}"
+    )
     for agency, path in data.files.items():
         _, report, _ = cli(
             workdir,

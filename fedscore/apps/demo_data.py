@@ -3,6 +3,11 @@
 The expected total is computed here from the generated files alone (parsed again from
 disk, summed with the policy's point table), never through the node code, so the demo
 can show that the federated answer equals what the files say.
+
+The records follow from the seed alone: every draw is `random.Random.random()`, the one
+draw whose sequence for a given seed Python promises to keep across versions and
+machines, and none depends on today's date (only the days of this year's records do).
+With DEMO_SEED the demo's totals and band are the same on every run.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import csv
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from keys.national_id import with_check_digit
@@ -21,6 +28,11 @@ from policies.model import Policy
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
 FIELDS = ["national_id", "indicator", "occurred_at", "quantity", "certifier"]
+# The seed of `fedscore demo`'s records: with it and the default 1200 citizens, the demo
+# citizen's total is 650 and PTT's band "5%" on every run (tests/test_demo.py pins both).
+DEMO_SEED = 20_250_101
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,25 @@ class DemoData:
     records: int
 
 
+def _below(rng: random.Random, n: int) -> int:
+    """0 <= k < n, from one `random()` draw (so the same for a seed on every Python)."""
+    return min(n - 1, int(rng.random() * n))
+
+
+def _pick(rng: random.Random, items: Sequence[T]) -> T:
+    return items[_below(rng, len(items))]
+
+
+def _shuffle(rng: random.Random, items: list[T]) -> None:
+    """Fisher-Yates, drawing with `_below`."""
+    for i in range(len(items) - 1, 0, -1):
+        j = _below(rng, i + 1)
+        items[i], items[j] = items[j], items[i]
+
+
 def random_national_id(rng: random.Random) -> str:
-    first = str(rng.randint(1, 8))
-    return with_check_digit(first + "".join(str(rng.randint(0, 9)) for _ in range(11)))
+    first = str(1 + _below(rng, 8))
+    return with_check_digit(first + "".join(str(_below(rng, 10)) for _ in range(11)))
 
 
 def _certifier(agency: str) -> str:
@@ -45,7 +73,7 @@ def generate(
     out_dir: Path, policy: Policy, agencies: list[str], citizens: int, seed: int
 ) -> DemoData:
     """Write one export per agency (CSV, or JSON Lines for every second agency)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # an int seed: the same state on every machine
     today = datetime.now(BANGKOK).date()
     year = today.year
     start = date(year, 1, 1)
@@ -54,24 +82,26 @@ def generate(
     while len(ids) < citizens:
         ids.add(random_national_id(rng))
     people = sorted(ids)
-    demo_citizen = people[rng.randrange(len(people))]
+    demo_citizen = _pick(rng, people)
     rows: dict[str, list[dict[str, str]]] = defaultdict(list)
     for agency in agencies:
         codes = sorted(code for code, ind in policy.indicators.items() if ind.agency == agency)
         for person in people:
-            for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            for _ in range(_pick(rng, [0, 0, 1, 1, 2, 3])):
                 this_year = rng.random() < 0.8
+                # One draw either way, so no later draw depends on today's date.
+                when = rng.random()
                 day = (
-                    start + timedelta(days=rng.randint(0, span))
+                    start + timedelta(days=min(span, int(when * (span + 1))))
                     if this_year
-                    else date(year - 1, rng.randint(1, 12), rng.randint(1, 28))
+                    else date(year - 1, 1, 1) + timedelta(days=int(when * 365))
                 )
                 rows[agency].append(
                     {
                         "national_id": person,
-                        "indicator": rng.choice(codes),
+                        "indicator": _pick(rng, codes),
                         "occurred_at": day.isoformat(),
-                        "quantity": str(rng.choice([1, 1, 1, 2])),
+                        "quantity": str(_pick(rng, [1, 1, 1, 2])),
                         "certifier": "" if rng.random() < 0.1 else _certifier(agency),
                     }
                 )
@@ -96,7 +126,7 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     for index, agency in enumerate(agencies):
-        rng.shuffle(rows[agency])
+        _shuffle(rng, rows[agency])
         if index % 2 == 1:
             path = out_dir / f"{agency}-export.jsonl"
             with path.open("w", encoding="utf-8") as handle:
