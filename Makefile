@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test lint typecheck proto proto-check buf-lint bench clean
+.PHONY: demo test test-unit lint typecheck proto proto-check buf-lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP) $(BUF) proto-check buf-lint lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Only the tests that start no server and no process (see tests/conftest.py).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

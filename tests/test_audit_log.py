@@ -286,6 +286,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_concurrent_processes_get_distinct_consecutive_indexes(
     engine: Engine, db_path: Path
 ) -> None:

@@ -58,6 +58,8 @@ from keys.envelope import verify_message
 from keys.national_id import with_check_digit
 from keys.seal import open_subject
 
+pytestmark = pytest.mark.integration
+
 DAY = 86_400
 TIMEOUT = 5.0
 ALICE = with_check_digit("110170012345")

@@ -162,6 +162,7 @@ def _process_worker(url: str, name: str, start: Any) -> int:
     return granted
 
 
+@pytest.mark.integration
 def test_concurrent_processes_cannot_overspend(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'coordinator.db'}"
     PrivacyLedger(open_engine(url))
