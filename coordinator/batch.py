@@ -33,7 +33,8 @@ from coordinator.fanout import NodeAnswers, secure_sum
 from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
 from coordinator.store import Finish, QueryIssue, Refused
 from fedscore.errors import FedscoreError
-from fedscore.runtime.rpc import item_refusal, parse_request
+from fedscore.runtime.rpc import parse_request
+from fedscore.runtime.statuses import item_refusal
 from fedscore.v1 import query_pb2
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message

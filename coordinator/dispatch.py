@@ -36,7 +36,8 @@ from coordinator.fanout import (
     check_answer,
 )
 from fedscore.errors import FedscoreError
-from fedscore.runtime.rpc import call_unary, error_from_refusal
+from fedscore.runtime.rpc import call_unary
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message, verify_message
 from keys.keyring import Keyring

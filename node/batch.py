@@ -34,7 +34,8 @@ from google.protobuf.message import Message
 
 from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.runtime.prepared import Cursor
-from fedscore.runtime.rpc import Handler, item_refusal, parse_request, peer_common_name
+from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.statuses import item_refusal
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,

@@ -30,7 +30,7 @@ from coordinator.dispatch import fan_out
 from coordinator.scoring import admit, issue_query
 from fedscore.apps import client
 from fedscore.errors import Code
-from fedscore.runtime.rpc import error_from_rpc
+from fedscore.runtime.statuses import error_from_rpc
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
 from keys.envelope import sign_message

@@ -1,8 +1,11 @@
-"""The floors of the import graph that already hold (docs/modules.md).
+"""The floors of the import graph (docs/modules.md draws them).
 
-- The leaves `keys/` and `policies/` load without any transport: importing every one
-  of their modules pulls in no gRPC and nothing of fedscore but the error hierarchy and
-  the generated wire types.
+- Every module of ours sits on one floor (`FLOORS`: ground, leaves, protocol, runtime,
+  services, applications) and imports only from its own floor or lower ones.
+- No module of ours is longer than 400 lines (generated code aside).
+- The leaves `keys/`, `policies/` and `audit/core/` load without any transport: importing
+  every one of their modules pulls in no gRPC and nothing of fedscore but the error
+  hierarchy and the generated wire types.
 - The three services `node/`, `consent/` and `coordinator/` never import each other.
 - Nothing but the CLI imports the CLI (the demo takes its release name from the policy).
 - The audit clients (the regulator's verifier, the history client) share only
@@ -24,9 +27,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LEAVES = ("keys", "policies")
+LEAVES = ("keys", "policies", "audit.core")
 SERVICES = ("node", "consent", "coordinator")
-LEAF_MAY_USE = ("fedscore.errors", "fedscore.v1")
+LEAF_MAY_USE = ("fedscore.errors", "fedscore.v1", "audit.core")
 
 _PROBE = """
 import importlib, json, pkgutil, sys
@@ -64,17 +67,19 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.integration  # a fresh interpreter: a subprocess
 def test_the_leaves_load_without_a_transport() -> None:
     loaded = _loaded_by_leaves()
-    assert "keys.envelope" in loaded and "policies.loader" in loaded  # the probe ran
+    assert {"keys.envelope", "policies.loader", "audit.core.checkpoint"} <= set(loaded)
     assert [m for m in loaded if m == "grpc" or m.startswith("grpc.")] == []
 
 
+@pytest.mark.integration  # a fresh interpreter: a subprocess
 def test_the_leaves_use_nothing_of_fedscore_but_errors_and_wire_types() -> None:
     ours = [
         m
         for m in _loaded_by_leaves()
-        if m.split(".")[0] in ("fedscore", "audit", *SERVICES) and m != "fedscore"
+        if m.split(".")[0] in ("fedscore", "audit", *SERVICES) and m not in ("fedscore", "audit")
     ]
     assert ours, "the leaves use the error hierarchy, so something must be listed"
     upward = [m for m in ours if not m.startswith(LEAF_MAY_USE)]
@@ -175,3 +180,58 @@ def test_no_module_of_ours_is_in_an_import_cycle() -> None:
     graph = _module_graph()
     assert "policies.statistics" in graph["policies.model"]  # real edges were read
     assert _cycles(graph) == []
+
+
+# Lowest first. A module's floor is that of the longest prefix listed; it may import only
+# from its own floor or a lower one. Between the services, `test_no_service_imports_another`.
+FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ground", ("fedscore", "fedscore.errors", "fedscore.memo", "fedscore.noise", "audit")),
+    ("leaves", ("keys", "policies", "audit.core")),
+    ("protocol", ("fedscore.protocol",)),
+    ("runtime", ("fedscore.runtime", "audit.store", "audit.servicer")),
+    ("services", SERVICES),
+    ("applications", ("fedscore.apps", "audit.client")),
+)
+MAX_LINES = 400
+
+
+def _floor(module: str) -> int:
+    best = (-1, -1)
+    for number, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                best = max(best, (len(prefix), number))
+    assert best[1] >= 0, f"{module} is on no floor: add it to FLOORS and docs/modules.md"
+    return best[1]
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{module} ({FLOORS[_floor(module)][0]}) imports {target} ({FLOORS[_floor(target)][0]})"
+        for module, targets in graph.items()
+        for target in targets
+        if _floor(target) > _floor(module)
+    )
+
+
+def test_every_module_is_on_a_floor_and_imports_nothing_above_it() -> None:
+    graph = _module_graph()
+    floors = {FLOORS[_floor(module)][0] for module in graph}
+    assert floors == {name for name, _ in FLOORS}  # every floor is inhabited
+    assert _upward(graph) == []
+
+
+def test_an_upward_import_is_named() -> None:
+    graph = {"keys.envelope": {"fedscore.runtime.rpc"}, "fedscore.runtime.rpc": {"keys.envelope"}}
+    assert _upward(graph) == ["keys.envelope (leaves) imports fedscore.runtime.rpc (runtime)"]
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "v1" not in path.relative_to(ROOT).parts
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}

@@ -25,7 +25,7 @@ from harness.node import (
 )
 
 from fedscore.errors import Code
-from fedscore.runtime.rpc import error_from_refusal
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message

@@ -49,7 +49,8 @@ from harness.node import (
 
 from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
-from fedscore.runtime.rpc import MAX_MESSAGE_BYTES, call_unary, error_from_rpc, secure_channel
+from fedscore.runtime.rpc import MAX_MESSAGE_BYTES, call_unary, secure_channel
+from fedscore.runtime.statuses import error_from_rpc
 from fedscore.v1.consent_pb2 import ConsentToken, RevocationNotice
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

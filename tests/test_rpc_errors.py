@@ -14,12 +14,11 @@ from fedscore.errors import Code, FedscoreError, RateLimited, error_class_for
 from fedscore.runtime.rpc import (
     TlsMaterial,
     call_unary,
-    error_from_refusal,
-    item_refusal,
     parse_request,
     secure_channel,
     start_server,
 )
+from fedscore.runtime.statuses import error_from_refusal, item_refusal
 from fedscore.v1.trust_pb2 import Participant
 from keys.tls import create_ca, issue_certificate
 

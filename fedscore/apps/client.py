@@ -19,11 +19,11 @@ from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import (
     call_unary,
-    error_from_refusal,
     open_stream,
     secure_channel,
     stream_responses,
 )
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.consent_pb2 import (
     ConsentReceipt,
     GrantRequest,

@@ -34,7 +34,8 @@ from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.requests import nonce_hash, requested_year
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party
-from fedscore.runtime.rpc import call_unary, error_from_refusal, secure_channel
+from fedscore.runtime.rpc import call_unary, secure_channel
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (

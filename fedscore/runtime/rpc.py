@@ -1,4 +1,4 @@
-"""The one place where gRPC meets fedscore: server factory, error mapping, channels.
+"""The one place where gRPC meets fedscore: server factory, channels, request parsing.
 
 Invariants:
 - Every server uses mutual TLS with the federation CA; there is no insecure port.
@@ -9,7 +9,7 @@ Invariants:
   `google.rpc.ErrorInfo` detail whose `reason` is the error's reason; nothing else is
   sent to the caller. Any other exception is reported as INTERNAL without details.
   An error with a retry hint also carries a `google.rpc.RetryInfo` detail, and
-  `error_from_rpc` gives it back as `retry_after_seconds`.
+  `error_from_rpc` gives it back as `retry_after_seconds` (`fedscore.runtime.statuses`).
 - Every method a server serves (ours, health and reflection alike) is rate limited per
   caller (its certificate's common name) and per method before it is handled
   (`fedscore.runtime.ratelimit`): a call over the limit is not handled and fails with
@@ -30,24 +30,18 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
 
 from fedscore.errors import (
-    ERROR_DOMAIN,
-    Code,
     FedscoreError,
     InvalidArgument,
     RateLimited,
     ResourceExhausted,
-    error_class_for,
 )
 from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
-from fedscore.v1.query_pb2 import ItemRefusal
+from fedscore.runtime.statuses import error_from_rpc, status_for
 
 _log = logging.getLogger(__name__)
 
@@ -93,60 +87,6 @@ def parse_request(raw: bytes, message_type: type[M], limit: int = MAX_MESSAGE_BY
             reason="MALFORMED_MESSAGE",
         ) from exc
     return message
-
-
-def status_for(error: FedscoreError) -> grpc.Status:
-    """The rich gRPC status that carries `error`'s code, message and reason."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
-    details = [any_pb2.Any()]
-    details[0].Pack(info)
-    if error.retry_after_seconds is not None:
-        delay = duration_pb2.Duration()
-        delay.FromNanoseconds(round(error.retry_after_seconds * 1e9))
-        details.append(any_pb2.Any())
-        details[1].Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(code=int(error.code), message=error.message[:1000], details=details)
-    return rpc_status.to_status(status)
-
-
-def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
-    """Turn a failed call back into the FedscoreError the server raised."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    message = exc.details() if hasattr(exc, "details") else str(exc)
-    reason = code.name if code is not None else "UNKNOWN"
-    retry_after: float | None = None
-    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in metadata or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                retry = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    reason = info.reason
-                elif detail.Unpack(retry):
-                    retry_after = retry.retry_delay.ToNanoseconds() / 1e9
-    if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
-        reason = "NODE_UNAVAILABLE"
-    canonical = Code.of(code.value[0]) if code is not None else Code.UNKNOWN
-    error = error_class_for(canonical)(message or reason, reason=reason)
-    error.code = canonical
-    error.retry_after_seconds = retry_after
-    return error
-
-
-def item_refusal(error: FedscoreError) -> ItemRefusal:
-    """One refused item of a batch, carrying what a single call's status would carry."""
-    return ItemRefusal(code=int(error.code), reason=error.reason, message=error.message[:1000])
-
-
-def error_from_refusal(refusal: ItemRefusal) -> FedscoreError:
-    """The FedscoreError a refused batch item stands for (the inverse of `item_refusal`)."""
-    code = Code.of(refusal.code)
-    reason = refusal.reason or code.name
-    error = error_class_for(code)(refusal.message or reason, reason=reason)
-    error.code = code
-    return error
 
 
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
@@ -394,21 +334,3 @@ async def stream_responses(call: grpc.aio.StreamStreamCall) -> AsyncIterator[Any
             yield response
     except grpc.RpcError as exc:
         raise error_from_rpc(exc) from exc
-
-
-# Exported for tests that send raw bytes to a method.
-__all__ = [
-    "MAX_MESSAGE_BYTES",
-    "BidiStream",
-    "RateLimits",
-    "RunningServer",
-    "TlsMaterial",
-    "call_unary",
-    "code_pb2",
-    "error_from_rpc",
-    "parse_request",
-    "peer_common_name",
-    "secure_channel",
-    "start_server",
-    "status_for",
-]

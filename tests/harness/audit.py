@@ -33,7 +33,8 @@ from coordinator import server as coordinator_server
 from fedscore.apps import client
 from fedscore.apps.federation import init_federation
 from fedscore.runtime.party import Party, load_party
-from fedscore.runtime.rpc import call_unary, error_from_refusal, secure_channel
+from fedscore.runtime.rpc import call_unary, secure_channel
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.audit_pb2 import GetCheckpointRequest, GetCheckpointResponse
 from fedscore.v1.consent_pb2 import GrantResponse
 from fedscore.v1.envelope_pb2 import Envelope

@@ -37,7 +37,8 @@ from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.runtime.budget import PRIVACY_SPEND
 from fedscore.runtime.party import Party, load_party
-from fedscore.runtime.rpc import call_unary, error_from_refusal, secure_channel
+from fedscore.runtime.rpc import call_unary, secure_channel
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken, SealedSubject
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
