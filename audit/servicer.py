@@ -32,6 +32,7 @@ from audit.core.entries import LogEntry
 from audit.store.checkpoints import CheckpointSigner
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
+from fedscore.protocol.signed import SignedReceipt
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.audit_pb2 import (
@@ -48,10 +49,8 @@ from fedscore.v1.audit_pb2 import (
     GetInclusionProofRequest,
     GetInclusionProofResponse,
 )
-from fedscore.v1.consent_pb2 import ConsentReceipt
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
-from keys.envelope import verify_message
 from keys.registry import TrustView
 
 _log = logging.getLogger(__name__)
@@ -95,10 +94,7 @@ def entries_page(log: EventLog, start: int, end: int) -> GetEntriesResponse:
 
 def receipt_token_id(trust: TrustView, receipt: Envelope) -> str:
     """The token id of a consent receipt the registry signed; raise if it does not verify."""
-    verified = verify_message(receipt, ConsentReceipt, trust.keyring(Role.ROLE_CONSENT_REGISTRY))
-    if not verified.payload.token_id:
-        raise InvalidArgument("the receipt names no token", "BAD_RECEIPT")
-    return str(verified.payload.token_id)
+    return str(SignedReceipt.verify(receipt, trust.registry_keys()).receipt.token_id)
 
 
 def entries_about_token(log: EventLog, token_id: str) -> list[LogEntry]:

@@ -44,7 +44,7 @@ CONTRIBUTE_BATCH = f"/{NODE_SERVICE}/ContributeBatch"
 
 
 def node_handlers(party: Party) -> dict[str, dict[str, Handler]]:
-    coordinator_keyring = party.trust.keyring(Role.ROLE_COORDINATOR)
+    coordinator_keyring = party.trust.coordinator_keys()
 
     async def contribute(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         request = parse_request(raw, query_pb2.ContributeBatchRequest)
@@ -64,8 +64,8 @@ def node_handlers(party: Party) -> dict[str, dict[str, Handler]]:
 
 
 def coordinator_handlers(party: Party) -> dict[str, dict[str, Handler]]:
-    query_keyring = party.trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL)
-    agency_keyring = party.trust.keyring(Role.ROLE_AGENCY)
+    query_keyring = party.trust.requester_keys()
+    agency_keyring = party.trust.agency_keys()
     agencies = [a for a in party.trust.by_role(Role.ROLE_AGENCY) if a.endpoint]
     channels = {a.id: secure_channel(a.endpoint, party.tls, server_name=a.id) for a in agencies}
 

@@ -39,12 +39,11 @@ import grpc.aio
 from google.protobuf import wrappers_pb2
 
 from fedscore.apps.client import signed_score_query
+from fedscore.protocol.signed import SignedScoreResult
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import ScoreQuery, ScoreRequest, ScoreResponse, ScoreResult
-from fedscore.v1.trust_pb2 import Role
-from keys.envelope import verify_message
+from fedscore.v1.query_pb2 import ScoreQuery, ScoreRequest, ScoreResponse
 
 SCORE_METHOD = "/fedscore.v1.CoordinatorService/Score"
 CALL_TIMEOUT = 10.0
@@ -111,8 +110,7 @@ def _check_answer(target: Target, party: Party, request: bytes, answer: bytes) -
             raise ValueError(f"lake answered {total}, expected {target.expected}")
         return
     response = ScoreResponse.FromString(answer)
-    keyring = party.trust.keyring(Role.ROLE_COORDINATOR)
-    result = verify_message(response.result, ScoreResult, keyring).payload
+    result = SignedScoreResult.verify(response.result, party.trust.coordinator_keys()).result
     sent = ScoreQuery.FromString(ScoreRequest.FromString(request).query.payload)
     if result.request_nonce_hash != hashlib.sha256(sent.nonce).digest():
         raise ValueError("answer not bound to the request")

@@ -20,9 +20,6 @@ from keys.envelope import sign_message
 from keys.signing import SigningKey
 from policies.model import Policy
 
-GRANTED = "granted"
-REVOKED = "revoked"
-
 
 def how_to_withdraw(token_id: str) -> str:
     return (
@@ -42,7 +39,7 @@ def signed_receipt(
     event: str,
     event_time: int,
 ) -> Envelope:
-    """The receipt for `event` ("granted" or "revoked") on `token`, signed by `key`."""
+    """The receipt for `event` (RECEIPT_GRANTED or RECEIPT_REVOKED) on `token`, signed by `key`."""
     purpose = policy.purposes.get(token.purpose_id)
     receipt = ConsentReceipt(
         receipt_id=secrets.token_hex(16),

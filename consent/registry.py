@@ -27,8 +27,7 @@ from sqlmodel import Session
 
 from audit.store.log import EventLog
 from consent.grant_rules import check_uses, check_window
-from consent.receipts import GRANTED, signed_receipt
-from consent.receipts import REVOKED as REVOKED_EVENT
+from consent.receipts import signed_receipt
 from consent.store import (
     ConsentGrant,
     add_grant,
@@ -38,6 +37,7 @@ from consent.store import (
     status_list_record,
 )
 from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from fedscore.protocol.signed import RECEIPT_GRANTED, RECEIPT_REVOKED
 from fedscore.runtime.party import Party
 from fedscore.v1.consent_pb2 import (
     ConsentToken,
@@ -237,7 +237,7 @@ def grant(
             issued_at=now,
         )
         envelope = sign_message(token, registry.signing_key)
-        receipt = registry.receipt(token, event=GRANTED, event_time=now)
+        receipt = registry.receipt(token, event=RECEIPT_GRANTED, event_time=now)
         add_grant(
             session,
             ConsentGrant(
@@ -300,7 +300,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
         row = _own_grant(registry, session, national_id, token_id)
         token = stored_token(row)
         if row.revoked_at is not None:
-            receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=row.revoked_at)
+            receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=row.revoked_at)
             return Revocation(token_id=token_id, receipt=receipt, notice=None)
         row.revoked_at = now
         session.add(row)
@@ -314,7 +314,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
             now=now,
         )
         session.commit()
-    receipt = registry.receipt(token, event=REVOKED_EVENT, event_time=now)
+    receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=now)
     notice = RevocationNotice(
         issuer=registry.registry_id,
         token_id=token_id,

@@ -32,7 +32,7 @@ from typing import Any
 from fedscore.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes, verify_bytes
-from keys.keyring import Keyring
+from keys.keyring import CoordinatorKeys
 from keys.signing import SigningKey
 
 MANIFEST_TYPE = "application/vnd.fedscore.release-manifest+json"
@@ -118,7 +118,7 @@ class VerifiedBundle:
     hashes: dict[str, str]
 
 
-def verify_bundle(directory: Path, coordinator_keyring: Keyring) -> VerifiedBundle:
+def verify_bundle(directory: Path, coordinator_keyring: CoordinatorKeys) -> VerifiedBundle:
     """Check the signature, then every file; raise `Unauthenticated` on any mismatch."""
     directory = Path(directory)
     try:

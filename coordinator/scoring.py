@@ -34,7 +34,7 @@ from fedscore.protocol.requests import nonce_hash
 from fedscore.protocol.status_list import RevocationState
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message
-from keys.keyring import Keyring
+from keys.keyring import AgencyKeys, RequesterKeys
 from keys.registry import TrustView
 from keys.signing import SigningKey
 from policies.model import Policy
@@ -54,8 +54,8 @@ class Coordinator:
     id: str
     signing_key: SigningKey
     trust: TrustView
-    query_keyring: Keyring
-    agency_keyring: Keyring
+    query_keyring: RequesterKeys
+    agency_keyring: AgencyKeys
     policies: Mapping[str, Policy]
     revocations: RevocationState
     store: CoordinatorStore

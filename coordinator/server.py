@@ -92,7 +92,7 @@ async def start(
     """
     engine = open_engine(party.db_url)
     store = CoordinatorStore(engine, log_factory(engine, party.id))
-    revocations = RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY))
+    revocations = RevocationState(party.trust.registry_keys())
     registry_channel = _registry_channel(party)
     follower = StatusListFollower(
         revocations, fetch_from_registry(registry_channel), status_refresh_seconds
@@ -106,8 +106,8 @@ async def start(
         id=party.id,
         signing_key=party.signing_key,
         trust=party.trust,
-        query_keyring=party.trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL),
-        agency_keyring=party.trust.keyring(Role.ROLE_AGENCY),
+        query_keyring=party.trust.requester_keys(),
+        agency_keyring=party.trust.agency_keys(),
         policies={party.policy.content_hash: party.policy},
         revocations=revocations,
         store=store,

@@ -109,7 +109,7 @@ def open_publisher(
     asker = StatisticsAsker(
         coordinator=party.id,
         signing_key=party.signing_key,
-        agency_keyring=party.trust.keyring(Role.ROLE_AGENCY),
+        agency_keyring=party.trust.agency_keys(),
         channels=NodeChannels.open(party.trust, party.tls),
         log=log,
         deadline=deadline,

@@ -5,6 +5,11 @@ contribution query) from the verified trust registry, never from keys an object
 carries itself. Because verifiers take a keyring rather than "any known key", a node key
 can never verify what only the registry or the coordinator may sign.
 
+A keyring's type says whose keys it holds (`RegistryKeys`, `CoordinatorKeys`,
+`AgencyKeys`, `RequesterKeys`, `PolicyKeys`, `RootKeys`, `LogKeys`). Each signed object
+verifies only under its own type (`fedscore.protocol.signed`), so verifying, say, an
+answer batch with the coordinator's keys is a type error, not a runtime surprise.
+
 Invariants:
 - Keys are looked up by key id; a key id maps to exactly one participant.
 - A participant may hold several keys at once (rotation with overlapping windows).
@@ -14,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Self
 
 from fedscore.errors import InvalidArgument, Unauthenticated
 from keys.signing import VerifyKey
@@ -40,7 +46,7 @@ class Keyring:
         self.purpose = purpose
 
     @classmethod
-    def of(cls, keys: Mapping[str, VerifyKey], purpose: str = "") -> Keyring:
+    def of(cls, keys: Mapping[str, VerifyKey], purpose: str = "") -> Self:
         """A keyring with one key per participant id."""
         return cls(keys.items(), purpose=purpose)
 
@@ -67,4 +73,47 @@ class Keyring:
         return len(self._by_key_id)
 
     def __repr__(self) -> str:
-        return f"Keyring({self.purpose!r}, {sorted(self.participants())})"
+        return f"{type(self).__name__}({self.purpose!r}, {sorted(self.participants())})"
+
+
+class RegistryKeys(Keyring):
+    """The consent registry's: consent tokens, revocation notices, status lists, receipts."""
+
+    __slots__ = ()
+
+
+class CoordinatorKeys(Keyring):
+    """The coordinator's: question batches, statistics questions, log promises, score
+    results and release bundles."""
+
+    __slots__ = ()
+
+
+class AgencyKeys(Keyring):
+    """The agency nodes': answer batches and statistics answers."""
+
+    __slots__ = ()
+
+
+class RequesterKeys(Keyring):
+    """Relying parties' and citizen portals': a signed request for a score."""
+
+    __slots__ = ()
+
+
+class PolicyKeys(Keyring):
+    """The policy authority's: the signed policy."""
+
+    __slots__ = ()
+
+
+class RootKeys(Keyring):
+    """The federation root's: the trust registry."""
+
+    __slots__ = ()
+
+
+class LogKeys(Keyring):
+    """The parties of one role whose logs are audited: their signed checkpoints."""
+
+    __slots__ = ()

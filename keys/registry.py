@@ -22,11 +22,22 @@ Invariants:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fedscore.errors import InvalidArgument, NotFound, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.envelope import sign_message, verify_message
-from keys.keyring import Keyring
+from keys.keyring import (
+    AgencyKeys,
+    CoordinatorKeys,
+    Keyring,
+    LogKeys,
+    PolicyKeys,
+    RegistryKeys,
+    RequesterKeys,
+    RootKeys,
+)
 from keys.signing import SigningKey, VerifyKey
 
 REGISTRY_PAYLOAD_TYPE = "fedscore.v1.TrustRegistry"
@@ -95,6 +106,9 @@ def _sector_name(sector: int) -> str:
     return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
 
 
+K = TypeVar("K", bound=Keyring)
+
+
 class TrustView:
     """A verified trust registry as seen at time `now` (Unix seconds)."""
 
@@ -131,7 +145,7 @@ class TrustView:
         self._current = current
         # Keyrings are immutable and the view is fixed at `now`: each role set is built once.
         # Looked up by the roles as asked (a tuple) first, then by their set.
-        self._keyrings: dict[tuple[Role, ...] | frozenset[Role], Keyring] = {}
+        self._keyrings: dict[tuple[type[Keyring], frozenset[Role]], Keyring] = {}
 
     @property
     def federation_id(self) -> str:
@@ -178,26 +192,45 @@ class TrustView:
         """The signing key `participant_id` uses now (the most recent during rotation)."""
         return VerifyKey.from_bytes(self.participant(participant_id).signing_public_key)
 
-    def keyring(self, *roles: Role) -> Keyring:
+    def registry_keys(self) -> RegistryKeys:
+        """The consent registry's keys valid now."""
+        return self._keyring(RegistryKeys, Role.ROLE_CONSENT_REGISTRY)
+
+    def coordinator_keys(self) -> CoordinatorKeys:
+        """The coordinator's keys valid now."""
+        return self._keyring(CoordinatorKeys, Role.ROLE_COORDINATOR)
+
+    def agency_keys(self) -> AgencyKeys:
+        """Every agency node's keys valid now."""
+        return self._keyring(AgencyKeys, Role.ROLE_AGENCY)
+
+    def requester_keys(self) -> RequesterKeys:
+        """The keys valid now of those who may ask for a score: relying parties, portals."""
+        return self._keyring(RequesterKeys, Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL)
+
+    def policy_keys(self) -> PolicyKeys:
+        """The policy authority's keys valid now."""
+        return self._keyring(PolicyKeys, Role.ROLE_POLICY_AUTHORITY)
+
+    def log_keys(self, role: Role) -> LogKeys:
+        """The keys valid now of every party in `role`, for their signed checkpoints."""
+        return self._keyring(LogKeys, role)
+
+    def _keyring(self, kind: type[K], *roles: Role) -> K:
         """Every key valid now of participants with one of `roles` (all keys during rotation)."""
-        cached = self._keyrings.get(roles)
-        if cached is not None:
-            return cached
-        if not roles:
-            raise InvalidArgument("a keyring needs at least one role", reason="NO_ROLES")
-        wanted = frozenset(roles)
+        wanted = (kind, frozenset(roles))
         cached = self._keyrings.get(wanted)
         if cached is not None:
-            self._keyrings[roles] = cached
+            assert isinstance(cached, kind)
             return cached
         entries = [
             (p.id, VerifyKey.from_bytes(p.signing_public_key))
             for p in self.registry.participants
-            if p.role in wanted and p.not_before <= self.now <= p.not_after
+            if p.role in wanted[1] and p.not_before <= self.now <= p.not_after
         ]
-        purpose = "+".join(sorted(Role.Name(role) for role in wanted))
-        keyring = Keyring(entries, purpose=purpose)
-        self._keyrings[wanted] = self._keyrings[roles] = keyring
+        purpose = "+".join(sorted(Role.Name(role) for role in wanted[1]))
+        keyring = kind(entries, purpose=purpose)
+        self._keyrings[wanted] = keyring
         return keyring
 
     def __repr__(self) -> str:
@@ -209,7 +242,7 @@ class TrustView:
 
 def verify_registry(envelope: Envelope, root: VerifyKey, now: int) -> TrustView:
     """Verify a signed registry under the root verify key and view it at `now`."""
-    root_keyring = Keyring.of({ROOT_SIGNER: root}, purpose="federation root")
+    root_keyring = RootKeys.of({ROOT_SIGNER: root}, purpose="federation root")
     try:
         verified = verify_message(envelope, TrustRegistry, root_keyring)
     except Unauthenticated as exc:

@@ -73,7 +73,7 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
 )
 from keys.envelope import verify_message
-from keys.keyring import Keyring
+from keys.keyring import CoordinatorKeys, RequesterKeys
 from keys.registry import TrustView
 from node.claims import Claim
 from node.consent_checks import check_request, check_token, own_sealed_subject
@@ -105,11 +105,11 @@ class NodeTrust:
 
     agency_id: str
     trust: TrustView
-    coordinator_keyring: Keyring
+    coordinator_keyring: CoordinatorKeys
     policies: Mapping[str, Policy]  # by content hash
     revocations: RevocationState
     # Relying parties and the citizen portal: whoever may sign a score request.
-    request_keyring: Keyring
+    request_keyring: RequesterKeys
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,14 @@ from fedscore.protocol.requests import (
 from fedscore.protocol.status_list import RevocationState
 from fedscore.protocol.tokens import VerifiedToken, verify_token
 from fedscore.v1.query_pb2 import QuerySpec
-from keys.keyring import Keyring
+from keys.keyring import RequesterKeys
 from keys.registry import TrustView
 from policies.model import Policy, Purpose
 
 
-def check_request(spec: QuerySpec, request_keyring: Keyring, now: int) -> AuthenticatedRequest:
+def check_request(
+    spec: QuerySpec, request_keyring: RequesterKeys, now: int
+) -> AuthenticatedRequest:
     """Step 6: the relying party's own signed request for this very purpose, still fresh."""
     if not spec.request.payload and not spec.request.signature:
         raise Unauthenticated(

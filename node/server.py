@@ -90,10 +90,10 @@ def open_node(
     trust = NodeTrust(
         agency_id=party.id,
         trust=party.trust,
-        coordinator_keyring=party.trust.keyring(Role.ROLE_COORDINATOR),
+        coordinator_keyring=party.trust.coordinator_keys(),
         policies={party.policy.content_hash: party.policy},
-        revocations=RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY)),
-        request_keyring=party.trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL),
+        revocations=RevocationState(party.trust.registry_keys()),
+        request_keyring=party.trust.requester_keys(),
     )
     log = log_factory(store.engine, party.id)
     return AgencyNode(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fedscore.errors import PolicyError
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes, verify_bytes
-from keys.keyring import Keyring
+from keys.keyring import PolicyKeys
 from keys.signing import SigningKey
 from policies.loader import content_hash_of, document_from_json, parse_policy
 from policies.model import Policy
@@ -27,7 +27,7 @@ def sign_policy(policy: Policy, key: SigningKey) -> Envelope:
     return sign_bytes(POLICY_PAYLOAD_TYPE, policy.canonical, key)
 
 
-def verify_policy(envelope: Envelope, keyring: Keyring) -> Policy:
+def verify_policy(envelope: Envelope, keyring: PolicyKeys) -> Policy:
     """The policy in `envelope` if a key in `keyring` signed it; raise otherwise."""
     payload = verify_bytes(envelope, POLICY_PAYLOAD_TYPE, keyring).payload
     policy = parse_policy(document_from_json(payload, "signed policy"))

@@ -19,7 +19,6 @@ from fedscore.apps.federation import init_federation
 from fedscore.runtime.party import load_party
 from fedscore.v1.consent_pb2 import ConsentReceipt
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import verify_message
 from keys.national_id import with_check_digit
 
@@ -48,7 +47,7 @@ def registry(federation: Path, tmp_path: Path) -> Iterator[ConsentRegistry]:
 
 
 def _receipt(registry: ConsentRegistry, envelope: Envelope) -> ConsentReceipt:
-    keyring = registry.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+    keyring = registry.trust.registry_keys()
     return verify_message(envelope, ConsentReceipt, keyring).payload
 
 

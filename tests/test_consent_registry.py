@@ -38,7 +38,6 @@ from fedscore.protocol.status_list import MIN_STATUS_LIST_BITS, RevocationState
 from fedscore.protocol.tokens import verify_token
 from fedscore.runtime.party import Party, load_party
 from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken, StatusList
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import verify_message
 from keys.national_id import with_check_digit
 from keys.seal import open_subject
@@ -127,9 +126,7 @@ def test_grant_issues_a_signed_token_with_a_seal_for_each_agency(
                     open_subject(sealed.blob, other.box, token.token_id, other.id)
                 assert refused.value.reason == "BAD_SEAL"
 
-    receipt = verify_message(
-        issued.receipt, ConsentReceipt, registry.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
-    ).payload
+    receipt = verify_message(issued.receipt, ConsentReceipt, registry.trust.registry_keys()).payload
     assert receipt.event == "granted"
     assert receipt.controller == "consent-registry"
     assert receipt.token_id == token.token_id and leaks(receipt, ALICE) == []
@@ -250,7 +247,7 @@ def test_only_the_granting_citizen_may_revoke(registry: ConsentRegistry) -> None
 
 def test_revocation_is_signed_logged_and_idempotent(registry: ConsentRegistry) -> None:
     token_id = _grant(registry)
-    keyring = registry.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+    keyring = registry.trust.registry_keys()
     state = RevocationState(keyring)
     first = revoke(registry, national_id=ALICE, token_id=token_id, now=NOW + 10)
     assert first.notice is not None
@@ -295,7 +292,7 @@ def test_listing_shows_only_the_citizens_own_grants(registry: ConsentRegistry) -
 def test_status_list_carries_revocations_and_is_resigned_only_when_needed(
     registry: ConsentRegistry,
 ) -> None:
-    keyring = registry.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+    keyring = registry.trust.registry_keys()
     kept, revoked = _grant(registry), _grant(registry, national_id=BOB)
     first = publish_status_list(registry, now=NOW)
     assert publish_status_list(registry, now=NOW + 29) == first  # younger than ttl/2
@@ -338,7 +335,7 @@ def test_state_survives_a_restart(party: Party, tmp_path: Path) -> None:
     engine = open_engine(url)
     after = ConsentRegistry.for_party(party, engine, EventLog(engine, party.id))
     assert consent_status(after, token_id=token_id, now=NOW + 2) == "revoked"
-    keyring = after.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+    keyring = after.trust.registry_keys()
     listed = verify_message(publish_status_list(after, now=NOW + 2), StatusList, keyring)
     assert listed.payload.sequence == 1
     assert _kinds(after) == ["consent_granted", "consent_revoked", "status_list_published"]

@@ -114,7 +114,7 @@ class Recorder:
 
     def __init__(self, party: Party) -> None:
         self.party = party
-        self.state = RevocationState(party.trust.keyring(Role.ROLE_CONSENT_REGISTRY))
+        self.state = RevocationState(party.trust.registry_keys())
         self.notices: list[RevocationNotice] = []
         self.callers: list[str] = []
 
@@ -166,7 +166,7 @@ def test_grant_over_mutual_tls(federation: Path) -> None:
             await running.stop()
         token = verify_token(response.token, registry.trust, int(time.time())).token
         receipt = verify_message(
-            response.receipt, ConsentReceipt, registry.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+            response.receipt, ConsentReceipt, registry.trust.registry_keys()
         ).payload
         assert receipt.token_id == token.token_id and leaks(receipt, ALICE) == []
         for sealed in token.sealed_subjects:
@@ -270,7 +270,7 @@ def test_revoke_pushes_at_once_and_a_down_party_does_not_fail_it(federation: Pat
                 "GetStatusList", GetStatusListRequest(), GetStatusListResponse
             )
             assert isinstance(listed, GetStatusListResponse)
-            fresh = RevocationState(trc.party.trust.keyring(Role.ROLE_CONSENT_REGISTRY))
+            fresh = RevocationState(trc.party.trust.registry_keys())
             fresh.apply_status_list(listed.status_list, int(time.time()))
             with pytest.raises(FedscoreError) as denied:
                 fresh.check(token, int(time.time()))

@@ -74,12 +74,12 @@ TRUST = TrustView(
 )
 POLICY: Policy = parse_policy(default_policy_document(3))
 POLICIES = {POLICY.content_hash: POLICY}
-QUERY_KEYRING = TRUST.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL)
+QUERY_KEYRING = TRUST.requester_keys()
 PTT_PURPOSE = "ptt-fuel-discount"
 
 
 def _revocations(*, fresh: bool = True, revoked: set[int] | None = None) -> RevocationState:
-    state = RevocationState(TRUST.keyring(Role.ROLE_CONSENT_REGISTRY))
+    state = RevocationState(TRUST.registry_keys())
     if fresh:
         status = build_status_list("consent-registry", 1, revoked or set(), 131_072, 60, NOW)
         state.apply_status_list(sign_status_list(status, KEYS["consent-registry"]), NOW)

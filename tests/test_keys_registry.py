@@ -9,6 +9,7 @@ from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.envelope import sign_bytes, sign_message, verify_message
+from keys.keyring import AgencyKeys, CoordinatorKeys, LogKeys
 from keys.registry import TrustView, build_participant, sign_registry, verify_registry
 from keys.signing import SigningKey
 
@@ -113,21 +114,41 @@ def test_node_key_cannot_verify_what_only_the_coordinator_signs() -> None:
     view = _view()
     forged = sign_message(Participant(id="forged"), AGENCY_NEXT)
     with pytest.raises(Unauthenticated) as error:
-        verify_message(forged, Participant, view.keyring(Role.ROLE_COORDINATOR))
+        verify_message(forged, Participant, view.coordinator_keys())
     assert error.value.reason == "UNKNOWN_SIGNER"
     genuine = sign_message(Participant(id="genuine"), COORDINATOR)
-    verified = verify_message(genuine, Participant, view.keyring(Role.ROLE_COORDINATOR))
+    verified = verify_message(genuine, Participant, view.coordinator_keys())
     assert verified.signer == "coordinator"
 
 
 def test_root_key_is_in_no_participant_keyring() -> None:
     view = _view()
-    everyone = view.keyring(*Role.values())
-    assert ROOT.key_id not in everyone
+    keyrings = [
+        view.registry_keys(),
+        view.coordinator_keys(),
+        view.agency_keys(),
+        view.requester_keys(),
+        view.policy_keys(),
+        *(view.log_keys(role) for role in Role.values()),
+    ]
+    assert sum(len(keyring) for keyring in keyrings) > 0
+    assert all(ROOT.key_id not in keyring for keyring in keyrings)
+
+
+def test_each_keyring_is_typed_by_whose_keys_it_holds() -> None:
+    view = _view()
+    assert isinstance(view.coordinator_keys(), CoordinatorKeys)
+    assert view.coordinator_keys().participants() == {"coordinator"}
+    assert isinstance(view.agency_keys(), AgencyKeys)
+    assert not isinstance(view.agency_keys(), CoordinatorKeys)
+    # Cached per type and roles: one keyring object per kind.
+    assert view.agency_keys() is view.agency_keys()
+    assert view.log_keys(Role.ROLE_AGENCY).participants() == view.agency_keys().participants()
+    assert type(view.log_keys(Role.ROLE_AGENCY)) is LogKeys
 
 
 def test_keyring_holds_only_keys_valid_now() -> None:
-    keyring = _view().keyring(Role.ROLE_AGENCY)
+    keyring = _view().agency_keys()
     # Both of trc's overlapping keys verify; not-yet-valid and retired keys do not.
     assert keyring.lookup(AGENCY.key_id)[0] == "trc"
     assert keyring.lookup(AGENCY_NEXT.key_id)[0] == "trc"
@@ -139,9 +160,9 @@ def test_keyring_holds_only_keys_valid_now() -> None:
 
 def test_validity_window_moves_with_now() -> None:
     later = _view(NOW + DAY)
-    assert later.keyring(Role.ROLE_AGENCY).participants() == frozenset({"trc", "dsd"})
+    assert later.agency_keys().participants() == frozenset({"trc", "dsd"})
     # trc's old key ended at NOW + DAY inclusive; one second later only the new key is left.
-    later_still = _view(NOW + DAY + 1).keyring(Role.ROLE_AGENCY)
+    later_still = _view(NOW + DAY + 1).agency_keys()
     assert AGENCY.key_id not in later_still
     assert AGENCY_NEXT.key_id in later_still
     with pytest.raises(NotFound):

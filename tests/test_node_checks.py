@@ -32,7 +32,6 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
     ScoreQuery,
 )
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 from node.checks import (
     CLOCK_SKEW_SECONDS,
@@ -91,10 +90,10 @@ def _node_trust(party: Party) -> NodeTrust:
     return NodeTrust(
         agency_id=party.id,
         trust=trust,
-        coordinator_keyring=trust.keyring(Role.ROLE_COORDINATOR),
+        coordinator_keyring=trust.coordinator_keys(),
         policies={party.policy.content_hash: party.policy},
-        revocations=RevocationState(trust.keyring(Role.ROLE_CONSENT_REGISTRY)),
-        request_keyring=trust.keyring(Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL),
+        revocations=RevocationState(trust.registry_keys()),
+        request_keyring=trust.requester_keys(),
     )
 
 

@@ -30,7 +30,6 @@ from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party, load_trust
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_bytes
 from keys.keyring import Keyring
 
@@ -53,7 +52,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[StatsFederation
 
 
 def _keyring(root: Path) -> Keyring:
-    return load_trust(root).keyring(Role.ROLE_COORDINATOR)
+    return load_trust(root).coordinator_keys()
 
 
 def _copy(release: PublishedRelease, tmp_path: Path) -> Path:

@@ -68,7 +68,7 @@ def _token(token_id: str = "tok-1", signer: SigningKey = REGISTRY) -> envelope_p
 
 
 def _memo(trust: TrustView) -> BoundedMemo[tuple[consent_pb2.ConsentToken, bytes]]:
-    return remembered(trust.keyring(Role.ROLE_CONSENT_REGISTRY))
+    return remembered(trust.registry_keys())
 
 
 def test_a_token_used_again_is_remembered_and_gives_the_same_answer() -> None:

@@ -30,13 +30,13 @@ from audit.core.checkpoint import Checkpoint
 from audit.core.contract import SERVICE_NAME
 from audit.core.entries import leaf_data
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied
+from fedscore.protocol.signed import SignedReceipt
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.audit_pb2 import GetAccessHistoryRequest, GetAccessHistoryResponse
 from fedscore.v1.consent_pb2 import ConsentReceipt
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
-from keys.envelope import verify_message
 from keys.registry import TrustView
 
 CALL_TIMEOUT = 10.0
@@ -114,8 +114,7 @@ def read_receipt(trust: TrustView, path: Path) -> tuple[Envelope, ConsentReceipt
         envelope = Envelope.FromString(path.read_bytes())
     except Exception as exc:
         raise InvalidArgument(f"{path} is not a receipt file", "BAD_RECEIPT_FILE") from exc
-    receipt = verify_message(envelope, ConsentReceipt, trust.keyring(Role.ROLE_CONSENT_REGISTRY))
-    return envelope, receipt.payload
+    return envelope, SignedReceipt.verify(envelope, trust.registry_keys()).receipt
 
 
 def _fields(body: str) -> dict[str, Any]:
@@ -131,7 +130,7 @@ def verify_history(
 ) -> tuple[Checkpoint, list[HistoryEntry]]:
     """Prove every record of `response` from `party`; raise unless all are about `token_id`."""
     role = trust.participant(party).role
-    checkpoint = Checkpoint.verify(response.checkpoint, trust.keyring(role), party)
+    checkpoint = Checkpoint.verify(response.checkpoint, trust.log_keys(role), party)
     proven: list[HistoryEntry] = []
     previous = -1
     for record in response.records:
@@ -178,10 +177,10 @@ async def citizen_history(portal: Party, receipts: Sequence[Envelope]) -> Citize
     """Ask every party about each receipt's token; return only proven entries."""
     if portal.role != Role.ROLE_CITIZEN_PORTAL:
         raise PermissionDenied(f"{portal.id} is not the citizen portal", "NOT_THE_PORTAL")
-    registry_keys = portal.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
+    registry_keys = portal.trust.registry_keys()
     by_token: dict[str, Envelope] = {}
     for receipt in receipts:
-        token_id = verify_message(receipt, ConsentReceipt, registry_keys).payload.token_id
+        token_id = SignedReceipt.verify(receipt, registry_keys).receipt.token_id
         by_token.setdefault(token_id, receipt)
     entries: list[HistoryEntry] = []
     checkpoints: dict[str, int] = {}

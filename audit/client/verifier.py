@@ -304,7 +304,7 @@ async def fetch_log(
         )
         fetched.envelope = response.checkpoint
         role = trust.participant(party).role
-        fetched.checkpoint = Checkpoint.verify(response.checkpoint, trust.keyring(role), party)
+        fetched.checkpoint = Checkpoint.verify(response.checkpoint, trust.log_keys(role), party)
     except FedscoreError as error:
         if error.code in _UNREACHABLE:
             raise

@@ -28,7 +28,7 @@ from audit.core import merkle
 from fedscore.errors import InvalidArgument, Unauthenticated
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes, verify_bytes
-from keys.keyring import Keyring
+from keys.keyring import LogKeys
 from keys.signing import SigningKey
 
 PAYLOAD_TYPE = "application/vnd.fedscore.checkpoint+text"
@@ -82,7 +82,7 @@ class Checkpoint:
         return sign_bytes(PAYLOAD_TYPE, self.to_bytes(), key)
 
     @classmethod
-    def verify(cls, envelope: Envelope, keyring: Keyring, origin: str) -> Checkpoint:
+    def verify(cls, envelope: Envelope, keyring: LogKeys, origin: str) -> Checkpoint:
         """The checkpoint `origin` signed in `envelope`; raise unless it verifies as such."""
         verified = verify_bytes(envelope, PAYLOAD_TYPE, keyring)
         if verified.signer != origin:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc.aio
 
 from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
+from fedscore.protocol.signed import SignedReceipt, SignedScoreResult
 from fedscore.runtime.party import Party
 from fedscore.runtime.rpc import (
     call_unary,
@@ -44,8 +45,7 @@ from fedscore.v1.query_pb2 import (
     ScoreResponse,
     ScoreResult,
 )
-from fedscore.v1.trust_pb2 import Role
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 
 CALL_TIMEOUT = 10.0
 # A whole batch stream: thousands of queries at a time.
@@ -108,8 +108,7 @@ async def list_grants(portal: Party, national_id: str) -> list[GrantSummary]:
 
 
 def verify_receipt(party: Party, envelope: Envelope) -> ConsentReceipt:
-    keyring = party.trust.keyring(Role.ROLE_CONSENT_REGISTRY)
-    return verify_message(envelope, ConsentReceipt, keyring).payload
+    return SignedReceipt.verify(envelope, party.trust.registry_keys()).receipt
 
 
 def signed_score_query(
@@ -153,8 +152,7 @@ async def send_score_query(
 
 def check_result(relying_party: Party, envelope: Envelope, signed_query: Envelope) -> ScoreOutcome:
     """Verify the coordinator's signed result and that it answers exactly `signed_query`."""
-    keyring = relying_party.trust.keyring(Role.ROLE_COORDINATOR)
-    result = verify_message(envelope, ScoreResult, keyring).payload
+    result = SignedScoreResult.verify(envelope, relying_party.trust.coordinator_keys()).result
     sent = ScoreQuery.FromString(signed_query.payload)
     if result.request_nonce_hash != hashlib.sha256(sent.nonce).digest():
         raise Unauthenticated(

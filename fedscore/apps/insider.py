@@ -57,7 +57,6 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsQuery,
     StatisticsSpec,
 )
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
 from policies.releases import participants as statistics_participants
 
@@ -197,7 +196,7 @@ class HostileCoordinator:
             return await call_unary(channel, method, request, reply, CALL_TIMEOUT)
 
     def _verified(self, envelope: Envelope, message: type[M]) -> M:
-        keyring = self.party.trust.keyring(Role.ROLE_AGENCY)
+        keyring = self.party.trust.agency_keys()
         return verify_message(envelope, message, keyring).payload
 
     async def ask_one(self, agency: str, asked: Asked) -> Answer:

@@ -28,11 +28,11 @@ from fedscore.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from fedscore.protocol.signed import open_signed
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ScoreQuery
-from keys.envelope import verify_message
-from keys.keyring import Keyring
+from keys.keyring import RequesterKeys
 from policies.model import Policy, Purpose
 
 MIN_NONCE_BYTES = 16
@@ -58,9 +58,9 @@ def nonce_hash(nonce: bytes) -> bytes:
     return hashlib.sha256(nonce).digest()
 
 
-def authenticate_request(envelope: Envelope, keyring: Keyring) -> AuthenticatedRequest:
+def authenticate_request(envelope: Envelope, keyring: RequesterKeys) -> AuthenticatedRequest:
     """Verify the relying party's signature, then that it signed in its own name."""
-    verified = verify_message(envelope, ScoreQuery, keyring)
+    verified = open_signed(envelope, ScoreQuery, keyring, RequesterKeys)
     query = verified.payload
     if query.relying_party != verified.signer:
         raise Unauthenticated(

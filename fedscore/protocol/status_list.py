@@ -16,14 +16,15 @@ from __future__ import annotations
 import zlib
 
 from fedscore.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from fedscore.protocol.signed import SignedRevocationNotice, SignedStatusList
 from fedscore.v1.consent_pb2 import (
     ConsentToken,
     RevocationNotice,
     StatusList,
 )
 from fedscore.v1.envelope_pb2 import Envelope
-from keys.envelope import sign_message, verify_message
-from keys.keyring import Keyring
+from keys.envelope import sign_message
+from keys.keyring import RegistryKeys
 from keys.signing import SigningKey
 
 MIN_STATUS_LIST_BITS = 131_072  # herd privacy: one index among many
@@ -64,8 +65,8 @@ def _bit(bits: bytes, index: int) -> bool:
 class RevocationState:
     """What one checking party knows about revoked consent tokens."""
 
-    def __init__(self, registry_keyring: Keyring) -> None:
-        self._keyring = registry_keyring
+    def __init__(self, registry_keys: RegistryKeys) -> None:
+        self._keys = registry_keys
         self._bits = b""
         self._sequence = -1
         self._issued_at = 0
@@ -79,23 +80,18 @@ class RevocationState:
 
     def apply_status_list(self, envelope: Envelope, now: int) -> None:
         """Verify and adopt a signed status list unless an equal or newer one is held."""
-        status_list = verify_message(envelope, StatusList, self._keyring).payload
-        if status_list.issued_at > now + 30:
-            raise InvalidArgument("status list issued in the future", reason="BAD_STATUS_LIST")
+        signed = SignedStatusList.verify(envelope, self._keys, now)
+        status_list = signed.status_list
         if status_list.sequence < self._sequence:
             return
-        try:
-            bits = zlib.decompress(status_list.compressed_bits)
-        except zlib.error as exc:
-            raise InvalidArgument("status list bits do not decompress", "BAD_STATUS_LIST") from exc
-        self._bits = bits
+        self._bits = signed.bits
         self._sequence = status_list.sequence
         self._issued_at = status_list.issued_at
         self._ttl = status_list.ttl_seconds
 
     def apply_notice(self, envelope: Envelope) -> RevocationNotice:
         """Verify a pushed revocation and apply it at once."""
-        notice = verify_message(envelope, RevocationNotice, self._keyring).payload
+        notice = SignedRevocationNotice.verify(envelope, self._keys).notice
         self._revoked_indexes.add(notice.status_index)
         self._revoked_tokens.add(notice.token_id)
         return notice

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 from fedscore.errors import PermissionDenied
 from fedscore.memo import BoundedMemo
+from fedscore.protocol.signed import open_signed
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Role
-from keys.envelope import verify_message
-from keys.keyring import Keyring
+from keys.keyring import RegistryKeys
 from keys.registry import TrustView
 
 # Tokens remembered per registry keyring (a few KB each).
@@ -39,12 +38,12 @@ class VerifiedToken:
 
 # Per keyring (a trust view's keys never change): signed bytes -> (token, payload digest).
 # The parsed token is shared between uses: nothing on the query path modifies it.
-_verified: weakref.WeakKeyDictionary[Keyring, BoundedMemo[tuple[ConsentToken, bytes]]] = (
+_verified: weakref.WeakKeyDictionary[RegistryKeys, BoundedMemo[tuple[ConsentToken, bytes]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def remembered(keyring: Keyring) -> BoundedMemo[tuple[ConsentToken, bytes]]:
+def remembered(keyring: RegistryKeys) -> BoundedMemo[tuple[ConsentToken, bytes]]:
     """The tokens `keyring` verified, by their signed bytes (for operators and tests)."""
     memo = _verified.get(keyring)
     if memo is None:
@@ -52,14 +51,14 @@ def remembered(keyring: Keyring) -> BoundedMemo[tuple[ConsentToken, bytes]]:
     return memo
 
 
-def _signed_token(envelope: Envelope, keyring: Keyring) -> tuple[ConsentToken, bytes]:
+def _signed_token(envelope: Envelope, keyring: RegistryKeys) -> tuple[ConsentToken, bytes]:
     """The token the registry signed in `envelope` and its payload digest; raise if unsigned."""
     memo = remembered(keyring)
     key = (envelope.payload_type, envelope.payload, envelope.key_id, envelope.signature)
     known = memo.get(key)
     if known is not None:
         return known
-    token = verify_message(envelope, ConsentToken, keyring).payload
+    token = open_signed(envelope, ConsentToken, keyring, RegistryKeys).payload
     verified = (token, hashlib.sha256(envelope.payload).digest())
     memo.put(key, verified)
     return verified
@@ -67,7 +66,7 @@ def _signed_token(envelope: Envelope, keyring: Keyring) -> tuple[ConsentToken, b
 
 def verify_token(envelope: Envelope, trust: TrustView, now: int) -> VerifiedToken:
     """Verify the registry's signature, then the validity window; raise on any failure."""
-    token, digest = _signed_token(envelope, trust.keyring(Role.ROLE_CONSENT_REGISTRY))
+    token, digest = _signed_token(envelope, trust.registry_keys())
     if now < token.not_before:
         raise PermissionDenied(
             f"consent token {token.token_id} is not valid before {token.not_before}",

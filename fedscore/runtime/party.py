@@ -159,7 +159,7 @@ def load_party(workdir: Path, party_id: str, passphrase: str | None = None) -> P
         )
     policy = verify_policy(
         Envelope.FromString(paths.policy_signed.read_bytes()),
-        trust.keyring(Role.ROLE_POLICY_AUTHORITY),
+        trust.policy_keys(),
     )
     check_sectors(policy, trust.relying_party_sectors())
     tls = TlsMaterial(

@@ -50,7 +50,6 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
     ScoreQuery,
 )
-from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message, verify_message
 from keys.national_id import with_check_digit
 from node import server as node_server
@@ -108,7 +107,7 @@ class Live:
         )
         trust = self.party("regulator").trust
         role = trust.participant(party_id).role
-        return Checkpoint.verify(response.checkpoint, trust.keyring(role), party_id)
+        return Checkpoint.verify(response.checkpoint, trust.log_keys(role), party_id)
 
     def unlogged_query(self, token: Envelope, agency: str, **spec_changes: Any) -> Envelope:
         """A batch of one question, signed with the real coordinator key, that the coordinator
@@ -166,7 +165,7 @@ class Live:
                 ContributeBatchResponse,
                 TIMEOUT,
             )
-        keyring = coordinator.trust.keyring(Role.ROLE_AGENCY)
+        keyring = coordinator.trust.agency_keys()
         answers = verify_message(response.answers, ContributionAnswerBatch, keyring).payload
         [outcome] = answers.outcomes
         if outcome.HasField("refusal"):

@@ -284,7 +284,7 @@ class LiveFederation:
         self, agency: str, batch: Envelope, response: ContributeBatchResponse
     ) -> ContributionAnswerBatch:
         """The node's signed answers, checked to be `agency`'s and bound to `batch`."""
-        keyring = self.coordinator.trust.keyring(Role.ROLE_AGENCY)
+        keyring = self.coordinator.trust.agency_keys()
         verified = verify_message(response.answers, ContributionAnswerBatch, keyring)
         answers = verified.payload
         assert verified.signer == answers.agency_id == agency
@@ -368,7 +368,7 @@ class LiveFederation:
             HistogramResponse,
             TIMEOUT,
         )
-        keyring = self.coordinator.trust.keyring(Role.ROLE_AGENCY)
+        keyring = self.coordinator.trust.agency_keys()
         verified = verify_message(response.answer, StatisticsAnswer, keyring)
         assert verified.signer == verified.payload.agency_id == agency
         return verified.payload

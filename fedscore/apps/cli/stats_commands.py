@@ -16,7 +16,6 @@ from typing import Any
 
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.party import FederationPaths, load_party, load_trust
-from fedscore.v1.trust_pb2 import Role
 from policies.defaults import DEMO_RELEASE
 
 COORDINATOR_ID = "coordinator"
@@ -77,7 +76,7 @@ def verify(bundle: Path, workdir: Path | None = None) -> dict[str, Any]:
     from coordinator.bundle import verify_bundle
 
     trust = load_trust(workdir or _federation_of(bundle))
-    verified = verify_bundle(bundle, trust.keyring(Role.ROLE_COORDINATOR))
+    verified = verify_bundle(bundle, trust.coordinator_keys())
     return {
         "verified": True,
         "release_id": verified.release_id,
