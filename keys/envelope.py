@@ -31,15 +31,6 @@ from keys.signing import SigningKey
 M = TypeVar("M", bound=Message)
 P = TypeVar("P")
 
-__all__ = [
-    "Envelope",
-    "Verified",
-    "pae",
-    "sign_bytes",
-    "sign_message",
-    "verify_bytes",
-    "verify_message",
-]
 
 
 @dataclass(frozen=True)

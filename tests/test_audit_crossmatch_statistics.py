@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from audit.client.crossmatch import VerifiedLogs, cross_match
+from audit.client.crossmatch import cross_match
+from audit.client.crossmatch_entries import VerifiedLogs
 from audit.client.crossmatch_statistics import BUDGET_TOLERANCE_EPSILON
 from audit.core import merkle
 from audit.core.entries import LogEntry, canonical_json, leaf_data

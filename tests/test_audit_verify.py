@@ -21,7 +21,8 @@ from harness.audit import (
     tamper,
 )
 
-from audit.client.crossmatch import Anomaly, VerifiedLogs, cross_match
+from audit.client.crossmatch import cross_match
+from audit.client.crossmatch_entries import Anomaly, VerifiedLogs
 from audit.core import merkle
 from audit.core.entries import LogEntry, canonical_json, leaf_data
 from fedscore.errors import FedscoreError

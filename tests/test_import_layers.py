@@ -235,3 +235,19 @@ def test_no_module_is_over_400_lines() -> None:
         and (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_no_module_re_exports_names_through_all() -> None:
+    """A name is imported from the module that defines it, never through an `__all__` list."""
+    listing = sorted(
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "v1" not in path.relative_to(ROOT).parts
+        and any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+    )
+    assert listing == []

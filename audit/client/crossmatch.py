@@ -52,8 +52,6 @@ from audit.client.crossmatch_identity import one_question_per_query_id
 from audit.client.crossmatch_statistics import statistics_checks
 from policies.model import Policy
 
-__all__ = ["CLOCK_SKEW_SECONDS", "Anomaly", "Entry", "VerifiedLogs", "cross_match"]
-
 # A revoked token may still be honoured until every party's status list expires.
 DEFAULT_STATUS_TTL_SECONDS = 60
 # Newer fields both sides log with one meaning; compared only when both entries have them

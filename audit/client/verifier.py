@@ -28,7 +28,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from audit.client.crossmatch import Anomaly, VerifiedLogs, cross_match
+from audit.client.crossmatch import cross_match
+from audit.client.crossmatch_entries import Anomaly, VerifiedLogs
 from audit.client.regulator_state import RegulatorState
 from audit.core import merkle
 from audit.core.checkpoint import Checkpoint
