@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 
+from audit.core import kinds
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
@@ -121,7 +122,7 @@ class RevocationPusher:
         acknowledged = tuple(t.party_id for t, ok in zip(self._targets, results, strict=True) if ok)
         missed = tuple(t.party_id for t, ok in zip(self._targets, results, strict=True) if not ok)
         self._log.append_now(
-            "revocation_push",
+            kinds.REVOCATION_PUSH,
             {
                 "token_id": token_id,
                 "acknowledged": list(acknowledged),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from audit.core import kinds
 from audit.store.log import EventLog
 from consent.grant_rules import check_uses, check_window
 from consent.receipts import signed_receipt
@@ -255,7 +256,7 @@ def grant(
         )
         registry.log.append(
             session,
-            "consent_granted",
+            kinds.CONSENT_GRANTED,
             {
                 "token_id": token_id,
                 "purpose": purpose.id,
@@ -309,7 +310,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
         session.add(record)
         registry.log.append(
             session,
-            "consent_revoked",
+            kinds.CONSENT_REVOKED,
             {"token_id": token_id, "revoked_at": now, "status_sequence": record.sequence},
             now=now,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from audit.core import kinds
 from consent.registry import ConsentRegistry
 from consent.store import grant_count, revoked_indexes, status_list_record, status_list_size
 from fedscore.protocol.status_list import build_status_list
@@ -50,7 +51,7 @@ def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
         if new_sequence:
             registry.log.append(
                 session,
-                "status_list_published",
+                kinds.STATUS_LIST_PUBLISHED,
                 {
                     "sequence": record.sequence,
                     "size_bits": size_bits,

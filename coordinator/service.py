@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 from google.protobuf.message import Message
 
+from audit.core import kinds
 from coordinator.batch import score_batch
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
 from fedscore.errors import FedscoreError
@@ -34,7 +35,7 @@ class CoordinatorService:
             request = parse_request(raw, query_pb2.ScoreRequest)
         except FedscoreError as error:
             # Malformed or oversized requests are refusals too, and every refusal is recorded.
-            self.coordinator.refusals.record(caller, "score_refused", {"reason": error.reason})
+            self.coordinator.refusals.record(caller, kinds.SCORE_REFUSED, {"reason": error.reason})
             raise
         return await answer_score(self.coordinator, request, caller)
 
@@ -45,7 +46,9 @@ class CoordinatorService:
         try:
             request = parse_request(raw, query_pb2.PushRevocationRequest)
         except FedscoreError as error:
-            self.coordinator.refusals.record(caller, "revocation_refused", {"reason": error.reason})
+            self.coordinator.refusals.record(
+                caller, kinds.REVOCATION_REFUSED, {"reason": error.reason}
+            )
             raise
         return receive_revocation(self.coordinator, request, caller)
 

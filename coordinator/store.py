@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlmodel import Field, Session, SQLModel
 
+from audit.core import kinds
 from audit.core.entries import LogRef
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, ResourceExhausted
@@ -216,7 +217,7 @@ class CoordinatorStore:
     def issue_in(self, connection: Connection | Cursor, issue: QueryIssue) -> LogRef:
         """`issue` inside the caller's transaction; raising leaves it to be rolled back."""
         self.spend(connection, issue)
-        ref = self.log.append(connection, "query_issued", issue.log_fields())
+        ref = self.log.append(connection, kinds.QUERY_ISSUED, issue.log_fields())
         _run(connection, self._insert_query, issue.row(ref))
         return ref
 
@@ -296,9 +297,9 @@ class CoordinatorStore:
             outcomes.append(entry)
         logged = [entry for entry in outcomes if isinstance(entry, QueryIssue) or log_refusal()]
         events = [
-            ("query_issued", entry.log_fields())
+            (kinds.QUERY_ISSUED, entry.log_fields())
             if isinstance(entry, QueryIssue)
-            else ("score_refused", {"reason": entry.error.reason, **entry.fields})
+            else (kinds.SCORE_REFUSED, {"reason": entry.error.reason, **entry.fields})
             for entry in logged
         ]
         refs = self.log.append_many(connection, events)
@@ -355,7 +356,7 @@ class CoordinatorStore:
         A caller's refusals go through `Coordinator.refusals` (`audit.store.refusals`) instead,
         which logs them one by one only up to the caller's allowance.
         """
-        return self.log.append_now("score_refused", dict(fields))
+        return self.log.append_now(kinds.SCORE_REFUSED, dict(fields))
 
     def uses(self, token_id: str) -> int:
         with Session(self.engine) as session:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import grpc.aio
 from google.protobuf.message import Message
 
+from audit.core import kinds
 from audit.store.log import EventLog
 from audit.store.refusals import RefusalRecorder
 from fedscore.errors import FedscoreError
@@ -118,7 +119,7 @@ def log_refusal(node: AgencyNode, error: FedscoreError, notes: RefusalNotes, cal
 
     Beyond `caller`'s allowance the refusal is counted into its summary instead.
     """
-    node.refusals.record(caller, "query_refused", {"reason": error.reason}, notes.fields())
+    node.refusals.record(caller, kinds.QUERY_REFUSED, {"reason": error.reason}, notes.fields())
 
 
 def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> None:
@@ -126,7 +127,7 @@ def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> Non
     notice = node.trust.revocations.apply_notice(request.notice)
     _append_facts(
         node.log,
-        "revocation_received",
+        kinds.REVOCATION_RECEIVED,
         {"status_index": notice.status_index},
         {"token_id": notice.token_id},
     )
@@ -141,7 +142,7 @@ def revocation_handlers(node: AgencyNode) -> dict[str, Handler]:
             notify_revocation(node, request)
         except FedscoreError as error:
             caller = peer_common_name(context)
-            node.refusals.record(caller, "revocation_refused", {"reason": error.reason})
+            node.refusals.record(caller, kinds.REVOCATION_REFUSED, {"reason": error.reason})
             raise
         return NotifyRevocationResponse(party=node.agency_id)
 

@@ -32,11 +32,10 @@ from grpc_health.v1 import health_pb2
 
 from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation
+from audit.core import kinds
 from audit.core.entries import LogEntry
 from audit.store.log import EventLog
 from audit.store.refusals import (
-    RATE_LIMITED_KIND,
-    SUMMARY_KIND,
     RefusalAllowance,
     RefusalRecorder,
 )
@@ -171,7 +170,7 @@ def test_refusals_past_the_allowance_are_counted_and_summarised_once_the_interva
     clock.now = 1_010.0
     recorder.record("ptt", "query_refused", {"reason": "REPLAYED_QUERY"})
     summary, fresh = _entries(log, 4)
-    assert summary.kind == SUMMARY_KIND
+    assert summary.kind == kinds.REFUSALS_SUMMARISED
     assert summary.fields == {
         "caller": "ptt",
         "interval_start": 1000,
@@ -181,7 +180,7 @@ def test_refusals_past_the_allowance_are_counted_and_summarised_once_the_interva
         "counts": [
             {"kind": "query_refused", "reason": "BAD_SIGNATURE", "count": 1},
             {"kind": "query_refused", "reason": "MALFORMED_MESSAGE", "count": 1},
-            {"kind": RATE_LIMITED_KIND, "reason": "RATE_LIMITED", "count": 1, "method": SCORE},
+            {"kind": kinds.RATE_LIMITED, "reason": "RATE_LIMITED", "count": 1, "method": SCORE},
         ],
     }
     # A new interval, a new allowance: logged one by one again.
@@ -223,8 +222,8 @@ def test_allow_and_count_never_write_so_a_batch_may_call_them_in_its_transaction
     assert [e.kind for e in _entries(log)] == ["query_answered", "query_refused"]
     assert recorder.pending() == 1
     recorder.flush(everything=True)
-    kinds = [(e.kind, e.fields.get("count")) for e in _entries(log)]
-    assert kinds[2:] == [(SUMMARY_KIND, 1), (SUMMARY_KIND, 1)]
+    logged = [(e.kind, e.fields.get("count")) for e in _entries(log)]
+    assert logged[2:] == [(kinds.REFUSALS_SUMMARISED, 1), (kinds.REFUSALS_SUMMARISED, 1)]
 
 
 def test_unloggable_facts_and_callers_still_leave_the_refusal_in_the_log(tmp_path: Path) -> None:
@@ -341,11 +340,11 @@ def test_a_caller_over_its_rate_gets_a_retry_hint_and_others_are_served(federati
     assert sorted((s.fields["caller"], s.fields["counts"]) for s in summaries) == [
         (
             "citizen-portal",
-            [{"kind": RATE_LIMITED_KIND, "reason": "RATE_LIMITED", "count": 1, "method": HEALTH}],
+            [{"kind": kinds.RATE_LIMITED, "reason": "RATE_LIMITED", "count": 1, "method": HEALTH}],
         ),
         (
             "ptt",
-            [{"kind": RATE_LIMITED_KIND, "reason": "RATE_LIMITED", "count": 1, "method": SCORE}],
+            [{"kind": kinds.RATE_LIMITED, "reason": "RATE_LIMITED", "count": 1, "method": SCORE}],
         ),
     ]
     assert all(s.fields["interval_end"] <= stopped_at + 1 for s in summaries)
@@ -401,7 +400,9 @@ def _check_bounded(
     new: list[LogEntry], kind: str, sent: Counter[str], started: float, ended: float
 ) -> None:
     """Growth within the bound; logged one by one + summarised == sent, per reason."""
-    from_ptt = [e for e in new if e.kind == SUMMARY_KIND and e.fields["caller"] == "ptt"]
+    from_ptt = [
+        e for e in new if e.kind == kinds.REFUSALS_SUMMARISED and e.fields["caller"] == "ptt"
+    ]
     one_by_one = [e for e in new if e.kind == kind]
     intervals = _intervals(started, ended)
     assert len(new) == len(one_by_one) + len(from_ptt)  # nothing else was logged

@@ -50,6 +50,7 @@ from audit.client.crossmatch_entries import (
 )
 from audit.client.crossmatch_identity import one_question_per_query_id
 from audit.client.crossmatch_statistics import statistics_checks
+from audit.core import kinds
 from policies.model import Policy
 
 # A revoked token may still be honoured until every party's status list expires.
@@ -62,10 +63,10 @@ _OPTIONAL_SHARED = ("relying_party", "request_nonce_hash", "year")
 def cross_match(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
     """Every disagreement between the verified logs, in a stable order."""
     anomalies: list[Anomaly] = []
-    issued = entries_of(logs.coordinators, "query_issued")
+    issued = entries_of(logs.coordinators, kinds.QUERY_ISSUED)
     if logs.verified("coordinator"):
         anomalies += _node_answers(logs, issued)
-        anomalies += refusals_logged(entries_of(logs.agencies, "query_refused"), issued)
+        anomalies += refusals_logged(entries_of(logs.agencies, kinds.QUERY_REFUSED), issued)
     anomalies += _query_scope(issued, policy)
     if logs.verified("registry"):
         anomalies += _query_grants(logs, issued)
@@ -79,7 +80,7 @@ def cross_match(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
 def _node_answers(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
     by_hash = group_by(issued, "query_hash")
     found: list[Anomaly] = []
-    for answer in entries_of(logs.agencies, "query_answered"):
+    for answer in entries_of(logs.agencies, kinds.QUERY_ANSWERED):
         query = promised_query(answer, by_hash.get(answer.text("query_hash"), []))
         if query is None:
             found.append(
@@ -149,13 +150,15 @@ def _query_scope(issued: list[Entry], policy: Policy) -> list[Anomaly]:
 
 
 def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
-    grants = {g.text("token_id"): g for g in entries_of(logs.registries, "consent_granted")}
-    revoked = {r.text("token_id"): r for r in entries_of(logs.registries, "consent_revoked")}
-    ttls = [p.number("ttl_seconds") for p in entries_of(logs.registries, "status_list_published")]
+    grants = {g.text("token_id"): g for g in entries_of(logs.registries, kinds.CONSENT_GRANTED)}
+    revoked = {r.text("token_id"): r for r in entries_of(logs.registries, kinds.CONSENT_REVOKED)}
+    ttls = [
+        p.number("ttl_seconds") for p in entries_of(logs.registries, kinds.STATUS_LIST_PUBLISHED)
+    ]
     ttl = max([t for t in ttls if t is not None], default=DEFAULT_STATUS_TTL_SECONDS)
     notices = {
         (n.party, n.text("token_id")): n.index
-        for n in reversed(entries_of(logs.coordinators, "revocation_received"))
+        for n in reversed(entries_of(logs.coordinators, kinds.REVOCATION_RECEIVED))
     }
     found = []
     for query in issued:
@@ -201,7 +204,7 @@ def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
 
 def _revocations_follow_grants(logs: VerifiedLogs) -> list[Anomaly]:
     granted: dict[tuple[str, str], int] = {}
-    for grant in entries_of(logs.registries, "consent_granted"):
+    for grant in entries_of(logs.registries, kinds.CONSENT_GRANTED):
         granted.setdefault((grant.party, grant.text("token_id")), grant.index)
     return [
         Anomaly(
@@ -210,7 +213,7 @@ def _revocations_follow_grants(logs: VerifiedLogs) -> list[Anomaly]:
             "REVOCATION_WITHOUT_GRANT",
             f"revoked token {revocation.text('token_id')}, which was never granted before",
         )
-        for revocation in entries_of(logs.registries, "consent_revoked")
+        for revocation in entries_of(logs.registries, kinds.CONSENT_REVOKED)
         if granted.get((revocation.party, revocation.text("token_id")), revocation.index)
         >= revocation.index
     ]
@@ -218,6 +221,6 @@ def _revocations_follow_grants(logs: VerifiedLogs) -> list[Anomaly]:
 
 def _outcomes_follow_queries(logs: VerifiedLogs) -> list[Anomaly]:
     return outcomes_follow(
-        entries_of(logs.coordinators, "query_issued"),
-        entries_of(logs.coordinators, "result_released", "query_failed"),
+        entries_of(logs.coordinators, kinds.QUERY_ISSUED),
+        entries_of(logs.coordinators, kinds.RESULT_RELEASED, kinds.QUERY_FAILED),
     )

@@ -32,9 +32,10 @@ from audit.client.crossmatch_entries import (
     group_by,
     prefix,
 )
+from audit.core import kinds
 
-ANSWER_KINDS = ("query_answered", "statistics_answered")
-ISSUE_KINDS = ("query_issued", "statistics_query_issued")
+ANSWER_KINDS = (kinds.QUERY_ANSWERED, kinds.STATISTICS_ANSWERED)
+ISSUE_KINDS = (kinds.QUERY_ISSUED, kinds.STATISTICS_QUERY_ISSUED)
 
 
 def one_question_per_query_id(logs: VerifiedLogs) -> list[Anomaly]:
@@ -43,8 +44,8 @@ def one_question_per_query_id(logs: VerifiedLogs) -> list[Anomaly]:
     return [
         *_answers_agree(entries_of(logs.agencies, *ANSWER_KINDS)),
         *_issued_once(issued),
-        *_one_query_per_request([q for q in issued if q.kind == "query_issued"]),
-        *_one_query_per_request(entries_of(logs.agencies, "query_answered")),
+        *_one_query_per_request([q for q in issued if q.kind == kinds.QUERY_ISSUED]),
+        *_one_query_per_request(entries_of(logs.agencies, kinds.QUERY_ANSWERED)),
     ]
 
 

@@ -57,14 +57,15 @@ from audit.client.crossmatch_entries import (
     promised_query,
     refusals_logged,
 )
+from audit.core import kinds
 from policies.model import Policy
 from policies.releases import participants
 from policies.statistics import ReleaseDefinition
 
 BUDGET_TOLERANCE_EPSILON = Fraction(1, 10**9)
-ISSUED = "statistics_query_issued"
-ANSWERED = "statistics_answered"
-RELEASED = "statistics_released"
+ISSUED = kinds.STATISTICS_QUERY_ISSUED
+ANSWERED = kinds.STATISTICS_ANSWERED
+RELEASED = kinds.STATISTICS_RELEASED
 
 
 def statistics_checks(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
@@ -75,11 +76,11 @@ def statistics_checks(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
     found: list[Anomaly] = []
     if logs.verified("coordinator"):
         found += _answers_match_queries(logs, answers, issued)
-        found += refusals_logged(entries_of(logs.agencies, "statistics_refused"), issued)
+        found += refusals_logged(entries_of(logs.agencies, kinds.STATISTICS_REFUSED), issued)
     found += _query_scope(issued, policy)
     found += _answered_queries_charged(issued, released, answers, policy)
     found += _releases_follow_queries(issued, released, policy)
-    found += outcomes_follow(issued, entries_of(logs.coordinators, "statistics_failed"))
+    found += outcomes_follow(issued, entries_of(logs.coordinators, kinds.STATISTICS_FAILED))
     found += _budget_held(released, policy)
     return found
 

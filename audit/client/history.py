@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.client.verifier import AUDITED_ROLES
-from audit.core import merkle
+from audit.core import kinds, merkle
 from audit.core.checkpoint import Checkpoint
 from audit.core.contract import SERVICE_NAME
 from audit.core.entries import leaf_data
@@ -203,7 +203,7 @@ async def citizen_history(portal: Party, receipts: Sequence[Envelope]) -> Citize
 
 def _outcome(entry: HistoryEntry) -> str:
     fields = entry.fields
-    if entry.kind == "result_released":
+    if entry.kind == kinds.RESULT_RELEASED:
         return f"released {fields.get('released', '?')}: {fields.get('value', '?')}"
     return (
         f"{entry.kind.removeprefix('query_').removeprefix('score_')}: {fields.get('reason', '?')}"
@@ -217,7 +217,7 @@ def accesses_of(entries: Sequence[HistoryEntry]) -> list[Access]:
     ordered = sorted(entries, key=lambda e: (e.logged_at, e.party, e.index))
     for entry in ordered:
         fields = entry.fields
-        if entry.kind not in ("query_issued", "score_refused"):
+        if entry.kind not in (kinds.QUERY_ISSUED, kinds.SCORE_REFUSED):
             continue
         access = Access(
             entry.token_id,
@@ -225,17 +225,17 @@ def accesses_of(entries: Sequence[HistoryEntry]) -> list[Access]:
             entry.logged_at,
             str(fields.get("relying_party", "")),
             str(fields.get("purpose", "")),
-            "asked" if entry.kind == "query_issued" else _outcome(entry),
+            "asked" if entry.kind == kinds.QUERY_ISSUED else _outcome(entry),
         )
         accesses.append(access)
-        if entry.kind == "query_issued":
+        if entry.kind == kinds.QUERY_ISSUED:
             by_query[access.query_id] = access
     for entry in ordered:
         asked = by_query.get(str(entry.fields.get("query_id", "")))
         if asked is None:
             continue
-        if entry.kind in ("result_released", "query_failed"):
+        if entry.kind in (kinds.RESULT_RELEASED, kinds.QUERY_FAILED):
             asked.outcome = _outcome(entry)
-        elif entry.kind == "query_answered":
+        elif entry.kind == kinds.QUERY_ANSWERED:
             asked.agencies.append(entry.party)
     return accesses

@@ -37,14 +37,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from audit.core import kinds
 from audit.core.entries import LogRef
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 
 _log = logging.getLogger(__name__)
 
-SUMMARY_KIND = "refusals_summarised"
-RATE_LIMITED_KIND = "rate_limited"
 # The periodic flush wakes this long after a boundary, so intervals have surely ended.
 FLUSH_DELAY_SECONDS = 0.05
 
@@ -177,7 +176,7 @@ class RefusalRecorder:
 
         The hook `fedscore.runtime.rpc.start_server` takes.
         """
-        self.count(caller, RATE_LIMITED_KIND, "RATE_LIMITED", method)
+        self.count(caller, kinds.RATE_LIMITED, "RATE_LIMITED", method)
 
     # --- writing: never inside another transaction on the log's database ---------------
 
@@ -233,14 +232,14 @@ class RefusalRecorder:
     def _write(self, summary: Summary) -> LogRef:
         fields = summary.fields(self.allowance.per_interval)
         try:
-            return self.log.append_now(SUMMARY_KIND, fields)
+            return self.log.append_now(kinds.REFUSALS_SUMMARISED, fields)
         except FedscoreError as error:
             # A certificate name the log will not hold (e.g. one with a 13-digit number):
             # the counts are still written, naming the caller by a hash of its name.
             _log.warning("summary caller not loggable (%s); logging its hash", error.reason)
             del fields["caller"]
             fields["caller_sha256"] = hashlib.sha256(summary.caller.encode()).hexdigest()
-            return self.log.append_now(SUMMARY_KIND, fields)
+            return self.log.append_now(kinds.REFUSALS_SUMMARISED, fields)
 
     def pending(self) -> int:
         """Summaries of ended intervals not written yet."""

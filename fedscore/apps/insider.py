@@ -29,6 +29,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from sqlalchemy import Engine
 
+from audit.core import kinds
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.requests import nonce_hash, requested_year
@@ -162,7 +163,7 @@ class HostileCoordinator:
             "kind": "score",
             "request_nonce_hash": nonce_hash(query.nonce).hex(),
         }
-        return self._promise(spec_bytes, "query_issued", fields)
+        return self._promise(spec_bytes, kinds.QUERY_ISSUED, fields)
 
     def log_histogram(self, spec: StatisticsSpec) -> Asked:
         """Append the "statistics_query_issued" entry an honest coordinator would."""
@@ -175,7 +176,7 @@ class HostileCoordinator:
             "participants": list(spec.participants),
             "kind": "histogram",
         }
-        return self._promise(spec_bytes, "statistics_query_issued", fields)
+        return self._promise(spec_bytes, kinds.STATISTICS_QUERY_ISSUED, fields)
 
     def _promise(self, spec_bytes: bytes, kind: str, fields: dict[str, object]) -> Asked:
         ref = self.log.append_now(kind, fields)
