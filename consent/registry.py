@@ -22,21 +22,13 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine
 
 from audit.core import kinds
 from audit.store.log import EventLog
 from consent.grant_rules import check_uses, check_window
 from consent.receipts import signed_receipt
-from consent.store import (
-    ConsentGrant,
-    add_grant,
-    draw_status_index,
-    find_grant,
-    grants_of,
-    status_list_record,
-)
+from consent.store import Grant, add_grant, draw_status_index, find_grant, grants_of, mark_revoked
 from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from fedscore.protocol.signed import RECEIPT_GRANTED, RECEIPT_REVOKED
 from fedscore.runtime.party import Party
@@ -213,8 +205,8 @@ def grant(
     uses = check_uses(purpose, max_uses)
     box_keys = _agency_box_keys(registry.trust, purpose)
     token_id = new_token_id()
-    with Session(registry.engine) as session:
-        status_index, _ = draw_status_index(session)
+    with registry.engine.begin() as connection:
+        status_index, _ = draw_status_index(connection)
         token = ConsentToken(
             token_id=token_id,
             purpose_id=purpose.id,
@@ -240,8 +232,8 @@ def grant(
         envelope = sign_message(token, registry.signing_key)
         receipt = registry.receipt(token, event=RECEIPT_GRANTED, event_time=now)
         add_grant(
-            session,
-            ConsentGrant(
+            connection,
+            Grant(
                 token_id=token_id,
                 citizen_key=registry.citizen_key(national_id),
                 purpose_id=purpose.id,
@@ -251,11 +243,12 @@ def grant(
                 max_uses=uses,
                 status_index=status_index,
                 granted_at=now,
+                revoked_at=None,
                 token_envelope=envelope.SerializeToString(),
             ),
         )
         registry.log.append(
-            session,
+            connection,
             kinds.CONSENT_GRANTED,
             {
                 "token_id": token_id,
@@ -266,7 +259,6 @@ def grant(
             },
             now=now,
         )
-        session.commit()
     return IssuedConsent(token_id=token_id, token=envelope, receipt=receipt)
 
 
@@ -274,10 +266,10 @@ def grant(
 
 
 def _own_grant(
-    registry: ConsentRegistry, session: Session, national_id: str, token_id: str
-) -> ConsentGrant:
+    registry: ConsentRegistry, connection: Connection, national_id: str, token_id: str
+) -> Grant:
     """The grant `token_id`, if `national_id` is who made it; raise otherwise."""
-    found = find_grant(session, token_id)
+    found = find_grant(connection, token_id)
     if found is None:
         raise NotFound(f"no consent with token id {token_id!r}", reason="UNKNOWN_TOKEN")
     if not hmac.compare_digest(found.citizen_key, registry.citizen_key(national_id)):
@@ -287,7 +279,7 @@ def _own_grant(
     return found
 
 
-def stored_token(grant_row: ConsentGrant) -> ConsentToken:
+def stored_token(grant_row: Grant) -> ConsentToken:
     """The token as we signed it (our own stored bytes, so no verification needed)."""
     envelope = Envelope.FromString(grant_row.token_envelope)
     token: ConsentToken = ConsentToken.FromString(envelope.payload)
@@ -297,24 +289,22 @@ def stored_token(grant_row: ConsentGrant) -> ConsentToken:
 def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: int) -> Revocation:
     """Withdraw the citizen's consent; the caller pushes `notice` to every checking party."""
     national_id = validate_national_id(national_id)
-    with Session(registry.engine) as session:
-        row = _own_grant(registry, session, national_id, token_id)
+    with registry.engine.begin() as connection:
+        row = _own_grant(registry, connection, national_id, token_id)
         token = stored_token(row)
-        if row.revoked_at is not None:
-            receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=row.revoked_at)
+        sequence = None if row.revoked_at is not None else mark_revoked(connection, token_id, now)
+        if sequence is None:
+            # Revoked before (by this citizen, perhaps a moment ago): the same receipt again.
+            again = find_grant(connection, token_id)
+            revoked_at = again.revoked_at if again is not None and again.revoked_at else now
+            receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=revoked_at)
             return Revocation(token_id=token_id, receipt=receipt, notice=None)
-        row.revoked_at = now
-        session.add(row)
-        record = status_list_record(session)
-        record.sequence += 1
-        session.add(record)
         registry.log.append(
-            session,
+            connection,
             kinds.CONSENT_REVOKED,
-            {"token_id": token_id, "revoked_at": now, "status_sequence": record.sequence},
+            {"token_id": token_id, "revoked_at": now, "status_sequence": sequence},
             now=now,
         )
-        session.commit()
     receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=now)
     notice = RevocationNotice(
         issuer=registry.registry_id,
@@ -330,7 +320,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
 # --- status and listing -----------------------------------------------------------
 
 
-def status_of(row: ConsentGrant, now: int) -> str:
+def status_of(row: Grant, now: int) -> str:
     """Valid for not_before <= now <= not_after, as in `fedscore.protocol.tokens.verify_token`."""
     if row.revoked_at is not None:
         return REVOKED
@@ -342,8 +332,8 @@ def status_of(row: ConsentGrant, now: int) -> str:
 
 
 def consent_status(registry: ConsentRegistry, *, token_id: str, now: int) -> str:
-    with Session(registry.engine) as session:
-        row = find_grant(session, token_id)
+    with registry.engine.connect() as connection:
+        row = find_grant(connection, token_id)
         if row is None:
             raise NotFound(f"no consent with token id {token_id!r}", reason="UNKNOWN_TOKEN")
         return status_of(row, now)
@@ -352,8 +342,8 @@ def consent_status(registry: ConsentRegistry, *, token_id: str, now: int) -> str
 def list_grants(registry: ConsentRegistry, *, national_id: str, now: int) -> list[GrantSummary]:
     """The citizen's own grants, oldest first; nobody else's."""
     national_id = validate_national_id(national_id)
-    with Session(registry.engine) as session:
-        rows = grants_of(session, registry.citizen_key(national_id))
+    with registry.engine.connect() as connection:
+        rows = grants_of(connection, registry.citizen_key(national_id))
         return [
             GrantSummary(
                 token_id=row.token_id,

@@ -12,11 +12,15 @@ Invariants:
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from audit.core import kinds
 from consent.registry import ConsentRegistry
-from consent.store import grant_count, revoked_indexes, status_list_record, status_list_size
+from consent.store import (
+    grant_count,
+    revoked_indexes,
+    status_list_size,
+    status_list_state,
+    store_signed_list,
+)
 from fedscore.protocol.status_list import build_status_list
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message
@@ -25,8 +29,8 @@ from keys.envelope import sign_message
 def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
     """The signed status list: the stored copy while fresh, else a newly signed one."""
     ttl = registry.status_ttl_seconds
-    with Session(registry.engine) as session:
-        record = status_list_record(session)
+    with registry.engine.begin() as connection:
+        record = status_list_state(connection)
         age = now - record.signed_at
         if (
             record.signed_envelope is not None
@@ -36,21 +40,23 @@ def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
         ):
             stored: Envelope = Envelope.FromString(record.signed_envelope)
             return stored
-        size_bits = status_list_size(grant_count(session))
-        revoked = revoked_indexes(session)
+        size_bits = status_list_size(grant_count(connection))
+        revoked = revoked_indexes(connection)
         status_list = build_status_list(
             registry.registry_id, record.sequence, revoked, size_bits, ttl, now
         )
         envelope = sign_message(status_list, registry.signing_key)
         new_sequence = record.signed_sequence != record.sequence
-        record.signed_sequence = record.sequence
-        record.signed_at = now
-        record.signed_ttl = ttl
-        record.signed_envelope = envelope.SerializeToString()
-        session.add(record)
+        store_signed_list(
+            connection,
+            sequence=record.sequence,
+            signed_at=now,
+            ttl=ttl,
+            envelope=envelope.SerializeToString(),
+        )
         if new_sequence:
             registry.log.append(
-                session,
+                connection,
                 kinds.STATUS_LIST_PUBLISHED,
                 {
                     "sequence": record.sequence,
@@ -61,5 +67,4 @@ def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
                 },
                 now=now,
             )
-        session.commit()
         return envelope

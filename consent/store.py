@@ -11,19 +11,25 @@ Invariants:
   a grant revoked, so a signed list with sequence n includes every revocation before n.
 - Grants are never deleted: revocation sets `revoked_at`, and the list only grows.
 
-Nothing here commits: callers own the session, so a grant or revocation and its audit
-log entry commit together or not at all.
+Storage idiom (as in every party's store): tables are declared once (SQLModel, for the
+schema only); every read and write is a SQLAlchemy Core statement on a `Connection` the
+caller owns (`engine.begin()`), and rows come back as frozen values (`Grant`,
+`StatusListState`), never as live ORM objects. Nothing here commits: a grant or a
+revocation and its audit log entry commit together or not at all. The sequence is bumped
+by one `UPDATE ... RETURNING`, never read, changed and written back, so two concurrent
+revocations cannot both take the same sequence.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, fields
 
-from sqlalchemy import Engine, LargeBinary, func
-from sqlmodel import Column, Field, Session, SQLModel, col, select
+from sqlalchemy import Connection, Engine, LargeBinary, Table, func, insert, select, update
+from sqlmodel import Column, Field, SQLModel
 
 from fedscore.protocol.status_list import MIN_STATUS_LIST_BITS
-from fedscore.runtime.db import create_tables
+from fedscore.runtime.db import create_tables, insert_unless_present
 from fedscore.runtime.db import open_engine as open_database
 
 STATUS_LIST_ROW = 1
@@ -60,33 +66,75 @@ class StatusListRecord(SQLModel, table=True):
     signed_envelope: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
 
+GRANT: Table = ConsentGrant.__table__  # type: ignore[attr-defined]
+STATUS_LIST: Table = StatusListRecord.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A stored grant, as read or as to be written (the columns of `consent_grant`)."""
+
+    token_id: str
+    citizen_key: str
+    purpose_id: str
+    relying_party: str
+    not_before: int
+    not_after: int
+    max_uses: int
+    status_index: int
+    granted_at: int
+    revoked_at: int | None
+    token_envelope: bytes
+
+
+_GRANT_COLUMNS = [GRANT.c[field.name] for field in fields(Grant)]
+
+
+@dataclass(frozen=True)
+class StatusListState:
+    """The status list's sequence and its last signed copy (`signed_envelope`, if any)."""
+
+    sequence: int
+    signed_sequence: int
+    signed_at: int
+    signed_ttl: int
+    signed_envelope: bytes | None
+
+
 def open_engine(db_url: str) -> Engine:
     """An engine for `db_url` with the registry's tables created."""
     engine = open_database(db_url)
-    create_tables(engine, [ConsentGrant.__table__, StatusListRecord.__table__])  # type: ignore[attr-defined]
+    create_tables(engine, [GRANT, STATUS_LIST])
     return engine
 
 
-def add_grant(session: Session, grant: ConsentGrant) -> None:
-    session.add(grant)
+def add_grant(connection: Connection, grant: Grant) -> None:
+    connection.execute(
+        insert(GRANT).values(**{f.name: getattr(grant, f.name) for f in fields(Grant)})
+    )
 
 
-def find_grant(session: Session, token_id: str) -> ConsentGrant | None:
-    return session.get(ConsentGrant, token_id)
+def _grant(row: tuple[object, ...]) -> Grant:
+    return Grant(*row)  # type: ignore[arg-type]
 
 
-def grants_of(session: Session, citizen_key: str) -> list[ConsentGrant]:
+def find_grant(connection: Connection, token_id: str) -> Grant | None:
+    row = connection.execute(select(*_GRANT_COLUMNS).where(GRANT.c.token_id == token_id)).first()
+    return None if row is None else _grant(tuple(row))
+
+
+def grants_of(connection: Connection, citizen_key: str) -> list[Grant]:
     """Every grant of one citizen, oldest first."""
     statement = (
-        select(ConsentGrant)
-        .where(ConsentGrant.citizen_key == citizen_key)
-        .order_by(col(ConsentGrant.granted_at), col(ConsentGrant.token_id))
+        select(*_GRANT_COLUMNS)
+        .where(GRANT.c.citizen_key == citizen_key)
+        .order_by(GRANT.c.granted_at, GRANT.c.token_id)
     )
-    return list(session.exec(statement))
+    return [_grant(tuple(row)) for row in connection.execute(statement)]
 
 
-def grant_count(session: Session) -> int:
-    return int(session.exec(select(func.count()).select_from(ConsentGrant)).one())
+def grant_count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(GRANT)).scalar_one())
 
 
 def status_list_size(grant_count: int) -> int:
@@ -101,28 +149,71 @@ def status_list_size(grant_count: int) -> int:
     return size
 
 
-def draw_status_index(session: Session) -> tuple[int, int]:
+def draw_status_index(connection: Connection) -> tuple[int, int]:
     """A random status index no grant uses yet, and the list size it was drawn from."""
-    size = status_list_size(grant_count(session))
+    size = status_list_size(grant_count(connection))
     while True:
         index = secrets.randbelow(size)
-        taken = session.exec(
-            select(ConsentGrant.token_id).where(ConsentGrant.status_index == index)
+        taken = connection.execute(
+            select(GRANT.c.token_id).where(GRANT.c.status_index == index)
         ).first()
         if taken is None:
             return index, size
 
 
-def revoked_indexes(session: Session) -> set[int]:
-    statement = select(ConsentGrant.status_index).where(col(ConsentGrant.revoked_at).is_not(None))
-    return set(session.exec(statement))
+def revoked_indexes(connection: Connection) -> set[int]:
+    statement = select(GRANT.c.status_index).where(GRANT.c.revoked_at.is_not(None))
+    return {int(index) for index in connection.execute(statement).scalars()}
 
 
-def status_list_record(session: Session) -> StatusListRecord:
+def mark_revoked(connection: Connection, token_id: str, now: int) -> int | None:
+    """Revoke `token_id` and bump the status-list sequence; the new sequence, or None if
+    the grant was revoked already (by this call's caller or a concurrent one)."""
+    revoked = connection.execute(
+        update(GRANT)
+        .where(GRANT.c.token_id == token_id, GRANT.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(GRANT.c.token_id)
+    ).first()
+    if revoked is None:
+        return None
+    status_list_state(connection)  # the row exists from here on
+    sequence = connection.execute(
+        update(STATUS_LIST)
+        .where(STATUS_LIST.c.id == STATUS_LIST_ROW)
+        .values(sequence=STATUS_LIST.c.sequence + 1)
+        .returning(STATUS_LIST.c.sequence)
+    ).scalar_one()
+    return int(sequence)
+
+
+def status_list_state(connection: Connection) -> StatusListState:
     """The status list row, created on first use."""
-    record = session.get(StatusListRecord, STATUS_LIST_ROW)
-    if record is None:
-        record = StatusListRecord()
-        session.add(record)
-        session.flush()
-    return record
+    connection.execute(
+        insert_unless_present(connection, STATUS_LIST, "id").values(
+            id=STATUS_LIST_ROW, sequence=0, signed_sequence=-1, signed_at=0, signed_ttl=0
+        )
+    )
+    row = connection.execute(
+        select(
+            STATUS_LIST.c.sequence,
+            STATUS_LIST.c.signed_sequence,
+            STATUS_LIST.c.signed_at,
+            STATUS_LIST.c.signed_ttl,
+            STATUS_LIST.c.signed_envelope,
+        ).where(STATUS_LIST.c.id == STATUS_LIST_ROW)
+    ).one()
+    return StatusListState(*row)
+
+
+def store_signed_list(
+    connection: Connection, *, sequence: int, signed_at: int, ttl: int, envelope: bytes
+) -> None:
+    """Keep the copy of the list just signed for `sequence`."""
+    connection.execute(
+        update(STATUS_LIST)
+        .where(STATUS_LIST.c.id == STATUS_LIST_ROW)
+        .values(
+            signed_sequence=sequence, signed_at=signed_at, signed_ttl=ttl, signed_envelope=envelope
+        )
+    )

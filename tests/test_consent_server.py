@@ -16,7 +16,6 @@ import grpc.aio
 import pytest
 from google.protobuf.message import Message
 from receipt_privacy import leaks
-from sqlmodel import Session
 
 from consent.server import Running, start
 from consent.store import grant_count
@@ -144,8 +143,8 @@ class Recorder:
 
 
 def _stored(running: Running) -> tuple[int, int]:
-    with Session(running.engine) as session:
-        return grant_count(session), running.registry.log.size()
+    with running.engine.connect() as connection:
+        return grant_count(connection), running.registry.log.size()
 
 
 def _log(running: Running, kind: str) -> list[dict[str, object]]:
