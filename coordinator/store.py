@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from audit.core import kinds
 from audit.core.entries import LogRef
@@ -359,14 +359,18 @@ class CoordinatorStore:
         return self.log.append_now(kinds.SCORE_REFUSED, dict(fields))
 
     def uses(self, token_id: str) -> int:
-        with Session(self.engine) as session:
-            use = session.get(TokenUse, token_id)
-            return use.uses if use is not None else 0
+        statement = select(TOKEN_USES.c.uses).where(TOKEN_USES.c.token_id == token_id)
+        with self.engine.connect() as connection:
+            return int(connection.execute(statement).scalar_one_or_none() or 0)
 
     def nonce_seen(self, nonce: bytes) -> bool:
-        with Session(self.engine) as session:
-            return session.get(UsedNonce, nonce_digest(nonce)) is not None
+        statement = select(NONCES.c.nonce_hash).where(NONCES.c.nonce_hash == nonce_digest(nonce))
+        with self.engine.connect() as connection:
+            return connection.execute(statement).first() is not None
 
     def query(self, query_id: str) -> IssuedQuery | None:
-        with Session(self.engine) as session:
-            return session.get(IssuedQuery, query_id)
+        """The issued query as stored (a plain value, bound to no session)."""
+        statement = select(ISSUED_QUERIES).where(ISSUED_QUERIES.c.query_id == query_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(statement).mappings().first()
+        return None if row is None else IssuedQuery(**row)

@@ -286,6 +286,6 @@ class NodeStore:
 
     def import_batches(self) -> list[ImportBatch]:
         """Every accepted import, oldest first."""
-        with Session(self.engine) as session:
-            rows = session.execute(select(ImportBatch).order_by(IMPORT_BATCH.c.id)).scalars()
-            return list(rows)
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(IMPORT_BATCH).order_by(IMPORT_BATCH.c.id)).mappings()
+            return [ImportBatch(**row) for row in rows]

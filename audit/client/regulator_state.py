@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import BigInteger, Column, Engine, LargeBinary, Table, delete, select
-from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit.core.checkpoint import Checkpoint
@@ -63,11 +62,15 @@ class RegulatorState:
         create_tables(engine, [VERIFIED_CHECKPOINT, VERIFIED_LEAF])
 
     def checkpoint(self, party: str) -> Checkpoint | None:
-        with Session(self.engine) as session:
-            row = session.get(VerifiedCheckpoint, party)
-            if row is None:
-                return None
-            return Checkpoint(party, row.size, bytes.fromhex(row.root), row.timestamp)
+        query = select(
+            VERIFIED_CHECKPOINT.c.size, VERIFIED_CHECKPOINT.c.root, VERIFIED_CHECKPOINT.c.timestamp
+        ).where(VERIFIED_CHECKPOINT.c.party == party)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        size, root, timestamp = row
+        return Checkpoint(party, int(size), bytes.fromhex(root), int(timestamp))
 
     def leaves(self, party: str) -> list[bytes]:
         """The leaf hashes under the party's verified checkpoint, in order."""
@@ -95,16 +98,17 @@ class RegulatorState:
         party = checkpoint.origin
         if len(leaves) != checkpoint.size:
             raise FailedPrecondition("leaves do not cover the checkpoint", "BAD_STATE_UPDATE")
-        with Session(self.engine) as session:
-            previous = session.get(VerifiedCheckpoint, party)
-            known = 0 if previous is None else previous.size
+        with self.engine.begin() as connection:
+            known = connection.execute(
+                select(VERIFIED_CHECKPOINT.c.size).where(VERIFIED_CHECKPOINT.c.party == party)
+            ).scalar_one_or_none()
+            known = 0 if known is None else int(known)
             if checkpoint.size < known:
                 raise FailedPrecondition(
                     f"refusing to move {party} back from {known} to {checkpoint.size} entries",
                     "BAD_STATE_UPDATE",
                 )
             # Rows at or above `known` can only be left over from an interrupted run.
-            connection = session.connection()
             connection.execute(
                 delete(VERIFIED_LEAF).where(
                     VERIFIED_LEAF.c.party == party, VERIFIED_LEAF.c.index >= known
@@ -116,13 +120,14 @@ class RegulatorState:
             ]
             if new:
                 connection.execute(VERIFIED_LEAF.insert(), new)
-            row = previous or VerifiedCheckpoint(
-                party=party, size=0, root="", timestamp=0, verified_at=0, envelope=b""
+            state = {
+                "size": checkpoint.size,
+                "root": checkpoint.root.hex(),
+                "timestamp": checkpoint.timestamp,
+                "verified_at": verified_at,
+                "envelope": envelope.SerializeToString(),
+            }
+            connection.execute(
+                delete(VERIFIED_CHECKPOINT).where(VERIFIED_CHECKPOINT.c.party == party)
             )
-            row.size = checkpoint.size
-            row.root = checkpoint.root.hex()
-            row.timestamp = checkpoint.timestamp
-            row.verified_at = verified_at
-            row.envelope = envelope.SerializeToString()
-            session.add(row)
-            session.commit()
+            connection.execute(VERIFIED_CHECKPOINT.insert().values(party=party, **state))

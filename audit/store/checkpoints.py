@@ -17,9 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Table, func, select
+from sqlalchemy import BigInteger, Column, LargeBinary, Table, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit.core import merkle
@@ -64,14 +63,12 @@ class CheckpointSigner:
 
     def last(self) -> tuple[Checkpoint, Envelope] | None:
         """The latest checkpoint this party signed, if any."""
-        with Session(self.log.engine) as session:
-            top = session.execute(select(func.max(SIGNED_CHECKPOINT.c.size))).scalar_one()
-            if top is None:
-                return None
-            row = session.get(SignedCheckpoint, int(top))
-            if row is None:  # removed between the two reads
-                return None
-            envelope = Envelope.FromString(row.envelope)
+        newest = select(SIGNED_CHECKPOINT.c.envelope).order_by(SIGNED_CHECKPOINT.c.size.desc())
+        with self.log.engine.connect() as connection:
+            stored = connection.execute(newest.limit(1)).scalar_one_or_none()
+        if stored is None:
+            return None
+        envelope = Envelope.FromString(stored)
         return Checkpoint.from_bytes(envelope.payload), envelope
 
     def sign(self) -> Envelope:
@@ -113,16 +110,15 @@ class CheckpointSigner:
                 timestamp = max(timestamp, previous.timestamp)
             checkpoint = Checkpoint(self.log.origin, size, root, timestamp)
             envelope = checkpoint.sign(self._key)
-            row = SignedCheckpoint(
-                size=size,
-                root=root.hex(),
-                signed_at=timestamp,
-                envelope=envelope.SerializeToString(),
-            )
+            row = {
+                "size": size,
+                "root": root.hex(),
+                "signed_at": timestamp,
+                "envelope": envelope.SerializeToString(),
+            }
             try:
-                with Session(self.log.engine) as session:
-                    session.add(row)
-                    session.commit()
+                with self.log.engine.begin() as connection:
+                    connection.execute(SIGNED_CHECKPOINT.insert().values(row))
             except IntegrityError:
                 # Another process signed this size first; its checkpoint stands if it agrees.
                 again = self.last()
