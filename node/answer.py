@@ -1,5 +1,10 @@
 """From an admitted question to the node's masked answer (ARCHITECTURE.md steps 4-5).
 
+Both kinds of question are answered masked the same way, bound to the hash of the exact
+spec bytes asked and to the kind: a score item as one value (`masked_contribution`, kind
+`score-batch-item`), a histogram as one value per bin (`masked_bins`, kind
+`histogram-bin`, each bin its own mask). Reading a person's records is a score's alone.
+
 Invariants:
 - The node always answers an admitted query, with 0 when it holds nothing for the
   person: silence, or a different shape of answer, would reveal absence.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Select
 
@@ -30,11 +36,19 @@ from fedscore.runtime.prepared import Cursor
 from fedscore.v1.query_pb2 import ContributionAnswer
 from fedscore.v1.trust_pb2 import Role
 from keys.box import BoxKeyPair
-from keys.masks import Question, QuestionKind, mask_for, masked_answer, pairwise_seeds
+from keys.masks import (
+    Question,
+    QuestionKind,
+    bin_masks,
+    mask_for,
+    masked_answer,
+    pairwise_seeds,
+)
 from keys.pseudonym import pseudonym
 from keys.registry import TrustView
 from keys.seal import open_subject
 from node.checks import AdmittedQuery
+from node.question_checks import SignedSpec
 from node.store import as_pseudonym_bytes, quantities_of_many_query, quantities_query
 from policies.model import Policy, Purpose
 from policies.scoring import contribution
@@ -112,6 +126,16 @@ def masked_contribution(
         masked_value=masked_answer(points, mask),
         query_hash=admitted.signed.query_hash,
     )
+
+
+def masked_bins(
+    counts: list[int], agency_id: str, seeds: Mapping[str, bytes], signed: SignedSpec[Any]
+) -> list[int]:
+    """Each bin's count of a histogram question under its own pairwise mask, bound to the
+    spec's hash and the bin, over the spec's participant set."""
+    question = Question(QuestionKind.HISTOGRAM_BIN, signed.query_hash)
+    masks = bin_masks(agency_id, seeds, signed.spec.participants, question, len(counts))
+    return [masked_answer(count, mask) for count, mask in zip(counts, masks, strict=True)]
 
 
 @dataclass

@@ -48,8 +48,9 @@ from fedscore.v1.query_pb2 import (
 from keys.envelope import sign_message
 from keys.masks import QuestionKind
 from node.answer import contribution_for, masked_contribution, subject_pseudonym
-from node.checks import AdmittedQuery, RefusalNotes, admit, authenticate_batch
+from node.checks import AdmittedQuery, admit, authenticate_batch
 from node.claims import Claim
+from node.question_checks import RefusalNotes
 from node.service import AgencyNode, log_refusal
 from node.store import as_pseudonym_bytes
 

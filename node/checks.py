@@ -5,7 +5,10 @@ signed once (a lone question is a batch of one; there is no other path). Plain f
 each raises a `FedscoreError` with a reason and returns the value it established. They run
 in the one fixed order below, so a forged envelope is refused before anything it carries is
 believed or parsed. A node checks on its own every limit it can (docs/adr/0011): nothing
-here trusts the coordinator beyond its signature.
+here trusts the coordinator beyond its signature. The steps a histogram question passes
+too are `node.question_checks`, called here with a score item's values; what only a score
+question has (the relying party's request, the consent token, the years a purpose
+reaches) is here and in `node.consent_checks`.
 
 For the batch, once (`authenticate_batch`; a failure refuses the whole batch):
  1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
@@ -30,12 +33,15 @@ For each item on its own (`admit`; a failure refuses that item only):
     allows (TOKEN_EXPIRED, CONSENT_REVOKED, STATUS_LIST_STALE, RELYING_PARTY_MISMATCH,
     RELYING_PARTY_NOT_ALLOWED, ...), and holds a sealed subject for this agency
     (TOKEN_OUT_OF_SCOPE) (`node.consent_checks`);
- 8. the participant list is the purpose's full set, never a subset (PARTICIPANT_SET_MISMATCH);
+ 8. the participant list is the purpose's full set, in any order, never a subset
+    (PARTICIPANT_SET_MISMATCH);
  9. the year is the one the relying party asked (YEAR_MISMATCH), one that can hold a score
     (BAD_YEAR), within the purpose's years (YEAR_NOT_ALLOWED);
 10. in the batch's transaction (`node.claims`, `node.batch`): the query id is unused
     (REPLAYED_QUERY), the request nonce unused (REPLAYED_NONCE), and the token has a use
     left at this node (USE_LIMIT_REACHED).
+
+Steps 2-5, 8 and the range of step 9 are `node.question_checks`.
 
 Invariants:
 - Only facts from a verified batch are written into `RefusalNotes`, so a forger cannot put
@@ -50,19 +56,10 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
-from fedscore.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
-)
+from fedscore.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from fedscore.protocol.requests import AuthenticatedRequest, requested_year
-from fedscore.protocol.status_list import RevocationState
 from fedscore.protocol.tokens import VerifiedToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
@@ -73,43 +70,26 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
 )
 from keys.envelope import verify_message
-from keys.keyring import CoordinatorKeys, RequesterKeys
-from keys.registry import TrustView
 from node.claims import Claim
 from node.consent_checks import check_request, check_token, own_sealed_subject
+from node.question_checks import (
+    MAX_YEAR,
+    NodeTrust,
+    RefusalNotes,
+    SignedSpec,
+    addressed_to,
+    check_freshness,
+    check_kind,
+    check_participants,
+    check_promise,
+    check_year_range,
+    policy_named,
+    signed_spec,
+)
 from policies.model import Policy, Purpose
 
-# Clocks of the coordinator and the node may disagree by this much.
-CLOCK_SKEW_SECONDS = 30
-# No record predates Unix time; the upper bound keeps the year window a valid datetime.
-MIN_YEAR, MAX_YEAR = 1970, 9998
 # A batch is one transaction and one blocking stretch of the node's event loop.
 MAX_BATCH_QUERIES = 256
-
-
-@dataclass
-class RefusalNotes:
-    """Authenticated facts about a question so far, for the "query_refused" log entry."""
-
-    query_id: str = ""
-    purpose: str = ""
-
-    def fields(self) -> dict[str, str]:
-        known = {"query_id": self.query_id, "purpose": self.purpose}
-        return {name: value for name, value in known.items() if value}
-
-
-@dataclass(frozen=True)
-class NodeTrust:
-    """What the node trusts, fixed at start: keyrings, policies, revocations, its own id."""
-
-    agency_id: str
-    trust: TrustView
-    coordinator_keyring: CoordinatorKeys
-    policies: Mapping[str, Policy]  # by content hash
-    revocations: RevocationState
-    # Relying parties and the citizen portal: whoever may sign a score request.
-    request_keyring: RequesterKeys
 
 
 @dataclass(frozen=True)
@@ -122,19 +102,10 @@ class SignedBatch:
 
 
 @dataclass(frozen=True)
-class SignedQuery:
-    """One question of a signed batch: its exact spec bytes' hash and the parsed spec."""
-
-    spec: QuerySpec
-    query_hash: bytes  # SHA-256 of the exact spec bytes the coordinator logged
-    coordinator: str  # participant id of the batch's signer
-
-
-@dataclass(frozen=True)
 class AdmittedQuery:
     """A question that passed every check; the node must now answer it."""
 
-    signed: SignedQuery
+    signed: SignedSpec[QuerySpec]
     policy: Policy
     purpose: Purpose
     request: AuthenticatedRequest  # the relying party's own signed request
@@ -166,11 +137,7 @@ def authenticate_batch(envelope: Envelope, node: NodeTrust) -> SignedBatch:
     """Step 1: the coordinator signed this batch, for this agency, and it is within bounds."""
     verified = verify_message(envelope, ContributionBatch, node.coordinator_keyring)
     batch = verified.payload
-    if node.agency_id not in batch.agency_ids:
-        raise PermissionDenied(
-            f"batch is addressed to agencies {sorted(batch.agency_ids)}, not {node.agency_id!r}",
-            reason="WRONG_AGENCY",
-        )
+    addressed_to(node.agency_id, batch.agency_ids)
     if len(batch.queries) > MAX_BATCH_QUERIES:
         raise InvalidArgument(
             f"batch holds {len(batch.queries)} queries; at most {MAX_BATCH_QUERIES} are allowed",
@@ -179,82 +146,18 @@ def authenticate_batch(envelope: Envelope, node: NodeTrust) -> SignedBatch:
     return SignedBatch(batch, verified.signer, hashlib.sha256(envelope.payload).digest())
 
 
-def signed_spec(spec_bytes: bytes, coordinator: str) -> SignedQuery:
-    """Step 2 (parsing): the spec bytes of an item whose batch `coordinator` signed."""
-    spec = QuerySpec()
-    try:
-        spec.ParseFromString(spec_bytes)
-    except DecodeError as exc:
-        raise InvalidArgument("query spec is not a valid QuerySpec", "MALFORMED_MESSAGE") from exc
-    if not spec.query_id:
-        raise InvalidArgument("query spec has no query id", reason="MALFORMED_MESSAGE")
-    return SignedQuery(spec, hashlib.sha256(spec_bytes).digest(), coordinator)
-
-
-def check_kind(spec: QuerySpec) -> None:
-    """Step 2 (kind): the spec asks a score question, never a histogram."""
-    if spec.kind != QUESTION_KIND_SCORE:
-        raise PermissionDenied(
-            "the spec does not ask a score question", reason="QUESTION_KIND_MISMATCH"
-        )
-
-
-def policy_named(spec: QuerySpec, policies: Mapping[str, Policy]) -> Policy:
-    """Step 3: the policy the question was asked under, if this node holds it."""
-    try:
-        return policies[spec.policy_hash]
-    except KeyError:
-        raise FailedPrecondition(
-            f"query names policy {spec.policy_hash!r}, which this node does not hold",
-            reason="UNKNOWN_POLICY",
-        ) from None
-
-
-def check_freshness(spec: QuerySpec, now: int) -> None:
-    """Step 4: not past its expiry, and not issued in the future beyond the clock skew."""
-    if now > spec.expires_at:
-        raise PermissionDenied(
-            f"query expired at {spec.expires_at} (now {now})", reason="QUERY_EXPIRED"
-        )
-    if spec.issued_at > now + CLOCK_SKEW_SECONDS:
-        raise PermissionDenied(
-            f"query issued at {spec.issued_at}, in the future of {now}", reason="QUERY_EXPIRED"
-        )
-
-
-def check_log_promise(item: BatchedContributionQuery, signed: SignedQuery) -> LogPromise:
+def check_log_promise(item: BatchedContributionQuery, signed: SignedSpec[QuerySpec]) -> LogPromise:
     """Step 5: the coordinator that signed the batch logged exactly these spec bytes first.
 
-    The batch's signature covers the promise; it must name this very spec's hash, in the
-    log of the coordinator that signed and that the spec names.
+    The batch's signature covers the promise (so it carries no signature of its own); it
+    must name this very spec's hash, in the log of the coordinator that signed and that
+    the spec names.
     """
     if not item.HasField("log_promise"):
         raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
     promise = item.log_promise
-    if promise.query_hash != signed.query_hash:
-        raise Unauthenticated("log promise is for another query", reason="BAD_LOG_PROMISE")
-    if not promise.origin == signed.spec.coordinator == signed.coordinator:
-        raise Unauthenticated(
-            "log promise, query spec and signature name different coordinators",
-            reason="BAD_LOG_PROMISE",
-        )
+    check_promise(promise.origin, promise.query_hash, signed)
     return promise
-
-
-def check_participants(spec: QuerySpec, purpose: Purpose, agency_id: str) -> None:
-    """Step 8: exactly the purpose's participant set: a subset would allow differencing."""
-    listed = list(spec.participants)
-    if len(set(listed)) != len(listed) or set(listed) != set(purpose.participants):
-        raise PermissionDenied(
-            f"query lists participants {sorted(listed)}, purpose {purpose.id!r} requires "
-            f"{sorted(purpose.participants)}",
-            reason="PARTICIPANT_SET_MISMATCH",
-        )
-    if agency_id not in listed:
-        raise PermissionDenied(
-            f"agency {agency_id!r} is not a participant of purpose {purpose.id!r}",
-            reason="PARTICIPANT_SET_MISMATCH",
-        )
 
 
 def check_year(
@@ -267,8 +170,7 @@ def check_year(
             f"the spec asks about {spec.year}, the relying party about {asked}",
             reason="YEAR_MISMATCH",
         )
-    if not MIN_YEAR <= asked <= MAX_YEAR:
-        raise InvalidArgument(f"year {asked} cannot hold a score", reason="BAD_YEAR")
+    check_year_range(asked, MAX_YEAR)  # future years are the purpose's to refuse
     purpose.check_year(asked, policy.current_year(now))
     return asked
 
@@ -285,19 +187,19 @@ def admit(
     Fills `notes` with what is authenticated as it is learned. Step 10 (the claims) is the
     caller's, inside the transaction that logs the answer.
     """
-    signed = signed_spec(item.spec, coordinator)
+    signed = signed_spec(item.spec, QuerySpec, coordinator)
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.purpose = spec.purpose_id
-    check_kind(spec)
-    policy = policy_named(spec, node.policies)
-    check_freshness(spec, now)
+    check_kind(spec.kind, QUESTION_KIND_SCORE)
+    policy = policy_named(spec.policy_hash, node.policies)
+    check_freshness(spec.issued_at, spec.expires_at, now)
     promise = check_log_promise(item, signed)
     request = check_request(spec, node.request_keyring, now)
     token = check_token(spec, request, policy, node.agency_id, node.trust, node.revocations, now)
     sealed = own_sealed_subject(token, node.agency_id)
     purpose = policy.purpose(spec.purpose_id)
-    check_participants(spec, purpose, node.agency_id)
+    check_participants(spec.participants, purpose.participants, node.agency_id, in_order=False)
     year = check_year(spec, request, policy, purpose, now)
     return AdmittedQuery(
         signed=signed,

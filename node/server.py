@@ -35,7 +35,7 @@ from fedscore.runtime.status_follower import StatusListFollower, fetch_from_regi
 from fedscore.v1.trust_pb2 import Role
 from node.answer import derive_mask_seeds
 from node.batch import batch_handlers
-from node.checks import NodeTrust
+from node.question_checks import NodeTrust
 from node.service import SERVICE_NAME, AgencyNode, Clock, revocation_handlers
 from node.statistics import SERVICE_NAME as STATISTICS_SERVICE
 from node.statistics import statistics_handlers

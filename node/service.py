@@ -37,8 +37,8 @@ from fedscore.v1.query_pb2 import NotifyRevocationRequest, NotifyRevocationRespo
 from keys.box import BoxKeyPair
 from keys.signing import SigningKey
 from node.answer import RecordLookup
-from node.checks import NodeTrust, RefusalNotes
 from node.claims import ClaimStatements
+from node.question_checks import NodeTrust, RefusalNotes
 from node.store import NodeStore
 from policies.model import Policy
 

@@ -1,52 +1,50 @@
 """`fedscore.v1.NodeStatisticsService`: an agency node's masked histogram for a release.
 
-A node answers a statistics query only when, in this order (each refusal has a reason):
+A statistics question is the same protocol as a score question (`node.question_checks`
+holds the steps both pass, called here with a histogram question's values). A node
+answers one only when, in this order (each refusal has a reason):
  1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
     UNKNOWN_SIGNER, BAD_SIGNATURE), is addressed to this agency (WRONG_AGENCY), its spec
     parses (MALFORMED_MESSAGE) and asks a histogram question (QUESTION_KIND_MISMATCH);
  2. it names a policy this node holds (UNKNOWN_POLICY), is fresh (QUERY_EXPIRED), and the
-    coordinator's log promise covers exactly these spec bytes (BAD_LOG_PROMISE);
+    coordinator's separately signed log promise verifies and covers exactly these spec
+    bytes (BAD_LOG_PROMISE);
  3. it names a release of that policy that nodes compute (UNKNOWN_RELEASE), with exactly
     the definition's contribution bound (CONTRIBUTION_BOUND_NOT_ALLOWED);
- 4. it asks every agency of the policy (PARTICIPANT_SET_MISMATCH), for a year that has
-    begun (BAD_YEAR), under an unused query id (REPLAYED_QUERY).
+ 4. it asks every agency of the policy, in policy order (PARTICIPANT_SET_MISMATCH), for a
+    year that has begun (BAD_YEAR), under an unused query id (REPLAYED_QUERY);
+ 5. the node's own privacy budget can pay for it (BUDGET_EXHAUSTED).
+Unlike a score question it carries no relying party's request and no consent token: a
+histogram counts everyone, bounded per person, and is paid for with privacy budget.
 
 Invariants:
 - What leaves the node is one value per bin, `(count + mask_b) mod 2^64`, where `mask_b`
   is the node's pairwise mask for bin b of the histogram question whose hash is the
-  spec's (docs/adr/0011): the masks cancel only in the sum over all agencies asked the
-  very same spec bytes, so the coordinator learns federation-wide sums alone.
+  spec's (`node.answer.masked_bins`, docs/adr/0011): the masks cancel only in the sum over
+  all agencies asked the very same spec bytes, so the coordinator learns federation-wide
+  sums alone.
 - Every answer is paid for from the node's OWN privacy-budget ledger (`fedscore.runtime.budget`,
   in its database): the release's epsilon, as OpenDP's privacy map gives it for the policy
   (the same cost the coordinator charges), per dataset and year. A histogram the budget
   cannot pay for is refused (BUDGET_EXHAUSTED) before any record is counted. So a
   coordinator that asks without ever releasing still runs out (docs/adr/0011).
-- The query id is recorded as seen, the epsilon spent, and "statistics_answered" logged in
-  ONE transaction before the answer leaves; every refusal is logged as "statistics_refused" with its
-  reason and only authenticated facts. No entry holds a count or a masked value.
+- The query id is claimed, the epsilon spent, and "statistics_answered" logged in ONE
+  transaction before the answer leaves; every refusal is logged as "statistics_refused"
+  with its reason and only authenticated facts. No entry holds a count or a masked value.
 - The histogram runs in a worker thread: a long count never stalls score queries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc.aio
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
-from fedscore.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    FedscoreError,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
-)
+from audit.core import kinds
+from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied, Unauthenticated
 from fedscore.noise import histogram_mechanism
 from fedscore.runtime.budget import epsilon_of, nano_up
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
@@ -60,30 +58,30 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsSpec,
 )
 from keys.envelope import sign_message, verify_message
-from keys.keyring import Keyring
-from keys.masks import Question, QuestionKind, bin_masks, masked_answer
-from node.checks import CLOCK_SKEW_SECONDS, MIN_YEAR, NodeTrust
+from keys.keyring import CoordinatorKeys
+from node.answer import masked_bins
 from node.histogram import node_histogram
+from node.question_checks import (
+    NodeTrust,
+    RefusalNotes,
+    SignedSpec,
+    addressed_to,
+    check_freshness,
+    check_kind,
+    check_participants,
+    check_promise,
+    check_unanswered,
+    check_year_range,
+    policy_named,
+    signed_spec,
+)
 from node.service import AgencyNode, uncertified_indicators
+from node.store import NodeStore
 from policies.model import Policy
 from policies.releases import l1_sensitivity, participants
 from policies.statistics import ReleaseDefinition
 
-_log = logging.getLogger(__name__)
-
 SERVICE_NAME = "fedscore.v1.NodeStatisticsService"
-
-
-@dataclass
-class StatisticsNotes:
-    """Authenticated facts about a statistics query so far, for "statistics_refused"."""
-
-    query_id: str = ""
-    release: str = ""
-
-    def fields(self) -> dict[str, str]:
-        known = {"query_id": self.query_id, "release": self.release}
-        return {name: value for name, value in known.items() if value}
 
 
 @dataclass(frozen=True)
@@ -91,16 +89,14 @@ class SignedStatisticsQuery:
     """A StatisticsQuery the coordinator signed for this agency, with its parsed spec."""
 
     query: StatisticsQuery
-    spec: StatisticsSpec
-    query_hash: bytes  # SHA-256 of the exact spec bytes the coordinator logged
-    coordinator: str
+    signed: SignedSpec[StatisticsSpec]
 
 
 @dataclass(frozen=True)
 class AdmittedStatisticsQuery:
     """A statistics query that passed every check; the node must now answer it."""
 
-    signed: SignedStatisticsQuery
+    signed: SignedSpec[StatisticsSpec]
     policy: Policy
     definition: ReleaseDefinition
     year: int
@@ -111,35 +107,17 @@ class AdmittedStatisticsQuery:
         return str(self.signed.spec.query_id)
 
 
-def authenticate_statistics_query(
-    envelope: Envelope, coordinator_keyring: Keyring, agency_id: str
-) -> SignedStatisticsQuery:
+def authenticate_statistics_query(envelope: Envelope, node: NodeTrust) -> SignedStatisticsQuery:
     """Step 1: the coordinator signed it, for this agency, and its spec parses."""
-    verified = verify_message(envelope, StatisticsQuery, coordinator_keyring)
+    verified = verify_message(envelope, StatisticsQuery, node.coordinator_keyring)
     query = verified.payload
-    if query.agency_id != agency_id:
-        raise PermissionDenied(
-            f"query is addressed to agency {query.agency_id!r}, this is {agency_id!r}",
-            reason="WRONG_AGENCY",
-        )
-    spec = StatisticsSpec()
-    try:
-        spec.ParseFromString(query.spec)
-    except DecodeError as exc:
-        raise InvalidArgument("spec is not a valid StatisticsSpec", "MALFORMED_MESSAGE") from exc
-    if not spec.query_id:
-        raise InvalidArgument("statistics spec has no query id", reason="MALFORMED_MESSAGE")
-    return SignedStatisticsQuery(
-        query=query,
-        spec=spec,
-        query_hash=hashlib.sha256(query.spec).digest(),
-        coordinator=verified.signer,
-    )
+    addressed_to(node.agency_id, [query.agency_id])
+    return SignedStatisticsQuery(query, signed_spec(query.spec, StatisticsSpec, verified.signer))
 
 
-def check_statistics_promise(signed: SignedStatisticsQuery, keyring: Keyring) -> LogPromise:
-    """Step 2: the coordinator logged exactly these spec bytes before asking."""
-    envelope = signed.query.log_promise
+def verified_promise(envelope: Envelope, keyring: CoordinatorKeys) -> tuple[LogPromise, str]:
+    """Step 2 (the promise's own signature): a histogram question's promise is an envelope
+    of its own, not covered by the question's signature; the promise and its signer."""
     if not envelope.payload and not envelope.signature:
         raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
     try:
@@ -148,22 +126,7 @@ def check_statistics_promise(signed: SignedStatisticsQuery, keyring: Keyring) ->
         raise Unauthenticated(
             f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
         ) from exc
-    promise = verified.payload
-    if promise.query_hash != signed.query_hash:
-        raise Unauthenticated("log promise is for another query", reason="BAD_LOG_PROMISE")
-    if not promise.origin == signed.spec.coordinator == signed.coordinator == verified.signer:
-        raise Unauthenticated(
-            "log promise, spec and signature name different coordinators", "BAD_LOG_PROMISE"
-        )
-    return promise
-
-
-def check_statistics_freshness(spec: StatisticsSpec, now: int) -> None:
-    if now > spec.expires_at or spec.issued_at > now + CLOCK_SKEW_SECONDS:
-        raise PermissionDenied(
-            f"query valid from {spec.issued_at} to {spec.expires_at}, now is {now}",
-            reason="QUERY_EXPIRED",
-        )
+    return verified.payload, verified.signer
 
 
 def release_asked(spec: StatisticsSpec, policy: Policy) -> ReleaseDefinition:
@@ -182,63 +145,27 @@ def release_asked(spec: StatisticsSpec, policy: Policy) -> ReleaseDefinition:
     return definition
 
 
-def check_statistics_participants(spec: StatisticsSpec, policy: Policy, agency_id: str) -> None:
-    """Step 4: every agency of the policy, in policy order; a subset would allow differencing."""
-    if tuple(spec.participants) != participants(policy) or agency_id not in spec.participants:
-        raise PermissionDenied(
-            f"query lists {list(spec.participants)}, statistics ask every agency: "
-            f"{list(participants(policy))}",
-            reason="PARTICIPANT_SET_MISMATCH",
-        )
-
-
 def admit_statistics_query(
-    envelope: Envelope,
-    node: NodeTrust,
-    seen: Callable[[str], bool],
-    now: int,
-    notes: StatisticsNotes,
+    envelope: Envelope, node: NodeTrust, store: NodeStore, now: int, notes: RefusalNotes
 ) -> AdmittedStatisticsQuery:
     """Run steps 1-4 in order; note authenticated facts as they are learned."""
-    signed = authenticate_statistics_query(envelope, node.coordinator_keyring, node.agency_id)
+    authenticated = authenticate_statistics_query(envelope, node)
+    signed = authenticated.signed
     spec = signed.spec
     notes.query_id = spec.query_id
     notes.release = spec.release
-    if spec.kind != QUESTION_KIND_HISTOGRAM:
-        raise PermissionDenied(
-            "the spec does not ask a histogram question", reason="QUESTION_KIND_MISMATCH"
-        )
-    try:
-        policy = node.policies[spec.policy_hash]
-    except KeyError:
-        raise FailedPrecondition(
-            f"query names policy {spec.policy_hash!r}, which this node does not hold",
-            reason="UNKNOWN_POLICY",
-        ) from None
-    check_statistics_freshness(spec, now)
-    promise = check_statistics_promise(signed, node.coordinator_keyring)
+    check_kind(spec.kind, QUESTION_KIND_HISTOGRAM)
+    policy = policy_named(spec.policy_hash, node.policies)
+    check_freshness(spec.issued_at, spec.expires_at, now)
+    promise, promise_signer = verified_promise(
+        authenticated.query.log_promise, node.coordinator_keyring
+    )
+    check_promise(promise.origin, promise.query_hash, signed, promise_signer)
     definition = release_asked(spec, policy)
-    check_statistics_participants(spec, policy, node.agency_id)
-    if not MIN_YEAR <= spec.year <= policy.current_year(now):
-        raise InvalidArgument(
-            f"year {spec.year} is not between {MIN_YEAR} and the current year", reason="BAD_YEAR"
-        )
-    if seen(spec.query_id):
-        raise AlreadyExists(f"query {spec.query_id!r} was already answered", "REPLAYED_QUERY")
+    check_participants(spec.participants, participants(policy), node.agency_id, in_order=True)
+    check_year_range(spec.year, policy.current_year(now))
+    check_unanswered(store, spec.query_id)
     return AdmittedStatisticsQuery(signed, policy, definition, int(spec.year), promise)
-
-
-def masked_bins(
-    counts: list[int],
-    agency_id: str,
-    seeds: Mapping[str, bytes],
-    spec: StatisticsSpec,
-    query_hash: bytes,
-) -> list[int]:
-    """Each bin's count under its own pairwise mask, bound to the spec's hash and the bin."""
-    question = Question(QuestionKind.HISTOGRAM_BIN, query_hash)
-    masks = bin_masks(agency_id, seeds, spec.participants, question, len(counts))
-    return [masked_answer(count, mask) for count, mask in zip(counts, masks, strict=True)]
 
 
 _COSTS: dict[tuple[str, str], int] = {}
@@ -257,11 +184,11 @@ def release_cost_nano(policy: Policy, definition: ReleaseDefinition) -> int:
 
 
 def answer_histogram(
-    node: AgencyNode, envelope: Envelope, notes: StatisticsNotes
+    node: AgencyNode, envelope: Envelope, notes: RefusalNotes
 ) -> HistogramResponse:
     """Check a statistics query and answer it; raise a FedscoreError to refuse."""
     now = node.now()
-    admitted = admit_statistics_query(envelope, node.trust, node.store.has_seen_query, now, notes)
+    admitted = admit_statistics_query(envelope, node.trust, node.store, now, notes)
     definition = admitted.definition
     cost = release_cost_nano(admitted.policy, definition)
     budget = admitted.policy.statistics_rules.budget(definition.dataset)
@@ -279,12 +206,11 @@ def answer_histogram(
     answer = StatisticsAnswer(
         query_id=spec.query_id,
         agency_id=node.agency_id,
-        masked_bins=masked_bins(
-            counts, node.agency_id, node.mask_seeds, spec, admitted.signed.query_hash
-        ),
+        masked_bins=masked_bins(counts, node.agency_id, node.mask_seeds, admitted.signed),
         query_hash=admitted.signed.query_hash,
     )
     with Session(node.store.engine) as session:
+        # The claim that decides a replay (step 4 only read): one space of ids with scores.
         node.store.mark_query_seen(session, admitted.query_id, now)
         # The node's own ledger: spent here whether or not the coordinator ever releases.
         status = node.ledger.spend(
@@ -299,7 +225,7 @@ def answer_histogram(
         )
         node.log.append(
             session,
-            "statistics_answered",
+            kinds.STATISTICS_ANSWERED,
             {
                 "query_id": admitted.query_id,
                 "query_hash": admitted.signed.query_hash.hex(),
@@ -320,20 +246,20 @@ def answer_histogram(
 
 
 def log_statistics_refusal(
-    node: AgencyNode, error: FedscoreError, notes: StatisticsNotes, caller: str
+    node: AgencyNode, error: FedscoreError, notes: RefusalNotes, caller: str
 ) -> None:
     """Write "statistics_refused" with the reason and only what was authenticated.
 
     Beyond `caller`'s allowance the refusal is counted into its summary instead.
     """
-    node.refusals.record(caller, "statistics_refused", {"reason": error.reason}, notes.fields())
+    node.refusals.record(caller, kinds.STATISTICS_REFUSED, {"reason": error.reason}, notes.fields())
 
 
 def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
     """The NodeStatisticsService methods, ready for `fedscore.runtime.rpc.start_server`."""
 
     async def histogram_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-        notes = StatisticsNotes()
+        notes = RefusalNotes()
         try:
             request = parse_request(raw, HistogramRequest)
             return await asyncio.to_thread(answer_histogram, node, request.query, notes)

@@ -1,4 +1,5 @@
-"""The agency node's plain checks of a score question (node/checks.py), without a server.
+"""The agency node's plain checks of a question, without a server: the steps both kinds
+pass (node/question_checks.py) and a score question's own (node/checks.py).
 
 Each check is a plain function that raises a `FedscoreError` with a reason; batches are
 signed with a real federation folder's coordinator key (fast key derivation). Nothing is
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +24,7 @@ from fedscore.errors import FedscoreError
 from fedscore.protocol.requests import AuthenticatedRequest
 from fedscore.protocol.status_list import RevocationState
 from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.prepared import HotConnection
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_HISTOGRAM,
@@ -32,20 +35,26 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
     ScoreQuery,
 )
+from fedscore.v1.statistics_pb2 import StatisticsQuery, StatisticsSpec
 from keys.envelope import sign_message
-from node.checks import (
+from node.checks import MAX_BATCH_QUERIES, admit, authenticate_batch, check_log_promise, check_year
+from node.claims import ClaimStatements
+from node.question_checks import (
     CLOCK_SKEW_SECONDS,
-    MAX_BATCH_QUERIES,
+    MAX_YEAR,
+    MIN_YEAR,
     NodeTrust,
     RefusalNotes,
-    admit,
-    authenticate_batch,
     check_freshness,
-    check_log_promise,
+    check_kind,
     check_participants,
-    check_year,
+    check_promise,
+    check_unanswered,
+    check_year_range,
     signed_spec,
 )
+from node.statistics import admit_statistics_query
+from node.store import NodeStore
 from policies.defaults import default_policy_document
 from policies.loader import parse_policy
 
@@ -105,18 +114,18 @@ def _batch(parties: dict[str, Party], agencies: list[str], count: int = 1) -> En
 
 def test_freshness_allows_clock_skew_and_nothing_more() -> None:
     now = 1_800_000_000
-    check_freshness(_unit_spec(issued_at=now + CLOCK_SKEW_SECONDS, expires_at=now), now)
+    check_freshness(now + CLOCK_SKEW_SECONDS, now, now)
     with pytest.raises(FedscoreError) as future:
-        check_freshness(_unit_spec(issued_at=now + CLOCK_SKEW_SECONDS + 1, expires_at=now), now)
+        check_freshness(now + CLOCK_SKEW_SECONDS + 1, now, now)
     assert future.value.reason == "QUERY_EXPIRED"
     with pytest.raises(FedscoreError) as expired:
-        check_freshness(_unit_spec(issued_at=now - 100, expires_at=now - 1), now)
+        check_freshness(now - 100, now - 1, now)
     assert expired.value.reason == "QUERY_EXPIRED"
 
 
 def test_log_promise_must_be_in_the_log_of_the_coordinator_that_signed_and_is_named() -> None:
     item = _item(_unit_spec())
-    signed = signed_spec(item.spec, "coordinator")
+    signed = signed_spec(item.spec, QuerySpec, "coordinator")
     assert check_log_promise(item, signed) == item.log_promise
     for item, signer in (
         (_item(_unit_spec(), "another-log"), "coordinator"),
@@ -124,13 +133,13 @@ def test_log_promise_must_be_in_the_log_of_the_coordinator_that_signed_and_is_na
         (_item(_unit_spec()), "another-coordinator"),
     ):
         with pytest.raises(FedscoreError) as refused:
-            check_log_promise(item, signed_spec(item.spec, signer))
+            check_log_promise(item, signed_spec(item.spec, QuerySpec, signer))
         assert refused.value.reason == "BAD_LOG_PROMISE"
 
 
 def test_a_promise_for_other_spec_bytes_or_none_is_refused() -> None:
     item = _item(_unit_spec())
-    signed = signed_spec(item.spec, "coordinator")
+    signed = signed_spec(item.spec, QuerySpec, "coordinator")
     item.log_promise.query_hash = hashlib.sha256(b"other").digest()
     with pytest.raises(FedscoreError) as refused:
         check_log_promise(item, signed)
@@ -221,9 +230,179 @@ def test_only_the_exact_participant_set_passes(listed: list[str]) -> None:
     spec.participants[:] = listed
     exact = sorted(listed) == sorted(FULL_SET)
     try:
-        check_participants(spec, POLICY.purpose(PURPOSE), "trc")
+        check_participants(listed, POLICY.purpose(PURPOSE).participants, "trc", in_order=False)
     except FedscoreError as error:
         assert not exact
         assert error.reason == "PARTICIPANT_SET_MISMATCH"
     else:
         assert exact
+
+
+# --- the steps both kinds of question pass (node/question_checks.py) ---------------------
+
+
+def _stats_spec(policy: Any, **changes: Any) -> StatisticsSpec:
+    now = int(time.time())
+    release = "participation-by-domain-and-area"
+    spec = StatisticsSpec(
+        query_id="s-unit",
+        release=release,
+        policy_hash=policy.content_hash,
+        year=policy.current_year(now),
+        participants=list(policy.agencies),
+        contribution_bound=policy.statistics_rules.release(release).contribution_bound,
+        issued_at=now,
+        expires_at=now + 60,
+        coordinator="coordinator",
+        kind=QUESTION_KIND_HISTOGRAM,
+    )
+    for name, value in changes.items():
+        if isinstance(value, list):
+            del getattr(spec, name)[:]
+            getattr(spec, name).extend(value)
+        else:
+            setattr(spec, name, value)
+    return spec
+
+
+def _stats_query(
+    parties: dict[str, Party],
+    spec: StatisticsSpec,
+    *,
+    agency: str = "trc",
+    promise_signer: str = "coordinator",
+) -> Envelope:
+    spec_bytes = spec.SerializeToString(deterministic=True)
+    promise = LogPromise(origin="coordinator", query_hash=hashlib.sha256(spec_bytes).digest())
+    query = StatisticsQuery(
+        spec=spec_bytes,
+        agency_id=agency,
+        log_promise=sign_message(promise, parties[promise_signer].signing_key),
+    )
+    return sign_message(query, parties["coordinator"].signing_key)
+
+
+@pytest.mark.parametrize("spec_type", [QuerySpec, StatisticsSpec])
+def test_a_spec_of_either_kind_must_parse_and_name_a_query_id(spec_type: Any) -> None:
+    for spec_bytes in (b"\xff\xff", spec_type(policy_hash="p").SerializeToString()):
+        with pytest.raises(FedscoreError) as refused:
+            signed_spec(spec_bytes, spec_type, "coordinator")
+        assert refused.value.reason == "MALFORMED_MESSAGE"
+    spec_bytes = spec_type(query_id="q").SerializeToString()
+    signed = signed_spec(spec_bytes, spec_type, "coordinator")
+    assert (signed.spec.query_id, signed.coordinator) == ("q", "coordinator")
+    assert signed.query_hash == hashlib.sha256(spec_bytes).digest()
+
+
+def test_each_path_answers_only_its_own_kind() -> None:
+    check_kind(QUESTION_KIND_SCORE, QUESTION_KIND_SCORE)
+    check_kind(QUESTION_KIND_HISTOGRAM, QUESTION_KIND_HISTOGRAM)
+    for kind, expected in (
+        (QUESTION_KIND_HISTOGRAM, QUESTION_KIND_SCORE),
+        (QUESTION_KIND_SCORE, QUESTION_KIND_HISTOGRAM),
+        (0, QUESTION_KIND_SCORE),
+    ):
+        with pytest.raises(FedscoreError) as refused:
+            check_kind(kind, expected)
+        assert refused.value.reason == "QUESTION_KIND_MISMATCH"
+
+
+def test_a_promise_signed_on_its_own_must_be_signed_by_the_same_coordinator() -> None:
+    """A histogram question's promise is its own envelope: its signer vouches too."""
+    spec_bytes = _unit_spec().SerializeToString()
+    signed = signed_spec(spec_bytes, QuerySpec, "coordinator")
+    check_promise("coordinator", signed.query_hash, signed, "coordinator")
+    with pytest.raises(FedscoreError) as refused:
+        check_promise("coordinator", signed.query_hash, signed, "ptt")
+    assert refused.value.reason == "BAD_LOG_PROMISE"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(FULL_SET), st.lists(st.sampled_from([*FULL_SET, "other"]), max_size=5))
+def test_a_histogram_asks_every_agency_in_policy_order(order: list[str], listed: list[str]) -> None:
+    """Statistics ask the policy's agencies in its order; a score its purpose's, in any."""
+    for asked in (order, listed):
+        exact = tuple(asked) == FULL_SET
+        try:
+            check_participants(asked, FULL_SET, "trc", in_order=True)
+        except FedscoreError as error:
+            assert not exact
+            assert error.reason == "PARTICIPANT_SET_MISMATCH"
+        else:
+            assert exact
+    check_participants(order, FULL_SET, "trc", in_order=False)
+
+
+def test_an_agency_outside_the_set_is_refused_even_when_the_set_is_right() -> None:
+    for in_order in (True, False):
+        with pytest.raises(FedscoreError) as refused:
+            check_participants(FULL_SET, FULL_SET, "other", in_order=in_order)
+        assert refused.value.reason == "PARTICIPANT_SET_MISMATCH"
+
+
+def test_the_year_range_runs_from_min_year_to_what_the_kind_allows() -> None:
+    for year, latest in ((MIN_YEAR, MIN_YEAR), (2026, 2026), (MAX_YEAR, MAX_YEAR)):
+        check_year_range(year, latest)
+    for year, latest in ((MIN_YEAR - 1, MAX_YEAR), (0, MAX_YEAR), (2027, 2026)):
+        with pytest.raises(FedscoreError) as refused:
+            check_year_range(year, latest)
+        assert refused.value.reason == "BAD_YEAR"
+
+
+def test_score_and_histogram_questions_share_one_space_of_query_ids(tmp_path: Path) -> None:
+    """A query id a score item claimed (node.claims) is a replay to a histogram question."""
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    hot = HotConnection(store.engine)
+    try:
+        check_unanswered(store, "q-shared")
+        with hot.transaction() as cursor:
+            ClaimStatements(store.engine).claim_query_id(cursor, "q-shared", 1_800_000_000)
+        with pytest.raises(FedscoreError) as refused:
+            check_unanswered(store, "q-shared")
+        assert refused.value.reason == "REPLAYED_QUERY"
+        check_unanswered(store, "q-other")
+    finally:
+        hot.close()
+        store.dispose()
+
+
+def test_statistics_admission_runs_the_shared_steps_in_order(
+    parties: dict[str, Party], tmp_path: Path
+) -> None:
+    """Each spec below fails its named step and every later one: the earliest is refused,
+    noted with the query id and release the coordinator's signature authenticated."""
+    trc = _node_trust(parties["trc"])
+    policy = parties["trc"].policy
+    store = NodeStore(f"sqlite:///{tmp_path / 'node.db'}")
+    now = int(time.time())
+    late, future, stranger = now - 1, policy.current_year(now) + 1, "consent-registry"
+    subset = ["trc", "dsd"]
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"kind": QUESTION_KIND_SCORE, "expires_at": late}, stranger, "QUESTION_KIND_MISMATCH"),
+        ({"policy_hash": "sha256:00", "expires_at": late}, stranger, "UNKNOWN_POLICY"),
+        ({"expires_at": late, "year": future}, stranger, "QUERY_EXPIRED"),
+        ({"participants": subset, "year": future}, stranger, "BAD_LOG_PROMISE"),
+        ({"participants": subset, "year": future}, "coordinator", "PARTICIPANT_SET_MISMATCH"),
+        ({"year": future}, "coordinator", "BAD_YEAR"),
+    ]
+
+    def admit_query(envelope: Envelope, notes: RefusalNotes) -> Any:
+        return admit_statistics_query(envelope, trc, store, now, notes)
+
+    try:
+        for changes, promise_signer, reason in cases:
+            spec = _stats_spec(policy, **changes)
+            notes = RefusalNotes()
+            with pytest.raises(FedscoreError) as refused:
+                admit_query(_stats_query(parties, spec, promise_signer=promise_signer), notes)
+            assert refused.value.reason == reason
+            assert notes.fields() == {"query_id": "s-unit", "release": spec.release}
+        spec = _stats_spec(policy)
+        admitted = admit_query(_stats_query(parties, spec), RefusalNotes())
+        assert (admitted.query_id, admitted.year) == ("s-unit", spec.year)
+        notes = RefusalNotes()
+        with pytest.raises(FedscoreError) as elsewhere:
+            admit_query(_stats_query(parties, spec, agency="dsd"), notes)
+        assert (elsewhere.value.reason, notes.fields()) == ("WRONG_AGENCY", {})
+    finally:
+        store.dispose()
