@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from coordinator.checks import RefusalNotes
-from coordinator.fanout import NodeAnswers, secure_sum
+from coordinator.fanout import NodeAnswers, score_total
 from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
 from coordinator.store import Finish, QueryIssue, Refused
 from fedscore.errors import FedscoreError
@@ -62,7 +62,7 @@ class _Request:
         return self.refused
 
 
-Asked = tuple[int, PreparedQuery, "asyncio.Future[NodeAnswers]", int]
+Asked = tuple[int, PreparedQuery, "asyncio.Future[NodeAnswers[int]]", int]
 
 
 def _refusal(sequence: int, error: FedscoreError) -> query_pb2.ScoreBatchOutcome:
@@ -148,11 +148,9 @@ class ScoreBatchRun:
         for (sequence, prepared, _, log_index), answered in zip(asked, answers, strict=True):
             query_id = prepared.query_id
             try:
-                answered.raise_for_failure()
-                total = secure_sum(answered.masked.values())
+                total = score_total(answered)
             except FedscoreError as error:
-                fields = answered.failure_fields(query_id)
-                fields["reason"] = error.reason
+                fields = answered.failure_fields(query_id, error.reason)
                 finishes.append(Finish(query_id, "failed", "query_failed", fields))
                 responses.append(_refusal(sequence, error))
                 continue

@@ -8,8 +8,10 @@ Invariants:
 - While a batch is out to a set (`MAX_BATCHES_IN_FLIGHT`), new queries wait and leave
   together in the next one, which therefore grows with the load; a batch holds at most
   `MAX_BATCH_QUERIES` queries and `MAX_BATCH_BYTES` bytes.
-- Each node's answer batch is checked as `coordinator.fanout` says before any of its
-  items counts; a refused item fails only its own query.
+- Each node's answer batch is checked as `coordinator.fanout` says for every answer
+  (signed by the agency asked, item for item, each item answering its query's id and
+  hash), and must answer this very batch (its id and the SHA-256 of its payload) before
+  any of its items counts; a refused item fails only its own query.
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ import secrets
 import time
 from collections import deque
 
-import grpc
-import grpc.aio
-
 from coordinator.fanout import (
     INVALID,
     NODE_DEADLINE_SECONDS,
@@ -33,10 +32,12 @@ from coordinator.fanout import (
     NodeAnswers,
     NodeChannels,
     NodeReply,
+    call_node,
     check_answer,
+    check_items,
+    check_signer,
 )
-from fedscore.errors import FedscoreError
-from fedscore.runtime.rpc import call_unary
+from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1 import envelope_pb2, query_pb2
 from keys.envelope import sign_message, verify_message
@@ -64,7 +65,7 @@ def _weight(logged: LoggedQuery) -> int:
     return len(logged.spec_bytes) + 256
 
 
-Waiting = tuple[LoggedQuery, "asyncio.Future[NodeAnswers]"]
+Waiting = tuple[LoggedQuery, "asyncio.Future[NodeAnswers[int]]"]
 
 
 class BatchDispatcher:
@@ -99,10 +100,10 @@ class BatchDispatcher:
         self.batches_sent = 0
         self.queries_sent = 0
 
-    def ask(self, logged: LoggedQuery) -> asyncio.Future[NodeAnswers]:
+    def ask(self, logged: LoggedQuery) -> asyncio.Future[NodeAnswers[int]]:
         """How every participant answered `logged`, once its batch came back."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[NodeAnswers] = loop.create_future()
+        future: asyncio.Future[NodeAnswers[int]] = loop.create_future()
         group = tuple(logged.spec.participants)
         self._pending.setdefault(group, deque()).append((logged, future))
         self._schedule(loop, group)
@@ -145,7 +146,7 @@ class BatchDispatcher:
     async def _send(
         self, loop: asyncio.AbstractEventLoop, group: tuple[str, ...], take: list[Waiting]
     ) -> None:
-        answers = [NodeAnswers() for _ in take]
+        answers: list[NodeAnswers[int]] = [NodeAnswers() for _ in take]
         try:
             await self._round_trip(group, [logged for logged, _ in take], answers)
         except Exception:
@@ -164,7 +165,7 @@ class BatchDispatcher:
                 future.set_result(answered)
 
     async def _round_trip(
-        self, group: tuple[str, ...], queries: list[LoggedQuery], answers: list[NodeAnswers]
+        self, group: tuple[str, ...], queries: list[LoggedQuery], answers: list[NodeAnswers[int]]
     ) -> None:
         batch = query_pb2.ContributionBatch(
             batch_id=secrets.token_hex(16),
@@ -193,28 +194,21 @@ class BatchDispatcher:
         batch: query_pb2.ContributionBatch,
         batch_hash: bytes,
         queries: list[LoggedQuery],
-    ) -> list[NodeReply]:
-        everyone = len(queries)
-        channel = self.channels.get(agency_id)
-        if channel is None:
-            return [UNAVAILABLE] * everyone
+    ) -> list[NodeReply[int]]:
+        response = await call_node(
+            self.channels,
+            agency_id,
+            CONTRIBUTE_BATCH_METHOD,
+            request,
+            query_pb2.ContributeBatchResponse,
+            self.deadline,
+        )
+        if isinstance(response, NodeReply):  # the whole batch refused, or no answer
+            return [response] * len(queries)
         try:
-            response = await call_unary(
-                channel,
-                CONTRIBUTE_BATCH_METHOD,
-                request,
-                query_pb2.ContributeBatchResponse,
-                self.deadline,
-            )
-        except FedscoreError as error:
-            if error.code in REFUSAL_CODES:
-                return [NodeReply(refusal=error)] * everyone
-        except (TimeoutError, grpc.RpcError):
-            pass
-        else:
             return self._replies(agency_id, batch, batch_hash, queries, response.answers)
-        await self.channels.replace(agency_id, channel)
-        return [UNAVAILABLE] * everyone
+        except FedscoreError:
+            return [INVALID] * len(queries)
 
     def _replies(
         self,
@@ -223,33 +217,25 @@ class BatchDispatcher:
         batch_hash: bytes,
         queries: list[LoggedQuery],
         envelope: envelope_pb2.Envelope,
-    ) -> list[NodeReply]:
-        """Each query's reply from a batch answer that verifies and answers this very batch."""
-        try:
-            verified = verify_message(
-                envelope, query_pb2.ContributionAnswerBatch, self.agency_keyring
-            )
-        except FedscoreError:
-            return [INVALID] * len(queries)
+    ) -> list[NodeReply[int]]:
+        """Each query's reply from a batch answer that verifies and answers this very batch;
+        raises if the answer batch as a whole does not."""
+        verified = verify_message(envelope, query_pb2.ContributionAnswerBatch, self.agency_keyring)
         answers = verified.payload
-        if (
-            verified.signer != agency_id
-            or answers.agency_id != agency_id
-            or answers.batch_id != batch.batch_id
-            or answers.batch_hash != batch_hash
-            or len(answers.outcomes) != len(queries)
-        ):
-            return [INVALID] * len(queries)
-        replies = []
+        check_signer(verified.signer, agency_id, answers.agency_id)
+        if answers.batch_id != batch.batch_id or answers.batch_hash != batch_hash:
+            raise Unauthenticated(f"{agency_id} answered another batch", "BATCH_MISMATCH")
+        check_items(len(answers.outcomes), len(queries), agency_id)
+        replies: list[NodeReply[int]] = []
         for logged, outcome in zip(queries, answers.outcomes, strict=True):
             kind = outcome.WhichOneof("outcome")
             if kind == "answer":
                 try:
-                    masked = check_answer(outcome.answer, verified.signer, agency_id, logged)
+                    check_answer(outcome.answer, verified.signer, agency_id, logged)
                 except FedscoreError:
                     replies.append(INVALID)
                 else:
-                    replies.append(NodeReply(masked=masked))
+                    replies.append(NodeReply(masked=int(outcome.answer.masked_value)))
             elif kind == "refusal":
                 refusal = error_from_refusal(outcome.refusal)
                 refused = refusal.code in REFUSAL_CODES
@@ -259,7 +245,7 @@ class BatchDispatcher:
         return replies
 
 
-async def fan_out(logged: LoggedQuery, dispatcher: BatchDispatcher) -> NodeAnswers:
+async def fan_out(logged: LoggedQuery, dispatcher: BatchDispatcher) -> NodeAnswers[int]:
     """Ask every participant at once and collect what each one answered.
 
     Queries asked in the same moment share one signed batch (`BatchDispatcher`).

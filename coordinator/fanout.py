@@ -1,18 +1,30 @@
-"""Fan-out of logged queries to every participant, and the secure sum of the answers.
+"""What asking the agency nodes means, for both kinds of question: channels, one node's
+call, what an answer must be, the failure rule and the secure sum.
+
+A score question travels in a signed batch (`coordinator.dispatch`), a histogram
+question on its own to each node (`coordinator.histograms`); both are checked, counted
+and summed by the functions here.
 
 Invariants:
 - Channels to the agency nodes are opened once, at start, with mutual TLS; a query
   never opens a connection or reads a file.
-- Every participant of the purpose is asked, concurrently, under one deadline per round
-  trip. If any node is down, late or answers something that does not verify, the query
-  fails as a whole: no partial total is computed, returned or logged.
-- Queries travel in signed batches (`coordinator.dispatch`).
-- An answer counts only if the node's answer batch verifies under the agency keyring,
-  is signed by the agency asked, answers this very batch (id and SHA-256 of its
-  payload) item for item, and the item names this query's id and hash. A refused item
-  fails only its own query.
-- Only masked values reach this module; they are summed mod 2^64, where the pairwise
-  masks cancel, and no single value is ever logged or returned.
+- Every participant is asked, concurrently, under one deadline per round trip
+  (`call_node`: a node that refuses on the merits is passed on with its code and
+  reason; one that is down, late or fails otherwise is unavailable, and its channel is
+  replaced).
+- An answer counts only if it verifies under the agency keyring, is signed by the agency
+  asked and names it (`check_signer`), answers this very question, its id and the hash
+  of its exact spec bytes (`check_answer`), and holds one value per item asked
+  (`check_items`: per query of a batch, per bin of a histogram). A score batch must also
+  answer that very batch (its id and payload hash); a refused item of a batch fails only
+  its own query.
+- If any node is down, late, refuses or answers something that does not verify, the
+  question fails as a whole (`NodeAnswers.raise_for_failure`): no partial total is
+  computed, returned or logged; the failure's log entry names the nodes and the reason
+  (`NodeAnswers.failure_fields`), never a value.
+- Only masked values reach this module; they are summed mod 2^64 (`secure_sum`, per bin
+  for a histogram), where the pairwise masks cancel, and no single value is ever logged
+  or returned.
 """
 
 from __future__ import annotations
@@ -21,15 +33,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
+from audit.core.entries import LogRef
 from fedscore.errors import Code, FedscoreError, Unauthenticated, Unavailable
-from fedscore.runtime.rpc import TlsMaterial, secure_channel
+from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
 from fedscore.v1 import envelope_pb2, query_pb2, trust_pb2
 from keys.envelope import verify_message
-from keys.keyring import Keyring
+from keys.keyring import AgencyKeys
 from keys.masks import MODULUS
 from keys.registry import TrustView
 
@@ -50,6 +65,9 @@ REFUSAL_CODES = frozenset(
         Code.RESOURCE_EXHAUSTED,
     }
 )
+
+V = TypeVar("V")  # what one node answers: a masked value (a score), or one per bin
+M = TypeVar("M", bound=Message)
 
 
 class NodeChannels:
@@ -100,20 +118,37 @@ class NodeChannels:
 
 @dataclass(frozen=True)
 class LoggedQuery:
-    """A query after it was logged: exactly the bytes every node will hash."""
+    """A question after it was logged: exactly the bytes every node will hash.
 
-    spec: query_pb2.QuerySpec
+    `spec` is a `QuerySpec` (a score) or a `StatisticsSpec` (a histogram); either way
+    its exact bytes were logged first, and `promise` says where.
+    """
+
+    spec: Any
     spec_bytes: bytes
     query_hash: bytes
-    # Where the query was logged; travels inside the signed batch to every node.
+    # Where the query was logged; travels to every node (inside a signed batch, or signed).
     promise: query_pb2.LogPromise
+
+    @classmethod
+    def at(cls, spec: Any, spec_bytes: bytes, query_hash: bytes, ref: LogRef) -> LoggedQuery:
+        """The question `spec` (serialized as `spec_bytes`), logged at `ref` by the
+        coordinator the spec names."""
+        promise = query_pb2.LogPromise(
+            origin=spec.coordinator,
+            index=ref.index,
+            leaf_hash=ref.leaf_hash,
+            query_hash=query_hash,
+            logged_at=ref.logged_at,
+        )
+        return cls(spec=spec, spec_bytes=spec_bytes, query_hash=query_hash, promise=promise)
 
 
 @dataclass
-class NodeAnswers:
-    """How each participant answered one query; masked values only."""
+class NodeAnswers(Generic[V]):
+    """How each participant answered one question; masked values only."""
 
-    masked: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, V] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     refused: dict[str, FedscoreError] = field(default_factory=dict)
@@ -122,17 +157,20 @@ class NodeAnswers:
     def complete(self) -> bool:
         return not (self.unavailable or self.invalid or self.refused)
 
-    def failure_fields(self, query_id: str) -> dict[str, object]:
-        """The "query_failed" log body: who failed and why, never a value."""
+    def failure_fields(self, query_id: str, reason: str = "") -> dict[str, object]:
+        """The failure's log body ("query_failed", "statistics_failed"): who failed and
+        why, never a value."""
         fields: dict[str, object] = {"query_id": query_id, "unavailable": self.unavailable}
         if self.invalid:
             fields["invalid"] = self.invalid
         if self.refused:
             fields["refused"] = {agency: error.reason for agency, error in self.refused.items()}
+        if reason:
+            fields["reason"] = reason
         return fields
 
     def raise_for_failure(self) -> None:
-        """Raise the one error the relying party sees when the query cannot complete."""
+        """Raise the one error the asker sees when the question cannot complete."""
         if self.unavailable:
             raise Unavailable(
                 f"agency nodes did not answer: {', '.join(self.unavailable)}",
@@ -161,36 +199,65 @@ def secure_sum(masked_values: Iterable[int]) -> int:
     return total
 
 
-def check_answer(
-    answer: query_pb2.ContributionAnswer, signer: str, agency_id: str, logged: LoggedQuery
-) -> int:
-    """The masked value of an answer signed (alone or in its batch) by `signer`."""
-    if signer != agency_id or answer.agency_id != agency_id:
+def score_total(answers: NodeAnswers[int]) -> int:
+    """The total of a score question every participant answered, or the one error."""
+    answers.raise_for_failure()
+    return secure_sum(answers.masked.values())
+
+
+def bin_totals(answers: NodeAnswers[list[int]], width: int) -> list[int]:
+    """The per-bin totals of a histogram question every participant answered (each bin's
+    masked values summed on their own), or the one error."""
+    answers.raise_for_failure()
+    return [secure_sum(values[b] for values in answers.masked.values()) for b in range(width)]
+
+
+def check_signer(signer: str, agency_id: str, named: str) -> None:
+    """An answer asked of `agency_id` is signed by it and names it."""
+    if signer != agency_id or named != agency_id:
         raise Unauthenticated(
             f"answer asked of {agency_id} is signed by {signer}", "SIGNER_MISMATCH"
         )
+
+
+def check_answer(answer: Any, signer: str, agency_id: str, logged: LoggedQuery) -> None:
+    """An answer (`ContributionAnswer` or `StatisticsAnswer`), signed alone or in its
+    batch by `signer`, is `agency_id`'s answer to this very question, id and hash."""
+    check_signer(signer, agency_id, answer.agency_id)
     if answer.query_id != logged.spec.query_id or answer.query_hash != logged.query_hash:
         raise Unauthenticated(f"answer from {agency_id} is for another query", "QUERY_MISMATCH")
-    return int(answer.masked_value)
+
+
+def check_items(answered: int, asked: int, agency_id: str) -> None:
+    """One value per item asked, item for item: per query of a batch, per bin of a histogram."""
+    if answered != asked:
+        raise Unauthenticated(
+            f"{agency_id} answered {answered} items of {asked}", "ITEM_COUNT_MISMATCH"
+        )
 
 
 def verify_answer(
-    envelope: envelope_pb2.Envelope, agency_id: str, logged: LoggedQuery, keyring: Keyring
-) -> int:
-    """The masked value of a verified answer from `agency_id` to this very query."""
-    verified = verify_message(envelope, query_pb2.ContributionAnswer, keyring)
-    return check_answer(verified.payload, verified.signer, agency_id, logged)
+    envelope: envelope_pb2.Envelope,
+    answer_type: type[M],
+    agency_id: str,
+    logged: LoggedQuery,
+    keyring: AgencyKeys,
+) -> M:
+    """A verified answer of `answer_type` from `agency_id` to this very question."""
+    verified = verify_message(envelope, answer_type, keyring)
+    check_answer(verified.payload, verified.signer, agency_id, logged)
+    return verified.payload
 
 
 @dataclass(frozen=True)
-class NodeReply:
-    """How one node answered one query: a masked value, a refusal, or nothing usable."""
+class NodeReply(Generic[V]):
+    """How one node answered one question: masked values, a refusal, or nothing usable."""
 
-    masked: int | None = None
+    masked: V | None = None
     refusal: FedscoreError | None = None
     invalid: bool = False
 
-    def record(self, agency_id: str, answers: NodeAnswers) -> None:
+    def record(self, agency_id: str, answers: NodeAnswers[V]) -> None:
         if self.masked is not None:
             answers.masked[agency_id] = self.masked
         elif self.refusal is not None:
@@ -201,5 +268,32 @@ class NodeReply:
             answers.unavailable.append(agency_id)
 
 
-UNAVAILABLE = NodeReply()
-INVALID = NodeReply(invalid=True)
+UNAVAILABLE: NodeReply[Any] = NodeReply()
+INVALID: NodeReply[Any] = NodeReply(invalid=True)
+
+
+async def call_node(
+    channels: NodeChannels,
+    agency_id: str,
+    method: str,
+    request: Message | bytes,
+    response_type: type[M],
+    deadline: float,
+) -> M | NodeReply[Any]:
+    """One node's response to `request`, or what its failure counts as.
+
+    A refusal on the merits (`REFUSAL_CODES`) is a `NodeReply` carrying it; a node that is
+    down, late or fails otherwise is `UNAVAILABLE`, and its channel is replaced.
+    """
+    channel = channels.get(agency_id)
+    if channel is None:
+        return UNAVAILABLE
+    try:
+        return await call_unary(channel, method, request, response_type, deadline)
+    except FedscoreError as error:
+        if error.code in REFUSAL_CODES:
+            return NodeReply(refusal=error)
+    except (TimeoutError, grpc.RpcError):
+        pass
+    await channels.replace(agency_id, channel)
+    return UNAVAILABLE

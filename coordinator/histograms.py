@@ -2,13 +2,20 @@
 
 - Node-side releases: the coordinator logs "statistics_query_issued" (query id and hash,
   release, year, participants) BEFORE asking, signs a log promise over the spec, and asks
-  every agency of the policy at once over the existing mutual-TLS channels. Each answer
-  must verify under the agency keyring, come from the agency asked, name this query and
-  hash, and hold one masked value per bin; bins are summed mod 2^64, where the per-bin
-  pairwise masks cancel (only because every node was asked these very spec bytes: each
-  bin's mask is bound to the spec's hash and the bin, docs/adr/0011). Any node down,
-  refusing or answering wrongly fails the whole release ("statistics_failed"); no partial
-  sum is computed.
+  every agency of the policy at once over the existing mutual-TLS channels, one signed
+  `StatisticsQuery` per node. Asking, checking and summing are the score question's
+  (`coordinator.fanout`): each node is called as `call_node` says; its answer must verify
+  under the agency keyring, be signed by the agency asked, answer this very question id
+  and hash (`verify_answer`), and hold one masked value per bin (`check_items`); the bins
+  are summed mod 2^64 (`bin_totals`, `secure_sum` per bin), where the per-bin pairwise
+  masks cancel (only because every node was asked these very spec bytes: each bin's mask
+  is bound to the spec's hash and the bin, docs/adr/0011). Any node down, refusing or
+  answering wrongly fails the whole release ("statistics_failed", named as a score's
+  "query_failed" is); no partial sum is computed.
+- What differs from a score question: no relying party asked it and no consent covers
+  it, so it is not batched with score questions nor dispatched by the score batcher; it
+  is addressed and signed per node (the `StatisticsQuery` names one agency) with a log
+  promise signed on its own; and a node may count for long (`STATISTICS_DEADLINE_SECONDS`).
 - The score-query release reads the coordinator's own `coordinator_query` table, counting
   each consent token's earliest `contribution_bound` queries of the year.
 
@@ -21,18 +28,27 @@ import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-import grpc
 from sqlalchemy import Engine, case, func, select
 
+from audit.core import kinds
 from audit.store.log import EventLog
-from coordinator.fanout import REFUSAL_CODES, NodeAnswers, NodeChannels, secure_sum
+from coordinator.fanout import (
+    INVALID,
+    LoggedQuery,
+    NodeAnswers,
+    NodeChannels,
+    NodeReply,
+    bin_totals,
+    call_node,
+    check_items,
+    verify_answer,
+)
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
-from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.errors import FedscoreError
 from fedscore.runtime.db import create_tables
-from fedscore.runtime.rpc import call_unary
-from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
+from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
@@ -40,8 +56,8 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsQuery,
     StatisticsSpec,
 )
-from keys.envelope import sign_message, verify_message
-from keys.keyring import Keyring
+from keys.envelope import sign_message
+from keys.keyring import AgencyKeys
 from keys.signing import SigningKey
 from policies.model import Policy
 from policies.releases import bins, month_starts, participants
@@ -58,64 +74,33 @@ class StatisticsAsker:
 
     coordinator: str
     signing_key: SigningKey
-    agency_keyring: Keyring
+    agency_keyring: AgencyKeys
     channels: NodeChannels
     log: EventLog
     deadline: float = STATISTICS_DEADLINE_SECONDS
-
-
-def _verify(
-    envelope: Envelope,
-    agency: str,
-    spec: StatisticsSpec,
-    query_hash: bytes,
-    bins_: int,
-    keyring: Keyring,
-) -> list[int]:
-    verified = verify_message(envelope, StatisticsAnswer, keyring)
-    answer = verified.payload
-    if verified.signer != agency or answer.agency_id != agency:
-        raise Unauthenticated(
-            f"answer of {agency} is signed by {verified.signer}", "SIGNER_MISMATCH"
-        )
-    if answer.query_id != spec.query_id or answer.query_hash != query_hash:
-        raise Unauthenticated(f"answer from {agency} is for another query", "QUERY_MISMATCH")
-    if len(answer.masked_bins) != bins_:
-        raise Unauthenticated(f"answer from {agency} has the wrong bins", "BIN_MISMATCH")
-    return [int(value) for value in answer.masked_bins]
 
 
 async def _ask(
     asker: StatisticsAsker,
     agency: str,
     request: HistogramRequest,
-    check: tuple[StatisticsSpec, bytes, int],
-    answers: NodeAnswers,
-    masked: dict[str, list[int]],
-) -> None:
-    channel = asker.channels.get(agency)
-    if channel is None:
-        answers.unavailable.append(agency)
-        return
+    logged: LoggedQuery,
+    width: int,
+) -> NodeReply[Any]:
+    """One node's masked bins for `logged`, or what its failure counts as."""
+    response = await call_node(
+        asker.channels, agency, HISTOGRAM_METHOD, request, HistogramResponse, asker.deadline
+    )
+    if isinstance(response, NodeReply):
+        return response
     try:
-        response = await call_unary(
-            channel, HISTOGRAM_METHOD, request, HistogramResponse, asker.deadline
+        answer = verify_answer(
+            response.answer, StatisticsAnswer, agency, logged, asker.agency_keyring
         )
-    except FedscoreError as error:
-        if error.code in REFUSAL_CODES:
-            answers.refused[agency] = error
-            return
-        answers.unavailable.append(agency)
-        await asker.channels.replace(agency, channel)
-        return
-    except (TimeoutError, grpc.RpcError):
-        answers.unavailable.append(agency)
-        await asker.channels.replace(agency, channel)
-        return
-    try:
-        masked[agency] = _verify(response.answer, agency, *check, asker.agency_keyring)
+        check_items(len(answer.masked_bins), width, agency)
     except FedscoreError:
-        answers.invalid.append(agency)
+        return INVALID
+    return NodeReply(masked=[int(value) for value in answer.masked_bins])
 
 
 def statistics_spec(
@@ -135,59 +120,53 @@ def statistics_spec(
     )
 
 
+def issue_statistics_query(asker: StatisticsAsker, spec: StatisticsSpec) -> LoggedQuery:
+    """Log the question before any node is asked; what the nodes are sent, and where."""
+    spec_bytes = spec.SerializeToString(deterministic=True)
+    query_hash = hashlib.sha256(spec_bytes).digest()
+    ref = asker.log.append_now(
+        kinds.STATISTICS_QUERY_ISSUED,
+        {
+            "query_id": spec.query_id,
+            "query_hash": query_hash.hex(),
+            "release": spec.release,
+            "year": spec.year,
+            "participants": list(spec.participants),
+            "kind": "histogram",
+        },
+    )
+    return LoggedQuery.at(spec, spec_bytes, query_hash, ref)
+
+
 async def federated_histogram(
     asker: StatisticsAsker, policy: Policy, definition: ReleaseDefinition, year: int, now: int
 ) -> tuple[list[int], str]:
     """The exact per-bin sums over every agency, and the query id; log before asking."""
     spec = statistics_spec(asker, policy, definition, year, now)
-    spec_bytes = spec.SerializeToString(deterministic=True)
-    query_hash = hashlib.sha256(spec_bytes).digest()
-    ref = asker.log.append_now(
-        "statistics_query_issued",
-        {
-            "query_id": spec.query_id,
-            "query_hash": query_hash.hex(),
-            "release": definition.name,
-            "year": year,
-            "participants": list(spec.participants),
-            "kind": "histogram",
-        },
-    )
-    promise = sign_message(
-        LogPromise(
-            origin=asker.coordinator,
-            index=ref.index,
-            leaf_hash=ref.leaf_hash,
-            query_hash=query_hash,
-            logged_at=ref.logged_at,
-        ),
-        asker.signing_key,
-    )
+    logged = issue_statistics_query(asker, spec)
+    promise = sign_message(logged.promise, asker.signing_key)
     width = len(bins(policy, definition))
-    answers = NodeAnswers()
-    masked: dict[str, list[int]] = {}
     requests = {
         agency: HistogramRequest(
             query=sign_message(
-                StatisticsQuery(spec=spec_bytes, agency_id=agency, log_promise=promise),
+                StatisticsQuery(spec=logged.spec_bytes, agency_id=agency, log_promise=promise),
                 asker.signing_key,
             )
         )
         for agency in spec.participants
     }
-    await asyncio.gather(
-        *(
-            _ask(asker, agency, request, (spec, query_hash, width), answers, masked)
-            for agency, request in requests.items()
-        )
+    replies = await asyncio.gather(
+        *(_ask(asker, agency, request, logged, width) for agency, request in requests.items())
     )
+    answers: NodeAnswers[list[int]] = NodeAnswers()
+    # Recorded in the participant order, whatever order the nodes answered in.
+    for agency, reply in zip(requests, replies, strict=True):
+        reply.record(agency, answers)
     try:
-        answers.raise_for_failure()
-        sums = [secure_sum(masked[agency][b] for agency in spec.participants) for b in range(width)]
+        sums = bin_totals(answers, width)
     except FedscoreError as error:
-        fields = answers.failure_fields(spec.query_id)
-        fields["reason"] = error.reason
-        asker.log.append_now("statistics_failed", fields)
+        fields = answers.failure_fields(spec.query_id, error.reason)
+        asker.log.append_now(kinds.STATISTICS_FAILED, fields)
         raise
     return sums, str(spec.query_id)
 

@@ -26,7 +26,7 @@ from audit.core.entries import LogRef
 from audit.store.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
 from coordinator.dispatch import BatchDispatcher, fan_out
-from coordinator.fanout import NODE_DEADLINE_SECONDS, LoggedQuery, NodeChannels, secure_sum
+from coordinator.fanout import NODE_DEADLINE_SECONDS, LoggedQuery, NodeChannels, score_total
 from coordinator.release import Released, release_for, set_release
 from coordinator.store import CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError
@@ -139,16 +139,7 @@ class PreparedQuery:
 
     def logged(self, ref: LogRef) -> LoggedQuery:
         """The query as the nodes receive it, with its promise: logged at `ref`."""
-        promise = query_pb2.LogPromise(
-            origin=self.spec.coordinator,
-            index=ref.index,
-            leaf_hash=ref.leaf_hash,
-            query_hash=self.query_hash,
-            logged_at=ref.logged_at,
-        )
-        return LoggedQuery(
-            spec=self.spec, spec_bytes=self.spec_bytes, query_hash=self.query_hash, promise=promise
-        )
+        return LoggedQuery.at(self.spec, self.spec_bytes, self.query_hash, ref)
 
 
 def prepare_query(coordinator: Coordinator, admitted: AdmittedQuery, now: int) -> PreparedQuery:
@@ -215,11 +206,9 @@ async def answer_score(
         )
         raise
     try:
-        answers.raise_for_failure()
-        total = secure_sum(answers.masked.values())
+        total = score_total(answers)
     except FedscoreError as error:
-        fields = answers.failure_fields(query_id)
-        fields["reason"] = error.reason
+        fields = answers.failure_fields(query_id, error.reason)
         coordinator.store.finish(query_id, "failed", "query_failed", fields)
         raise
 

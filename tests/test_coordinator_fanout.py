@@ -1,20 +1,46 @@
-"""Secure sum and answer checks of the coordinator's fan-out."""
+"""Secure sum, answer checks and the failure rule of the coordinator's fan-out, the same
+for a score question and a histogram question (coordinator/fanout.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import socket
 
+import grpc.aio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.fanout import LoggedQuery, NodeAnswers, secure_sum, verify_answer
+from audit.core.entries import LogRef
+from coordinator.fanout import (
+    INVALID,
+    UNAVAILABLE,
+    LoggedQuery,
+    NodeAnswers,
+    NodeChannels,
+    NodeReply,
+    bin_totals,
+    call_node,
+    check_items,
+    score_total,
+    secure_sum,
+    verify_answer,
+)
 from fedscore.errors import Code, FedscoreError, PermissionDenied, Unavailable
-from fedscore.v1 import envelope_pb2, query_pb2
+from fedscore.v1 import envelope_pb2, query_pb2, statistics_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message
-from keys.keyring import Keyring
-from keys.masks import MODULUS, Question, QuestionKind, mask_for, masked_answer, pairwise_seeds
+from keys.keyring import AgencyKeys
+from keys.masks import (
+    MODULUS,
+    Question,
+    QuestionKind,
+    bin_masks,
+    mask_for,
+    masked_answer,
+    pairwise_seeds,
+)
 from keys.signing import SigningKey
 
 IDS = [f"agency-{i:02d}" for i in range(8)]
@@ -22,7 +48,7 @@ BOXES = {pid: BoxKeyPair.from_private(hashlib.sha256(pid.encode()).digest()) for
 SIGNING = {
     pid: SigningKey.from_seed(hashlib.sha256(b"sign " + pid.encode()).digest()) for pid in IDS
 }
-AGENCY_KEYRING = Keyring.of({pid: key.verify_key for pid, key in SIGNING.items()})
+AGENCY_KEYRING = AgencyKeys.of({pid: key.verify_key for pid, key in SIGNING.items()})
 
 
 def _masked_answers(contributions: list[int], query_id: str) -> list[int]:
@@ -88,7 +114,10 @@ def _answer(
 
 
 def test_verified_answer_gives_its_masked_value() -> None:
-    assert verify_answer(_answer(IDS[0]), IDS[0], _logged(), AGENCY_KEYRING) == 12345
+    answer = verify_answer(
+        _answer(IDS[0]), query_pb2.ContributionAnswer, IDS[0], _logged(), AGENCY_KEYRING
+    )
+    assert answer.masked_value == 12345
 
 
 @pytest.mark.parametrize(
@@ -107,7 +136,7 @@ def test_verified_answer_gives_its_masked_value() -> None:
 )
 def test_answers_that_do_not_verify(envelope: envelope_pb2.Envelope, reason: str) -> None:
     with pytest.raises(FedscoreError) as caught:
-        verify_answer(envelope, IDS[0], _logged(), AGENCY_KEYRING)
+        verify_answer(envelope, query_pb2.ContributionAnswer, IDS[0], _logged(), AGENCY_KEYRING)
     assert caught.value.reason == reason
 
 
@@ -143,3 +172,150 @@ def test_complete_answers_raise_nothing() -> None:
     answers = NodeAnswers(masked={"trc": 1, "dsd": 2})
     assert answers.complete
     answers.raise_for_failure()
+
+
+# --- a histogram question: the same checks, the same failure rule, summed per bin ---------
+
+
+def _stats_logged(query_id: str = "s-1") -> LoggedQuery:
+    spec = statistics_pb2.StatisticsSpec(
+        query_id=query_id, participants=IDS[:3], coordinator="coordinator"
+    )
+    spec_bytes = spec.SerializeToString(deterministic=True)
+    ref = LogRef(index=7, leaf_hash=b"\x01" * 32, logged_at=1_800_000_000)
+    return LoggedQuery.at(spec, spec_bytes, hashlib.sha256(spec_bytes).digest(), ref)
+
+
+def _stats_answer(
+    signer: str, logged: LoggedQuery, *, agency_id: str | None = None
+) -> envelope_pb2.Envelope:
+    answer = statistics_pb2.StatisticsAnswer(
+        query_id=logged.spec.query_id,
+        agency_id=agency_id or signer,
+        masked_bins=[1, 2, 3],
+        query_hash=logged.query_hash,
+    )
+    return sign_message(answer, SIGNING[signer])
+
+
+def test_a_logged_question_carries_the_promise_of_where_it_was_logged() -> None:
+    logged = _stats_logged()
+    assert logged.promise == query_pb2.LogPromise(
+        origin="coordinator",
+        index=7,
+        leaf_hash=b"\x01" * 32,
+        query_hash=hashlib.sha256(logged.spec_bytes).digest(),
+        logged_at=1_800_000_000,
+    )
+
+
+def test_a_histogram_answer_is_checked_as_a_score_answer_is() -> None:
+    logged = _stats_logged()
+    answer_type = statistics_pb2.StatisticsAnswer
+    answer = verify_answer(
+        _stats_answer(IDS[0], logged), answer_type, IDS[0], logged, AGENCY_KEYRING
+    )
+    assert list(answer.masked_bins) == [1, 2, 3]
+    for envelope, reason in (
+        (_stats_answer(IDS[1], logged), "SIGNER_MISMATCH"),
+        (_stats_answer(IDS[1], logged, agency_id=IDS[0]), "SIGNER_MISMATCH"),
+        (_stats_answer(IDS[0], _stats_logged("s-other")), "QUERY_MISMATCH"),
+        (_answer(IDS[0]), "WRONG_PAYLOAD_TYPE"),  # a score answer is no histogram answer
+    ):
+        with pytest.raises(FedscoreError) as refused:
+            verify_answer(envelope, answer_type, IDS[0], logged, AGENCY_KEYRING)
+        assert refused.value.reason == reason
+
+
+def test_an_answer_holds_one_value_per_item_asked() -> None:
+    check_items(3, 3, IDS[0])
+    for answered in (2, 4, 0):
+        with pytest.raises(FedscoreError) as refused:
+            check_items(answered, 3, IDS[0])
+        assert refused.value.reason == "ITEM_COUNT_MISMATCH"
+
+
+def _masked_bins(counts: list[list[int]], spec_bytes: bytes) -> dict[str, list[int]]:
+    members = IDS[: len(counts)]
+    publics = {pid: BOXES[pid].public_bytes for pid in members}
+    question = Question.of(QuestionKind.HISTOGRAM_BIN, spec_bytes)
+    answers = {}
+    for pid, bins in zip(members, counts, strict=True):
+        seeds = pairwise_seeds(pid, BOXES[pid], publics)
+        masks = bin_masks(pid, seeds, members, question, len(bins))
+        answers[pid] = [masked_answer(c, m) for c, m in zip(bins, masks, strict=True)]
+    return answers
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=5).flatmap(
+        lambda agencies: st.lists(
+            st.lists(st.integers(0, 1_000), min_size=agencies, max_size=agencies),
+            min_size=1,
+            max_size=6,
+        )
+    )
+)
+def test_bin_totals_are_each_bins_secure_sum(per_bin: list[list[int]]) -> None:
+    """per_bin[b][a]: agency a's count in bin b; every bin's masks cancel on their own."""
+    counts = [list(column) for column in zip(*per_bin, strict=True)]
+    answers: NodeAnswers[list[int]] = NodeAnswers(masked=_masked_bins(counts, b"s-bins"))
+    assert bin_totals(answers, len(per_bin)) == [sum(row) for row in per_bin]
+
+
+def test_a_histogram_with_one_node_missing_fails_whole_before_any_sum() -> None:
+    masked = _masked_bins([[5, 0, 9], [1, 1, 1], [0, 2, 0]], b"s-missing")
+    answers: NodeAnswers[list[int]] = NodeAnswers()
+    for agency in IDS[:2]:
+        NodeReply(masked=masked[agency]).record(agency, answers)
+    UNAVAILABLE.record(IDS[2], answers)
+    INVALID.record(IDS[3], answers)
+    with pytest.raises(Unavailable) as failed:
+        bin_totals(answers, 3)
+    assert failed.value.reason == "NODE_UNAVAILABLE"
+    assert answers.failure_fields("s-missing", failed.value.reason) == {
+        "query_id": "s-missing",
+        "unavailable": [IDS[2]],
+        "invalid": [IDS[3]],
+        "reason": "NODE_UNAVAILABLE",
+    }
+
+
+def test_a_score_total_follows_the_same_failure_rule() -> None:
+    refused: NodeAnswers[int] = NodeAnswers(
+        masked={"trc": 5}, refused={"dsd": PermissionDenied("revoked", "CONSENT_REVOKED")}
+    )
+    with pytest.raises(FedscoreError) as caught:
+        score_total(refused)
+    assert caught.value.reason == "CONSENT_REVOKED"
+    assert score_total(NodeAnswers(masked={"trc": 5, "dsd": 7})) == 12
+
+
+def test_a_node_without_a_channel_or_that_does_not_answer_is_unavailable() -> None:
+    """The channel of a node that did not answer is replaced by a fresh one."""
+    opened: list[str] = []
+
+    def open_channel(agency: str, endpoint: str) -> grpc.aio.Channel:
+        opened.append(agency)
+        return grpc.aio.insecure_channel(endpoint)
+
+    async def scenario() -> None:
+        with socket.socket() as unused:  # a port nothing listens on
+            unused.bind(("127.0.0.1", 0))
+            endpoint = f"127.0.0.1:{unused.getsockname()[1]}"
+        channels = NodeChannels({"trc": endpoint}, open_channel)
+        first = channels.get("trc")
+        request = statistics_pb2.HistogramRequest()
+        method = "/fedscore.v1.NodeStatisticsService/Histogram"
+        response_type = statistics_pb2.HistogramResponse
+        try:
+            missing = await call_node(channels, "dsd", method, request, response_type, 1.0)
+            assert missing is UNAVAILABLE
+            down = await call_node(channels, "trc", method, request, response_type, 1.0)
+            assert down is UNAVAILABLE
+            assert channels.get("trc") is not first and opened == ["trc", "trc"]
+        finally:
+            await channels.close()
+
+    asyncio.run(scenario())
