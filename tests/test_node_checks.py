@@ -244,40 +244,31 @@ def test_only_the_exact_participant_set_passes(listed: list[str]) -> None:
 def _stats_spec(policy: Any, **changes: Any) -> StatisticsSpec:
     now = int(time.time())
     release = "participation-by-domain-and-area"
-    spec = StatisticsSpec(
-        query_id="s-unit",
-        release=release,
-        policy_hash=policy.content_hash,
-        year=policy.current_year(now),
-        participants=list(policy.agencies),
-        contribution_bound=policy.statistics_rules.release(release).contribution_bound,
-        issued_at=now,
-        expires_at=now + 60,
-        coordinator="coordinator",
-        kind=QUESTION_KIND_HISTOGRAM,
-    )
-    for name, value in changes.items():
-        if isinstance(value, list):
-            del getattr(spec, name)[:]
-            getattr(spec, name).extend(value)
-        else:
-            setattr(spec, name, value)
-    return spec
+    fields: dict[str, Any] = {
+        "query_id": "s-unit",
+        "release": release,
+        "policy_hash": policy.content_hash,
+        "year": policy.current_year(now),
+        "participants": list(policy.agencies),
+        "contribution_bound": policy.statistics_rules.release(release).contribution_bound,
+        "issued_at": now,
+        "expires_at": now + 60,
+        "coordinator": "coordinator",
+        "kind": QUESTION_KIND_HISTOGRAM,
+    }
+    return StatisticsSpec(**{**fields, **changes})
 
 
 def _stats_query(
-    parties: dict[str, Party],
-    spec: StatisticsSpec,
-    *,
-    agency: str = "trc",
-    promise_signer: str = "coordinator",
+    parties: dict[str, Party], spec: StatisticsSpec, agency: str = "trc", by: str = "coordinator"
 ) -> Envelope:
+    """`spec` asked of `agency`, signed by the coordinator, with a promise signed `by`."""
     spec_bytes = spec.SerializeToString(deterministic=True)
     promise = LogPromise(origin="coordinator", query_hash=hashlib.sha256(spec_bytes).digest())
     query = StatisticsQuery(
         spec=spec_bytes,
         agency_id=agency,
-        log_promise=sign_message(promise, parties[promise_signer].signing_key),
+        log_promise=sign_message(promise, parties[by].signing_key),
     )
     return sign_message(query, parties["coordinator"].signing_key)
 
@@ -333,11 +324,11 @@ def test_a_histogram_asks_every_agency_in_policy_order(order: list[str], listed:
     check_participants(order, FULL_SET, "trc", in_order=False)
 
 
-def test_an_agency_outside_the_set_is_refused_even_when_the_set_is_right() -> None:
-    for in_order in (True, False):
-        with pytest.raises(FedscoreError) as refused:
-            check_participants(FULL_SET, FULL_SET, "other", in_order=in_order)
-        assert refused.value.reason == "PARTICIPANT_SET_MISMATCH"
+@pytest.mark.parametrize("in_order", [True, False])
+def test_an_agency_outside_the_set_is_refused_even_when_the_set_is_right(in_order: bool) -> None:
+    with pytest.raises(FedscoreError) as refused:
+        check_participants(FULL_SET, FULL_SET, "other", in_order=in_order)
+    assert refused.value.reason == "PARTICIPANT_SET_MISMATCH"
 
 
 def test_the_year_range_runs_from_min_year_to_what_the_kind_allows() -> None:
@@ -394,7 +385,7 @@ def test_statistics_admission_runs_the_shared_steps_in_order(
             spec = _stats_spec(policy, **changes)
             notes = RefusalNotes()
             with pytest.raises(FedscoreError) as refused:
-                admit_query(_stats_query(parties, spec, promise_signer=promise_signer), notes)
+                admit_query(_stats_query(parties, spec, by=promise_signer), notes)
             assert refused.value.reason == reason
             assert notes.fields() == {"query_id": "s-unit", "release": spec.release}
         spec = _stats_spec(policy)
