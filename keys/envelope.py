@@ -32,7 +32,6 @@ M = TypeVar("M", bound=Message)
 P = TypeVar("P")
 
 
-
 @dataclass(frozen=True)
 class Verified(Generic[P]):
     """A payload whose signature verified, with who signed it and with which key."""
