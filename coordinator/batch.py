@@ -28,6 +28,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from audit.core import kinds
 from coordinator.checks import RefusalNotes
 from coordinator.fanout import NodeAnswers, score_total
 from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
@@ -121,7 +122,7 @@ class ScoreBatchRun:
         for request, outcome in zip(requests, outcomes, strict=True):
             if isinstance(outcome, FedscoreError):
                 if not next(unlogged):
-                    refusals.count(self.caller, "score_refused", outcome.reason)
+                    refusals.count(self.caller, kinds.SCORE_REFUSED, outcome.reason)
                 refused.append(_refusal(request.sequence, outcome))
                 continue
             assert request.prepared is not None  # issue_batch refuses every Refused entry
@@ -137,7 +138,7 @@ class ScoreBatchRun:
         except asyncio.CancelledError:
             # The stream went away mid-chunk; the log still shows how each query ended.
             cancelled = [
-                Finish(prepared.query_id, "failed", "query_failed", _cancelled(prepared))
+                Finish(prepared.query_id, "failed", kinds.QUERY_FAILED, _cancelled(prepared))
                 for _, prepared, _, _ in asked
             ]
             with coordinator.store.hot.transaction() as cursor:
@@ -151,14 +152,14 @@ class ScoreBatchRun:
                 total = score_total(answered)
             except FedscoreError as error:
                 fields = answered.failure_fields(query_id, error.reason)
-                finishes.append(Finish(query_id, "failed", "query_failed", fields))
+                finishes.append(Finish(query_id, "failed", kinds.QUERY_FAILED, fields))
                 responses.append(_refusal(sequence, error))
                 continue
             result, released = score_result(
                 coordinator, prepared.admitted, query_id, log_index, total
             )
             fields = {"query_id": query_id, **released.log_fields()}
-            finishes.append(Finish(query_id, "released", "result_released", fields))
+            finishes.append(Finish(query_id, "released", kinds.RESULT_RELEASED, fields))
             envelope = sign_message(result, coordinator.signing_key)
             responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
         with coordinator.store.hot.transaction() as cursor:
@@ -177,7 +178,9 @@ class ScoreBatchRun:
             request = parse_request(raw, query_pb2.ScoreBatchRequest, BATCH_MESSAGE_BYTES)
         except FedscoreError as error:
             # Its queries cannot even be counted: logged once, and the stream ends with it.
-            self.coordinator.refusals.record(self.caller, "score_refused", {"reason": error.reason})
+            self.coordinator.refusals.record(
+                self.caller, kinds.SCORE_REFUSED, {"reason": error.reason}
+            )
             raise
         return list(request.queries)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from audit.core import kinds
 from audit.core.entries import LogRef
 from audit.store.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
@@ -192,7 +193,7 @@ async def answer_score(
         logged, ref = issue_query(coordinator, admitted, now)
     except FedscoreError as error:
         coordinator.refusals.record(
-            caller, "score_refused", {"reason": error.reason}, notes.fields()
+            caller, kinds.SCORE_REFUSED, {"reason": error.reason}, notes.fields()
         )
         raise
     query_id = logged.spec.query_id
@@ -202,20 +203,20 @@ async def answer_score(
     except asyncio.CancelledError:
         # The caller went away mid-query; the log still shows how the query ended.
         coordinator.store.finish(
-            query_id, "failed", "query_failed", {"query_id": query_id, "reason": "CANCELLED"}
+            query_id, "failed", kinds.QUERY_FAILED, {"query_id": query_id, "reason": "CANCELLED"}
         )
         raise
     try:
         total = score_total(answers)
     except FedscoreError as error:
         fields = answers.failure_fields(query_id, error.reason)
-        coordinator.store.finish(query_id, "failed", "query_failed", fields)
+        coordinator.store.finish(query_id, "failed", kinds.QUERY_FAILED, fields)
         raise
 
     result, released = score_result(coordinator, admitted, query_id, ref.index, total)
     envelope = sign_message(result, coordinator.signing_key)
     coordinator.store.finish(
-        query_id, "released", "result_released", {"query_id": query_id, **released.log_fields()}
+        query_id, "released", kinds.RESULT_RELEASED, {"query_id": query_id, **released.log_fields()}
     )
     return query_pb2.ScoreResponse(result=envelope)
 
@@ -227,10 +228,10 @@ def receive_revocation(
     try:
         notice = coordinator.revocations.apply_notice(request.notice)
     except FedscoreError as error:
-        coordinator.refusals.record(caller, "revocation_refused", {"reason": error.reason})
+        coordinator.refusals.record(caller, kinds.REVOCATION_REFUSED, {"reason": error.reason})
         raise
     coordinator.store.log.append_now(
-        "revocation_received",
+        kinds.REVOCATION_RECEIVED,
         {
             "token_id": notice.token_id,
             "status_index": notice.status_index,

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from audit.core import kinds
 from audit.store.log import EventLog
 from coordinator.bundle import (
     RELEASE_CSV,
@@ -238,7 +239,7 @@ async def publish_release(
         release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
         status = _reserve(publisher, definition, year, release_id, nano_up(noise.epsilon), now)
     except FedscoreError as error:
-        publisher.log.append_now("statistics_refused", {"reason": error.reason, **facts})
+        publisher.log.append_now(kinds.STATISTICS_REFUSED, {"reason": error.reason, **facts})
         raise
     try:
         query_id = ""
@@ -264,7 +265,7 @@ async def publish_release(
     document["files"] = {name: sha256_of(data) for name, data in files.items()}
     files[RELEASE_JSON] = canonical_bytes(document)
     publisher.log.append_now(
-        "statistics_released",
+        kinds.STATISTICS_RELEASED,
         {
             "release_id": release_id,
             "release": definition.name,
@@ -328,6 +329,9 @@ def _refuse_reserved(
     with Session(publisher.engine) as session:
         publisher.ledger.refund(session, release_id)
         publisher.log.append(
-            session, "statistics_refused", {"reason": error.reason, **facts}, now=publisher.clock()
+            session,
+            kinds.STATISTICS_REFUSED,
+            {"reason": error.reason, **facts},
+            now=publisher.clock(),
         )
         session.commit()

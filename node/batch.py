@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import grpc.aio
 from google.protobuf.message import Message
 
+from audit.core import kinds
 from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.runtime.prepared import Cursor
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
@@ -84,9 +85,9 @@ class BatchItem:
 
     def log_event(self) -> tuple[str, dict[str, object]]:
         if self.admitted is not None and self.answer is not None:
-            return "query_answered", answered_fields(self.admitted)
+            return kinds.QUERY_ANSWERED, answered_fields(self.admitted)
         assert self.refusal is not None
-        return "query_refused", {"reason": self.refusal.reason, **self.notes.fields()}
+        return kinds.QUERY_REFUSED, {"reason": self.refusal.reason, **self.notes.fields()}
 
 
 def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
@@ -238,7 +239,7 @@ def contribute_batch(
         counted = _log_items(node, cursor, items, now, caller)
         _release_unanswered(node, cursor, items)
     for reason in counted:  # committed: only now do they join the caller's summary
-        node.refusals.count(caller, "query_refused", reason)
+        node.refusals.count(caller, kinds.QUERY_REFUSED, reason)
     answers = ContributionAnswerBatch(
         batch_id=batch.batch_id,
         agency_id=node.agency_id,
