@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from audit.core import kinds
 from audit.store.log import EventLog
@@ -301,9 +300,9 @@ def _reserve(
     conditional update: one is refused at once, and the nodes (which charge their own
     ledgers as they answer) never see two releases that cannot both fit.
     """
-    with Session(publisher.engine) as session:
+    with publisher.engine.begin() as connection:
         status = publisher.ledger.spend(
-            session,
+            connection,
             release_id=release_id,
             release=definition.name,
             dataset=definition.dataset,
@@ -312,7 +311,6 @@ def _reserve(
             cost_nano=cost_nano,
             now=now,
         )
-        session.commit()
     return status
 
 
@@ -326,12 +324,11 @@ def _refuse_reserved(
     coordinator holds is masked values at most, so there is nothing to charge. Nodes that
     did answer charged their own ledgers; theirs stay spent.
     """
-    with Session(publisher.engine) as session:
-        publisher.ledger.refund(session, release_id)
+    with publisher.engine.begin() as connection:
+        publisher.ledger.refund(connection, release_id)
         publisher.log.append(
-            session,
+            connection,
             kinds.STATISTICS_REFUSED,
             {"reason": error.reason, **facts},
             now=publisher.clock(),
         )
-        session.commit()

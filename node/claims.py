@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 
 from fedscore.errors import AlreadyExists, ResourceExhausted
 from fedscore.protocol.requests import check_use_limit
@@ -65,9 +65,15 @@ class ClaimStatements:
         )
         self.uses_of = select(TOKEN_USE.c.uses).where(TOKEN_USE.c.token_id == bindparam("token"))
 
-    def claim_query_id(self, cursor: Cursor, query_id: str, now: int) -> None:
-        """Record the query id, or raise `AlreadyExists REPLAYED_QUERY`."""
-        inserted = cursor.execute(self.seen_insert, {"query_id": query_id, "seen_at": now})
+    def claim_query_id(self, executor: Cursor | Connection, query_id: str, now: int) -> None:
+        """Record the query id, or raise `AlreadyExists REPLAYED_QUERY`.
+
+        One space of ids for every question a node answers: score items claim theirs on
+        the query path's cursor, statistics questions on the connection that also spends
+        the budget. The insert skips a taken id instead of failing, so the transaction stays
+        usable (to log the refusal) after a replay.
+        """
+        inserted = executor.execute(self.seen_insert, {"query_id": query_id, "seen_at": now})
         if int(inserted.rowcount) != 1:
             raise AlreadyExists(f"query {query_id!r} was already answered", "REPLAYED_QUERY")
 

@@ -44,7 +44,7 @@ Where the two kinds differ, they differ on purpose, and the caller says so expli
 - Replay: a score item's query id is claimed with its request nonce and a token use, all
   or none, in its batch's transaction (`node.claims`), which is its replay check; a
   histogram, whose count may be long, is checked here first and claimed
-  (`NodeStore.mark_query_seen`) in the transaction that charges the budget and logs it.
+  (`ClaimStatements.claim_query_id`) in the transaction that charges the budget and logs it.
 
 Invariants: every step reads in-memory state only, except `check_unanswered` (one read);
 none opens a sealed subject or reads a record. Only facts the coordinator's signature

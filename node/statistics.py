@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 import grpc.aio
 from google.protobuf.message import Message
-from sqlalchemy.orm import Session
 
 from audit.core import kinds
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied, Unauthenticated
@@ -209,12 +208,12 @@ def answer_histogram(
         masked_bins=masked_bins(counts, node.agency_id, node.mask_seeds, admitted.signed),
         query_hash=admitted.signed.query_hash,
     )
-    with Session(node.store.engine) as session:
+    with node.store.engine.begin() as connection:
         # The claim that decides a replay (step 4 only read): one space of ids with scores.
-        node.store.mark_query_seen(session, admitted.query_id, now)
+        node.claims.claim_query_id(connection, admitted.query_id, now)
         # The node's own ledger: spent here whether or not the coordinator ever releases.
         status = node.ledger.spend(
-            session,
+            connection,
             release_id=admitted.query_id,
             release=definition.name,
             dataset=definition.dataset,
@@ -224,7 +223,7 @@ def answer_histogram(
             now=now,
         )
         node.log.append(
-            session,
+            connection,
             kinds.STATISTICS_ANSWERED,
             {
                 "query_id": admitted.query_id,
@@ -241,7 +240,6 @@ def answer_histogram(
             },
             now=now,
         )
-        session.commit()
     return HistogramResponse(answer=sign_message(answer, node.signing_key))
 
 

@@ -11,7 +11,8 @@ Invariants:
   importing the same occurrence twice, from one file or from several, stores it once.
   An export must therefore sum same-moment occurrences into `quantity`.
 - `occurred_at` is Unix seconds (UTC); scoring years are half-open [start, end).
-- A query id is stored at most once: a second `mark_query_seen` is a replay. Likewise a
+- A query id is stored at most once (`node.claims.ClaimStatements.claim_query_id`): a
+  second is a replay. Likewise a
   relying party's request nonce (`node_request_nonce`), and each consent token's uses are
   counted here by the node itself (`node_token_use`; `node.claims`).
 - Queries are plain SQLAlchemy Core that SQLite and PostgreSQL both run; the only
@@ -22,7 +23,6 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Collection
 
 from cryptography.hazmat.primitives import hashes
@@ -40,11 +40,10 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from fedscore.errors import AlreadyExists, InvalidArgument
-from fedscore.runtime.db import create_tables, insert_unless_present, open_engine
+from fedscore.errors import InvalidArgument
+from fedscore.runtime.db import create_tables, open_engine
 
 _RECORD_KEY_INFO = b"fedscore/v1/record-key"
 PSEUDONYM_BYTES = 32
@@ -259,19 +258,6 @@ class NodeStore:
         query = select(SEEN_QUERY.c.query_id).where(SEEN_QUERY.c.query_id == query_id)
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
-
-    def mark_query_seen(self, session: Session, query_id: str, now: float | None = None) -> None:
-        """Record `query_id` inside the caller's session; `AlreadyExists REPLAYED_QUERY` if seen.
-
-        The insert does nothing on a conflict instead of failing, so the caller's
-        session stays usable (e.g. to log the refusal) after a replay.
-        """
-        connection = session.connection()
-        insert = insert_unless_present(connection, SEEN_QUERY, "query_id")
-        seen_at = int(time.time() if now is None else now)
-        inserted = connection.execute(insert, {"query_id": query_id, "seen_at": seen_at})
-        if inserted.rowcount != 1:
-            raise AlreadyExists(f"query {query_id!r} was already answered", "REPLAYED_QUERY")
 
     def record_count(self) -> int:
         with self.engine.connect() as connection:

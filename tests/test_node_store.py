@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.orm import Session
 
 from audit.store.log import EventLog
 from fedscore.errors import AlreadyExists, InvalidArgument
+from node.claims import ClaimStatements
 from node.store import (
     BEHAVIOUR_RECORD,
     IMPORT_BATCH,
@@ -133,31 +133,30 @@ def test_quantities_query_compiles_for_postgresql() -> None:
 
 def test_a_query_id_is_accepted_once(store: NodeStore) -> None:
     log = EventLog(store.engine, "trc")
+    claims = ClaimStatements(store.engine)
     assert not store.has_seen_query("q-1")
-    with Session(store.engine) as session:
-        store.mark_query_seen(session, "q-1")
-        log.append(session, "query.accepted", {"query_id": "q-1"})
-        session.commit()
+    with store.engine.begin() as connection:
+        claims.claim_query_id(connection, "q-1", now=1)
+        log.append(connection, "query.accepted", {"query_id": "q-1"})
     assert store.has_seen_query("q-1")
 
-    with Session(store.engine) as session:
+    with store.engine.begin() as connection:
         with pytest.raises(AlreadyExists) as err:
-            store.mark_query_seen(session, "q-1")
+            claims.claim_query_id(connection, "q-1", now=2)
         assert err.value.reason == "REPLAYED_QUERY"
-        # The session is still usable: the refusal is logged in it.
-        log.append(session, "query.refused", {"query_id": "q-1", "reason": err.value.reason})
-        session.commit()
+        # The transaction is still usable: the refusal is logged in it.
+        log.append(connection, "query.refused", {"query_id": "q-1", "reason": err.value.reason})
     assert [e.kind for e in log.entries(0, 2)] == ["query.accepted", "query.refused"]
 
 
-def test_a_rolled_back_session_does_not_mark_the_query(store: NodeStore) -> None:
-    with Session(store.engine) as session:
-        store.mark_query_seen(session, "q-2")
-        session.rollback()
+def test_a_rolled_back_transaction_does_not_claim_the_query(store: NodeStore) -> None:
+    claims = ClaimStatements(store.engine)
+    with store.engine.connect() as connection:
+        claims.claim_query_id(connection, "q-2", now=1)
+        connection.rollback()
     assert not store.has_seen_query("q-2")
-    with Session(store.engine) as session:
-        store.mark_query_seen(session, "q-2")
-        session.commit()
+    with store.engine.begin() as connection:
+        claims.claim_query_id(connection, "q-2", now=1)
     assert store.has_seen_query("q-2")
 
 

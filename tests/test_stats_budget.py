@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
 
 from fedscore.errors import FedscoreError
 from fedscore.runtime.budget import (
@@ -32,10 +31,10 @@ YEAR = 2026
 
 def _spend(ledger: PrivacyLedger, release_id: str, epsilon: float, total: float) -> bool:
     """One release's spend in its own transaction; False when the budget refuses."""
-    with Session(ledger.engine) as session:
+    with ledger.engine.begin() as connection:
         try:
             ledger.spend(
-                session,
+                connection,
                 release_id=release_id,
                 release="participation",
                 dataset=DATASET,
@@ -47,7 +46,6 @@ def _spend(ledger: PrivacyLedger, release_id: str, epsilon: float, total: float)
         except FedscoreError as error:
             assert error.reason == "BUDGET_EXHAUSTED"
             return False
-        session.commit()
         return True
 
 
@@ -94,14 +92,12 @@ def test_a_refund_gives_back_exactly_the_reservation_once(tmp_path: Path) -> Non
     assert _spend(ledger, "kept", 1.0, total=2.0)
     assert _spend(ledger, "reserved", 1.0, total=2.0)
     assert not _spend(ledger, "refused-while-reserved", 0.5, total=2.0)
-    with Session(engine) as session:
-        assert ledger.refund(session, "reserved") == NANO
-        session.commit()
-    with Session(engine) as session:
+    with engine.begin() as connection:
+        assert ledger.refund(connection, "reserved") == NANO
+    with engine.begin() as connection:
         # Twice, or for a release that never spent: nothing more is given back.
-        assert ledger.refund(session, "reserved") == 0
-        assert ledger.refund(session, "never-spent") == 0
-        session.commit()
+        assert ledger.refund(connection, "reserved") == 0
+        assert ledger.refund(connection, "never-spent") == 0
     assert ledger.status(DATASET, YEAR, 2.0).spent_nano == NANO
     assert [spend.release_id for spend in ledger.spends(DATASET, YEAR)] == ["kept"]
     assert _spend_rows(engine) == (1, NANO)

@@ -24,7 +24,6 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from audit.core import merkle
 from audit.store.log import EventLog
@@ -58,7 +57,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def _each_writer(
     database: str, opener: Callable[[str], Engine], work: Callable[[Engine, int], T]
 ) -> list[T]:
-    """Run `work(engine, i)` for each writer i, concurrently, each on its own engine."""
+    """Run `work(engine, i)` for each writer i, concurrently, each on its own engine.
+
+    The caller has made the tables first, as a party's tables exist before it serves.
+    """
     engines = [opener(database) for _ in range(WRITERS)]
     try:
         with ThreadPoolExecutor(WRITERS) as pool:
@@ -72,6 +74,8 @@ def _each_writer(
 
 
 def test_log_indexes_stay_dense_under_concurrent_writers(database: str) -> None:
+    EventLog(open_engine(database), "party").engine.dispose()
+
     def append(engine: Engine, writer: int) -> list[int]:
         log = EventLog(engine, "party")
         return [log.append_now("contract", {"writer": writer, "n": n}).index for n in range(25)]
@@ -103,10 +107,10 @@ def test_a_rolled_back_append_leaves_no_gap(database: str) -> None:
 
 
 def _spend(ledger: PrivacyLedger, release_id: str) -> bool:
-    with Session(ledger.engine) as session:
+    with ledger.engine.begin() as connection:
         try:
             ledger.spend(
-                session,
+                connection,
                 release_id=release_id,
                 release="participation",
                 dataset="agency-records",
@@ -118,11 +122,12 @@ def _spend(ledger: PrivacyLedger, release_id: str) -> bool:
         except FedscoreError as refused:
             assert refused.reason == "BUDGET_EXHAUSTED"
             return False
-        session.commit()
         return True
 
 
 def test_the_ledger_never_overspends_and_refunds_once(database: str) -> None:
+    PrivacyLedger(open_engine(database)).engine.dispose()
+
     def spend(engine: Engine, writer: int) -> list[bool]:
         ledger = PrivacyLedger(engine)
         return [_spend(ledger, f"w{writer}-{n}") for n in range(3)]
@@ -133,10 +138,9 @@ def test_the_ledger_never_overspends_and_refunds_once(database: str) -> None:
     ledger = PrivacyLedger(engine)
     assert ledger.status("agency-records", 2026, 2.0).remaining_nano == 0
     first = ledger.spends("agency-records", 2026)[0].release_id
-    with Session(engine) as session:
-        assert ledger.refund(session, first) == NANO // 2
-        assert ledger.refund(session, first) == 0
-        session.commit()
+    with engine.begin() as connection:
+        assert ledger.refund(connection, first) == NANO // 2
+        assert ledger.refund(connection, first) == 0
     assert ledger.status("agency-records", 2026, 2.0).remaining_nano == NANO // 2
     engine.dispose()
 
@@ -221,6 +225,10 @@ def _issue(writer: int, nonce: bytes, max_uses: int) -> QueryIssue:
 
 
 def test_a_nonce_is_accepted_once_and_a_token_never_past_its_limit(database: str) -> None:
+    made = open_engine(database)
+    CoordinatorStore(made, EventLog(made, "coordinator"))
+    made.dispose()
+
     def issue(engine: Engine, writer: int) -> list[str]:
         store = CoordinatorStore(engine, EventLog(engine, "coordinator"))
         reasons = []

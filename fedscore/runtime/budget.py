@@ -25,8 +25,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from sqlalchemy import BigInteger, Engine, Table, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, Connection, Engine, Table, select, update
 from sqlmodel import Field, SQLModel
 
 from fedscore.errors import ResourceExhausted
@@ -134,7 +133,7 @@ class PrivacyLedger:
 
     def spend(
         self,
-        session: Session,
+        connection: Connection,
         *,
         release_id: str,
         release: str,
@@ -144,14 +143,14 @@ class PrivacyLedger:
         cost_nano: int,
         now: int,
     ) -> BudgetStatus:
-        """Spend `cost_nano` inside `session` (not committed here) or raise BUDGET_EXHAUSTED.
+        """Spend `cost_nano` in `connection`'s transaction (not committed here) or raise
+        BUDGET_EXHAUSTED.
 
         Returns the status after the spend. On a refusal nothing was changed; the caller
-        must not commit anything it wrote for the release in the same session.
+        must not commit anything it wrote for the release in the same transaction.
         """
         total = nano_down(total_epsilon)
         key = budget_key(dataset, year)
-        connection = session.connection()
         insert = insert_unless_present(connection, PRIVACY_BUDGET, "budget_key")
         connection.execute(
             insert, {"budget_key": key, "dataset": dataset, "year": year, "spent_nano": 0}
@@ -180,13 +179,12 @@ class PrivacyLedger:
         )
         return status
 
-    def refund(self, session: Session, release_id: str) -> int:
-        """Give back inside `session` (not committed here) what release `release_id` spent.
+    def refund(self, connection: Connection, release_id: str) -> int:
+        """Give back in `connection`'s transaction (not committed here) what `release_id` spent.
 
         For a reservation whose release can no longer happen; returns the nano-epsilon given
         back, 0 if the release spent nothing (a refund is never applied twice).
         """
-        connection = session.connection()
         spend = connection.execute(
             select(PRIVACY_SPEND.c.dataset, PRIVACY_SPEND.c.year, PRIVACY_SPEND.c.spent_nano).where(
                 PRIVACY_SPEND.c.release_id == release_id
@@ -206,10 +204,10 @@ class PrivacyLedger:
 
     def spends(self, dataset: str, year: int) -> list[PrivacySpend]:
         """Every release's spend for the dataset and year, in order of spending."""
-        with Session(self.engine) as session:
-            query = (
-                select(PrivacySpend)
-                .where(PRIVACY_SPEND.c.dataset == dataset, PRIVACY_SPEND.c.year == year)
-                .order_by(PRIVACY_SPEND.c.spent_at, PRIVACY_SPEND.c.release_id)
-            )
-            return list(session.execute(query).scalars())
+        query = (
+            select(PRIVACY_SPEND)
+            .where(PRIVACY_SPEND.c.dataset == dataset, PRIVACY_SPEND.c.year == year)
+            .order_by(PRIVACY_SPEND.c.spent_at, PRIVACY_SPEND.c.release_id)
+        )
+        with self.engine.connect() as connection:
+            return [PrivacySpend(**row) for row in connection.execute(query).mappings()]
