@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session
 
 from audit.core import merkle
 from audit.core.checkpoint import PAYLOAD_TYPE, Checkpoint
@@ -240,9 +239,9 @@ def test_every_two_signed_checkpoints_are_consistent(growths: list[int]) -> None
         signer = CheckpointSigner(log, TRC_KEY)
         signed = []
         for growth in growths:
-            with Session(engine) as session:
-                log.append_many(session, [("e", {"n": n}) for n in range(growth)])
-                session.commit()
+            with engine.connect() as connection:
+                log.append_many(connection, [("e", {"n": n}) for n in range(growth)])
+                connection.commit()
             signed.append(_verify(signer.sign()))
         for older in signed:
             for newer in signed:

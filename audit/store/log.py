@@ -6,7 +6,7 @@ Invariants:
   and inserted with ON CONFLICT DO NOTHING on the primary key; if another writer
   (thread or process) took it first, the writer re-reads and tries the next one. A
   transaction that rolls back leaves no index behind, so no gap can appear.
-- `append` writes inside the caller's transaction (an ORM session, a Core connection, or
+- `append` writes inside the caller's transaction (a Core connection or
   a `fedscore.runtime.prepared` cursor) and never commits: the event and its log entry commit
   together or not at all.
 - Leaf data and what a body may hold are `audit.core.entries`; a body is checked before
@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, RowMapping, Table, func, or_, select
-from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from audit.core import merkle
@@ -127,29 +126,29 @@ class EventLog:
 
     def append(
         self,
-        session: LogWriter,
+        writer: LogWriter,
         kind: str,
         fields: Mapping[str, Any],
         *,
         now: float | None = None,
     ) -> LogRef:
-        """Add an entry inside `session`'s transaction (not committed here); the caller commits.
+        """Add an entry inside `writer`'s transaction (not committed here); the caller commits.
 
-        `session` is an ORM session, a Core connection inside a transaction, or a cursor
+        `writer` is a Core connection inside a transaction, or a cursor
         of a `fedscore.runtime.prepared.HotConnection` transaction.
         """
         body = self._body(kind, fields)
         logged_at = int(time.time() if now is None else now)
-        return self._take_index(_writer(session), kind, body, logged_at)
+        return self._take_index(writer, kind, body, logged_at)
 
     def append_many(
         self,
-        session: LogWriter,
+        writer: LogWriter,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         now: float | None = None,
     ) -> list[LogRef]:
-        """Add consecutive entries inside `session` (not committed here), in one statement.
+        """Add consecutive entries inside `writer`'s transaction (not committed), in one statement.
 
         The first entry takes its index as `append` does; from then on this transaction
         holds the next index, which every other writer must read as committed before
@@ -159,7 +158,6 @@ class EventLog:
         if not bodies:
             return []
         logged_at = int(time.time() if now is None else now)
-        writer = _writer(session)
         first_kind, first_body = bodies[0]
         first = self._take_index(writer, first_kind, first_body, logged_at)
         rows = [
@@ -352,13 +350,9 @@ _ENTRY_COLUMNS = (
 )
 
 
-# Where an entry can be appended: an ORM session, a Core connection in a transaction, or
-# the cursor of a `fedscore.runtime.prepared.HotConnection` transaction (the score query path).
-LogWriter = Session | Connection | Cursor
-
-
-def _writer(session: LogWriter) -> Connection | Cursor:
-    return session if isinstance(session, Connection | Cursor) else session.connection()
+# Where an entry can be appended: a Core connection in a transaction, or the cursor of a
+# `fedscore.runtime.prepared.HotConnection` transaction (the score query path).
+LogWriter = Connection | Cursor
 
 
 # What opens a party's log over its engine: `EventLog` in production. Servers take it as
