@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/fedscore/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. proto/fedscore/v1/*.proto
 
 proto-check: proto
 	git diff --exit-code -- fedscore/v1 || (echo "generated wire code is stale: run 'make proto' and commit" && exit 1)

@@ -194,8 +194,3 @@ def masked_answer(contribution: int, mask: int) -> int:
             f"contribution must be in [0, 2^64), got {contribution}", reason="BAD_CONTRIBUTION"
         )
     return (contribution + mask) % MODULUS
-
-
-def unmasked_total(masked_answers: Iterable[int]) -> int:
-    """The sum of a full participant set's masked answers: the true total, mod 2^64."""
-    return sum(masked_answers) % MODULUS

@@ -40,7 +40,6 @@ from keys.keyring import (
 )
 from keys.signing import SigningKey, VerifyKey
 
-REGISTRY_PAYLOAD_TYPE = "fedscore.v1.TrustRegistry"
 ROOT_SIGNER = "federation-root"
 KEY_BYTES = 32
 # Roles that may be named as a purpose's relying party.

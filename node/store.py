@@ -269,9 +269,3 @@ class NodeStore:
         query = select(func.count(distinct(BEHAVIOUR_RECORD.c.pseudonym)))
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
-
-    def import_batches(self) -> list[ImportBatch]:
-        """Every accepted import, oldest first."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(select(IMPORT_BATCH).order_by(IMPORT_BATCH.c.id)).mappings()
-            return [ImportBatch(**row) for row in rows]

@@ -379,21 +379,6 @@ def test_agrees_with_naive_implementation(size: int) -> None:
         assert merkle.consistency_proof(hashes, size1) == naive_proof(size1, data)
 
 
-@given(st.integers(min_value=0, max_value=300))
-def test_peaks_track_the_root_as_the_log_grows(size: int) -> None:
-    hashes = [merkle.leaf_hash(d) for d in _data(size)]
-    peaks: list[bytes] = []
-    for n, leaf in enumerate(hashes):
-        peaks = merkle.append_to_peaks(peaks, n, leaf)
-    assert merkle.root_from_peaks(peaks) == merkle.root(hashes)
-    assert len(peaks) == size.bit_count()
-
-
-def test_peaks_refuse_a_size_they_cannot_describe() -> None:
-    with pytest.raises(InvalidArgument):
-        merkle.append_to_peaks([SOME_HASH], 3, SOME_HASH)
-
-
 sizes_and_index = st.integers(min_value=1, max_value=200).flatmap(
     lambda n: st.tuples(st.just(n), st.integers(min_value=0, max_value=n - 1))
 )

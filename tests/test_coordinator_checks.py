@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from coordinator.checks import RefusalNotes, admit_query, authenticate_query
 from fedscore.errors import Code, FedscoreError, ResourceExhausted
 from fedscore.protocol.requests import FRESHNESS_SECONDS, check_use_limit, requested_year
-from fedscore.protocol.status_list import RevocationState, build_status_list, sign_status_list
+from fedscore.protocol.status_list import RevocationState, build_status_list
 from fedscore.v1 import consent_pb2, envelope_pb2, query_pb2, trust_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_bytes, sign_message
@@ -82,7 +82,7 @@ def _revocations(*, fresh: bool = True, revoked: set[int] | None = None) -> Revo
     state = RevocationState(TRUST.registry_keys())
     if fresh:
         status = build_status_list("consent-registry", 1, revoked or set(), 131_072, 60, NOW)
-        state.apply_status_list(sign_status_list(status, KEYS["consent-registry"]), NOW)
+        state.apply_status_list(sign_message(status, KEYS["consent-registry"]), NOW)
     return state
 
 

@@ -127,19 +127,3 @@ def test_two_concurrent_publishers_cannot_overspend(fed: StatsFederation) -> Non
         spends = ledger.spends("agency-records", fed.policy.current_year(time.time()))
         assert [spend.spent_nano for spend in spends] == [NANO], agency
         ledger.engine.dispose()
-
-
-def test_the_demo_publishes_one_release(fed: StatsFederation) -> None:
-    from fedscore.apps.cli.stats_commands import publish_demo_release
-
-    async def scenario() -> dict[str, object]:
-        async with servers(fed.root):
-            # The demo calls it from synchronous code while the nodes run elsewhere.
-            return await asyncio.to_thread(publish_demo_release, fed.root)
-
-    outcome = asyncio.run(scenario())
-    assert set(outcome) == {"release", "budget_remaining"}
-    assert outcome["budget_remaining"] == 0.5
-    release = Path(str(outcome["release"]))
-    assert release.name == "release.json" and release.is_file()
-    assert json.loads(release.read_bytes())["release"] == PARTICIPATION

@@ -53,32 +53,6 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     return _subtree_root(leaf_hashes, 0, len(leaf_hashes))
 
 
-def append_to_peaks(peaks: Sequence[bytes], size: int, leaf: bytes) -> list[bytes]:
-    """The peaks (roots of the perfect subtrees, largest first) after appending one leaf.
-
-    `peaks` must describe a tree of `size` leaves: one peak per set bit of `size`. Lets
-    a log keep its root current in O(log n) per entry instead of rehashing every leaf.
-    """
-    if len(peaks) != size.bit_count():
-        raise InvalidArgument(f"{len(peaks)} peaks cannot describe {size} leaves", "BAD_PEAKS")
-    merged, carry, n = list(peaks), leaf, size
-    while n & 1:
-        carry = node_hash(merged.pop(), carry)
-        n >>= 1
-    merged.append(carry)
-    return merged
-
-
-def root_from_peaks(peaks: Sequence[bytes]) -> bytes:
-    """The tree root from its peaks: folded right to left, as RFC 6962 splits the tree."""
-    if not peaks:
-        return EMPTY_ROOT
-    acc = peaks[-1]
-    for peak in reversed(peaks[:-1]):
-        acc = node_hash(peak, acc)
-    return acc
-
-
 SubtreeRoot = Callable[[int, int], bytes]
 """MTH(D[lo:hi]) of a log's leaves, for the ranges the RFC 6962 recursion asks for."""
 

@@ -23,9 +23,7 @@ from fedscore.v1.consent_pb2 import (
     StatusList,
 )
 from fedscore.v1.envelope_pb2 import Envelope
-from keys.envelope import sign_message
 from keys.keyring import RegistryKeys
-from keys.signing import SigningKey
 
 MIN_STATUS_LIST_BITS = 131_072  # herd privacy: one index among many
 
@@ -52,10 +50,6 @@ def build_status_list(
         size_bits=size_bits,
         compressed_bits=zlib.compress(bytes(bits), 9),
     )
-
-
-def sign_status_list(status_list: StatusList, key: SigningKey) -> Envelope:
-    return sign_message(status_list, key)
 
 
 def _bit(bits: bytes, index: int) -> bool:

@@ -10,13 +10,11 @@ by itself; anywhere else, `--workdir` names the federation.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.party import FederationPaths, load_party, load_trust
-from policies.defaults import DEMO_RELEASE
 
 COORDINATOR_ID = "coordinator"
 
@@ -86,12 +84,6 @@ def verify(bundle: Path, workdir: Path | None = None) -> dict[str, Any]:
         "epsilon_spent": verified.document.get("epsilon_spent"),
         "files": verified.hashes,
     }
-
-
-def publish_demo_release(workdir: Path) -> dict[str, Any]:
-    """For the demo: publish one release while the nodes run; its release.json and budget."""
-    summary = asyncio.run(publish(Path(workdir), DEMO_RELEASE))
-    return {"release": summary["release"], "budget_remaining": summary["budget_remaining"]}
 
 
 async def _publish_command(args: argparse.Namespace) -> dict[str, Any]:
