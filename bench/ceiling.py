@@ -15,6 +15,9 @@ Per query, and nothing else:
     as the product asks a lone query, all nodes concurrently; verify every
     ContributionAnswerBatch; sign a ScoreResult bound to the request nonce.
   node: verify the ContributionBatch envelope; sign a ContributionAnswerBatch of one.
+Each verification opens its object as the product does, as its kind of signed object
+under its signer's typed keys (`fedscore.protocol.questions`, `fedscore.protocol.requests`),
+with the few field checks that come with it.
 No token, revocation, policy, replay, log, database, sealing or mask work: that is the
 product's price, which this ceiling leaves out on purpose.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -32,11 +36,13 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from fedscore.apps.processes import stop_on_signal
+from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedContributionBatch
+from fedscore.protocol.requests import authenticate_request
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import Handler, call_unary, parse_request, secure_channel, start_server
 from fedscore.v1 import query_pb2
 from fedscore.v1.trust_pb2 import Role
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 
 COORDINATOR_SERVICE = "fedscore.v1.CoordinatorService"
 NODE_SERVICE = "fedscore.v1.NodeService"
@@ -48,14 +54,17 @@ def node_handlers(party: Party) -> dict[str, dict[str, Handler]]:
 
     async def contribute(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         request = parse_request(raw, query_pb2.ContributeBatchRequest)
-        batch = verify_message(request.batch, query_pb2.ContributionBatch, coordinator_keyring)
+        batch = SignedContributionBatch.verify(request.batch, coordinator_keyring)
         answer = query_pb2.ContributionAnswer(
-            query_id=hashlib.sha256(batch.payload.queries[0].spec).hexdigest()[:32],
+            query_id=hashlib.sha256(batch.batch.queries[0].spec).hexdigest()[:32],
             agency_id=party.id,
             masked_value=0,
         )
         answers = query_pb2.ContributionAnswerBatch(
-            outcomes=[query_pb2.ContributionOutcome(answer=answer)]
+            batch_id=batch.batch.batch_id,
+            agency_id=party.id,
+            batch_hash=batch.batch_hash,
+            outcomes=[query_pb2.ContributionOutcome(answer=answer)],
         )
         signed = sign_message(answers, party.signing_key)
         return query_pb2.ContributeBatchResponse(answers=signed)
@@ -71,21 +80,22 @@ def coordinator_handlers(party: Party) -> dict[str, dict[str, Handler]]:
 
     async def ask(agency_id: str, query_bytes: bytes) -> int:
         item = query_pb2.BatchedContributionQuery(spec=query_bytes)
-        batch = query_pb2.ContributionBatch(agency_ids=[agency_id], queries=[item])
+        batch = query_pb2.ContributionBatch(
+            batch_id=secrets.token_hex(16), agency_ids=[agency_id], queries=[item]
+        )
         request = query_pb2.ContributeBatchRequest(batch=sign_message(batch, party.signing_key))
         response = await call_unary(
             channels[agency_id], CONTRIBUTE_BATCH, request, query_pb2.ContributeBatchResponse, 5.0
         )
-        answers = verify_message(
-            response.answers, query_pb2.ContributionAnswerBatch, agency_keyring
-        )
-        return int(answers.payload.outcomes[0].answer.masked_value)
+        answers = SignedContributionAnswerBatch.verify(response.answers, agency_keyring)
+        return int(answers.answers.outcomes[0].answer.masked_value)
 
     async def score(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         request = parse_request(raw, query_pb2.ScoreRequest)
-        query = verify_message(request.query, query_pb2.ScoreQuery, query_keyring).payload
+        query = authenticate_request(request.query, query_keyring).query
         values = await asyncio.gather(*(ask(a, request.query.payload) for a in channels))
         result = query_pb2.ScoreResult(
+            query_id=secrets.token_hex(16),
             purpose_id=query.purpose_id,
             relying_party=query.relying_party,
             request_nonce_hash=hashlib.sha256(query.nonce).digest(),

@@ -8,10 +8,12 @@ Invariants:
 - While a batch is out to a set (`MAX_BATCHES_IN_FLIGHT`), new queries wait and leave
   together in the next one, which therefore grows with the load; a batch holds at most
   `MAX_BATCH_QUERIES` queries and `MAX_BATCH_BYTES` bytes.
-- Each node's answer batch is checked as `coordinator.fanout` says for every answer
-  (signed by the agency asked, item for item, each item answering its query's id and
-  hash), and must answer this very batch (its id and the SHA-256 of its payload) before
-  any of its items counts; a refused item fails only its own query.
+- Each node's answer batch opens as a `SignedContributionAnswerBatch`
+  (`fedscore.protocol.questions`, under the agencies' keys), is checked as
+  `coordinator.fanout` says for every answer (signed by the agency asked, item for item,
+  each item answering its query's id and hash), and must answer this very batch (its id
+  and the SHA-256 of its payload) before any of its items counts; a refused item fails
+  only its own query.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from coordinator.fanout import (
     check_signer,
 )
 from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.protocol.questions import SignedContributionAnswerBatch
 from fedscore.runtime.statuses import error_from_refusal
-from fedscore.v1 import envelope_pb2, query_pb2
-from keys.envelope import sign_message, verify_message
-from keys.keyring import Keyring
+from fedscore.v1 import query_pb2
+from keys.envelope import sign_message
+from keys.keyring import AgencyKeys
 from keys.signing import SigningKey
 
 _log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ class BatchDispatcher:
         self,
         channels: NodeChannels,
         signing_key: SigningKey,
-        agency_keyring: Keyring,
+        agency_keyring: AgencyKeys,
         deadline: float = NODE_DEADLINE_SECONDS,
         max_in_flight: int = MAX_BATCHES_IN_FLIGHT,
     ) -> None:
@@ -206,43 +209,45 @@ class BatchDispatcher:
         if isinstance(response, NodeReply):  # the whole batch refused, or no answer
             return [response] * len(queries)
         try:
-            return self._replies(agency_id, batch, batch_hash, queries, response.answers)
+            signed = SignedContributionAnswerBatch.verify(response.answers, self.agency_keyring)
+            return batch_replies(signed, agency_id, batch, batch_hash, queries)
         except FedscoreError:
             return [INVALID] * len(queries)
 
-    def _replies(
-        self,
-        agency_id: str,
-        batch: query_pb2.ContributionBatch,
-        batch_hash: bytes,
-        queries: list[LoggedQuery],
-        envelope: envelope_pb2.Envelope,
-    ) -> list[NodeReply[int]]:
-        """Each query's reply from a batch answer that verifies and answers this very batch;
-        raises if the answer batch as a whole does not."""
-        verified = verify_message(envelope, query_pb2.ContributionAnswerBatch, self.agency_keyring)
-        answers = verified.payload
-        check_signer(verified.signer, agency_id, answers.agency_id)
-        if answers.batch_id != batch.batch_id or answers.batch_hash != batch_hash:
-            raise Unauthenticated(f"{agency_id} answered another batch", "BATCH_MISMATCH")
-        check_items(len(answers.outcomes), len(queries), agency_id)
-        replies: list[NodeReply[int]] = []
-        for logged, outcome in zip(queries, answers.outcomes, strict=True):
-            kind = outcome.WhichOneof("outcome")
-            if kind == "answer":
-                try:
-                    check_answer(outcome.answer, verified.signer, agency_id, logged)
-                except FedscoreError:
-                    replies.append(INVALID)
-                else:
-                    replies.append(NodeReply(masked=int(outcome.answer.masked_value)))
-            elif kind == "refusal":
-                refusal = error_from_refusal(outcome.refusal)
-                refused = refusal.code in REFUSAL_CODES
-                replies.append(NodeReply(refusal=refusal) if refused else UNAVAILABLE)
-            else:
+
+def batch_replies(
+    signed: SignedContributionAnswerBatch,
+    agency_id: str,
+    batch: query_pb2.ContributionBatch,
+    batch_hash: bytes,
+    queries: list[LoggedQuery],
+) -> list[NodeReply[int]]:
+    """Each query's reply from `agency_id`'s opened answer batch, if it answers this very
+    batch (signed by the agency asked, its id and payload hash, one outcome per query);
+    raises if the answer batch as a whole does not. An item that is no answer to its own
+    query is INVALID, for that query only."""
+    answers = signed.answers
+    check_signer(signed.signer, agency_id, answers.agency_id)
+    if answers.batch_id != batch.batch_id or answers.batch_hash != batch_hash:
+        raise Unauthenticated(f"{agency_id} answered another batch", "BATCH_MISMATCH")
+    check_items(len(answers.outcomes), len(queries), agency_id)
+    replies: list[NodeReply[int]] = []
+    for logged, outcome in zip(queries, answers.outcomes, strict=True):
+        kind = outcome.WhichOneof("outcome")
+        if kind == "answer":
+            try:
+                check_answer(outcome.answer, signed.signer, agency_id, logged)
+            except FedscoreError:
                 replies.append(INVALID)
-        return replies
+            else:
+                replies.append(NodeReply(masked=int(outcome.answer.masked_value)))
+        elif kind == "refusal":
+            refusal = error_from_refusal(outcome.refusal)
+            refused = refusal.code in REFUSAL_CODES
+            replies.append(NodeReply(refusal=refusal) if refused else UNAVAILABLE)
+        else:
+            replies.append(INVALID)
+    return replies
 
 
 async def fan_out(logged: LoggedQuery, dispatcher: BatchDispatcher) -> NodeAnswers[int]:

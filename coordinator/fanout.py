@@ -12,7 +12,8 @@ Invariants:
   (`call_node`: a node that refuses on the merits is passed on with its code and
   reason; one that is down, late or fails otherwise is unavailable, and its channel is
   replaced).
-- An answer counts only if it verifies under the agency keyring, is signed by the agency
+- An answer counts only if it opens as its kind of `fedscore.protocol.questions` (verified
+  under the agencies' keys, naming the agency that signed it), is signed by the agency
   asked and names it (`check_signer`), answers this very question, its id and the hash
   of its exact spec bytes (`check_answer`), and holds one value per item asked
   (`check_items`: per query of a batch, per bin of a histogram). A score batch must also
@@ -42,9 +43,7 @@ from google.protobuf.message import Message
 from audit.core.entries import LogRef
 from fedscore.errors import Code, FedscoreError, Unauthenticated, Unavailable
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
-from fedscore.v1 import envelope_pb2, query_pb2, trust_pb2
-from keys.envelope import verify_message
-from keys.keyring import AgencyKeys
+from fedscore.v1 import query_pb2, trust_pb2
 from keys.masks import MODULUS
 from keys.registry import TrustView
 
@@ -234,19 +233,6 @@ def check_items(answered: int, asked: int, agency_id: str) -> None:
         raise Unauthenticated(
             f"{agency_id} answered {answered} items of {asked}", "ITEM_COUNT_MISMATCH"
         )
-
-
-def verify_answer(
-    envelope: envelope_pb2.Envelope,
-    answer_type: type[M],
-    agency_id: str,
-    logged: LoggedQuery,
-    keyring: AgencyKeys,
-) -> M:
-    """A verified answer of `answer_type` from `agency_id` to this very question."""
-    verified = verify_message(envelope, answer_type, keyring)
-    check_answer(verified.payload, verified.signer, agency_id, logged)
-    return verified.payload
 
 
 @dataclass(frozen=True)

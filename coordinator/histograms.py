@@ -4,9 +4,10 @@
   release, year, participants) BEFORE asking, signs a log promise over the spec, and asks
   every agency of the policy at once over the existing mutual-TLS channels, one signed
   `StatisticsQuery` per node. Asking, checking and summing are the score question's
-  (`coordinator.fanout`): each node is called as `call_node` says; its answer must verify
-  under the agency keyring, be signed by the agency asked, answer this very question id
-  and hash (`verify_answer`), and hold one masked value per bin (`check_items`); the bins
+  (`coordinator.fanout`): each node is called as `call_node` says; its answer must open as
+  a `fedscore.protocol.questions.SignedStatisticsAnswer` (under the agencies' keys), be
+  signed by the agency asked, answer this very question id and hash (`check_answer`), and
+  hold one masked value per bin (`check_items`); the bins
   are summed mod 2^64 (`bin_totals`, `secure_sum` per bin), where the per-bin pairwise
   masks cancel (only because every node was asked these very spec bytes: each bin's mask
   is bound to the spec's hash and the bin, docs/adr/0011). Any node down, refusing or
@@ -42,17 +43,17 @@ from coordinator.fanout import (
     NodeReply,
     bin_totals,
     call_node,
+    check_answer,
     check_items,
-    verify_answer,
 )
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
 from fedscore.errors import FedscoreError
+from fedscore.protocol.questions import SignedStatisticsAnswer
 from fedscore.runtime.db import create_tables
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
-    StatisticsAnswer,
     StatisticsQuery,
     StatisticsSpec,
 )
@@ -94,13 +95,21 @@ async def _ask(
     if isinstance(response, NodeReply):
         return response
     try:
-        answer = verify_answer(
-            response.answer, StatisticsAnswer, agency, logged, asker.agency_keyring
-        )
-        check_items(len(answer.masked_bins), width, agency)
+        signed = SignedStatisticsAnswer.verify(response.answer, asker.agency_keyring)
+        return NodeReply(masked=masked_bins_of(signed, agency, logged, width))
     except FedscoreError:
         return INVALID
-    return NodeReply(masked=[int(value) for value in answer.masked_bins])
+
+
+def masked_bins_of(
+    signed: SignedStatisticsAnswer, agency_id: str, logged: LoggedQuery, width: int
+) -> list[int]:
+    """The masked bins of `agency_id`'s opened answer, if it answers this very question
+    (`check_answer`) with one value per bin (`check_items`); raises otherwise."""
+    answer = signed.answer
+    check_answer(answer, signed.signer, agency_id, logged)
+    check_items(len(answer.masked_bins), width, agency_id)
+    return [int(value) for value in answer.masked_bins]
 
 
 def statistics_spec(

@@ -4,9 +4,10 @@ A question always travels in a `ContributionBatch` the coordinator signed once; 
 question is a batch of one, and there is no other way to ask a node for a score.
 
 Invariants:
-- The batch envelope verifies under the coordinator keyring, names this agency and is
-  within bounds before any item is read (`node.checks` step 1); a batch that is not is
-  refused as a whole (and logged once, with its reason only).
+- The batch opens as a `fedscore.protocol.questions.SignedContributionBatch` (verified
+  under the coordinator's keys, within bounds) and names this agency before any item is
+  read (`node.checks` step 1); a batch that does not is refused as a whole (and logged
+  once, with its reason only).
 - Every item then passes steps 2-10 of `node.checks` on its own (`admit`, then the
   claims); the batch signature covers the item and its log promise. An item that fails
   a check is refused with its reason and logged as "query_refused" (within the caller's
@@ -232,7 +233,7 @@ def contribute_batch(
     now = node.now()
     signed = authenticate_batch(envelope, node.trust)
     batch = signed.batch
-    items = [_admit_item(node, signed.coordinator, query, now) for query in batch.queries]
+    items = [_admit_item(node, signed.signer, query, now) for query in batch.queries]
     with node.hot.transaction() as cursor:
         _claim_items(node, cursor, items, now)
         _answer_items(node, cursor, items)

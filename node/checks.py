@@ -11,10 +11,11 @@ question has (the relying party's request, the consent token, the years a purpos
 reaches) is here and in `node.consent_checks`.
 
 For the batch, once (`authenticate_batch`; a failure refuses the whole batch):
- 1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
-    UNKNOWN_SIGNER, BAD_SIGNATURE) and parses (MALFORMED_PAYLOAD); it is addressed to this
-    agency (WRONG_AGENCY) and holds at most `MAX_BATCH_QUERIES` items (BATCH_TOO_LARGE).
-    The signature covers every item's spec bytes and its log promise.
+ 1. it opens as a `fedscore.protocol.questions.SignedContributionBatch`: the envelope
+    verifies under the coordinator's keys (UNSIGNED, WRONG_PAYLOAD_TYPE, UNKNOWN_SIGNER,
+    BAD_SIGNATURE), parses (MALFORMED_PAYLOAD), holds at most `MAX_BATCH_QUERIES` items
+    (BATCH_TOO_LARGE) and names its id (MALFORMED_MESSAGE); then it is addressed to this
+    agency (WRONG_AGENCY). The signature covers every item's spec bytes and its log promise.
 
 For each item on its own (`admit`; a failure refuses that item only):
  2. its spec parses and names a query id (MALFORMED_MESSAGE) and asks a score question
@@ -55,21 +56,22 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from fedscore.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from fedscore.errors import PermissionDenied, Unauthenticated
+
+# The protocol's limit on a batch, named here too: the node's step 1 refuses beyond it.
+from fedscore.protocol.questions import MAX_BATCH_QUERIES as MAX_BATCH_QUERIES
+from fedscore.protocol.questions import SignedContributionBatch
 from fedscore.protocol.requests import AuthenticatedRequest, requested_year
 from fedscore.protocol.tokens import VerifiedToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_SCORE,
     BatchedContributionQuery,
-    ContributionBatch,
     LogPromise,
     QuerySpec,
 )
-from keys.envelope import verify_message
 from node.claims import Claim
 from node.consent_checks import check_request, check_token, own_sealed_subject
 from node.question_checks import (
@@ -87,18 +89,6 @@ from node.question_checks import (
     signed_spec,
 )
 from policies.model import Policy, Purpose
-
-# A batch is one transaction and one blocking stretch of the node's event loop.
-MAX_BATCH_QUERIES = 256
-
-
-@dataclass(frozen=True)
-class SignedBatch:
-    """A ContributionBatch the coordinator signed for this agency (step 1)."""
-
-    batch: ContributionBatch
-    coordinator: str  # participant id of the signer
-    batch_hash: bytes  # SHA-256 of the signed payload, which the answers are bound to
 
 
 @dataclass(frozen=True)
@@ -133,17 +123,11 @@ class AdmittedQuery:
         )
 
 
-def authenticate_batch(envelope: Envelope, node: NodeTrust) -> SignedBatch:
-    """Step 1: the coordinator signed this batch, for this agency, and it is within bounds."""
-    verified = verify_message(envelope, ContributionBatch, node.coordinator_keyring)
-    batch = verified.payload
-    addressed_to(node.agency_id, batch.agency_ids)
-    if len(batch.queries) > MAX_BATCH_QUERIES:
-        raise InvalidArgument(
-            f"batch holds {len(batch.queries)} queries; at most {MAX_BATCH_QUERIES} are allowed",
-            reason="BATCH_TOO_LARGE",
-        )
-    return SignedBatch(batch, verified.signer, hashlib.sha256(envelope.payload).digest())
+def authenticate_batch(envelope: Envelope, node: NodeTrust) -> SignedContributionBatch:
+    """Step 1: the coordinator signed this batch, within bounds, for this agency."""
+    signed = SignedContributionBatch.verify(envelope, node.coordinator_keyring)
+    addressed_to(node.agency_id, signed.batch.agency_ids)
+    return signed
 
 
 def check_log_promise(item: BatchedContributionQuery, signed: SignedSpec[QuerySpec]) -> LogPromise:

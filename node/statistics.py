@@ -3,12 +3,13 @@
 A statistics question is the same protocol as a score question (`node.question_checks`
 holds the steps both pass, called here with a histogram question's values). A node
 answers one only when, in this order (each refusal has a reason):
- 1. the envelope verifies under the coordinator keyring (UNSIGNED, WRONG_PAYLOAD_TYPE,
-    UNKNOWN_SIGNER, BAD_SIGNATURE), is addressed to this agency (WRONG_AGENCY), its spec
-    parses (MALFORMED_MESSAGE) and asks a histogram question (QUESTION_KIND_MISMATCH);
+ 1. it opens as a `fedscore.protocol.questions.SignedStatisticsQuery` (the envelope
+    verifies under the coordinator's keys: UNSIGNED, WRONG_PAYLOAD_TYPE, UNKNOWN_SIGNER,
+    BAD_SIGNATURE; it names an agency), is addressed to this agency (WRONG_AGENCY), its
+    spec parses (MALFORMED_MESSAGE) and asks a histogram question (QUESTION_KIND_MISMATCH);
  2. it names a policy this node holds (UNKNOWN_POLICY), is fresh (QUERY_EXPIRED), and the
-    coordinator's separately signed log promise verifies and covers exactly these spec
-    bytes (BAD_LOG_PROMISE);
+    coordinator's separately signed log promise opens as a `SignedLogPromise` and covers
+    exactly these spec bytes (BAD_LOG_PROMISE, whatever is wrong with it);
  3. it names a release of that policy that nodes compute (UNKNOWN_RELEASE), with exactly
     the definition's contribution bound (CONTRIBUTION_BOUND_NOT_ALLOWED);
  4. it asks every agency of the policy, in policy order (PARTICIPANT_SET_MISMATCH), for a
@@ -45,6 +46,7 @@ from google.protobuf.message import Message
 from audit.core import kinds
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied, Unauthenticated
 from fedscore.noise import histogram_mechanism
+from fedscore.protocol.questions import SignedLogPromise, SignedStatisticsQuery
 from fedscore.runtime.budget import epsilon_of, nano_up
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.envelope_pb2 import Envelope
@@ -53,10 +55,9 @@ from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
     StatisticsAnswer,
-    StatisticsQuery,
     StatisticsSpec,
 )
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from keys.keyring import CoordinatorKeys
 from node.answer import masked_bins
 from node.histogram import node_histogram
@@ -84,10 +85,10 @@ SERVICE_NAME = "fedscore.v1.NodeStatisticsService"
 
 
 @dataclass(frozen=True)
-class SignedStatisticsQuery:
-    """A StatisticsQuery the coordinator signed for this agency, with its parsed spec."""
+class AddressedStatisticsQuery:
+    """A statistics query the coordinator signed for this agency, with its parsed spec."""
 
-    query: StatisticsQuery
+    question: SignedStatisticsQuery
     signed: SignedSpec[StatisticsSpec]
 
 
@@ -106,26 +107,26 @@ class AdmittedStatisticsQuery:
         return str(self.signed.spec.query_id)
 
 
-def authenticate_statistics_query(envelope: Envelope, node: NodeTrust) -> SignedStatisticsQuery:
+def authenticate_statistics_query(envelope: Envelope, node: NodeTrust) -> AddressedStatisticsQuery:
     """Step 1: the coordinator signed it, for this agency, and its spec parses."""
-    verified = verify_message(envelope, StatisticsQuery, node.coordinator_keyring)
-    query = verified.payload
-    addressed_to(node.agency_id, [query.agency_id])
-    return SignedStatisticsQuery(query, signed_spec(query.spec, StatisticsSpec, verified.signer))
+    question = SignedStatisticsQuery.verify(envelope, node.coordinator_keyring)
+    addressed_to(node.agency_id, [question.query.agency_id])
+    spec = signed_spec(question.query.spec, StatisticsSpec, question.signer)
+    return AddressedStatisticsQuery(question, spec)
 
 
-def verified_promise(envelope: Envelope, keyring: CoordinatorKeys) -> tuple[LogPromise, str]:
+def verified_promise(envelope: Envelope, keyring: CoordinatorKeys) -> SignedLogPromise:
     """Step 2 (the promise's own signature): a histogram question's promise is an envelope
-    of its own, not covered by the question's signature; the promise and its signer."""
+    of its own, not covered by the question's signature; whatever is wrong with it, the
+    node's reason is BAD_LOG_PROMISE."""
     if not envelope.payload and not envelope.signature:
         raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
     try:
-        verified = verify_message(envelope, LogPromise, keyring)
+        return SignedLogPromise.verify(envelope, keyring)
     except (Unauthenticated, InvalidArgument) as exc:
         raise Unauthenticated(
             f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
         ) from exc
-    return verified.payload, verified.signer
 
 
 def release_asked(spec: StatisticsSpec, policy: Policy) -> ReleaseDefinition:
@@ -156,10 +157,9 @@ def admit_statistics_query(
     check_kind(spec.kind, QUESTION_KIND_HISTOGRAM)
     policy = policy_named(spec.policy_hash, node.policies)
     check_freshness(spec.issued_at, spec.expires_at, now)
-    promise, promise_signer = verified_promise(
-        authenticated.query.log_promise, node.coordinator_keyring
-    )
-    check_promise(promise.origin, promise.query_hash, signed, promise_signer)
+    vouched = verified_promise(authenticated.question.query.log_promise, node.coordinator_keyring)
+    promise = vouched.promise
+    check_promise(promise.origin, promise.query_hash, signed, vouched.signer)
     definition = release_asked(spec, policy)
     check_participants(spec.participants, participants(policy), node.agency_id, in_order=True)
     check_year_range(spec.year, policy.current_year(now))

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.core.entries import LogRef
+from coordinator.dispatch import batch_replies
 from coordinator.fanout import (
     INVALID,
     UNAVAILABLE,
@@ -22,12 +23,14 @@ from coordinator.fanout import (
     NodeReply,
     bin_totals,
     call_node,
+    check_answer,
     check_items,
     score_total,
     secure_sum,
-    verify_answer,
 )
+from coordinator.histograms import masked_bins_of
 from fedscore.errors import Code, FedscoreError, PermissionDenied, Unavailable
+from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
 from fedscore.v1 import envelope_pb2, query_pb2, statistics_pb2
 from keys.box import BoxKeyPair
 from keys.envelope import sign_message
@@ -100,9 +103,19 @@ def _logged(query_id: str = "q-1") -> LoggedQuery:
     )
 
 
+BATCH = query_pb2.ContributionBatch(batch_id="b-1", agency_ids=IDS[:3])
+BATCH_HASH = hashlib.sha256(BATCH.SerializeToString()).digest()
+
+
 def _answer(
-    signer: str, *, agency_id: str | None = None, logged: LoggedQuery | None = None
+    signer: str,
+    *,
+    agency_id: str | None = None,
+    logged: LoggedQuery | None = None,
+    batch_id: str = "b-1",
+    items: int = 1,
 ) -> envelope_pb2.Envelope:
+    """`signer`'s signed answer batch to `BATCH`, answering `logged` (`items` times)."""
     logged = logged or _logged()
     answer = query_pb2.ContributionAnswer(
         query_id=logged.spec.query_id,
@@ -110,14 +123,24 @@ def _answer(
         masked_value=12345,
         query_hash=logged.query_hash,
     )
-    return sign_message(answer, SIGNING[signer])
+    answers = query_pb2.ContributionAnswerBatch(
+        batch_id=batch_id,
+        agency_id=agency_id or signer,
+        batch_hash=BATCH_HASH,
+        outcomes=[query_pb2.ContributionOutcome(answer=answer)] * items,
+    )
+    return sign_message(answers, SIGNING[signer])
+
+
+def _score_reply(envelope: envelope_pb2.Envelope) -> NodeReply[int]:
+    """What the dispatcher makes of IDS[0]'s answer batch to a batch of one question."""
+    signed = SignedContributionAnswerBatch.verify(envelope, AGENCY_KEYRING)
+    [reply] = batch_replies(signed, IDS[0], BATCH, BATCH_HASH, [_logged()])
+    return reply
 
 
 def test_verified_answer_gives_its_masked_value() -> None:
-    answer = verify_answer(
-        _answer(IDS[0]), query_pb2.ContributionAnswer, IDS[0], _logged(), AGENCY_KEYRING
-    )
-    assert answer.masked_value == 12345
+    assert _score_reply(_answer(IDS[0])) == NodeReply(masked=12345)
 
 
 @pytest.mark.parametrize(
@@ -125,19 +148,31 @@ def test_verified_answer_gives_its_masked_value() -> None:
     [
         (_answer(IDS[1]), "SIGNER_MISMATCH"),
         (_answer(IDS[1], agency_id=IDS[0]), "SIGNER_MISMATCH"),
-        (_answer(IDS[0], logged=_logged("q-other")), "QUERY_MISMATCH"),
+        (_answer(IDS[0], batch_id="b-other"), "BATCH_MISMATCH"),
+        (_answer(IDS[0], items=2), "ITEM_COUNT_MISMATCH"),
         (
-            sign_message(query_pb2.ContributionAnswer(agency_id=IDS[0]), SigningKey.generate()),
+            sign_message(
+                query_pb2.ContributionAnswerBatch(agency_id=IDS[0]), SigningKey.generate()
+            ),
             "UNKNOWN_SIGNER",
         ),
         (envelope_pb2.Envelope(), "UNSIGNED"),
     ],
-    ids=["another agency", "another agency in this one's name", "other query", "stranger", "empty"],
+    ids=["another agency", "in this one's name", "other batch", "two items", "stranger", "empty"],
 )
 def test_answers_that_do_not_verify(envelope: envelope_pb2.Envelope, reason: str) -> None:
     with pytest.raises(FedscoreError) as caught:
-        verify_answer(envelope, query_pb2.ContributionAnswer, IDS[0], _logged(), AGENCY_KEYRING)
+        _score_reply(envelope)
     assert caught.value.reason == reason
+
+
+def test_an_item_answering_another_query_fails_that_query_only() -> None:
+    envelope = _answer(IDS[0], logged=_logged("q-other"))
+    assert _score_reply(envelope) is INVALID
+    [outcome] = query_pb2.ContributionAnswerBatch.FromString(envelope.payload).outcomes
+    with pytest.raises(FedscoreError) as caught:
+        check_answer(outcome.answer, IDS[0], IDS[0], _logged())
+    assert caught.value.reason == "QUERY_MISMATCH"
 
 
 def test_unavailable_node_fails_the_query_by_name() -> None:
@@ -211,19 +246,21 @@ def test_a_logged_question_carries_the_promise_of_where_it_was_logged() -> None:
 
 def test_a_histogram_answer_is_checked_as_a_score_answer_is() -> None:
     logged = _stats_logged()
-    answer_type = statistics_pb2.StatisticsAnswer
-    answer = verify_answer(
-        _stats_answer(IDS[0], logged), answer_type, IDS[0], logged, AGENCY_KEYRING
-    )
-    assert list(answer.masked_bins) == [1, 2, 3]
-    for envelope, reason in (
-        (_stats_answer(IDS[1], logged), "SIGNER_MISMATCH"),
-        (_stats_answer(IDS[1], logged, agency_id=IDS[0]), "SIGNER_MISMATCH"),
-        (_stats_answer(IDS[0], _stats_logged("s-other")), "QUERY_MISMATCH"),
-        (_answer(IDS[0]), "WRONG_PAYLOAD_TYPE"),  # a score answer is no histogram answer
+
+    def bins(envelope: envelope_pb2.Envelope, width: int = 3) -> list[int]:
+        signed = SignedStatisticsAnswer.verify(envelope, AGENCY_KEYRING)
+        return masked_bins_of(signed, IDS[0], logged, width)
+
+    assert bins(_stats_answer(IDS[0], logged)) == [1, 2, 3]
+    for envelope, width, reason in (
+        (_stats_answer(IDS[1], logged), 3, "SIGNER_MISMATCH"),
+        (_stats_answer(IDS[1], logged, agency_id=IDS[0]), 3, "SIGNER_MISMATCH"),
+        (_stats_answer(IDS[0], _stats_logged("s-other")), 3, "QUERY_MISMATCH"),
+        (_stats_answer(IDS[0], logged), 4, "ITEM_COUNT_MISMATCH"),
+        (_answer(IDS[0]), 3, "WRONG_PAYLOAD_TYPE"),  # a score answer is no histogram answer
     ):
         with pytest.raises(FedscoreError) as refused:
-            verify_answer(envelope, answer_type, IDS[0], logged, AGENCY_KEYRING)
+            bins(envelope, width)
         assert refused.value.reason == reason
 
 

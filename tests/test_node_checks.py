@@ -162,12 +162,12 @@ def test_a_batch_for_other_agencies_or_too_large_is_refused_before_any_item_is_r
     assert large.value.reason == "BATCH_TOO_LARGE"
     envelope = _batch(parties, ["trc", "dsd"], MAX_BATCH_QUERIES)
     signed = authenticate_batch(envelope, trc)
-    assert signed.coordinator == "coordinator"
+    assert signed.signer == "coordinator"
     assert signed.batch_hash == hashlib.sha256(envelope.payload).digest()
     # Only now is an item read: its spec does not parse, and nothing of it is noted.
     notes = RefusalNotes()
     with pytest.raises(FedscoreError) as malformed:
-        admit(signed.batch.queries[0], signed.coordinator, trc, int(time.time()), notes)
+        admit(signed.batch.queries[0], signed.signer, trc, int(time.time()), notes)
     assert malformed.value.reason == "MALFORMED_MESSAGE"
     assert notes.fields() == {}
 

@@ -14,6 +14,9 @@ nodes' promise checks pass and only what the design guarantees can stop it:
   request, once; the token's uses counted at each node; the purpose's years; the node's
   own sealed subject (a batch has no field for another); the kind of question;
 - the regulator's cross-checks (`audit.crossmatch_*`), which name what was tried.
+
+What the nodes answer it opens as the coordinator does, as a signed answer of its kind
+(`fedscore.protocol.questions`), under the agencies' keys.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy import Engine
 from audit.core import kinds
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
 from fedscore.protocol.requests import nonce_hash, requested_year
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party
@@ -45,7 +49,6 @@ from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,
     ContributeBatchRequest,
     ContributeBatchResponse,
-    ContributionAnswerBatch,
     ContributionBatch,
     LogPromise,
     QuerySpec,
@@ -54,11 +57,10 @@ from fedscore.v1.query_pb2 import (
 from fedscore.v1.statistics_pb2 import (
     HistogramRequest,
     HistogramResponse,
-    StatisticsAnswer,
     StatisticsQuery,
     StatisticsSpec,
 )
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from policies.releases import participants as statistics_participants
 
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
@@ -196,10 +198,6 @@ class HostileCoordinator:
         async with secure_channel(endpoint, self.party.tls, server_name=agency) as channel:
             return await call_unary(channel, method, request, reply, CALL_TIMEOUT)
 
-    def _verified(self, envelope: Envelope, message: type[M]) -> M:
-        keyring = self.party.trust.agency_keys()
-        return verify_message(envelope, message, keyring).payload
-
     async def ask_one(self, agency: str, asked: Asked) -> Answer:
         """One score question, as production asks a lone one: a batch of one."""
         [answer] = await self.ask_in_batch(agency, [asked])
@@ -225,7 +223,8 @@ class HostileCoordinator:
             response = await self._call(agency, CONTRIBUTE_BATCH, request, ContributeBatchResponse)
         except FedscoreError as error:
             return [error] * len(questions)
-        answers = self._verified(response.answers, ContributionAnswerBatch)
+        agencies = self.party.trust.agency_keys()
+        answers = SignedContributionAnswerBatch.verify(response.answers, agencies).answers
         outcomes: list[Answer] = []
         for outcome in answers.outcomes:
             if outcome.WhichOneof("outcome") == "answer":
@@ -248,5 +247,5 @@ class HostileCoordinator:
             response = await self._call(agency, HISTOGRAM, request, HistogramResponse)
         except FedscoreError as error:
             return error
-        answer = self._verified(response.answer, StatisticsAnswer)
-        return [int(value) for value in answer.masked_bins]
+        signed = SignedStatisticsAnswer.verify(response.answer, self.party.trust.agency_keys())
+        return [int(value) for value in signed.answer.masked_bins]

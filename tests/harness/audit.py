@@ -32,6 +32,7 @@ from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps import client
 from fedscore.apps.federation import init_federation
+from fedscore.protocol.questions import SignedContributionAnswerBatch
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.runtime.statuses import error_from_refusal
@@ -44,13 +45,12 @@ from fedscore.v1.query_pb2 import (
     ContributeBatchRequest,
     ContributeBatchResponse,
     ContributionAnswer,
-    ContributionAnswerBatch,
     ContributionBatch,
     LogPromise,
     QuerySpec,
     ScoreQuery,
 )
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from keys.national_id import with_check_digit
 from node import server as node_server
 
@@ -166,7 +166,7 @@ class Live:
                 TIMEOUT,
             )
         keyring = coordinator.trust.agency_keys()
-        answers = verify_message(response.answers, ContributionAnswerBatch, keyring).payload
+        answers = SignedContributionAnswerBatch.verify(response.answers, keyring).answers
         [outcome] = answers.outcomes
         if outcome.HasField("refusal"):
             raise error_from_refusal(outcome.refusal)

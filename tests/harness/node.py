@@ -35,6 +35,7 @@ from consent import server as consent_server
 from fedscore.apps import client
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
 from fedscore.runtime.budget import PRIVACY_SPEND
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import call_unary, secure_channel
@@ -63,7 +64,7 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsSpec,
 )
 from fedscore.v1.trust_pb2 import Role
-from keys.envelope import sign_message, verify_message
+from keys.envelope import sign_message
 from keys.national_id import with_check_digit
 from keys.seal import seal_subject
 from node import server as node_server
@@ -285,9 +286,9 @@ class LiveFederation:
     ) -> ContributionAnswerBatch:
         """The node's signed answers, checked to be `agency`'s and bound to `batch`."""
         keyring = self.coordinator.trust.agency_keys()
-        verified = verify_message(response.answers, ContributionAnswerBatch, keyring)
-        answers = verified.payload
-        assert verified.signer == answers.agency_id == agency
+        signed = SignedContributionAnswerBatch.verify(response.answers, keyring)
+        answers = signed.answers
+        assert signed.signer == answers.agency_id == agency
         assert answers.batch_id == ContributionBatch.FromString(batch.payload).batch_id
         assert answers.batch_hash == hashlib.sha256(batch.payload).digest()
         return answers
@@ -369,9 +370,9 @@ class LiveFederation:
             TIMEOUT,
         )
         keyring = self.coordinator.trust.agency_keys()
-        verified = verify_message(response.answer, StatisticsAnswer, keyring)
-        assert verified.signer == verified.payload.agency_id == agency
-        return verified.payload
+        signed = SignedStatisticsAnswer.verify(response.answer, keyring)
+        assert signed.signer == signed.answer.agency_id == agency
+        return signed.answer
 
     # -- what a node holds
 
