@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from fedscore.errors import PermissionDenied, Unauthenticated
 
 # The protocol's limit on a batch, named here too: the node's step 1 refuses beyond it.
-from fedscore.protocol.questions import MAX_BATCH_QUERIES as MAX_BATCH_QUERIES
 from fedscore.protocol.questions import SignedContributionBatch
 from fedscore.protocol.requests import AuthenticatedRequest, requested_year
 from fedscore.protocol.tokens import VerifiedToken

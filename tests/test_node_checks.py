@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
+from fedscore.protocol.questions import MAX_BATCH_QUERIES
 from fedscore.protocol.requests import AuthenticatedRequest
 from fedscore.protocol.status_list import RevocationState
 from fedscore.runtime.party import Party, load_party
@@ -37,7 +38,7 @@ from fedscore.v1.query_pb2 import (
 )
 from fedscore.v1.statistics_pb2 import StatisticsQuery, StatisticsSpec
 from keys.envelope import sign_message
-from node.checks import MAX_BATCH_QUERIES, admit, authenticate_batch, check_log_promise, check_year
+from node.checks import admit, authenticate_batch, check_log_promise, check_year
 from node.claims import ClaimStatements
 from node.question_checks import (
     CLOCK_SKEW_SECONDS,

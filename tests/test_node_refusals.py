@@ -49,6 +49,7 @@ from harness.node import (
 
 from fedscore.apps import client
 from fedscore.errors import Code, FedscoreError
+from fedscore.protocol.questions import MAX_BATCH_QUERIES
 from fedscore.runtime.rpc import MAX_MESSAGE_BYTES, call_unary, secure_channel
 from fedscore.runtime.statuses import error_from_rpc
 from fedscore.v1.consent_pb2 import ConsentToken, RevocationNotice
@@ -70,7 +71,6 @@ from keys.envelope import sign_bytes, sign_message
 from keys.masks import MODULUS
 from keys.seal import seal_subject
 from node.batch import BATCH_MESSAGE_BYTES
-from node.checks import MAX_BATCH_QUERIES
 
 pytestmark = pytest.mark.integration
 
