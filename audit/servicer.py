@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from audit.core.checkpoint import Checkpoint
 from audit.core.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from audit.core.entries import LogEntry
+from audit.core.fields import QUERY_ID, TOKEN_ID
 from audit.store.checkpoints import CheckpointSigner
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, InvalidArgument, NotFound, PermissionDenied
@@ -99,9 +100,9 @@ def receipt_token_id(trust: TrustView, receipt: Envelope) -> str:
 
 def entries_about_token(log: EventLog, token_id: str) -> list[LogEntry]:
     """Entries naming `token_id`, and those naming a query id that one of them names."""
-    naming = log.entries_naming("token_id", [token_id], MAX_HISTORY_RECORDS)
-    query_ids = sorted({q for e in naming if isinstance(q := _field(e, "query_id"), str) and q})
-    linked = log.entries_naming("query_id", query_ids, MAX_HISTORY_RECORDS)
+    naming = log.entries_naming(TOKEN_ID, [token_id], MAX_HISTORY_RECORDS)
+    query_ids = sorted({q for e in naming if isinstance(q := _field(e, QUERY_ID), str) and q})
+    linked = log.entries_naming(QUERY_ID, query_ids, MAX_HISTORY_RECORDS)
     by_index = {e.index: e for e in [*naming, *linked]}
     return [by_index[i] for i in sorted(by_index)][:MAX_HISTORY_RECORDS]
 

@@ -51,13 +51,27 @@ from audit.client.crossmatch_entries import (
 from audit.client.crossmatch_identity import one_question_per_query_id
 from audit.client.crossmatch_statistics import statistics_checks
 from audit.core import kinds
+from audit.core.fields import (
+    NOT_AFTER,
+    NOT_BEFORE,
+    PARTICIPANTS,
+    PURPOSE,
+    QUERY_HASH,
+    QUERY_ID,
+    RELYING_PARTY,
+    REQUEST_NONCE_HASH,
+    REVOKED_AT,
+    TOKEN_ID,
+    TTL_SECONDS,
+    YEAR,
+)
 from policies.model import Policy
 
 # A revoked token may still be honoured until every party's status list expires.
 DEFAULT_STATUS_TTL_SECONDS = 60
 # Newer fields both sides log with one meaning; compared only when both entries have them
 # ("kind" is not: the coordinator logs the query's kind, a node the kind of masked answer).
-_OPTIONAL_SHARED = ("relying_party", "request_nonce_hash", "year")
+_OPTIONAL_SHARED = (RELYING_PARTY, REQUEST_NONCE_HASH, YEAR)
 
 
 def cross_match(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
@@ -78,15 +92,15 @@ def cross_match(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
 
 
 def _node_answers(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
-    by_hash = group_by(issued, "query_hash")
+    by_hash = group_by(issued, QUERY_HASH)
     found: list[Anomaly] = []
     for answer in entries_of(logs.agencies, kinds.QUERY_ANSWERED):
-        query = promised_query(answer, by_hash.get(answer.text("query_hash"), []))
+        query = promised_query(answer, by_hash.get(answer.text(QUERY_HASH), []))
         if query is None:
             found.append(
                 answer.anomaly(
                     "ANSWER_WITHOUT_QUERY",
-                    f"answered query {answer.text('query_id') or '?'}, which no coordinator logged",
+                    f"answered query {answer.text(QUERY_ID) or '?'}, which no coordinator logged",
                 )
             )
         else:
@@ -98,9 +112,7 @@ def _node_answers(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
 def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
     found = []
     differs = [
-        name
-        for name in ("query_id", "token_id", "purpose")
-        if answer.text(name) != query.text(name)
+        name for name in (QUERY_ID, TOKEN_ID, PURPOSE) if answer.text(name) != query.text(name)
     ]
     differs += [
         name
@@ -116,7 +128,7 @@ def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
                 f"{', '.join(differs)} differ from {query.party} entry {query.index}",
             )
         )
-    if answer.party not in query.names("participants"):
+    if answer.party not in query.names(PARTICIPANTS):
         found.append(
             answer.anomaly(
                 "ANSWER_MISMATCH",
@@ -137,11 +149,11 @@ def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
 def _query_scope(issued: list[Entry], policy: Policy) -> list[Anomaly]:
     found = []
     for query in issued:
-        purpose = policy.purposes.get(query.text("purpose"))
+        purpose = policy.purposes.get(query.text(PURPOSE))
         if purpose is None:
             found.append(
                 query.anomaly(
-                    "UNKNOWN_PURPOSE", f"purpose {query.text('purpose')!r} is not in the policy"
+                    "UNKNOWN_PURPOSE", f"purpose {query.text(PURPOSE)!r} is not in the policy"
                 )
             )
             continue
@@ -150,19 +162,17 @@ def _query_scope(issued: list[Entry], policy: Policy) -> list[Anomaly]:
 
 
 def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
-    grants = {g.text("token_id"): g for g in entries_of(logs.registries, kinds.CONSENT_GRANTED)}
-    revoked = {r.text("token_id"): r for r in entries_of(logs.registries, kinds.CONSENT_REVOKED)}
-    ttls = [
-        p.number("ttl_seconds") for p in entries_of(logs.registries, kinds.STATUS_LIST_PUBLISHED)
-    ]
+    grants = {g.text(TOKEN_ID): g for g in entries_of(logs.registries, kinds.CONSENT_GRANTED)}
+    revoked = {r.text(TOKEN_ID): r for r in entries_of(logs.registries, kinds.CONSENT_REVOKED)}
+    ttls = [p.number(TTL_SECONDS) for p in entries_of(logs.registries, kinds.STATUS_LIST_PUBLISHED)]
     ttl = max([t for t in ttls if t is not None], default=DEFAULT_STATUS_TTL_SECONDS)
     notices = {
-        (n.party, n.text("token_id")): n.index
+        (n.party, n.text(TOKEN_ID)): n.index
         for n in reversed(entries_of(logs.coordinators, kinds.REVOCATION_RECEIVED))
     }
     found = []
     for query in issued:
-        token_id = query.text("token_id")
+        token_id = query.text(TOKEN_ID)
         grant = grants.get(token_id)
 
         def anomaly(reason: str, detail: str, query: Entry = query) -> Anomaly:
@@ -171,14 +181,14 @@ def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
         if grant is None:
             found.append(anomaly("QUERY_WITHOUT_GRANT", f"no grant of token {token_id} logged"))
             continue
-        if (grant.text("purpose"), grant.text("relying_party")) != (
-            query.text("purpose"),
-            query.text("relying_party"),
+        if (grant.text(PURPOSE), grant.text(RELYING_PARTY)) != (
+            query.text(PURPOSE),
+            query.text(RELYING_PARTY),
         ):
             found.append(
                 anomaly("GRANT_MISMATCH", f"grant {grant.index} is for another purpose or party")
             )
-        start, end = grant.number("not_before"), grant.number("not_after")
+        start, end = grant.number(NOT_BEFORE), grant.number(NOT_AFTER)
         at = query.logged_at
         if (
             grant.logged_at > at + CLOCK_SKEW_SECONDS
@@ -188,7 +198,7 @@ def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
             found.append(anomaly("GRANT_NOT_ACTIVE", f"token {token_id} was not valid at {at}"))
         revocation = revoked.get(token_id)
         if revocation is not None:
-            revoked_at = revocation.number("revoked_at") or revocation.logged_at
+            revoked_at = revocation.number(REVOKED_AT) or revocation.logged_at
             notified = notices.get((query.party, token_id))
             if (notified is not None and notified < query.index) or (
                 at > revoked_at + ttl + CLOCK_SKEW_SECONDS
@@ -205,16 +215,16 @@ def _query_grants(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
 def _revocations_follow_grants(logs: VerifiedLogs) -> list[Anomaly]:
     granted: dict[tuple[str, str], int] = {}
     for grant in entries_of(logs.registries, kinds.CONSENT_GRANTED):
-        granted.setdefault((grant.party, grant.text("token_id")), grant.index)
+        granted.setdefault((grant.party, grant.text(TOKEN_ID)), grant.index)
     return [
         Anomaly(
             revocation.party,
             revocation.index,
             "REVOCATION_WITHOUT_GRANT",
-            f"revoked token {revocation.text('token_id')}, which was never granted before",
+            f"revoked token {revocation.text(TOKEN_ID)}, which was never granted before",
         )
         for revocation in entries_of(logs.registries, kinds.CONSENT_REVOKED)
-        if granted.get((revocation.party, revocation.text("token_id")), revocation.index)
+        if granted.get((revocation.party, revocation.text(TOKEN_ID)), revocation.index)
         >= revocation.index
     ]
 

@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit.core.entries import LogEntry
+from audit.core.fields import (
+    COORDINATOR,
+    PARTICIPANTS,
+    PROMISE_INDEX,
+    PROMISE_LEAF_HASH,
+    QUERY_ID,
+    REASON,
+)
 
 # Parties' clocks may disagree by this much (seconds).
 CLOCK_SKEW_SECONDS = 30
@@ -129,9 +137,9 @@ def prefix(hex_hash: str) -> str:
 
 def promise_included(logs: VerifiedLogs, answer: Entry, query: Entry | None) -> list[Anomaly]:
     """The answer's log promise points at `query`, an entry of an audited coordinator's log."""
-    coordinator = answer.text("coordinator")
-    index = answer.number("promise_index")
-    leaf = answer.text("promise_leaf_hash")
+    coordinator = answer.text(COORDINATOR)
+    index = answer.number(PROMISE_INDEX)
+    leaf = answer.text(PROMISE_LEAF_HASH)
     if not coordinator or index is None or not leaf:
         return [answer.anomaly("PROMISE_MISSING", "answer names no log promise")]
     leaves = logs.leaves.get(coordinator)
@@ -165,16 +173,14 @@ def promised_query(answer: Entry, candidates: Sequence[Entry]) -> Entry | None:
     wrong: the promise is judged against the entry it names when that entry has the hash.
     """
     for query in candidates:
-        if query.party == answer.text("coordinator") and query.index == answer.number(
-            "promise_index"
-        ):
+        if query.party == answer.text(COORDINATOR) and query.index == answer.number(PROMISE_INDEX):
             return query
     return candidates[0] if candidates else None
 
 
 def participant_scope(query: Entry, required: Iterable[str], asked_for: str) -> list[Anomaly]:
     """A logged query asks exactly `required`, each once (a subset allows differencing)."""
-    asked = query.names("participants")
+    asked = query.names(PARTICIPANTS)
     needed = set(required)
     if len(set(asked)) == len(asked) and set(asked) == needed:
         return []
@@ -186,27 +192,26 @@ def outcomes_follow(issued: Sequence[Entry], outcomes: Sequence[Entry]) -> list[
     """Each outcome names a query id its own coordinator issued before it."""
     first_issued: dict[tuple[str, str], int] = {}
     for query in issued:
-        first_issued.setdefault((query.party, query.text("query_id")), query.index)
+        first_issued.setdefault((query.party, query.text(QUERY_ID)), query.index)
     return [
         outcome.anomaly(
             "OUTCOME_WITHOUT_QUERY",
-            f"{outcome.kind} for query {outcome.text('query_id')}, which was not issued before",
+            f"{outcome.kind} for query {outcome.text(QUERY_ID)}, which was not issued before",
         )
         for outcome in sorted(outcomes, key=lambda o: (o.party, o.index))
-        if first_issued.get((outcome.party, outcome.text("query_id")), outcome.index)
-        >= outcome.index
+        if first_issued.get((outcome.party, outcome.text(QUERY_ID)), outcome.index) >= outcome.index
     ]
 
 
 def refusals_logged(refusals: Sequence[Entry], issued: Sequence[Entry]) -> list[Anomaly]:
     """A query a node refused after authenticating it (its id is known) was logged."""
-    logged = {q.text("query_id") for q in issued}
+    logged = {q.text(QUERY_ID) for q in issued}
     return [
         refusal.anomaly(
             "QUERY_NOT_LOGGED",
-            f"refused query {refusal.text('query_id')} ({refusal.text('reason')}), which the "
+            f"refused query {refusal.text(QUERY_ID)} ({refusal.text(REASON)}), which the "
             "coordinator signed but never logged",
         )
         for refusal in refusals
-        if refusal.text("query_id") and refusal.text("query_id") not in logged
+        if refusal.text(QUERY_ID) and refusal.text(QUERY_ID) not in logged
     ]

@@ -33,6 +33,7 @@ from audit.client.crossmatch_entries import (
     prefix,
 )
 from audit.core import kinds
+from audit.core.fields import QUERY_HASH, QUERY_ID, REQUEST_NONCE_HASH
 
 ANSWER_KINDS = (kinds.QUERY_ANSWERED, kinds.STATISTICS_ANSWERED)
 ISSUE_KINDS = (kinds.QUERY_ISSUED, kinds.STATISTICS_QUERY_ISSUED)
@@ -51,18 +52,18 @@ def one_question_per_query_id(logs: VerifiedLogs) -> list[Anomaly]:
 
 def _answers_agree(answers: Sequence[Entry]) -> list[Anomaly]:
     found = []
-    for query_id, group in group_by(answers, "query_id").items():
-        if len({a.text("query_hash") for a in group}) < 2:
+    for query_id, group in group_by(answers, QUERY_ID).items():
+        if len({a.text(QUERY_HASH) for a in group}) < 2:
             continue
         for answer in group:
-            mine = answer.text("query_hash")
-            other = next(a for a in group if a.text("query_hash") != mine)
+            mine = answer.text(QUERY_HASH)
+            other = next(a for a in group if a.text(QUERY_HASH) != mine)
             found.append(
                 answer.anomaly(
                     "SPEC_MISMATCH",
                     f"answered query {query_id} with spec {prefix(mine)}; {other.party} "
                     f"(entry {other.index}) answered it with spec "
-                    f"{prefix(other.text('query_hash'))}",
+                    f"{prefix(other.text(QUERY_HASH))}",
                 )
             )
     return found
@@ -70,14 +71,14 @@ def _answers_agree(answers: Sequence[Entry]) -> list[Anomaly]:
 
 def _issued_once(issued: Sequence[Entry]) -> list[Anomaly]:
     found = []
-    for query_id, group in group_by(issued, "query_id").items():
+    for query_id, group in group_by(issued, QUERY_ID).items():
         first = group[0]
         found += [
             again.anomaly(
                 "QUERY_ID_REUSED",
-                f"query id {query_id} ({again.kind}, spec {prefix(again.text('query_hash'))}) "
+                f"query id {query_id} ({again.kind}, spec {prefix(again.text(QUERY_HASH))}) "
                 f"was already issued at {first.party} entry {first.index} ({first.kind}, spec "
-                f"{prefix(first.text('query_hash'))})",
+                f"{prefix(first.text(QUERY_HASH))})",
             )
             for again in group[1:]
         ]
@@ -86,16 +87,16 @@ def _issued_once(issued: Sequence[Entry]) -> list[Anomaly]:
 
 def _one_query_per_request(entries: Sequence[Entry]) -> list[Anomaly]:
     found = []
-    for nonce_hash, group in group_by(entries, "request_nonce_hash").items():
+    for nonce_hash, group in group_by(entries, REQUEST_NONCE_HASH).items():
         first = min(group, key=lambda e: (e.logged_at, e.party, e.index))
-        served = first.text("query_id")
+        served = first.text(QUERY_ID)
         found += [
             entry.anomaly(
                 "REQUEST_REUSED",
-                f"request {prefix(nonce_hash)} serves query {entry.text('query_id') or '?'}; "
+                f"request {prefix(nonce_hash)} serves query {entry.text(QUERY_ID) or '?'}; "
                 f"it already served query {served} ({first.party} entry {first.index})",
             )
             for entry in group
-            if entry.text("query_id") != served
+            if entry.text(QUERY_ID) != served
         ]
     return found

@@ -58,6 +58,15 @@ from audit.client.crossmatch_entries import (
     refusals_logged,
 )
 from audit.core import kinds
+from audit.core.fields import (
+    DATASET,
+    EPSILON_SPENT,
+    PARTICIPANTS,
+    QUERY_HASH,
+    QUERY_ID,
+    RELEASE,
+    YEAR,
+)
 from policies.model import Policy
 from policies.releases import participants
 from policies.statistics import ReleaseDefinition
@@ -88,16 +97,16 @@ def statistics_checks(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
 def _answers_match_queries(
     logs: VerifiedLogs, answers: Sequence[Entry], issued: Sequence[Entry]
 ) -> list[Anomaly]:
-    by_hash = group_by(issued, "query_hash")
+    by_hash = group_by(issued, QUERY_HASH)
     found: list[Anomaly] = []
     for answer in answers:
-        query = promised_query(answer, by_hash.get(answer.text("query_hash"), []))
+        query = promised_query(answer, by_hash.get(answer.text(QUERY_HASH), []))
         if query is None:
             found.append(
                 answer.anomaly(
                     "STATISTICS_ANSWER_WITHOUT_QUERY",
-                    f"answered statistics query {answer.text('query_id') or '?'} (spec "
-                    f"{prefix(answer.text('query_hash'))}), which no coordinator logged",
+                    f"answered statistics query {answer.text(QUERY_ID) or '?'} (spec "
+                    f"{prefix(answer.text(QUERY_HASH))}), which no coordinator logged",
                 )
             )
         else:
@@ -110,7 +119,7 @@ def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
     found = []
     differs = [
         name
-        for name in ("query_id", "release", "year")
+        for name in (QUERY_ID, RELEASE, YEAR)
         if answer.fields.get(name) != query.fields.get(name)
     ]
     if differs:
@@ -120,7 +129,7 @@ def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
                 f"{', '.join(differs)} differ from {query.party} entry {query.index}",
             )
         )
-    if answer.party not in query.names("participants"):
+    if answer.party not in query.names(PARTICIPANTS):
         found.append(
             answer.anomaly(
                 "STATISTICS_ANSWER_MISMATCH",
@@ -146,11 +155,11 @@ def _node_release(policy: Policy, name: str) -> ReleaseDefinition | None:
 def _query_scope(issued: Sequence[Entry], policy: Policy) -> list[Anomaly]:
     found: list[Anomaly] = []
     for query in issued:
-        if _node_release(policy, query.text("release")) is None:
+        if _node_release(policy, query.text(RELEASE)) is None:
             found.append(
                 query.anomaly(
                     "UNKNOWN_RELEASE",
-                    f"release {query.text('release')!r} is not one the policy has nodes compute",
+                    f"release {query.text(RELEASE)!r} is not one the policy has nodes compute",
                 )
             )
         found += participant_scope(query, participants(policy), "every statistics query")
@@ -165,14 +174,14 @@ def _answered_queries_charged(
 ) -> list[Anomaly]:
     answered: dict[tuple[str, str], set[str]] = defaultdict(set)
     for answer in answers:
-        answered[(answer.text("query_id"), answer.text("query_hash"))].add(answer.party)
-    charged = {(r.party, r.text("query_id")): r.index for r in released}
+        answered[(answer.text(QUERY_ID), answer.text(QUERY_HASH))].add(answer.party)
+    charged = {(r.party, r.text(QUERY_ID)): r.index for r in released}
     every_agency = set(participants(policy))
     found = []
     for query in issued:
-        query_id = query.text("query_id")
-        who = answered.get((query_id, query.text("query_hash")), set())
-        asked = set(query.names("participants"))
+        query_id = query.text(QUERY_ID)
+        who = answered.get((query_id, query.text(QUERY_HASH)), set())
+        asked = set(query.names(PARTICIPANTS))
         # Summable if every agency the spec (or the policy) names answered this very spec.
         summable = bool(who) and ((bool(asked) and asked <= who) or every_agency <= who)
         # `charged` keeps each query id's LAST release: a charge before the query is none.
@@ -182,7 +191,7 @@ def _answered_queries_charged(
             query.anomaly(
                 "STATISTICS_NOT_CHARGED",
                 f"{', '.join(sorted(who))} answered statistics query {query_id} (release "
-                f"{query.text('release')!r}, year {query.fields.get('year')}), but no "
+                f"{query.text(RELEASE)!r}, year {query.fields.get(YEAR)}), but no "
                 "statistics_released charges it to the privacy budget",
             )
         )
@@ -194,18 +203,18 @@ def _releases_follow_queries(
 ) -> list[Anomaly]:
     first_issued: dict[tuple[str, str], Entry] = {}
     for issue in issued:
-        first_issued.setdefault((issue.party, issue.text("query_id")), issue)
+        first_issued.setdefault((issue.party, issue.text(QUERY_ID)), issue)
     found = []
     for release in released:
-        name, query_id = release.text("release"), release.text("query_id")
+        name, query_id = release.text(RELEASE), release.text(QUERY_ID)
         definition = policy.statistics_rules.releases.get(name)
         if definition is None:
             found.append(release.anomaly("UNKNOWN_RELEASE", f"release {name!r} is not in policy"))
-        elif release.text("dataset") != definition.dataset:
+        elif release.text(DATASET) != definition.dataset:
             found.append(
                 release.anomaly(
                     "RELEASE_MISMATCH",
-                    f"logged dataset {release.text('dataset')!r}; release {name!r} reads "
+                    f"logged dataset {release.text(DATASET)!r}; release {name!r} reads "
                     f"{definition.dataset!r}",
                 )
             )
@@ -226,16 +235,16 @@ def _releases_follow_queries(
                     f"charges statistics query {query_id}, which was not issued before",
                 )
             )
-        elif (query.text("release"), query.fields.get("year")) != (
+        elif (query.text(RELEASE), query.fields.get(YEAR)) != (
             name,
-            release.fields.get("year"),
+            release.fields.get(YEAR),
         ):
             found.append(
                 release.anomaly(
                     "RELEASE_MISMATCH",
                     f"query {query_id} ({release.party} entry {query.index}) asked release "
-                    f"{query.text('release')!r} for {query.fields.get('year')}; this releases "
-                    f"{name!r} for {release.fields.get('year')}",
+                    f"{query.text(RELEASE)!r} for {query.fields.get(YEAR)}; this releases "
+                    f"{name!r} for {release.fields.get(YEAR)}",
                 )
             )
     return found
@@ -245,9 +254,9 @@ def _budget_held(released: Sequence[Entry], policy: Policy) -> list[Anomaly]:
     spent: dict[tuple[str, str, object], Fraction] = defaultdict(Fraction)
     found = []
     for release in released:
-        definition = policy.statistics_rules.releases.get(release.text("release"))
-        dataset = definition.dataset if definition is not None else release.text("dataset")
-        epsilon = release.real("epsilon_spent")
+        definition = policy.statistics_rules.releases.get(release.text(RELEASE))
+        dataset = definition.dataset if definition is not None else release.text(DATASET)
+        epsilon = release.real(EPSILON_SPENT)
         if epsilon is None or not math.isfinite(epsilon) or epsilon < 0:
             found.append(
                 release.anomaly(
@@ -255,7 +264,7 @@ def _budget_held(released: Sequence[Entry], policy: Policy) -> list[Anomaly]:
                 )
             )
             continue
-        key = (release.party, dataset, release.fields.get("year"))
+        key = (release.party, dataset, release.fields.get(YEAR))
         spent[key] += Fraction(epsilon)
         budget = policy.statistics_rules.budget(dataset)
         if spent[key] > Fraction(budget) + BUDGET_TOLERANCE_EPSILON:

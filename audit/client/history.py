@@ -29,6 +29,7 @@ from audit.core import kinds, merkle
 from audit.core.checkpoint import Checkpoint
 from audit.core.contract import SERVICE_NAME
 from audit.core.entries import leaf_data
+from audit.core.fields import PURPOSE, QUERY_ID, REASON, RELEASED, RELYING_PARTY, TOKEN_ID, VALUE
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied
 from fedscore.protocol.signed import SignedReceipt
 from fedscore.runtime.party import Party
@@ -155,11 +156,10 @@ def verify_history(
                 party, entry.index, entry.kind, entry.logged_at, token_id, _fields(entry.body)
             )
         )
-    query_ids = {
-        e.fields.get("query_id") for e in proven if e.fields.get("token_id") == token_id
-    } - {None, ""}
+    naming = [e for e in proven if e.fields.get(TOKEN_ID) == token_id]
+    query_ids = {e.fields.get(QUERY_ID) for e in naming} - {None, ""}
     for e in proven:
-        if e.fields.get("token_id") != token_id and e.fields.get("query_id") not in query_ids:
+        if e.fields.get(TOKEN_ID) != token_id and e.fields.get(QUERY_ID) not in query_ids:
             raise PermissionDenied(
                 f"{party} entry {e.index} is not about token {token_id}", "FOREIGN_ENTRY"
             )
@@ -204,10 +204,8 @@ async def citizen_history(portal: Party, receipts: Sequence[Envelope]) -> Citize
 def _outcome(entry: HistoryEntry) -> str:
     fields = entry.fields
     if entry.kind == kinds.RESULT_RELEASED:
-        return f"released {fields.get('released', '?')}: {fields.get('value', '?')}"
-    return (
-        f"{entry.kind.removeprefix('query_').removeprefix('score_')}: {fields.get('reason', '?')}"
-    )
+        return f"released {fields.get(RELEASED, '?')}: {fields.get(VALUE, '?')}"
+    return f"{entry.kind.removeprefix('query_').removeprefix('score_')}: {fields.get(REASON, '?')}"
 
 
 def accesses_of(entries: Sequence[HistoryEntry]) -> list[Access]:
@@ -221,17 +219,17 @@ def accesses_of(entries: Sequence[HistoryEntry]) -> list[Access]:
             continue
         access = Access(
             entry.token_id,
-            str(fields.get("query_id", "")),
+            str(fields.get(QUERY_ID, "")),
             entry.logged_at,
-            str(fields.get("relying_party", "")),
-            str(fields.get("purpose", "")),
+            str(fields.get(RELYING_PARTY, "")),
+            str(fields.get(PURPOSE, "")),
             "asked" if entry.kind == kinds.QUERY_ISSUED else _outcome(entry),
         )
         accesses.append(access)
         if entry.kind == kinds.QUERY_ISSUED:
             by_query[access.query_id] = access
     for entry in ordered:
-        asked = by_query.get(str(entry.fields.get("query_id", "")))
+        asked = by_query.get(str(entry.fields.get(QUERY_ID, "")))
         if asked is None:
             continue
         if entry.kind in (kinds.RESULT_RELEASED, kinds.QUERY_FAILED):

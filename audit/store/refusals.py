@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from audit.core import kinds
 from audit.core.entries import LogRef
+from audit.core.fields import REASON
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 
@@ -97,7 +98,7 @@ class Summary:
     def fields(self, allowance: int) -> dict[str, object]:
         counts: list[dict[str, object]] = []
         for (kind, reason, method), number in sorted(self.counted.items()):
-            row: dict[str, object] = {"kind": kind, "reason": reason, "count": number}
+            row: dict[str, object] = {"kind": kind, REASON: reason, "count": number}
             if method:
                 row["method"] = method
             counts.append(row)
@@ -189,7 +190,7 @@ class RefusalRecorder:
     ) -> LogRef | None:
         """Log one refusal (`essential` with `facts`) or, beyond the allowance, count it.
 
-        `essential` must hold the refusal's "reason". If the log's field rules refuse one
+        `essential` must hold the refusal's reason (`REASON`). If the log's field rules refuse one
         of the `facts`, `essential` alone is logged: the refusal is never lost, nor
         changed because a descriptive fact could not be written. Returns where it was
         logged, or None if it was only counted.
@@ -199,7 +200,7 @@ class RefusalRecorder:
         except Exception:  # the summaries stay pending; this refusal is still recorded
             _log.exception("%s: refusal summaries not written yet", self.log.origin)
         if not self.allow(caller):
-            self.count(caller, kind, str(essential.get("reason", "")))
+            self.count(caller, kind, str(essential.get(REASON, "")))
             return None
         try:
             return self.log.append_now(kind, {**essential, **(facts or {})})
