@@ -34,6 +34,19 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.core import kinds
+from audit.core.fields import (
+    COORDINATOR,
+    PROMISE_INDEX,
+    PROMISE_LEAF_HASH,
+    PURPOSE,
+    QUERY_HASH,
+    QUERY_ID,
+    REASON,
+    RELYING_PARTY,
+    REQUEST_NONCE_HASH,
+    TOKEN_ID,
+    YEAR,
+)
 from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.runtime.prepared import Cursor
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
@@ -88,26 +101,26 @@ class BatchItem:
         if self.admitted is not None and self.answer is not None:
             return kinds.QUERY_ANSWERED, answered_fields(self.admitted)
         assert self.refusal is not None
-        return kinds.QUERY_REFUSED, {"reason": self.refusal.reason, **self.notes.fields()}
+        return kinds.QUERY_REFUSED, {REASON: self.refusal.reason, **self.notes.fields()}
 
 
 def answered_fields(admitted: AdmittedQuery) -> dict[str, object]:
     """The "query_answered" log body: the question, who asked, and where it was logged."""
     return {
-        "query_id": admitted.query_id,
-        "query_hash": admitted.signed.query_hash.hex(),
+        QUERY_ID: admitted.query_id,
+        QUERY_HASH: admitted.signed.query_hash.hex(),
         # The kind of masked answer (keys.masks), which the coordinator's entry does not name.
         "kind": QuestionKind.SCORE_BATCH_ITEM.value,
-        "purpose": admitted.purpose.id,
-        "token_id": admitted.token_id,
-        "relying_party": admitted.request.relying_party,
+        PURPOSE: admitted.purpose.id,
+        TOKEN_ID: admitted.token_id,
+        RELYING_PARTY: admitted.request.relying_party,
         # One signed request is served by one query only: the regulator checks across logs.
-        "request_nonce_hash": admitted.request.nonce_hash.hex(),
-        "year": admitted.year,
+        REQUEST_NONCE_HASH: admitted.request.nonce_hash.hex(),
+        YEAR: admitted.year,
         # Where the coordinator promised it logged the query: the regulator checks.
-        "coordinator": admitted.promise.origin,
-        "promise_index": admitted.promise.index,
-        "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
+        COORDINATOR: admitted.promise.origin,
+        PROMISE_INDEX: admitted.promise.index,
+        PROMISE_LEAF_HASH: admitted.promise.leaf_hash.hex(),
     }
 
 

@@ -61,6 +61,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from audit.core.fields import PURPOSE, QUERY_ID, RELEASE
 from fedscore.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -108,7 +109,7 @@ class RefusalNotes:
     release: str = ""
 
     def fields(self) -> dict[str, str]:
-        known = {"query_id": self.query_id, "purpose": self.purpose, "release": self.release}
+        known = {QUERY_ID: self.query_id, PURPOSE: self.purpose, RELEASE: self.release}
         return {name: value for name, value in known.items() if value}
 
 

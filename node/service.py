@@ -26,6 +26,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.core import kinds
+from audit.core.fields import REASON, TOKEN_ID
 from audit.store.log import EventLog
 from audit.store.refusals import RefusalRecorder
 from fedscore.errors import FedscoreError
@@ -119,7 +120,7 @@ def log_refusal(node: AgencyNode, error: FedscoreError, notes: RefusalNotes, cal
 
     Beyond `caller`'s allowance the refusal is counted into its summary instead.
     """
-    node.refusals.record(caller, kinds.QUERY_REFUSED, {"reason": error.reason}, notes.fields())
+    node.refusals.record(caller, kinds.QUERY_REFUSED, {REASON: error.reason}, notes.fields())
 
 
 def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> None:
@@ -129,7 +130,7 @@ def notify_revocation(node: AgencyNode, request: NotifyRevocationRequest) -> Non
         node.log,
         kinds.REVOCATION_RECEIVED,
         {"status_index": notice.status_index},
-        {"token_id": notice.token_id},
+        {TOKEN_ID: notice.token_id},
     )
 
 
@@ -142,7 +143,7 @@ def revocation_handlers(node: AgencyNode) -> dict[str, Handler]:
             notify_revocation(node, request)
         except FedscoreError as error:
             caller = peer_common_name(context)
-            node.refusals.record(caller, kinds.REVOCATION_REFUSED, {"reason": error.reason})
+            node.refusals.record(caller, kinds.REVOCATION_REFUSED, {REASON: error.reason})
             raise
         return NotifyRevocationResponse(party=node.agency_id)
 

@@ -44,6 +44,16 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.core import kinds
+from audit.core.fields import (
+    COORDINATOR,
+    PROMISE_INDEX,
+    PROMISE_LEAF_HASH,
+    QUERY_HASH,
+    QUERY_ID,
+    REASON,
+    RELEASE,
+    YEAR,
+)
 from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied, Unauthenticated
 from fedscore.noise import histogram_mechanism
 from fedscore.protocol.questions import SignedLogPromise, SignedStatisticsQuery
@@ -226,17 +236,17 @@ def answer_histogram(
             connection,
             kinds.STATISTICS_ANSWERED,
             {
-                "query_id": admitted.query_id,
-                "query_hash": admitted.signed.query_hash.hex(),
-                "release": admitted.definition.name,
-                "year": admitted.year,
+                QUERY_ID: admitted.query_id,
+                QUERY_HASH: admitted.signed.query_hash.hex(),
+                RELEASE: admitted.definition.name,
+                YEAR: admitted.year,
                 "bins": len(counts),
                 "epsilon_charged": epsilon_of(cost),
                 "budget_remaining": epsilon_of(status.remaining_nano),
                 # Where the coordinator promised it logged the query: the regulator checks.
-                "coordinator": admitted.promise.origin,
-                "promise_index": admitted.promise.index,
-                "promise_leaf_hash": admitted.promise.leaf_hash.hex(),
+                COORDINATOR: admitted.promise.origin,
+                PROMISE_INDEX: admitted.promise.index,
+                PROMISE_LEAF_HASH: admitted.promise.leaf_hash.hex(),
             },
             now=now,
         )
@@ -250,7 +260,7 @@ def log_statistics_refusal(
 
     Beyond `caller`'s allowance the refusal is counted into its summary instead.
     """
-    node.refusals.record(caller, kinds.STATISTICS_REFUSED, {"reason": error.reason}, notes.fields())
+    node.refusals.record(caller, kinds.STATISTICS_REFUSED, {REASON: error.reason}, notes.fields())
 
 
 def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
