@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc.aio
 
 from audit.core import kinds
+from audit.core.fields import TOKEN_ID
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
@@ -124,7 +125,7 @@ class RevocationPusher:
         self._log.append_now(
             kinds.REVOCATION_PUSH,
             {
-                "token_id": token_id,
+                TOKEN_ID: token_id,
                 "acknowledged": list(acknowledged),
                 "not_acknowledged": list(missed),
             },

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 
 from audit.core import kinds
+from audit.core.fields import NOT_AFTER, NOT_BEFORE, PURPOSE, RELYING_PARTY, REVOKED_AT, TOKEN_ID
 from audit.store.log import EventLog
 from consent.grant_rules import check_uses, check_window
 from consent.receipts import signed_receipt
@@ -251,11 +252,11 @@ def grant(
             connection,
             kinds.CONSENT_GRANTED,
             {
-                "token_id": token_id,
-                "purpose": purpose.id,
-                "relying_party": relying_party,
-                "not_before": start,
-                "not_after": not_after,
+                TOKEN_ID: token_id,
+                PURPOSE: purpose.id,
+                RELYING_PARTY: relying_party,
+                NOT_BEFORE: start,
+                NOT_AFTER: not_after,
             },
             now=now,
         )
@@ -302,7 +303,7 @@ def revoke(registry: ConsentRegistry, *, national_id: str, token_id: str, now: i
         registry.log.append(
             connection,
             kinds.CONSENT_REVOKED,
-            {"token_id": token_id, "revoked_at": now, "status_sequence": sequence},
+            {TOKEN_ID: token_id, REVOKED_AT: now, "status_sequence": sequence},
             now=now,
         )
     receipt = registry.receipt(token, event=RECEIPT_REVOKED, event_time=now)

@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from audit.core import kinds
+from audit.core.fields import TTL_SECONDS
 from consent.registry import ConsentRegistry
 from consent.store import (
     grant_count,
@@ -62,7 +63,7 @@ def publish_status_list(registry: ConsentRegistry, *, now: int) -> Envelope:
                     "sequence": record.sequence,
                     "size_bits": size_bits,
                     "revoked": len(revoked),
-                    "ttl_seconds": ttl,
+                    TTL_SECONDS: ttl,
                     "issued_at": now,
                 },
                 now=now,
