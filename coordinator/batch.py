@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from audit.core import kinds
+from audit.core.fields import QUERY_ID, REASON
 from coordinator.checks import RefusalNotes
 from coordinator.fanout import NodeAnswers, score_total
 from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
@@ -158,7 +159,7 @@ class ScoreBatchRun:
             result, released = score_result(
                 coordinator, prepared.admitted, query_id, log_index, total
             )
-            fields = {"query_id": query_id, **released.log_fields()}
+            fields = {QUERY_ID: query_id, **released.log_fields()}
             finishes.append(Finish(query_id, "released", kinds.RESULT_RELEASED, fields))
             envelope = sign_message(result, coordinator.signing_key)
             responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
@@ -179,7 +180,7 @@ class ScoreBatchRun:
         except FedscoreError as error:
             # Its queries cannot even be counted: logged once, and the stream ends with it.
             self.coordinator.refusals.record(
-                self.caller, kinds.SCORE_REFUSED, {"reason": error.reason}
+                self.caller, kinds.SCORE_REFUSED, {REASON: error.reason}
             )
             raise
         return list(request.queries)
@@ -240,7 +241,7 @@ class ScoreBatchRun:
 
 
 def _cancelled(prepared: PreparedQuery) -> dict[str, object]:
-    return {"query_id": prepared.query_id, "reason": "CANCELLED"}
+    return {QUERY_ID: prepared.query_id, REASON: "CANCELLED"}
 
 
 async def score_batch(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from audit.core.fields import PURPOSE, RELYING_PARTY, TOKEN_ID
 from fedscore.errors import FailedPrecondition, PermissionDenied
 from fedscore.protocol.requests import (
     AuthenticatedRequest,
@@ -48,9 +49,9 @@ class RefusalNotes:
 
     def fields(self) -> dict[str, str]:
         known = {
-            "relying_party": self.relying_party,
-            "purpose": self.purpose,
-            "token_id": self.token_id,
+            RELYING_PARTY: self.relying_party,
+            PURPOSE: self.purpose,
+            TOKEN_ID: self.token_id,
         }
         return {name: value for name, value in known.items() if value}
 

@@ -41,6 +41,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.core.entries import LogRef
+from audit.core.fields import QUERY_ID, REASON
 from fedscore.errors import Code, FedscoreError, Unauthenticated, Unavailable
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
 from fedscore.v1 import query_pb2, trust_pb2
@@ -159,13 +160,13 @@ class NodeAnswers(Generic[V]):
     def failure_fields(self, query_id: str, reason: str = "") -> dict[str, object]:
         """The failure's log body ("query_failed", "statistics_failed"): who failed and
         why, never a value."""
-        fields: dict[str, object] = {"query_id": query_id, "unavailable": self.unavailable}
+        fields: dict[str, object] = {QUERY_ID: query_id, "unavailable": self.unavailable}
         if self.invalid:
             fields["invalid"] = self.invalid
         if self.refused:
             fields["refused"] = {agency: error.reason for agency, error in self.refused.items()}
         if reason:
-            fields["reason"] = reason
+            fields[REASON] = reason
         return fields
 
     def raise_for_failure(self) -> None:

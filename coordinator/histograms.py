@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Engine, case, func, select
 
 from audit.core import kinds
+from audit.core.fields import PARTICIPANTS, QUERY_HASH, QUERY_ID, RELEASE, YEAR
 from audit.store.log import EventLog
 from coordinator.fanout import (
     INVALID,
@@ -136,11 +137,11 @@ def issue_statistics_query(asker: StatisticsAsker, spec: StatisticsSpec) -> Logg
     ref = asker.log.append_now(
         kinds.STATISTICS_QUERY_ISSUED,
         {
-            "query_id": spec.query_id,
-            "query_hash": query_hash.hex(),
-            "release": spec.release,
-            "year": spec.year,
-            "participants": list(spec.participants),
+            QUERY_ID: spec.query_id,
+            QUERY_HASH: query_hash.hex(),
+            RELEASE: spec.release,
+            YEAR: spec.year,
+            PARTICIPANTS: list(spec.participants),
             "kind": "histogram",
         },
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from audit.core.fields import RELEASED, VALUE
 from fedscore.errors import FedscoreError
 from fedscore.v1 import query_pb2
 from policies.model import Policy, Purpose
@@ -28,7 +29,7 @@ class Released:
 
     def log_fields(self) -> dict[str, object]:
         """What the coordinator's log records about this release."""
-        return {"released": self.kind, "value": self.value}
+        return {RELEASED: self.kind, VALUE: self.value}
 
 
 def release_for(policy: Policy, purpose: Purpose, total: int) -> Released:

@@ -24,6 +24,7 @@ from functools import cached_property
 
 from audit.core import kinds
 from audit.core.entries import LogRef
+from audit.core.fields import QUERY_ID, REASON, REVOKED_AT, TOKEN_ID
 from audit.store.refusals import RefusalRecorder
 from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authenticate_query
 from coordinator.dispatch import BatchDispatcher, fan_out
@@ -193,7 +194,7 @@ async def answer_score(
         logged, ref = issue_query(coordinator, admitted, now)
     except FedscoreError as error:
         coordinator.refusals.record(
-            caller, kinds.SCORE_REFUSED, {"reason": error.reason}, notes.fields()
+            caller, kinds.SCORE_REFUSED, {REASON: error.reason}, notes.fields()
         )
         raise
     query_id = logged.spec.query_id
@@ -203,7 +204,7 @@ async def answer_score(
     except asyncio.CancelledError:
         # The caller went away mid-query; the log still shows how the query ended.
         coordinator.store.finish(
-            query_id, "failed", kinds.QUERY_FAILED, {"query_id": query_id, "reason": "CANCELLED"}
+            query_id, "failed", kinds.QUERY_FAILED, {QUERY_ID: query_id, REASON: "CANCELLED"}
         )
         raise
     try:
@@ -216,7 +217,7 @@ async def answer_score(
     result, released = score_result(coordinator, admitted, query_id, ref.index, total)
     envelope = sign_message(result, coordinator.signing_key)
     coordinator.store.finish(
-        query_id, "released", kinds.RESULT_RELEASED, {"query_id": query_id, **released.log_fields()}
+        query_id, "released", kinds.RESULT_RELEASED, {QUERY_ID: query_id, **released.log_fields()}
     )
     return query_pb2.ScoreResponse(result=envelope)
 
@@ -228,14 +229,14 @@ def receive_revocation(
     try:
         notice = coordinator.revocations.apply_notice(request.notice)
     except FedscoreError as error:
-        coordinator.refusals.record(caller, kinds.REVOCATION_REFUSED, {"reason": error.reason})
+        coordinator.refusals.record(caller, kinds.REVOCATION_REFUSED, {REASON: error.reason})
         raise
     coordinator.store.log.append_now(
         kinds.REVOCATION_RECEIVED,
         {
-            "token_id": notice.token_id,
+            TOKEN_ID: notice.token_id,
             "status_index": notice.status_index,
-            "revoked_at": notice.revoked_at,
+            REVOKED_AT: notice.revoked_at,
             "issuer": notice.issuer,
         },
     )

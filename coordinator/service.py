@@ -14,6 +14,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from audit.core import kinds
+from audit.core.fields import REASON
 from coordinator.batch import score_batch
 from coordinator.scoring import Coordinator, answer_score, receive_revocation
 from fedscore.errors import FedscoreError
@@ -35,7 +36,7 @@ class CoordinatorService:
             request = parse_request(raw, query_pb2.ScoreRequest)
         except FedscoreError as error:
             # Malformed or oversized requests are refusals too, and every refusal is recorded.
-            self.coordinator.refusals.record(caller, kinds.SCORE_REFUSED, {"reason": error.reason})
+            self.coordinator.refusals.record(caller, kinds.SCORE_REFUSED, {REASON: error.reason})
             raise
         return await answer_score(self.coordinator, request, caller)
 
@@ -47,7 +48,7 @@ class CoordinatorService:
             request = parse_request(raw, query_pb2.PushRevocationRequest)
         except FedscoreError as error:
             self.coordinator.refusals.record(
-                caller, kinds.REVOCATION_REFUSED, {"reason": error.reason}
+                caller, kinds.REVOCATION_REFUSED, {REASON: error.reason}
             )
             raise
         return receive_revocation(self.coordinator, request, caller)

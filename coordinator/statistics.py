@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from audit.core import kinds
+from audit.core.fields import DATASET, EPSILON_SPENT, QUERY_ID, REASON, RELEASE, YEAR
 from audit.store.log import EventLog
 from coordinator.bundle import (
     RELEASE_CSV,
@@ -213,6 +214,11 @@ def _draft(
     }
 
 
+def _budget_json(definition: ReleaseDefinition, year: int, status: BudgetStatus) -> dict[str, Any]:
+    """The release document's "budget": what is left of its dataset's yearly budget."""
+    return {"dataset": definition.dataset, "year": year, **status.to_json()}
+
+
 def _year(policy: Policy, year: int | None, now: int) -> int:
     chosen = policy.current_year(now) if not year else year
     if not MIN_YEAR <= chosen <= MAX_YEAR:
@@ -226,11 +232,11 @@ async def publish_release(
     """Publish release `name` for `year` (default: the current year) or raise its refusal."""
     now = publisher.clock()
     rules = publisher.policy.statistics_rules
-    facts: dict[str, Any] = {"release": name}
+    facts: dict[str, Any] = {RELEASE: name}
     try:
         definition = rules.release(name)
         year = _year(publisher.policy, year, now)
-        facts["year"] = year
+        facts[YEAR] = year
         noise = histogram_mechanism(
             l1_sensitivity(publisher.policy, definition), definition.epsilon
         )
@@ -238,7 +244,7 @@ async def publish_release(
         release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
         status = _reserve(publisher, definition, year, release_id, nano_up(noise.epsilon), now)
     except FedscoreError as error:
-        publisher.log.append_now(kinds.STATISTICS_REFUSED, {"reason": error.reason, **facts})
+        publisher.log.append_now(kinds.STATISTICS_REFUSED, {REASON: error.reason, **facts})
         raise
     try:
         query_id = ""
@@ -259,7 +265,7 @@ async def publish_release(
         RELEASE_PNG: render_chart(document),
     }
     published_at = publisher.clock()
-    document["budget"] = {"dataset": definition.dataset, "year": year, **status.to_json()}
+    document["budget"] = _budget_json(definition, year, status)
     document["published_at"] = datetime.fromtimestamp(published_at, UTC).isoformat()
     document["files"] = {name: sha256_of(data) for name, data in files.items()}
     files[RELEASE_JSON] = canonical_bytes(document)
@@ -267,16 +273,16 @@ async def publish_release(
         kinds.STATISTICS_RELEASED,
         {
             "release_id": release_id,
-            "release": definition.name,
-            "dataset": definition.dataset,
-            "year": year,
-            "epsilon_spent": noise.epsilon,
+            RELEASE: definition.name,
+            DATASET: definition.dataset,
+            YEAR: year,
+            EPSILON_SPENT: noise.epsilon,
             "budget_remaining": document["budget"]["remaining"],
             "release_sha256": sha256_of(files[RELEASE_JSON]),
             "policy_hash": publisher.policy.content_hash,
             # The node-side statistics query this release charges for ("" if none):
             # the regulator matches every node's histogram answer to a charged release.
-            "query_id": query_id,
+            QUERY_ID: query_id,
         },
         now=published_at,
     )
@@ -329,6 +335,6 @@ def _refuse_reserved(
         publisher.log.append(
             connection,
             kinds.STATISTICS_REFUSED,
-            {"reason": error.reason, **facts},
+            {REASON: error.reason, **facts},
             now=publisher.clock(),
         )

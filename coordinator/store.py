@@ -29,6 +29,17 @@ from sqlmodel import Field, SQLModel
 
 from audit.core import kinds
 from audit.core.entries import LogRef
+from audit.core.fields import (
+    PARTICIPANTS,
+    PURPOSE,
+    QUERY_HASH,
+    QUERY_ID,
+    REASON,
+    RELYING_PARTY,
+    REQUEST_NONCE_HASH,
+    TOKEN_ID,
+    YEAR,
+)
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, ResourceExhausted
 from fedscore.protocol.requests import check_replay, check_use_limit
@@ -120,24 +131,24 @@ class QueryIssue:
 
     def log_fields(self) -> dict[str, object]:
         return {
-            "query_id": self.query_id,
-            "query_hash": self.query_hash.hex(),
-            "token_id": self.token_id,
-            "purpose": self.purpose_id,
-            "relying_party": self.relying_party,
-            "participants": list(self.participants),
-            "year": self.year,
+            QUERY_ID: self.query_id,
+            QUERY_HASH: self.query_hash.hex(),
+            TOKEN_ID: self.token_id,
+            PURPOSE: self.purpose_id,
+            RELYING_PARTY: self.relying_party,
+            PARTICIPANTS: list(self.participants),
+            YEAR: self.year,
             "kind": "score",
             # One signed request is served by one query only; nodes log the same hash.
-            "request_nonce_hash": self.request_nonce_hash.hex(),
+            REQUEST_NONCE_HASH: self.request_nonce_hash.hex(),
         }
 
     def refusal_fields(self) -> dict[str, object]:
         """The authenticated facts a "score_refused" entry for this query may name."""
         return {
-            "relying_party": self.relying_party,
-            "purpose": self.purpose_id,
-            "token_id": self.token_id,
+            RELYING_PARTY: self.relying_party,
+            PURPOSE: self.purpose_id,
+            TOKEN_ID: self.token_id,
         }
 
     def row(self, ref: LogRef) -> dict[str, object]:
@@ -299,7 +310,7 @@ class CoordinatorStore:
         events = [
             (kinds.QUERY_ISSUED, entry.log_fields())
             if isinstance(entry, QueryIssue)
-            else (kinds.SCORE_REFUSED, {"reason": entry.error.reason, **entry.fields})
+            else (kinds.SCORE_REFUSED, {REASON: entry.error.reason, **entry.fields})
             for entry in logged
         ]
         refs = self.log.append_many(connection, events)
