@@ -33,6 +33,17 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine
 
 from audit.core import kinds
+from audit.core.fields import (
+    PARTICIPANTS,
+    PURPOSE,
+    QUERY_HASH,
+    QUERY_ID,
+    RELEASE,
+    RELYING_PARTY,
+    REQUEST_NONCE_HASH,
+    TOKEN_ID,
+    YEAR,
+)
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
@@ -155,15 +166,15 @@ class HostileCoordinator:
         token = ConsentToken.FromString(query.token.payload)
         spec_bytes = spec.SerializeToString()
         fields = {
-            "query_id": spec.query_id,
-            "query_hash": hashlib.sha256(spec_bytes).hexdigest(),
-            "token_id": token.token_id,
-            "purpose": spec.purpose_id,
-            "relying_party": query.relying_party,
-            "participants": list(spec.participants),
-            "year": spec.year,
+            QUERY_ID: spec.query_id,
+            QUERY_HASH: hashlib.sha256(spec_bytes).hexdigest(),
+            TOKEN_ID: token.token_id,
+            PURPOSE: spec.purpose_id,
+            RELYING_PARTY: query.relying_party,
+            PARTICIPANTS: list(spec.participants),
+            YEAR: spec.year,
             "kind": "score",
-            "request_nonce_hash": nonce_hash(query.nonce).hex(),
+            REQUEST_NONCE_HASH: nonce_hash(query.nonce).hex(),
         }
         return self._promise(spec_bytes, kinds.QUERY_ISSUED, fields)
 
@@ -171,11 +182,11 @@ class HostileCoordinator:
         """Append the "statistics_query_issued" entry an honest coordinator would."""
         spec_bytes = spec.SerializeToString(deterministic=True)
         fields = {
-            "query_id": spec.query_id,
-            "query_hash": hashlib.sha256(spec_bytes).hexdigest(),
-            "release": spec.release,
-            "year": spec.year,
-            "participants": list(spec.participants),
+            QUERY_ID: spec.query_id,
+            QUERY_HASH: hashlib.sha256(spec_bytes).hexdigest(),
+            RELEASE: spec.release,
+            YEAR: spec.year,
+            PARTICIPANTS: list(spec.participants),
             "kind": "histogram",
         }
         return self._promise(spec_bytes, kinds.STATISTICS_QUERY_ISSUED, fields)
