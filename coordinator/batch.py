@@ -33,7 +33,7 @@ from audit.core.fields import QUERY_ID, REASON
 from coordinator.checks import RefusalNotes
 from coordinator.fanout import NodeAnswers, score_total
 from coordinator.scoring import Coordinator, PreparedQuery, admit, prepare_query, score_result
-from coordinator.store import Finish, QueryIssue, Refused
+from coordinator.store import OUTCOME_FAILED, OUTCOME_RELEASED, Finish, QueryIssue, Refused
 from fedscore.errors import FedscoreError
 from fedscore.runtime.rpc import parse_request
 from fedscore.runtime.statuses import item_refusal
@@ -139,7 +139,7 @@ class ScoreBatchRun:
         except asyncio.CancelledError:
             # The stream went away mid-chunk; the log still shows how each query ended.
             cancelled = [
-                Finish(prepared.query_id, "failed", kinds.QUERY_FAILED, _cancelled(prepared))
+                Finish(prepared.query_id, OUTCOME_FAILED, kinds.QUERY_FAILED, _cancelled(prepared))
                 for _, prepared, _, _ in asked
             ]
             with coordinator.store.hot.transaction() as cursor:
@@ -153,14 +153,14 @@ class ScoreBatchRun:
                 total = score_total(answered)
             except FedscoreError as error:
                 fields = answered.failure_fields(query_id, error.reason)
-                finishes.append(Finish(query_id, "failed", kinds.QUERY_FAILED, fields))
+                finishes.append(Finish(query_id, OUTCOME_FAILED, kinds.QUERY_FAILED, fields))
                 responses.append(_refusal(sequence, error))
                 continue
             result, released = score_result(
                 coordinator, prepared.admitted, query_id, log_index, total
             )
             fields = {QUERY_ID: query_id, **released.log_fields()}
-            finishes.append(Finish(query_id, "released", kinds.RESULT_RELEASED, fields))
+            finishes.append(Finish(query_id, OUTCOME_RELEASED, kinds.RESULT_RELEASED, fields))
             envelope = sign_message(result, coordinator.signing_key)
             responses.append(query_pb2.ScoreBatchOutcome(sequence=sequence, result=envelope))
         with coordinator.store.hot.transaction() as cursor:

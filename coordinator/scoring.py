@@ -30,7 +30,7 @@ from coordinator.checks import AdmittedQuery, RefusalNotes, admit_query, authent
 from coordinator.dispatch import BatchDispatcher, fan_out
 from coordinator.fanout import NODE_DEADLINE_SECONDS, LoggedQuery, NodeChannels, score_total
 from coordinator.release import Released, release_for, set_release
-from coordinator.store import CoordinatorStore, QueryIssue
+from coordinator.store import OUTCOME_FAILED, OUTCOME_RELEASED, CoordinatorStore, QueryIssue
 from fedscore.errors import FedscoreError
 from fedscore.protocol.requests import nonce_hash
 from fedscore.protocol.status_list import RevocationState
@@ -204,20 +204,23 @@ async def answer_score(
     except asyncio.CancelledError:
         # The caller went away mid-query; the log still shows how the query ended.
         coordinator.store.finish(
-            query_id, "failed", kinds.QUERY_FAILED, {QUERY_ID: query_id, REASON: "CANCELLED"}
+            query_id, OUTCOME_FAILED, kinds.QUERY_FAILED, {QUERY_ID: query_id, REASON: "CANCELLED"}
         )
         raise
     try:
         total = score_total(answers)
     except FedscoreError as error:
         fields = answers.failure_fields(query_id, error.reason)
-        coordinator.store.finish(query_id, "failed", kinds.QUERY_FAILED, fields)
+        coordinator.store.finish(query_id, OUTCOME_FAILED, kinds.QUERY_FAILED, fields)
         raise
 
     result, released = score_result(coordinator, admitted, query_id, ref.index, total)
     envelope = sign_message(result, coordinator.signing_key)
     coordinator.store.finish(
-        query_id, "released", kinds.RESULT_RELEASED, {QUERY_ID: query_id, **released.log_fields()}
+        query_id,
+        OUTCOME_RELEASED,
+        kinds.RESULT_RELEASED,
+        {QUERY_ID: query_id, **released.log_fields()},
     )
     return query_pb2.ScoreResponse(result=envelope)
 

@@ -46,6 +46,11 @@ from fedscore.protocol.requests import check_replay, check_use_limit
 from fedscore.runtime.db import create_tables, insert_unless_present, use_counters
 from fedscore.runtime.prepared import Cursor, HotConnection
 
+# An issued query's outcome (`IssuedQuery.outcome`, the query table's, not the log's).
+OUTCOME_ISSUED = "issued"
+OUTCOME_RELEASED = "released"
+OUTCOME_FAILED = "failed"
+
 
 class UsedNonce(SQLModel, table=True):
     """A relying party's request nonce that was accepted (stored as its SHA-256)."""
@@ -81,8 +86,8 @@ class IssuedQuery(SQLModel, table=True):
     log_index: int
     issued_at: int
     expires_at: int
-    # "issued" until the fan-out ends, then "released" or "failed".
-    outcome: str = "issued"
+    # OUTCOME_ISSUED until the fan-out ends, then OUTCOME_RELEASED or OUTCOME_FAILED.
+    outcome: str = OUTCOME_ISSUED
 
 
 NONCES: Table = UsedNonce.__table__  # type: ignore[attr-defined]
@@ -163,7 +168,7 @@ class QueryIssue:
             "log_index": ref.index,
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
-            "outcome": "issued",
+            "outcome": OUTCOME_ISSUED,
         }
 
 
