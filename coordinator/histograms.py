@@ -3,20 +3,23 @@
 - Node-side releases: the coordinator logs "statistics_query_issued" (query id and hash,
   release, year, participants) BEFORE asking, signs a log promise over the spec, and asks
   every agency of the policy at once over the existing mutual-TLS channels, one signed
-  `StatisticsQuery` per node. Asking, checking and summing are the score question's
-  (`coordinator.fanout`): each node is called as `call_node` says; its answer must open as
-  a `fedscore.protocol.questions.SignedStatisticsAnswer` (under the agencies' keys), be
+  `StatisticsQuery` per node, sent as a batch of one (`NodeStatisticsService.HistogramBatch`:
+  every question travels as a batch). Asking, checking and summing are the score
+  question's (`coordinator.fanout`): each node is called as `call_node` says; it must send
+  exactly one outcome. A refused item counts as a refused call would; an answer must open
+  as a `fedscore.protocol.questions.SignedStatisticsAnswer` (under the agencies' keys), be
   signed by the agency asked, answer this very question id and hash (`check_answer`), and
-  hold one masked value per bin (`check_items`); the bins
-  are summed mod 2^64 (`bin_totals`, `secure_sum` per bin), where the per-bin pairwise
-  masks cancel (only because every node was asked these very spec bytes: each bin's mask
-  is bound to the spec's hash and the bin, docs/adr/0011). Any node down, refusing or
-  answering wrongly fails the whole release ("statistics_failed", named as a score's
-  "query_failed" is); no partial sum is computed.
+  hold one masked value per bin (`check_items`); the bins are summed mod 2^64
+  (`bin_totals`, `secure_sum` per bin), where the per-bin pairwise masks cancel (only
+  because every node was asked these very spec bytes: each bin's mask is bound to the
+  spec's hash and the bin, docs/adr/0011). Any node down, refusing or answering wrongly
+  fails the whole release ("statistics_failed", named as a score's "query_failed" is); no
+  partial sum is computed.
 - What differs from a score question: no relying party asked it and no consent covers
-  it, so it is not batched with score questions nor dispatched by the score batcher; it
-  is addressed and signed per node (the `StatisticsQuery` names one agency) with a log
-  promise signed on its own; and a node may count for long (`STATISTICS_DEADLINE_SECONDS`).
+  it, so it is not batched with score questions nor dispatched by the score batcher (its
+  batch holds this one question); it is addressed and signed per node (the
+  `StatisticsQuery` names one agency) with a log promise signed on its own; and a node may
+  count for long (`STATISTICS_DEADLINE_SECONDS`).
 - The score-query release reads the coordinator's own `coordinator_query` table, counting
   each consent token's earliest `contribution_bound` queries of the year.
 
@@ -38,6 +41,8 @@ from audit.core.fields import PARTICIPANTS, QUERY_HASH, QUERY_ID, RELEASE, YEAR
 from audit.store.log import EventLog
 from coordinator.fanout import (
     INVALID,
+    REFUSAL_CODES,
+    UNAVAILABLE,
     LoggedQuery,
     NodeAnswers,
     NodeChannels,
@@ -51,10 +56,12 @@ from coordinator.store import COORDINATOR_TABLES, IssuedQuery
 from fedscore.errors import FedscoreError
 from fedscore.protocol.questions import SignedStatisticsAnswer
 from fedscore.runtime.db import create_tables
+from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM
 from fedscore.v1.statistics_pb2 import (
-    HistogramRequest,
-    HistogramResponse,
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramItem,
     StatisticsQuery,
     StatisticsSpec,
 )
@@ -65,7 +72,7 @@ from policies.model import Policy
 from policies.releases import bins, month_starts, participants
 from policies.statistics import ReleaseDefinition
 
-HISTOGRAM_METHOD = "/fedscore.v1.NodeStatisticsService/Histogram"
+HISTOGRAM_METHOD = "/fedscore.v1.NodeStatisticsService/HistogramBatch"
 # A node counting millions of records may take a while; the spec stays valid as long.
 STATISTICS_DEADLINE_SECONDS = 300.0
 
@@ -85,18 +92,28 @@ class StatisticsAsker:
 async def _ask(
     asker: StatisticsAsker,
     agency: str,
-    request: HistogramRequest,
+    request: HistogramBatchRequest,
     logged: LoggedQuery,
     width: int,
 ) -> NodeReply[Any]:
-    """One node's masked bins for `logged`, or what its failure counts as."""
+    """One node's masked bins for `logged` (asked as a batch of one), or what its failure
+    counts as; a refused item counts as a refused call would."""
     response = await call_node(
-        asker.channels, agency, HISTOGRAM_METHOD, request, HistogramResponse, asker.deadline
+        asker.channels, agency, HISTOGRAM_METHOD, request, HistogramBatchResponse, asker.deadline
     )
     if isinstance(response, NodeReply):
         return response
+    if len(response.outcomes) != 1:
+        return INVALID
+    [outcome] = response.outcomes
+    kind = outcome.WhichOneof("outcome")
+    if kind == "refusal":
+        refusal = error_from_refusal(outcome.refusal)
+        return NodeReply(refusal=refusal) if refusal.code in REFUSAL_CODES else UNAVAILABLE
+    if kind != "answer":
+        return INVALID
     try:
-        signed = SignedStatisticsAnswer.verify(response.answer, asker.agency_keyring)
+        signed = SignedStatisticsAnswer.verify(outcome.answer, asker.agency_keyring)
         return NodeReply(masked=masked_bins_of(signed, agency, logged, width))
     except FedscoreError:
         return INVALID
@@ -157,11 +174,17 @@ async def federated_histogram(
     promise = sign_message(logged.promise, asker.signing_key)
     width = len(bins(policy, definition))
     requests = {
-        agency: HistogramRequest(
-            query=sign_message(
-                StatisticsQuery(spec=logged.spec_bytes, agency_id=agency, log_promise=promise),
-                asker.signing_key,
-            )
+        agency: HistogramBatchRequest(
+            items=[
+                HistogramItem(
+                    query=sign_message(
+                        StatisticsQuery(
+                            spec=logged.spec_bytes, agency_id=agency, log_promise=promise
+                        ),
+                        asker.signing_key,
+                    )
+                )
+            ]
         )
         for agency in spec.participants
     }

@@ -1,4 +1,12 @@
-"""`fedscore.v1.NodeStatisticsService`: an agency node's masked histogram for a release.
+"""`fedscore.v1.NodeStatisticsService.HistogramBatch`: an agency node's masked histograms.
+
+A statistics question always travels as an item of a `HistogramBatchRequest` (a lone
+question is a batch of one; there is no other way to ask a node for a histogram). A request
+that does not parse (MALFORMED_MESSAGE), is larger than `MAX_MESSAGE_BYTES`
+(MESSAGE_TOO_LARGE) or holds more than `MAX_HISTOGRAM_ITEMS` items (BATCH_TOO_LARGE) is
+refused whole, with a status, and logged once with its reason only. Otherwise every item is
+answered or refused on its own, in order: a refused item's outcome is an `ItemRefusal`
+carrying the code, reason and message a status would carry (`fedscore.runtime.statuses`).
 
 A statistics question is the same protocol as a score question (`node.question_checks`
 holds the steps both pass, called here with a histogram question's values). A node
@@ -29,10 +37,11 @@ Invariants:
   (the same cost the coordinator charges), per dataset and year. A histogram the budget
   cannot pay for is refused (BUDGET_EXHAUSTED) before any record is counted. So a
   coordinator that asks without ever releasing still runs out (docs/adr/0011).
-- The query id is claimed, the epsilon spent, and "statistics_answered" logged in ONE
-  transaction before the answer leaves; every refusal is logged as "statistics_refused"
+- Each item is its own question: its query id is claimed, its epsilon spent, and
+  "statistics_answered" logged in ONE transaction of its own before the answers leave;
+  every refused item (and a request refused whole) is logged as one "statistics_refused"
   with its reason and only authenticated facts. No entry holds a count or a masked value.
-- The histogram runs in a worker thread: a long count never stalls score queries.
+- The histograms run in a worker thread: a long count never stalls score queries.
 """
 
 from __future__ import annotations
@@ -59,11 +68,13 @@ from fedscore.noise import histogram_mechanism
 from fedscore.protocol.questions import SignedLogPromise, SignedStatisticsQuery
 from fedscore.runtime.budget import epsilon_of, nano_up
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
+from fedscore.runtime.statuses import item_refusal
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (
-    HistogramRequest,
-    HistogramResponse,
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramOutcome,
     StatisticsAnswer,
     StatisticsSpec,
 )
@@ -92,6 +103,9 @@ from policies.releases import l1_sensitivity, participants
 from policies.statistics import ReleaseDefinition
 
 SERVICE_NAME = "fedscore.v1.NodeStatisticsService"
+# At most this many statistics questions in one request; beyond it the request is refused
+# whole (BATCH_TOO_LARGE). The coordinator sends batches of one.
+MAX_HISTOGRAM_ITEMS = 16
 
 
 @dataclass(frozen=True)
@@ -192,9 +206,7 @@ def release_cost_nano(policy: Policy, definition: ReleaseDefinition) -> int:
     return cost
 
 
-def answer_histogram(
-    node: AgencyNode, envelope: Envelope, notes: RefusalNotes
-) -> HistogramResponse:
+def answer_histogram(node: AgencyNode, envelope: Envelope, notes: RefusalNotes) -> Envelope:
     """Check a statistics query and answer it; raise a FedscoreError to refuse."""
     now = node.now()
     admitted = admit_statistics_query(envelope, node.trust, node.store, now, notes)
@@ -250,7 +262,7 @@ def answer_histogram(
             },
             now=now,
         )
-    return HistogramResponse(answer=sign_message(answer, node.signing_key))
+    return sign_message(answer, node.signing_key)
 
 
 def log_statistics_refusal(
@@ -263,16 +275,44 @@ def log_statistics_refusal(
     node.refusals.record(caller, kinds.STATISTICS_REFUSED, {REASON: error.reason}, notes.fields())
 
 
+def parse_histogram_batch(raw: bytes) -> HistogramBatchRequest:
+    """The request, refused whole if it does not parse, is too large or holds too many items."""
+    request = parse_request(raw, HistogramBatchRequest)
+    if len(request.items) > MAX_HISTOGRAM_ITEMS:
+        raise InvalidArgument(
+            f"request holds {len(request.items)} statistics questions; at most "
+            f"{MAX_HISTOGRAM_ITEMS} are allowed",
+            reason="BATCH_TOO_LARGE",
+        )
+    return request
+
+
+def answer_histogram_batch(
+    node: AgencyNode, request: HistogramBatchRequest, caller: str
+) -> HistogramBatchResponse:
+    """Answer or refuse each item on its own, in order (each answer in its own transaction)."""
+    outcomes: list[HistogramOutcome] = []
+    for item in request.items:
+        notes = RefusalNotes()
+        try:
+            outcomes.append(HistogramOutcome(answer=answer_histogram(node, item.query, notes)))
+        except FedscoreError as error:
+            log_statistics_refusal(node, error, notes, caller)
+            outcomes.append(HistogramOutcome(refusal=item_refusal(error)))
+    return HistogramBatchResponse(outcomes=outcomes)
+
+
 def statistics_handlers(node: AgencyNode) -> dict[str, Handler]:
     """The NodeStatisticsService methods, ready for `fedscore.runtime.rpc.start_server`."""
 
-    async def histogram_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-        notes = RefusalNotes()
+    async def histogram_batch_handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        caller = peer_common_name(context)
         try:
-            request = parse_request(raw, HistogramRequest)
-            return await asyncio.to_thread(answer_histogram, node, request.query, notes)
+            request = parse_histogram_batch(raw)
         except FedscoreError as error:
-            log_statistics_refusal(node, error, notes, peer_common_name(context))
+            # Refused whole: one entry, with nothing unauthenticated in it.
+            log_statistics_refusal(node, error, RefusalNotes(), caller)
             raise
+        return await asyncio.to_thread(answer_histogram_batch, node, request, caller)
 
-    return {"Histogram": histogram_handler}
+    return {"HistogramBatch": histogram_batch_handler}

@@ -35,8 +35,9 @@ from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM, LogPromise
 from fedscore.v1.statistics_pb2 import (
-    HistogramRequest,
-    HistogramResponse,
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramItem,
     StatisticsQuery,
     StatisticsSpec,
 )
@@ -101,11 +102,15 @@ async def _ask_unreleased(
     for agency, year in years.items():
         spec, _, promise_envelope = logged[year]
         query = StatisticsQuery(spec=spec, agency_id=agency, log_promise=promise_envelope)
-        request = HistogramRequest(query=sign_message(query, coordinator.signing_key))
+        item = HistogramItem(query=sign_message(query, coordinator.signing_key))
+        request = HistogramBatchRequest(items=[item])  # as production asks: a batch of one
         endpoint = coordinator.trust.participant(agency).endpoint
         async with secure_channel(endpoint, coordinator.tls, server_name=agency) as channel:
-            response = await call_unary(channel, HISTOGRAM_METHOD, request, HistogramResponse, 30)
-        assert response.answer.payload, f"{agency} did not answer"
+            response = await call_unary(
+                channel, HISTOGRAM_METHOD, request, HistogramBatchResponse, 30
+            )
+        [outcome] = response.outcomes
+        assert outcome.answer.payload, f"{agency} did not answer: {outcome.refusal.reason}"
     return first
 
 

@@ -343,9 +343,9 @@ def test_a_node_without_a_channel_or_that_does_not_answer_is_unavailable() -> No
             endpoint = f"127.0.0.1:{unused.getsockname()[1]}"
         channels = NodeChannels({"trc": endpoint}, open_channel)
         first = channels.get("trc")
-        request = statistics_pb2.HistogramRequest()
-        method = "/fedscore.v1.NodeStatisticsService/Histogram"
-        response_type = statistics_pb2.HistogramResponse
+        request = statistics_pb2.HistogramBatchRequest()
+        method = "/fedscore.v1.NodeStatisticsService/HistogramBatch"
+        response_type = statistics_pb2.HistogramBatchResponse
         try:
             missing = await call_node(channels, "dsd", method, request, response_type, 1.0)
             assert missing is UNAVAILABLE

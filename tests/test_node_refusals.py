@@ -9,7 +9,10 @@ tests/harness/node.py) and sends it over mutual TLS on 127.0.0.1:
   within bounds is refused whole, with a gRPC status ("call" rows); otherwise the node
   signs one outcome per item, and a refused item carries the code and reason a status
   would have (`fedscore.runtime.rpc.error_from_refusal`; "item" rows);
-- a statistics question to `NodeStatisticsService.Histogram`, refused with a gRPC status.
+- a statistics question to `NodeStatisticsService.HistogramBatch`, as an item of a request
+  (a lone question is a batch of one). A request that does not parse, is too large or holds
+  too many items is refused whole, with a gRPC status ("call" rows); otherwise each refused
+  item's outcome carries the code and reason a status would have ("item" rows).
 
 Every row asserts the canonical code and the machine-readable reason; exactly one new log
 entry, "query_refused" or "statistics_refused", with that reason and only the facts the
@@ -36,7 +39,7 @@ from harness.node import (
     CONTRIBUTE_BATCH,
     DAY,
     EXPECTED,
-    HISTOGRAM,
+    HISTOGRAM_BATCH,
     NOTIFY_REVOCATION,
     TIMEOUT,
     LiveFederation,
@@ -66,11 +69,18 @@ from fedscore.v1.query_pb2 import (
     NotifyRevocationResponse,
     QuerySpec,
 )
-from fedscore.v1.statistics_pb2 import HistogramRequest, StatisticsQuery, StatisticsSpec
+from fedscore.v1.statistics_pb2 import (
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramItem,
+    StatisticsQuery,
+    StatisticsSpec,
+)
 from keys.envelope import sign_bytes, sign_message
 from keys.masks import MODULUS
 from keys.seal import seal_subject
 from node.batch import BATCH_MESSAGE_BYTES
+from node.statistics import MAX_HISTOGRAM_ITEMS
 
 pytestmark = pytest.mark.integration
 
@@ -120,12 +130,18 @@ def _whole(batch: Envelope, caller: str = "coordinator") -> Sent:
     return Sent(CONTRIBUTE_BATCH, _batch_request(batch), {}, caller=caller, batch=batch)
 
 
+def _stats_request(queries: list[Envelope]) -> bytes:
+    items = [HistogramItem(query=query) for query in queries]
+    return bytes(HistogramBatchRequest(items=items).SerializeToString())
+
+
 def _stats(
     query: Envelope, spec: StatisticsSpec | None = None, caller: str = "coordinator"
 ) -> Sent:
-    """A statistics question; `spec` if the coordinator's signature authenticates its facts."""
+    """A statistics question alone in a request; `spec` if the coordinator's signature
+    authenticates its facts."""
     logged = {"query_id": spec.query_id, "release": spec.release} if spec is not None else {}
-    return Sent(HISTOGRAM, bytes(HistogramRequest(query=query).SerializeToString()), logged, caller)
+    return Sent(HISTOGRAM_BATCH, _stats_request([query]), logged, caller)
 
 
 def _fresh(live: LiveFederation) -> QuerySpec:
@@ -537,7 +553,12 @@ async def stats_budget_exhausted(live: LiveFederation) -> Sent:
 
 
 async def stats_malformed_request(live: LiveFederation) -> Sent:
-    return Sent(HISTOGRAM, b"\x0a\xff\xff", {})
+    return Sent(HISTOGRAM_BATCH, b"\x0a\xff\xff", {})
+
+
+async def stats_request_with_too_many_items(live: LiveFederation) -> Sent:
+    query = _stats_query(live, live.stats_spec())
+    return Sent(HISTOGRAM_BATCH, _stats_request([query] * (MAX_HISTOGRAM_ITEMS + 1)), {})
 
 
 async def stats_oversized_request(live: LiveFederation) -> Sent:
@@ -609,50 +630,48 @@ SCORE_ROWS = [
     Row(token_carrying_another_tokens_sealed_subject, S.PERMISSION_DENIED, "SEAL_MISMATCH"),
 ]
 STATISTICS_ROWS = [
-    Row(stats_unsigned, S.UNAUTHENTICATED, "UNSIGNED", CALL),
-    Row(stats_signed_by_a_relying_party, S.UNAUTHENTICATED, "UNKNOWN_SIGNER", CALL),
-    Row(stats_sent_and_signed_by_a_relying_party, S.UNAUTHENTICATED, "UNKNOWN_SIGNER", CALL),
-    Row(stats_of_another_payload_type, S.UNAUTHENTICATED, "WRONG_PAYLOAD_TYPE", CALL),
-    Row(stats_with_a_bad_signature, S.UNAUTHENTICATED, "BAD_SIGNATURE", CALL),
-    Row(stats_signed_over_bytes_that_are_no_query, S.INVALID_ARGUMENT, "MALFORMED_PAYLOAD", CALL),
-    Row(stats_for_another_agency, S.PERMISSION_DENIED, "WRONG_AGENCY", CALL),
-    Row(stats_spec_that_does_not_parse, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE", CALL),
-    Row(stats_spec_without_a_query_id, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE", CALL),
-    Row(a_score_spec_on_the_histogram_path, S.PERMISSION_DENIED, "QUESTION_KIND_MISMATCH", CALL),
-    Row(stats_unknown_policy, S.FAILED_PRECONDITION, "UNKNOWN_POLICY", CALL),
-    Row(stats_expired, S.PERMISSION_DENIED, "QUERY_EXPIRED", CALL),
-    Row(stats_from_the_future, S.PERMISSION_DENIED, "QUERY_EXPIRED", CALL),
-    Row(stats_promise_for_another_query, S.UNAUTHENTICATED, "BAD_LOG_PROMISE", CALL),
-    Row(stats_promise_signed_by_a_relying_party, S.UNAUTHENTICATED, "BAD_LOG_PROMISE", CALL),
-    Row(stats_promise_of_another_log, S.UNAUTHENTICATED, "BAD_LOG_PROMISE", CALL),
-    Row(stats_missing_promise, S.UNAUTHENTICATED, "BAD_LOG_PROMISE", CALL),
-    Row(stats_unknown_release, S.PERMISSION_DENIED, "UNKNOWN_RELEASE", CALL),
-    Row(stats_release_nodes_do_not_compute, S.PERMISSION_DENIED, "UNKNOWN_RELEASE", CALL),
+    Row(stats_unsigned, S.UNAUTHENTICATED, "UNSIGNED"),
+    Row(stats_signed_by_a_relying_party, S.UNAUTHENTICATED, "UNKNOWN_SIGNER"),
+    Row(stats_sent_and_signed_by_a_relying_party, S.UNAUTHENTICATED, "UNKNOWN_SIGNER"),
+    Row(stats_of_another_payload_type, S.UNAUTHENTICATED, "WRONG_PAYLOAD_TYPE"),
+    Row(stats_with_a_bad_signature, S.UNAUTHENTICATED, "BAD_SIGNATURE"),
+    Row(stats_signed_over_bytes_that_are_no_query, S.INVALID_ARGUMENT, "MALFORMED_PAYLOAD"),
+    Row(stats_for_another_agency, S.PERMISSION_DENIED, "WRONG_AGENCY"),
+    Row(stats_spec_that_does_not_parse, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE"),
+    Row(stats_spec_without_a_query_id, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE"),
+    Row(a_score_spec_on_the_histogram_path, S.PERMISSION_DENIED, "QUESTION_KIND_MISMATCH"),
+    Row(stats_unknown_policy, S.FAILED_PRECONDITION, "UNKNOWN_POLICY"),
+    Row(stats_expired, S.PERMISSION_DENIED, "QUERY_EXPIRED"),
+    Row(stats_from_the_future, S.PERMISSION_DENIED, "QUERY_EXPIRED"),
+    Row(stats_promise_for_another_query, S.UNAUTHENTICATED, "BAD_LOG_PROMISE"),
+    Row(stats_promise_signed_by_a_relying_party, S.UNAUTHENTICATED, "BAD_LOG_PROMISE"),
+    Row(stats_promise_of_another_log, S.UNAUTHENTICATED, "BAD_LOG_PROMISE"),
+    Row(stats_missing_promise, S.UNAUTHENTICATED, "BAD_LOG_PROMISE"),
+    Row(stats_unknown_release, S.PERMISSION_DENIED, "UNKNOWN_RELEASE"),
+    Row(stats_release_nodes_do_not_compute, S.PERMISSION_DENIED, "UNKNOWN_RELEASE"),
     Row(
         stats_larger_contribution_bound,
         S.PERMISSION_DENIED,
         "CONTRIBUTION_BOUND_NOT_ALLOWED",
-        CALL,
     ),
     Row(
         stats_smaller_contribution_bound,
         S.PERMISSION_DENIED,
         "CONTRIBUTION_BOUND_NOT_ALLOWED",
-        CALL,
     ),
-    Row(stats_participant_subset, S.PERMISSION_DENIED, "PARTICIPANT_SET_MISMATCH", CALL),
+    Row(stats_participant_subset, S.PERMISSION_DENIED, "PARTICIPANT_SET_MISMATCH"),
     Row(
         stats_participants_out_of_policy_order,
         S.PERMISSION_DENIED,
         "PARTICIPANT_SET_MISMATCH",
-        CALL,
     ),
-    Row(stats_year_zero, S.INVALID_ARGUMENT, "BAD_YEAR", CALL),
-    Row(stats_year_not_begun, S.INVALID_ARGUMENT, "BAD_YEAR", CALL),
-    Row(stats_replayed_query, S.ALREADY_EXISTS, "REPLAYED_QUERY", CALL),
-    Row(stats_budget_exhausted, S.RESOURCE_EXHAUSTED, "BUDGET_EXHAUSTED", CALL),
+    Row(stats_year_zero, S.INVALID_ARGUMENT, "BAD_YEAR"),
+    Row(stats_year_not_begun, S.INVALID_ARGUMENT, "BAD_YEAR"),
+    Row(stats_replayed_query, S.ALREADY_EXISTS, "REPLAYED_QUERY"),
+    Row(stats_budget_exhausted, S.RESOURCE_EXHAUSTED, "BUDGET_EXHAUSTED"),
     Row(stats_malformed_request, S.INVALID_ARGUMENT, "MALFORMED_MESSAGE", CALL),
     Row(stats_oversized_request, S.RESOURCE_EXHAUSTED, "MESSAGE_TOO_LARGE", CALL),
+    Row(stats_request_with_too_many_items, S.INVALID_ARGUMENT, "BATCH_TOO_LARGE", CALL),
 ]
 ROWS = SCORE_ROWS + STATISTICS_ROWS
 
@@ -668,9 +687,14 @@ async def _refusal(live: LiveFederation, sent: Sent, by: str) -> FedscoreError:
             assert by == CALL, f"refused as a whole call, not as an item: {exc}"
             return error_from_rpc(exc)
     assert by == ITEM, "the node accepted a call it must refuse as a whole"
-    response = ContributeBatchResponse.FromString(raw)
-    [outcome] = live.verified_answers(AGENCY, sent.batch, response).outcomes
-    refusal = outcome_of(outcome)
+    refusal: object
+    if sent.method == HISTOGRAM_BATCH:
+        [stats_outcome] = HistogramBatchResponse.FromString(raw).outcomes
+        refusal = live.histogram_outcome(AGENCY, stats_outcome)
+    else:
+        response = ContributeBatchResponse.FromString(raw)
+        [outcome] = live.verified_answers(AGENCY, sent.batch, response).outcomes
+        refusal = outcome_of(outcome)
     assert isinstance(refusal, FedscoreError), "the node answered a question it must refuse"
     return refusal
 

@@ -3,8 +3,9 @@
 Answered queries: each node's answer is masked per bin; the masks cancel only in the sum
 over all agencies, which equals the sum of the nodes' own exact histograms; the answer
 is logged as "statistics_answered", the query id spent and the release's epsilon paid
-from the node's own ledger. Every refusal of a statistics query is a row of the node's
-refusal table, tests/test_node_refusals.py.
+from the node's own ledger. Questions travel as batches (a lone one is a batch of one):
+each item of a request is answered or refused on its own, in order. Every refusal of a
+statistics query is a row of the node's refusal table, tests/test_node_refusals.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fedscore.errors import FedscoreError
 from keys.masks import MODULUS
 from node.histogram import node_histogram
 from node.service import uncertified_indicators
-from node.statistics import release_cost_nano
+from node.statistics import MAX_HISTOGRAM_ITEMS, release_cost_nano
 from policies.releases import bins
 
 pytestmark = pytest.mark.integration
@@ -82,5 +83,67 @@ def test_masked_bins_cancel_only_in_the_sum_over_every_agency(tmp_path: Path) ->
             with pytest.raises(FedscoreError) as replay:
                 await live.histogram("trc", live.stats_query(spec, "trc"))
             assert replay.value.reason == "REPLAYED_QUERY"
+
+    asyncio.run(scenario())
+
+
+def test_each_question_of_a_batch_is_answered_or_refused_on_its_own(tmp_path: Path) -> None:
+    """One outcome per item, in order: an answered item is claimed, paid for and logged in
+    its own transaction, so a later item of the same request asking its query id again is a
+    replay; a refused item leaves one "statistics_refused" entry and nothing stored."""
+    root = make_federation(tmp_path)
+
+    async def scenario() -> None:
+        async with live_federation(root, ["trc"], with_registry=False) as live:
+            policy = live.coordinator.policy
+            cost = release_cost_nano(policy, policy.statistics_rules.release(RELEASE))
+            first, second = live.stats_spec(), live.stats_spec()
+            before, stored = live.log_size("trc"), live.stored("trc")
+            outcomes = await live.histogram_batch(
+                "trc",
+                [
+                    live.stats_query(first, "trc"),
+                    live.stats_query(first, "trc"),
+                    live.stats_query(second, "trc"),
+                    live.stats_query(live.stats_spec(), "dsd"),
+                ],
+            )
+            answered = [o.query_id for o in outcomes if not isinstance(o, FedscoreError)]
+            assert answered == [first.query_id, second.query_id]
+            refused = [o for o in outcomes if isinstance(o, FedscoreError)]
+            assert [o.reason for o in refused] == ["REPLAYED_QUERY", "WRONG_AGENCY"]
+            assert [isinstance(o, FedscoreError) for o in outcomes] == [False, True, False, True]
+            entries = live.log_entries("trc", before)
+            assert [(e.kind, e.fields.get("reason")) for e in entries] == [
+                ("statistics_answered", None),
+                ("statistics_refused", "REPLAYED_QUERY"),
+                ("statistics_answered", None),
+                ("statistics_refused", "WRONG_AGENCY"),
+            ]
+            assert entries[1].fields == {
+                "reason": "REPLAYED_QUERY",
+                "query_id": first.query_id,
+                "release": RELEASE,
+            }
+            assert entries[3].fields == {"reason": "WRONG_AGENCY"}
+            assert_clean_log(entries)
+            after = live.stored("trc")
+            assert after.seen_queries == stored.seen_queries + 2
+            assert after.privacy_spends == stored.privacy_spends + 2
+            assert after.spent_nano == stored.spent_nano + 2 * cost
+
+            # A full request is answered; one more item and it is refused whole.
+            specs = [live.stats_spec() for _ in range(MAX_HISTOGRAM_ITEMS)]
+            full = await live.histogram_batch("trc", [live.stats_query(s, "trc") for s in specs])
+            assert len(full) == MAX_HISTOGRAM_ITEMS
+            before = live.log_size("trc")
+            extra = [live.stats_query(live.stats_spec(), "trc")] * (MAX_HISTOGRAM_ITEMS + 1)
+            with pytest.raises(FedscoreError) as whole:
+                await live.histogram_batch("trc", extra)
+            assert whole.value.reason == "BATCH_TOO_LARGE"
+            entries = live.log_entries("trc", before)
+            assert [(e.kind, e.fields) for e in entries] == [
+                ("statistics_refused", {"reason": "BATCH_TOO_LARGE"})
+            ]
 
     asyncio.run(scenario())

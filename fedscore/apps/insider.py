@@ -66,8 +66,9 @@ from fedscore.v1.query_pb2 import (
     ScoreQuery,
 )
 from fedscore.v1.statistics_pb2 import (
-    HistogramRequest,
-    HistogramResponse,
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramItem,
     StatisticsQuery,
     StatisticsSpec,
 )
@@ -75,7 +76,7 @@ from keys.envelope import sign_message
 from policies.releases import participants as statistics_participants
 
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
-HISTOGRAM = "/fedscore.v1.NodeStatisticsService/Histogram"
+HISTOGRAM_BATCH = "/fedscore.v1.NodeStatisticsService/HistogramBatch"
 CALL_TIMEOUT = 30.0
 SPEC_LIFETIME_SECONDS = 60
 
@@ -247,16 +248,24 @@ class HostileCoordinator:
         return outcomes
 
     async def ask_histogram(self, agency: str, asked: Asked) -> list[int] | FedscoreError:
-        """One histogram question: the node's masked bins, or its refusal."""
+        """One histogram question, as production asks it: a batch of one. The node's masked
+        bins, or its refusal (of the item, or of the whole call)."""
         query = StatisticsQuery(
             spec=asked.spec,
             agency_id=agency,
             log_promise=sign_message(asked.promise, self.party.signing_key),
         )
-        request = HistogramRequest(query=sign_message(query, self.party.signing_key))
+        item = HistogramItem(query=sign_message(query, self.party.signing_key))
+        request = HistogramBatchRequest(items=[item])
         try:
-            response = await self._call(agency, HISTOGRAM, request, HistogramResponse)
+            response = await self._call(agency, HISTOGRAM_BATCH, request, HistogramBatchResponse)
         except FedscoreError as error:
             return error
-        signed = SignedStatisticsAnswer.verify(response.answer, self.party.trust.agency_keys())
+        [outcome] = response.outcomes
+        kind = outcome.WhichOneof("outcome")
+        if kind == "refusal":
+            return error_from_refusal(outcome.refusal)
+        if kind != "answer":
+            return Unauthenticated("empty outcome", "BAD_ANSWER")
+        signed = SignedStatisticsAnswer.verify(outcome.answer, self.party.trust.agency_keys())
         return [int(value) for value in signed.answer.masked_bins]

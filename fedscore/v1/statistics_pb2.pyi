@@ -54,14 +54,28 @@ class StatisticsAnswer(_message.Message):
     query_hash: bytes
     def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., masked_bins: _Optional[_Iterable[int]] = ..., query_hash: _Optional[bytes] = ...) -> None: ...
 
-class HistogramRequest(_message.Message):
+class HistogramItem(_message.Message):
     __slots__ = ("query",)
     QUERY_FIELD_NUMBER: _ClassVar[int]
     query: _envelope_pb2.Envelope
     def __init__(self, query: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
 
-class HistogramResponse(_message.Message):
-    __slots__ = ("answer",)
+class HistogramBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[HistogramItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[HistogramItem, _Mapping]]] = ...) -> None: ...
+
+class HistogramOutcome(_message.Message):
+    __slots__ = ("answer", "refusal")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     answer: _envelope_pb2.Envelope
-    def __init__(self, answer: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+    refusal: _query_pb2.ItemRefusal
+    def __init__(self, answer: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., refusal: _Optional[_Union[_query_pb2.ItemRefusal, _Mapping]] = ...) -> None: ...
+
+class HistogramBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[HistogramOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[HistogramOutcome, _Mapping]]] = ...) -> None: ...

@@ -8,7 +8,8 @@ reached over mutual TLS with the coordinator's certificate.
 
 `LiveFederation` acts as the coordinator: it builds score specs (carrying a relying
 party's own signed request) and statistics specs, signs them with the coordinator's
-real key as a `ContributionBatch` or a `StatisticsQuery`, sends them, and verifies every
+real key as a `ContributionBatch` or a `StatisticsQuery` (sent as an item of a
+`HistogramBatchRequest`), sends them, and verifies every
 answer with the agency keyring before believing it. It also reads what a node stored:
 records, claims (query ids, request nonces, token uses), privacy spends and log entries.
 """
@@ -57,8 +58,10 @@ from fedscore.v1.query_pb2 import (
     ScoreQuery,
 )
 from fedscore.v1.statistics_pb2 import (
-    HistogramRequest,
-    HistogramResponse,
+    HistogramBatchRequest,
+    HistogramBatchResponse,
+    HistogramItem,
+    HistogramOutcome,
     StatisticsAnswer,
     StatisticsQuery,
     StatisticsSpec,
@@ -73,7 +76,7 @@ from node.store import ACCEPTED_REQUEST, SEEN_QUERY, TOKEN_USE, NodeStore
 
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
 NOTIFY_REVOCATION = "/fedscore.v1.NodeService/NotifyRevocation"
-HISTOGRAM = "/fedscore.v1.NodeStatisticsService/Histogram"
+HISTOGRAM_BATCH = "/fedscore.v1.NodeStatisticsService/HistogramBatch"
 PURPOSE = "ptt-fuel-discount"
 RELEASE = "participation-by-domain-and-area"
 TIMEOUT = 10.0
@@ -360,19 +363,44 @@ class LiveFederation:
         )
         return sign_message(query, (signer or self.coordinator).signing_key)
 
-    async def histogram(self, agency: str, query: Envelope) -> StatisticsAnswer:
-        """Send a statistics query; the node's verified answer (raises its refusal)."""
-        response = await call_unary(
-            self.channels[agency],
-            HISTOGRAM,
-            HistogramRequest(query=query),
-            HistogramResponse,
-            TIMEOUT,
-        )
+    def histogram_outcome(
+        self, agency: str, outcome: HistogramOutcome
+    ) -> StatisticsAnswer | FedscoreError:
+        """One item's outcome: `agency`'s verified answer, or its refusal as the error."""
+        which = outcome.WhichOneof("outcome")
+        if which == "refusal":
+            return error_from_refusal(outcome.refusal)
+        if which != "answer":
+            return Unauthenticated("an outcome with neither answer nor refusal", "BAD_ANSWER")
         keyring = self.coordinator.trust.agency_keys()
-        signed = SignedStatisticsAnswer.verify(response.answer, keyring)
+        signed = SignedStatisticsAnswer.verify(outcome.answer, keyring)
         assert signed.signer == signed.answer.agency_id == agency
         return signed.answer
+
+    async def histogram_batch(
+        self, agency: str, queries: Sequence[Envelope]
+    ) -> list[StatisticsAnswer | FedscoreError]:
+        """Send statistics queries in one request; one outcome each, in order.
+
+        Raises the node's FedscoreError if it refused the request as a whole.
+        """
+        response = await call_unary(
+            self.channels[agency],
+            HISTOGRAM_BATCH,
+            HistogramBatchRequest(items=[HistogramItem(query=query) for query in queries]),
+            HistogramBatchResponse,
+            TIMEOUT,
+        )
+        assert len(response.outcomes) == len(queries)
+        return [self.histogram_outcome(agency, outcome) for outcome in response.outcomes]
+
+    async def histogram(self, agency: str, query: Envelope) -> StatisticsAnswer:
+        """Ask one statistics query, as a batch of one; the node's verified answer (raises
+        its refusal as a FedscoreError)."""
+        [outcome] = await self.histogram_batch(agency, [query])
+        if isinstance(outcome, FedscoreError):
+            raise outcome
+        return outcome
 
     # -- what a node holds
 
