@@ -166,7 +166,9 @@ class Policy:
             return self.purposes[purpose_id]
         except KeyError:
             raise PermissionDenied(
-                f"purpose {purpose_id!r} is not in this policy", "UNKNOWN_PURPOSE"
+                f"purpose {purpose_id!r} is not in this policy; it has "
+                + ", ".join(sorted(self.purposes)),
+                "UNKNOWN_PURPOSE",
             ) from None
 
     def year_bounds(self, year: int) -> tuple[datetime, datetime]:

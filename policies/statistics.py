@@ -126,7 +126,9 @@ class StatisticsRules:
             return self.releases[name]
         except KeyError:
             raise PermissionDenied(
-                f"release {name!r} is not defined in this policy", "UNKNOWN_RELEASE"
+                f"release {name!r} is not defined in this policy; it has "
+                + ", ".join(sorted(self.releases)),
+                "UNKNOWN_RELEASE",
             ) from None
 
     def budget(self, dataset: str) -> float:

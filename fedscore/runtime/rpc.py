@@ -35,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedscore.errors import (
+    FailedPrecondition,
     FedscoreError,
     InvalidArgument,
     RateLimited,
@@ -273,9 +274,16 @@ async def start_server(
         root_certificates=tls.ca_pem,
         require_client_auth=True,
     )
-    port = server.add_secure_port(bind, credentials)
+    try:
+        port = server.add_secure_port(bind, credentials)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind {bind}")
+        raise FailedPrecondition(
+            f"cannot listen on {bind}: the address is in use or not this machine's; "
+            "stop what holds it or choose another with --bind HOST:PORT",
+            "ADDRESS_IN_USE",
+        )
     await server.start()
     for service_name in [*services.keys(), ""]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)

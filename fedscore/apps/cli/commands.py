@@ -44,21 +44,21 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     if party.role == Role.ROLE_AGENCY:
         from node import server as node_server
 
-        running = await node_server.start(party)
+        running = await node_server.start(party, bind=args.bind)
     elif party.role == Role.ROLE_CONSENT_REGISTRY:
         from consent import server as consent_server
 
-        running = await consent_server.start(party)
+        running = await consent_server.start(party, bind=args.bind)
     elif party.role == Role.ROLE_COORDINATOR:
         from coordinator import server as coordinator_server
 
-        running = await coordinator_server.start(party)
+        running = await coordinator_server.start(party, bind=args.bind)
     else:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
         )
     stop = stop_on_signal()
-    print(f"fedscore: {party.id} serving on {party.participant.endpoint}", flush=True)
+    print(f"fedscore: {party.id} serving on {args.bind or party.participant.endpoint}", flush=True)
     await stop.wait()
     await running.stop()
     print(f"fedscore: {party.id} stopped", flush=True)

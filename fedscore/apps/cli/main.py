@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import sys
@@ -44,8 +45,16 @@ def _json(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fedscore")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedscore", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"fedscore {_version()}")
     parties = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     federation = parties.add_parser("federation", help="create a local federation")
@@ -61,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = parties.add_parser("serve", help="run one party's gRPC server until stopped")
     _workdir(serve)
     serve.add_argument("--party", required=True, help="party id, e.g. trc, coordinator")
+    serve.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        help="address to listen on (default: the party's endpoint in the trust registry)",
+    )
     serve.set_defaults(run=commands.serve)
 
     node = parties.add_parser("node", help="agency node operations")
@@ -119,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "FILE_NOT_FOUND"
+    if isinstance(error, PermissionError):
+        return "PERMISSION_DENIED"
+    if isinstance(error, IsADirectoryError | NotADirectoryError):
+        return "NOT_A_FILE"
+    return "OS_ERROR"
+
+
+def _os_message(error: OSError) -> str:
+    """The problem and the path, without the `[Errno N]` prefix a person has no use for."""
+    what = error.strerror or str(error)
+    return f"{error.filename}: {what.lower()}" if error.filename else what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -132,8 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except (OSError, ValueError) as error:
-        print(f"fedscore: error: {error}", file=sys.stderr)
+    except OSError as error:
+        print(f"fedscore: error: {_os_reason(error)}: {_os_message(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"fedscore: error: INVALID_VALUE: {error}", file=sys.stderr)
         return 2
     except Exception as error:
         if os.environ.get("FEDSCORE_DEBUG"):

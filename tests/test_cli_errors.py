@@ -1,0 +1,88 @@
+"""What a person sees when a command cannot do what was asked: one line, a reason, exit 2.
+
+Run in-process through `fedscore.apps.cli.main.main`, as the console script runs it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import socket
+from pathlib import Path
+
+import pytest
+
+from fedscore.apps.cli.main import main
+from fedscore.apps.federation import init_federation
+from fedscore.errors import FedscoreError
+from fedscore.runtime.party import load_party
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "federation"
+    init_federation(root, fast_kdf=True)
+    return root
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fedscore {importlib.metadata.version('fedscore')}"
+
+
+def test_a_missing_file_is_named_with_a_reason(
+    federation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "export.csv"
+    line = _error_line(
+        capsys, ["node", "ingest", "--workdir", str(federation), "--agency", "trc", str(missing)]
+    )
+    assert line == f"fedscore: error: FILE_NOT_FOUND: {missing}: no such file or directory"
+
+
+def test_an_unknown_release_lists_the_ones_there_are(federation: Path) -> None:
+    rules = load_party(federation, "coordinator").policy.statistics_rules
+    with pytest.raises(FedscoreError) as refused:
+        rules.release("who-lives-where")
+    assert refused.value.reason == "UNKNOWN_RELEASE"
+    assert refused.value.message.endswith("it has " + ", ".join(sorted(rules.releases)))
+
+
+def test_an_unknown_purpose_lists_the_ones_there_are(federation: Path) -> None:
+    policy = load_party(federation, "coordinator").policy
+    with pytest.raises(FedscoreError) as refused:
+        policy.purpose("free-parking")
+    assert refused.value.reason == "UNKNOWN_PURPOSE"
+    assert refused.value.message.endswith("it has " + ", ".join(sorted(policy.purposes)))
+
+
+@pytest.mark.integration  # starts (tries to start) a party's gRPC server
+def test_a_port_in_use_is_a_one_line_error(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _error_line(
+            capsys,
+            [
+                "serve",
+                "--workdir",
+                str(federation),
+                "--party",
+                "trc",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+        )
+    assert line.startswith(f"fedscore: error: ADDRESS_IN_USE: cannot listen on 127.0.0.1:{port}")
+    assert "--bind HOST:PORT" in line
