@@ -24,7 +24,8 @@ from policies.model import Policy
 def how_to_withdraw(token_id: str) -> str:
     return (
         "You may withdraw this consent at any time, as easily as you gave it: run "
-        f"`fedscore consent revoke --token-id {token_id}` or use the citizen portal. "
+        "`fedscore consent revoke --workdir <federation folder> --citizen <your national ID> "
+        f"--token-id {token_id}` or use the citizen portal. "
         "Withdrawal reaches every agency and the coordinator at once; nobody may use "
         "your score for positive behaviour under this consent afterwards."
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedscore.errors import PolicyError
+from fedscore.errors import InvalidArgument
 from policies.loader import load_policy, parse_policy
 
 DEFAULT_AGENCIES: tuple[str, ...] = (
@@ -42,9 +42,10 @@ def default_policy_path() -> Path:
 def default_policy_document(agency_count: int) -> dict[str, Any]:
     """The default policy cut to its first `agency_count` agencies, as a canonical document."""
     if not MIN_AGENCIES <= agency_count <= len(DEFAULT_AGENCIES):
-        raise PolicyError(
-            f"agency_count: the default policy has {MIN_AGENCIES} to {len(DEFAULT_AGENCIES)} "
-            f"agencies, got {agency_count}"
+        raise InvalidArgument(
+            f"--agencies must be {MIN_AGENCIES} to {len(DEFAULT_AGENCIES)} (the default "
+            f"policy's agencies), got {agency_count}",
+            "AGENCIES_OUT_OF_RANGE",
         )
     document = load_policy(default_policy_path()).document
     kept = document["agencies"][:agency_count]

@@ -86,3 +86,25 @@ def test_a_port_in_use_is_a_one_line_error(
         )
     assert line.startswith(f"fedscore: error: ADDRESS_IN_USE: cannot listen on 127.0.0.1:{port}")
     assert "--bind HOST:PORT" in line
+
+
+def test_too_many_agencies_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "eleven"
+    line = _error_line(capsys, ["federation", "init", str(folder), "--agencies", "11"])
+    assert line == (
+        "fedscore: error: AGENCIES_OUT_OF_RANGE: --agencies must be 2 to 10 "
+        "(the default policy's agencies), got 11"
+    )
+    assert not folder.exists()
+
+
+def test_times_are_printed_in_iso_8601_with_the_local_offset() -> None:
+    from datetime import datetime
+
+    from fedscore.apps.cli.commands import _when
+
+    printed = _when(1_798_776_847)
+    assert datetime.fromisoformat(printed).timestamp() == 1_798_776_847
+    assert printed[10] == "T" and printed[-6] in "+-"  # date, time and its UTC offset

@@ -129,7 +129,10 @@ def test_grant_issues_a_signed_token_with_a_seal_for_each_agency(
     assert receipt.event == "granted"
     assert receipt.controller == "consent-registry"
     assert receipt.token_id == token.token_id and leaks(receipt, ALICE) == []
-    assert f"fedscore consent revoke --token-id {token.token_id}" in receipt.how_to_withdraw
+    assert (
+        "fedscore consent revoke --workdir <federation folder> --citizen <your national ID> "
+        f"--token-id {token.token_id}"
+    ) in receipt.how_to_withdraw
     assert receipt.purpose_description == purpose.description
 
     assert _kinds(registry) == ["consent_granted"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedscore.errors import PolicyError
+from fedscore.errors import InvalidArgument
 from policies.defaults import DEFAULT_AGENCIES, default_policy_document, default_policy_path
 from policies.loader import canonical_json, load_policy, parse_policy
 
@@ -40,7 +40,7 @@ def test_documents_are_canonical_and_deterministic() -> None:
 
 @pytest.mark.parametrize("count", [-1, 0, 1, 11])
 def test_agency_count_out_of_range(count: int) -> None:
-    with pytest.raises(PolicyError) as refused:
+    with pytest.raises(InvalidArgument) as refused:
         default_policy_document(count)
-    assert refused.value.message.startswith("agency_count: ")
-    assert str(count) in refused.value.message
+    assert refused.value.reason == "AGENCIES_OUT_OF_RANGE"
+    assert refused.value.message.endswith(f"got {count}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +66,11 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def _when(unix_seconds: int) -> str:
+    """A time as a person reads it: ISO 8601 in this machine's time zone."""
+    return datetime.fromtimestamp(unix_seconds).astimezone().isoformat(timespec="seconds")
+
+
 def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from node.ingest import ingest_file
     from node.store import NodeStore
@@ -115,7 +121,7 @@ async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
     _say(
         args,
         f"consent {token.token_id} granted: {receipt.relying_party} may ask for "
-        f"'{receipt.purpose_id}' until {token.not_after} (Unix time)\n"
+        f"'{receipt.purpose_id}' until {_when(token.not_after)}\n"
         f"  token:   {token_path}  (hand this to {receipt.relying_party})\n"
         f"  receipt: {receipt_path}\n  withdraw: {receipt.how_to_withdraw}",
     )
