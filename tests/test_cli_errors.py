@@ -5,7 +5,9 @@ Run in-process through `fedscore.apps.cli.main.main`, as the console script runs
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
+import json
 import socket
 from pathlib import Path
 
@@ -108,3 +110,50 @@ def test_times_are_printed_in_iso_8601_with_the_local_offset() -> None:
     printed = _when(1_798_776_847)
     assert datetime.fromisoformat(printed).timestamp() == 1_798_776_847
     assert printed[10] == "T" and printed[-6] in "+-"  # date, time and its UTC offset
+
+
+def _bad_export(path: Path, rows: int) -> Path:
+    lines = ["national_id,indicator,occurred_at,quantity,certifier"]
+    lines += [f"not-an-id,TRC-BLOOD,2026-01-0{1 + n % 9},1,unit" for n in range(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_every_rejected_row_can_be_had_in_a_problems_file(
+    federation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = _bad_export(tmp_path / "export.csv", 25)
+    problems = tmp_path / "problems.csv"
+    argv = ["node", "ingest", "--workdir", str(federation), "--agency", "trc", str(export)]
+    line = _error_line(capsys, [*argv, "--problems", str(problems)])
+    assert line.startswith(f"fedscore: error: INVALID_IMPORT: {export} rejected, nothing imported")
+    assert line.endswith(f"(all 25 in {problems})")
+    with problems.open(encoding="utf-8", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [int(row["row"]) for row in written] == list(range(2, 27))
+    assert {row["column"] for row in written} == {"national_id"}
+    assert all("not-an-id" not in row["reason"] for row in written)  # no cell is echoed
+    # Without a problems file the line says how to get them all.
+    assert _error_line(capsys, argv).endswith("(and 15 more: --problems FILE writes them all)")
+
+
+def test_with_json_a_rejection_is_data_on_stdout(
+    federation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = _bad_export(tmp_path / "export.csv", 12)
+    argv = ["node", "ingest", "--workdir", str(federation), "--agency", "trc", str(export)]
+    assert main([*argv, "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["error"] == "INVALID_IMPORT"
+    assert [problem["row"] for problem in out["problems"]] == list(range(2, 14))
+
+
+def test_a_file_of_the_wrong_kind_is_not_reported_as_row_0(
+    federation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export.txt"
+    export.write_text("national_id\n", encoding="utf-8")
+    argv = ["node", "ingest", "--workdir", str(federation), "--agency", "trc", str(export)]
+    line = _error_line(capsys, argv)
+    assert "row 0" not in line
+    assert line.endswith("expected a .csv or .jsonl file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +72,40 @@ def _when(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds).astimezone().isoformat(timespec="seconds")
 
 
+SHOWN_PROBLEMS = 10
+
+
+def _column_of(reason: str) -> str:
+    """The export column a problem is about, when its reason names one first."""
+    from node.export_rows import COLUMNS
+
+    if reason.startswith("national ID "):  # the ID validator's own wording
+        return "national_id"
+    first = reason.split(" ", 1)[0]
+    return first if first in COLUMNS else ""
+
+
+def _rejected(file: Path, error: IngestError, problems_file: Path | None) -> IngestError:
+    """One line naming the first problems, and every problem in `problems_file` if asked."""
+    rows = [(row, why) for row, why in error.problems if row > 0]
+    if not rows:  # about the file itself (its kind, its header): no rows to list
+        return IngestError(f"{file} rejected, nothing imported: {error.message}", error.problems)
+    if problems_file is not None:
+        with problems_file.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["row", "column", "reason"])
+            writer.writerows((row, _column_of(why), why) for row, why in error.problems)
+    shown = "; ".join(f"row {row}: {why}" for row, why in rows[:SHOWN_PROBLEMS])
+    more = len(error.problems) - SHOWN_PROBLEMS
+    if problems_file is not None:
+        rest = f" (all {len(error.problems)} in {problems_file})"
+    elif more > 0:
+        rest = f" (and {more} more: --problems FILE writes them all)"
+    else:
+        rest = ""
+    return IngestError(f"{file} rejected, nothing imported: {shown}{rest}", error.problems)
+
+
 def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from node.ingest import ingest_file
     from node.store import NodeStore
@@ -82,11 +117,11 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
     try:
         report = ingest_file(store, args.file, party.policy, party.id, party.secrets.pseudonym_key)
     except IngestError as error:
-        shown = "; ".join(f"row {row}: {why}" for row, why in error.problems[:10])
-        more = f" (and {len(error.problems) - 10} more)" if len(error.problems) > 10 else ""
-        raise IngestError(
-            f"{args.file} rejected, nothing imported: {shown}{more}", error.problems
-        ) from error
+        if args.json:  # the rejection is data too: every row, on stdout
+            problems = [{"row": row, "reason": why} for row, why in error.problems]
+            document = {"error": error.reason, "file": str(args.file), "problems": problems}
+            print(json.dumps(document, ensure_ascii=False, sort_keys=True))
+        raise _rejected(args.file, error, args.problems) from error
     if report.already_imported:
         _say(args, f"{args.file} was already imported; nothing changed")
     else:

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     _workdir(ingest)
     ingest.add_argument("--agency", required=True, help="agency id, e.g. trc")
     ingest.add_argument("file", type=Path, help="export file (.csv or .jsonl)")
+    ingest.add_argument(
+        "--problems",
+        type=Path,
+        metavar="FILE",
+        help="if the file is rejected, write every problem to FILE (CSV: row, column, reason)",
+    )
     _json(ingest)
     ingest.set_defaults(run=commands.node_ingest)
 
