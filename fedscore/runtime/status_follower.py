@@ -33,6 +33,10 @@ class StatusListFollower:
         self._fetch = fetch
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        # When the current run of failed refreshes began (None while refreshes succeed):
+        # an outage is logged once when it starts and once when it ends, not every retry.
+        self.failing_since: float | None = None
+        self.failures = 0
 
     async def refresh(self) -> None:
         envelope = await self._fetch()
@@ -43,10 +47,29 @@ class StatusListFollower:
             try:
                 await self.refresh()
                 delay = self._interval
+                self._recovered()
             except Exception as exc:  # keep following; the TTL makes staleness fail closed
-                _log.warning("status list refresh failed: %s", exc)
+                self._failed(exc)
                 delay = min(self._interval, 1.0)
             await asyncio.sleep(delay)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            retry = min(self._interval, 1.0)
+            _log.warning("status list refresh failed: %s; retrying every %g s", exc, retry)
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            down = time.monotonic() - self.failing_since
+            _log.warning(
+                "status list refresh recovered after %.1f s and %d failed attempts",
+                down,
+                self.failures,
+            )
+        self.failing_since = None
+        self.failures = 0
 
     def start(self) -> None:
         if self._task is None:

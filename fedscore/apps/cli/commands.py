@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +41,12 @@ def federation_init(args: argparse.Namespace) -> dict[str, Any]:
     return layout.to_json()
 
 
+SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
+    # A server's log says when and how bad: ISO-like local time, level, where it came from.
+    logging.basicConfig(level=logging.INFO, format=SERVER_LOG_FORMAT)
     party = load_party(args.workdir, args.party)
     running: _Stoppable
     if party.role == Role.ROLE_AGENCY:
