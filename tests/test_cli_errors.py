@@ -5,6 +5,7 @@ Run in-process through `fedscore.apps.cli.main.main`, as the console script runs
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.metadata
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fedscore.apps.cli.main import main
+from fedscore.apps.cli.main import build_parser, main
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party
@@ -157,3 +158,36 @@ def test_a_file_of_the_wrong_kind_is_not_reported_as_row_0(
     line = _error_line(capsys, argv)
     assert "row 0" not in line
     assert line.endswith("expected a .csv or .jsonl file")
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Every command path of the CLI, found by walking its subparsers."""
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = _commands(build_parser())
+    assert ("node", "ingest") in commands and ("audit", "verify") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--help"])
+        assert done.value.code == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith("usage: fedscore"), command
+        assert "--help" in out, command
+
+
+def test_a_usage_error_is_one_line_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["consent", "revoke", "--token-id", "t"])
+    assert done.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("fedscore consent revoke: error: the following arguments are required")
+    assert line.endswith("(see 'fedscore consent revoke --help')")
