@@ -59,6 +59,9 @@ class IngestReport:
     new_records: int
     duplicate_records: int
     already_imported: bool
+    # Rows of an indicator that counts only once certified, with no certifier: stored, but
+    # they add nothing to any score until a certified version replaces them.
+    uncertified_records: int = 0
 
 
 class _RecordWriter:
@@ -152,6 +155,8 @@ def _import_once(
         writer = _RecordWriter(connection)
         raw = HashingReader(handle, reread)
         record = checker.record
+        needs_certificate = checker.needs_certificate
+        uncertified = 0
         for number, cells, problem in rows_of(text_of(raw)):
             rows += 1
             if cells is None:
@@ -164,6 +169,8 @@ def _import_once(
                 continue
             if problems:
                 continue  # keep validating, but a rejected file stores nothing
+            if not row[6] and row[2] in needs_certificate:  # (certified, indicator)
+                uncertified += 1
             chunk.append(row)
             if len(chunk) >= CHUNK_ROWS:
                 writer.write(chunk)
@@ -182,7 +189,14 @@ def _import_once(
             .where(IMPORT_BATCH.c.id == batch_id)
             .values(row_count=rows, new_records=new_records)
         )
-    return IngestReport(digest, rows, new_records, rows - new_records, already_imported=False)
+    return IngestReport(
+        digest,
+        rows,
+        new_records,
+        rows - new_records,
+        already_imported=False,
+        uncertified_records=uncertified,
+    )
 
 
 def ingest_file(

@@ -79,6 +79,12 @@ class RowChecker:
     def __init__(self, policy: Policy, agency_id: str, pseudonym_key: bytes, now: float) -> None:
         self.own = frozenset(i.code for i in policy.indicators_for(agency_id))
         self.known = policy.indicators
+        # Indicators whose records count only when a certifier confirmed them.
+        self.needs_certificate = frozenset(
+            code
+            for code, indicator in policy.indicators.items()
+            if indicator.requires_certification
+        )
         self.agency_id = agency_id
         self.zone: tzinfo = policy.score.zone
         self.earliest = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=self.zone).timestamp())

@@ -440,3 +440,21 @@ def test_a_bad_value_seen_again_is_refused_again(
     problems = _problems(store, policy, _csv(tmp_path / "export.csv", *rows))
     assert [n for n, _ in problems] == [3, 5, 6]
     assert "check digit" in problems[1][1]
+
+
+def test_rows_that_cannot_count_until_certified_are_reported(
+    store: NodeStore, policy: Policy, tmp_path: Path
+) -> None:
+    report = _ingest(store, _csv(tmp_path / "export.csv", *GOOD_ROWS), policy)
+    assert policy.indicators["TRC-PLASMA"].requires_certification
+    assert report.uncertified_records == 1  # ID_B's plasma donation has no certifier
+    more = (
+        f"{ID_C},TRC-BLOOD,2025-02-01,1,",
+        f"{ID_C},TRC-BLOOD,2025-03-01,1,",
+        f"{ID_C},TRC-BLOOD,2025-04-01,1,TRC-HQ",
+    )
+    again = _ingest(store, _csv(tmp_path / "more.csv", *more), policy)
+    assert (again.new_records, again.uncertified_records) == (3, 2)
+    # Stored all the same: a certified version may follow; today they count for nothing.
+    c = pseudonym(KEY, ID_C)
+    assert store.quantities(c, *_year(policy, 2025)) == {"TRC-BLOOD": 1}

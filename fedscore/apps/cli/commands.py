@@ -136,6 +136,13 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.file}: {report.rows} rows, {report.new_records} new records, "
             f"{report.duplicate_records} already held",
         )
+        if report.uncertified_records:
+            _say(
+                args,
+                f"  note: {report.uncertified_records} rows have no certifier for an indicator "
+                "that counts only when certified; they add nothing to any score until a "
+                "certified version is imported",
+            )
     return {
         "agency": party.id,
         "file": str(args.file),
@@ -143,6 +150,7 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "rows": report.rows,
         "new_records": report.new_records,
         "duplicate_records": report.duplicate_records,
+        "uncertified_records": report.uncertified_records,
         "already_imported": report.already_imported,
     }
 
