@@ -7,7 +7,7 @@ on what legal basis, how to withdraw). Invariants:
   never given it. The citizen recognises their receipt by its token id (which also
   appears in the consent token they hold and in the withdrawal instructions), the
   purpose and its description, the relying party, the agencies asked and the times.
-- Every receipt says how to withdraw, in words a citizen can follow.
+- Every receipt says how to withdraw, in Thai and in English, in words a citizen can follow.
 """
 
 from __future__ import annotations
@@ -22,13 +22,23 @@ from policies.model import Policy
 
 
 def how_to_withdraw(token_id: str) -> str:
-    return (
-        "You may withdraw this consent at any time, as easily as you gave it: run "
+    """How to withdraw, in Thai and then English (the receipt is the citizen's to keep)."""
+    command = (
         "`fedscore consent revoke --workdir <federation folder> --citizen <your national ID> "
-        f"--token-id {token_id}` or use the citizen portal. "
-        "Withdrawal reaches every agency and the coordinator at once; nobody may use "
-        "your score for positive behaviour under this consent afterwards."
+        f"--token-id {token_id}`"
     )
+    thai = (
+        "ท่านถอนความยินยอมนี้ได้ทุกเมื่อ ง่ายเท่ากับตอนให้ความยินยอม: ใช้คำสั่ง "
+        f"{command} หรือผ่านพอร์ทัลประชาชน "
+        "การถอนความยินยอมมีผลกับทุกหน่วยงานและผู้ประสานงานทันที "
+        "หลังจากนั้นไม่มีผู้ใดใช้คะแนนพฤติกรรมที่ดีของท่านภายใต้ความยินยอมนี้ได้อีก"
+    )
+    english = (
+        f"You may withdraw this consent at any time, as easily as you gave it: run {command} "
+        "or use the citizen portal. Withdrawal reaches every agency and the coordinator at "
+        "once; nobody may use your score for positive behaviour under this consent afterwards."
+    )
+    return f"{thai}\n{english}"
 
 
 def signed_receipt(

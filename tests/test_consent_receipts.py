@@ -134,3 +134,12 @@ def test_the_check_finds_a_hint_wherever_it_is() -> None:
     hidden = [_fake(receipt_id=f"{n}" * 28 + tail, token_id=f"{n}" * 32) for n in "abc"]
     with pytest.raises(AssertionError):
         assert_no_part_of_national_id(hidden, ALICE)
+
+
+def test_the_withdrawal_instruction_is_in_thai_and_english() -> None:
+    from consent.receipts import how_to_withdraw
+
+    thai, english = how_to_withdraw("tok-1").split("\n")
+    assert "ถอนความยินยอม" in thai and "tok-1" in thai
+    assert english.startswith("You may withdraw this consent") and "tok-1" in english
+    assert "social credit" not in english and "score for positive behaviour" in english
