@@ -18,6 +18,7 @@ from fedscore.apps.cli.main import build_parser, main
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party
+from keys.national_id import with_check_digit
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +192,26 @@ def test_a_usage_error_is_one_line_with_exit_2(capsys: pytest.CaptureFixture[str
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("fedscore consent revoke: error: the following arguments are required")
     assert line.endswith("(see 'fedscore consent revoke --help')")
+
+
+@pytest.mark.integration  # dials a real (absent) server over gRPC
+def test_a_party_that_is_down_is_named(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing serves this federation: the registry is the party a consent list dials.
+    line = _error_line(
+        capsys,
+        [
+            "consent",
+            "list",
+            "--workdir",
+            str(federation),
+            "--citizen",
+            with_check_digit("110170012345"),
+        ],
+    )
+    endpoint = load_party(federation, "consent-registry").participant.endpoint
+    assert line.startswith(
+        f"fedscore: error: REGISTRY_UNAVAILABLE: consent-registry does not answer at {endpoint}"
+    )
+    assert "fedscore serve --workdir DIR --party consent-registry" in line

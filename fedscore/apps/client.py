@@ -10,7 +10,8 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc.aio
@@ -24,7 +25,7 @@ from fedscore.runtime.rpc import (
     secure_channel,
     stream_responses,
 )
-from fedscore.runtime.statuses import error_from_refusal
+from fedscore.runtime.statuses import PEER_UNAVAILABLE, error_from_refusal
 from fedscore.v1.consent_pb2 import (
     ConsentReceipt,
     GrantRequest,
@@ -45,6 +46,7 @@ from fedscore.v1.query_pb2 import (
     ScoreResponse,
     ScoreResult,
 )
+from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 
 CALL_TIMEOUT = 10.0
@@ -57,10 +59,32 @@ REGISTRY_ID = "consent-registry"
 COORDINATOR_ID = "coordinator"
 
 
-def channel_to(party: Party, peer_id: str) -> grpc.aio.Channel:
-    """A mutual-TLS channel from `party` to the listed endpoint of `peer_id`."""
+_UNAVAILABLE_REASONS = {
+    Role.ROLE_CONSENT_REGISTRY: "REGISTRY_UNAVAILABLE",
+    Role.ROLE_COORDINATOR: "COORDINATOR_UNAVAILABLE",
+    Role.ROLE_AGENCY: "NODE_UNAVAILABLE",
+}
+
+
+@asynccontextmanager
+async def channel_to(party: Party, peer_id: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A mutual-TLS channel from `party` to the listed endpoint of `peer_id`.
+
+    A call in the block that finds nobody answering names the party that is down
+    (REGISTRY_UNAVAILABLE, COORDINATOR_UNAVAILABLE, NODE_UNAVAILABLE) and how to start it.
+    """
     peer = party.trust.participant(peer_id)
-    return secure_channel(peer.endpoint, party.tls, server_name=peer_id)
+    async with secure_channel(peer.endpoint, party.tls, server_name=peer_id) as channel:
+        try:
+            yield channel
+        except FedscoreError as error:
+            if error.reason != PEER_UNAVAILABLE:
+                raise
+            raise Unavailable(
+                f"{peer_id} does not answer at {peer.endpoint}; is it running? "
+                f"(fedscore serve --workdir DIR --party {peer_id})",
+                reason=_UNAVAILABLE_REASONS.get(peer.role, PEER_UNAVAILABLE),
+            ) from error
 
 
 async def grant(

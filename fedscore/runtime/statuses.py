@@ -9,7 +9,8 @@ Invariants:
 - A refused batch item (`ItemRefusal`) carries what a refused call's status would carry,
   retry hint aside: the caller turns either back into the same error class, code, reason
   and message.
-- A transport failure with no reason of ours (the peer is down) reads as NODE_UNAVAILABLE.
+- A transport failure with no reason of ours (the peer is down) reads as PEER_UNAVAILABLE;
+  a caller that knows which party it dialled names it (`fedscore.apps.client.channel_to`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from grpc_status import rpc_status
 
 from fedscore.errors import ERROR_DOMAIN, Code, FedscoreError, error_class_for
 from fedscore.v1.query_pb2 import ItemRefusal
+
+PEER_UNAVAILABLE = "PEER_UNAVAILABLE"
 
 
 def status_for(error: FedscoreError) -> grpc.Status:
@@ -55,7 +58,7 @@ def error_from_rpc(exc: grpc.RpcError) -> FedscoreError:
                 elif detail.Unpack(retry):
                     retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     if code == grpc.StatusCode.UNAVAILABLE and reason == "UNAVAILABLE":
-        reason = "NODE_UNAVAILABLE"
+        reason = PEER_UNAVAILABLE
     canonical = Code.of(code.value[0]) if code is not None else Code.UNKNOWN
     error = error_class_for(canonical)(message or reason, reason=reason)
     error.code = canonical
