@@ -40,6 +40,7 @@ from audit.client.crossmatch_entries import (
     Anomaly,
     Entry,
     VerifiedLogs,
+    answer_follows_query,
     entries_of,
     group_by,
     outcomes_follow,
@@ -54,7 +55,6 @@ from audit.core import kinds
 from audit.core.fields import (
     NOT_AFTER,
     NOT_BEFORE,
-    PARTICIPANTS,
     PURPOSE,
     QUERY_HASH,
     QUERY_ID,
@@ -110,7 +110,6 @@ def _node_answers(logs: VerifiedLogs, issued: list[Entry]) -> list[Anomaly]:
 
 
 def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
-    found = []
     differs = [
         name for name in (QUERY_ID, TOKEN_ID, PURPOSE) if answer.text(name) != query.text(name)
     ]
@@ -121,29 +120,7 @@ def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
         and name in query.fields
         and answer.fields[name] != query.fields[name]
     ]
-    if differs:
-        found.append(
-            answer.anomaly(
-                "ANSWER_MISMATCH",
-                f"{', '.join(differs)} differ from {query.party} entry {query.index}",
-            )
-        )
-    if answer.party not in query.names(PARTICIPANTS):
-        found.append(
-            answer.anomaly(
-                "ANSWER_MISMATCH",
-                f"answered {query.party} entry {query.index}, which did not ask {answer.party}",
-            )
-        )
-    if answer.logged_at + CLOCK_SKEW_SECONDS < query.logged_at:
-        found.append(
-            answer.anomaly(
-                "ANSWER_BEFORE_QUERY",
-                f"answered at {answer.logged_at}, before {query.party} logged the query "
-                f"at {query.logged_at}",
-            )
-        )
-    return found
+    return answer_follows_query(answer, query, differs, "ANSWER_MISMATCH")
 
 
 def _query_scope(issued: list[Entry], policy: Policy) -> list[Anomaly]:

@@ -215,3 +215,37 @@ def refusals_logged(refusals: Sequence[Entry], issued: Sequence[Entry]) -> list[
         for refusal in refusals
         if refusal.text(QUERY_ID) and refusal.text(QUERY_ID) not in logged
     ]
+
+
+def answer_follows_query(
+    answer: Entry, query: Entry, differs: Sequence[str], mismatch: str
+) -> list[Anomaly]:
+    """What every node answer must share with the query it answers, of either kind.
+
+    `differs` names the fields the caller found to disagree (reported as `mismatch`); the
+    answering node must be one the query asked, and must not have answered before the
+    query was logged (beyond the clock skew allowed).
+    """
+    found = []
+    if differs:
+        found.append(
+            answer.anomaly(
+                mismatch, f"{', '.join(differs)} differ from {query.party} entry {query.index}"
+            )
+        )
+    if answer.party not in query.names(PARTICIPANTS):
+        found.append(
+            answer.anomaly(
+                mismatch,
+                f"answered {query.party} entry {query.index}, which did not ask {answer.party}",
+            )
+        )
+    if answer.logged_at + CLOCK_SKEW_SECONDS < query.logged_at:
+        found.append(
+            answer.anomaly(
+                "ANSWER_BEFORE_QUERY",
+                f"answered at {answer.logged_at}, before {query.party} logged the query "
+                f"at {query.logged_at}",
+            )
+        )
+    return found

@@ -44,10 +44,10 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from audit.client.crossmatch_entries import (
-    CLOCK_SKEW_SECONDS,
     Anomaly,
     Entry,
     VerifiedLogs,
+    answer_follows_query,
     entries_of,
     group_by,
     outcomes_follow,
@@ -116,35 +116,12 @@ def _answers_match_queries(
 
 
 def _answer_matches(answer: Entry, query: Entry) -> list[Anomaly]:
-    found = []
     differs = [
         name
         for name in (QUERY_ID, RELEASE, YEAR)
         if answer.fields.get(name) != query.fields.get(name)
     ]
-    if differs:
-        found.append(
-            answer.anomaly(
-                "STATISTICS_ANSWER_MISMATCH",
-                f"{', '.join(differs)} differ from {query.party} entry {query.index}",
-            )
-        )
-    if answer.party not in query.names(PARTICIPANTS):
-        found.append(
-            answer.anomaly(
-                "STATISTICS_ANSWER_MISMATCH",
-                f"answered {query.party} entry {query.index}, which did not ask {answer.party}",
-            )
-        )
-    if answer.logged_at + CLOCK_SKEW_SECONDS < query.logged_at:
-        found.append(
-            answer.anomaly(
-                "ANSWER_BEFORE_QUERY",
-                f"answered at {answer.logged_at}, before {query.party} logged the query "
-                f"at {query.logged_at}",
-            )
-        )
-    return found
+    return answer_follows_query(answer, query, differs, "STATISTICS_ANSWER_MISMATCH")
 
 
 def _node_release(policy: Policy, name: str) -> ReleaseDefinition | None:
