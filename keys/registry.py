@@ -1,10 +1,11 @@
 """The trust registry: the root-signed list of participants, and a view of it at one time.
 
 Invariants:
-- A `TrustView` exists only for a registry whose envelope verified under the federation
-  root verify key and whose `not_after` has not passed; `verify_registry` is its only
-  maker. Every signature problem is `Unauthenticated BAD_REGISTRY`; expiry is
-  `Unauthenticated REGISTRY_EXPIRED`.
+- A `TrustView` is made by `keys.registry_chain.ChainLink.view`, only for a registry
+  version that verified in the chain (signed by a threshold of root custodians) and whose
+  `not_after` has not passed (expiry is `Unauthenticated REGISTRY_EXPIRED`); signature
+  and chain problems are refused there, before any view exists. A malformed or
+  contradictory participant entry is `Unauthenticated BAD_REGISTRY`.
 - The view is fixed at the time `now` it was verified for. Participants whose own window
   (`not_before <= now <= not_after`) does not contain `now` are invisible: they are in no
   keyring, no role list, and `participant()` does not find them.
@@ -25,9 +26,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from fedscore.errors import InvalidArgument, NotFound, Unauthenticated
-from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
-from keys.envelope import sign_message, verify_message
 from keys.keyring import (
     AgencyKeys,
     CoordinatorKeys,
@@ -36,11 +35,9 @@ from keys.keyring import (
     PolicyKeys,
     RegistryKeys,
     RequesterKeys,
-    RootKeys,
 )
-from keys.signing import SigningKey, VerifyKey
+from keys.signing import VerifyKey
 
-ROOT_SIGNER = "federation-root"
 KEY_BYTES = 32
 # Roles that may be named as a purpose's relying party.
 ASKING_ROLES = frozenset({Role.ROLE_RELYING_PARTY, Role.ROLE_CITIZEN_PORTAL})
@@ -80,11 +77,6 @@ def build_participant(
     )
 
 
-def sign_registry(registry: TrustRegistry, root: SigningKey) -> Envelope:
-    """The registry signed by the federation root key."""
-    return sign_message(registry, root)
-
-
 def _check_entry(participant: Participant) -> None:
     if not participant.id:
         raise Unauthenticated("registry lists a participant without an id", "BAD_REGISTRY")
@@ -114,7 +106,8 @@ class TrustView:
     __slots__ = ("_current", "_keyrings", "now", "registry")
 
     def __init__(self, registry: TrustRegistry, now: int) -> None:
-        # Private to this module in spirit: only verify_registry should call it.
+        # Only keys.registry_chain calls it: `ChainLink.view`, and its check of a new
+        # version's entries, both after the version's signatures verified.
         self.registry = registry
         self.now = now
         current: dict[str, Participant] = {}
@@ -237,22 +230,3 @@ class TrustView:
             f"TrustView({self.federation_id!r} v{self.version} at {self.now}, "
             f"{len(self._current)} participants)"
         )
-
-
-def verify_registry(envelope: Envelope, root: VerifyKey, now: int) -> TrustView:
-    """Verify a signed registry under the root verify key and view it at `now`."""
-    root_keyring = RootKeys.of({ROOT_SIGNER: root}, purpose="federation root")
-    try:
-        verified = verify_message(envelope, TrustRegistry, root_keyring)
-    except Unauthenticated as exc:
-        raise Unauthenticated(
-            f"trust registry is not signed by the federation root ({exc.reason}: {exc.message})",
-            reason="BAD_REGISTRY",
-        ) from exc
-    registry = verified.payload
-    if registry.not_after < now:
-        raise Unauthenticated(
-            f"trust registry version {registry.version} expired at {registry.not_after}",
-            reason="REGISTRY_EXPIRED",
-        )
-    return TrustView(registry, now)

@@ -1,16 +1,32 @@
-"""Trust registry: root signature, expiry, validity windows and purpose-bound keyrings."""
+"""Trust registry: root signatures, expiry, validity windows and purpose-bound keyrings.
+
+Views are made the only way there is: a version verified in the registry chain (here a
+genesis under a 1-of-1 root), then `ChainLink.view(now)`. The chain itself (thresholds,
+rotation, rollback) is tested in tests/test_registry_chain.py.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
 from fedscore.errors import NotFound, Unauthenticated
-from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
+from fedscore.v1.trust_pb2 import (
+    Participant,
+    RegistrySignature,
+    Role,
+    RootKey,
+    RootPolicy,
+    Sector,
+    SignedRegistry,
+    TrustRegistry,
+)
 from keys.box import BoxKeyPair
-from keys.envelope import sign_bytes, sign_message, verify_message
+from keys.envelope import pae, sign_message, verify_message
 from keys.keyring import AgencyKeys, CoordinatorKeys, LogKeys
-from keys.registry import TrustView, build_participant, sign_registry, verify_registry
+from keys.registry import TrustView, build_participant
+from keys.registry_chain import ChainLink, add_signature, draft, verify_genesis
 from keys.signing import SigningKey
 
 NOW = 1_750_000_000
@@ -32,9 +48,12 @@ def _entry(pid: str, role: Role, key: SigningKey, start: int, end: int) -> Parti
 def _registry(not_after: int = NOW + 30 * DAY) -> TrustRegistry:
     return TrustRegistry(
         federation_id="fed-test",
-        version=3,
+        version=1,
         issued_at=NOW - DAY,
         not_after=not_after,
+        root=RootPolicy(
+            threshold=1, keys=[RootKey(custodian="root", public_key=ROOT.verify_key.encode())]
+        ),
         participants=[
             _entry("coordinator", Role.ROLE_COORDINATOR, COORDINATOR, NOW - DAY, NOW + DAY),
             _entry("trc", Role.ROLE_AGENCY, AGENCY, NOW - 10 * DAY, NOW + DAY),
@@ -53,14 +72,23 @@ def _registry(not_after: int = NOW + 30 * DAY) -> TrustRegistry:
     )
 
 
-def _view(now: int = NOW) -> TrustView:
-    return verify_registry(sign_registry(_registry(), ROOT), ROOT.verify_key, now)
+def _signed(registry: TrustRegistry, key: SigningKey = ROOT) -> SignedRegistry:
+    """`registry` as a version signed by `key` (the 1-of-1 root by default)."""
+    return add_signature(draft(registry), key)
+
+
+def _link(registry: TrustRegistry) -> ChainLink:
+    return verify_genesis(_signed(registry), "fed-test")
+
+
+def _view(now: int = NOW, registry: TrustRegistry | None = None) -> TrustView:
+    return _link(registry if registry is not None else _registry()).view(now)
 
 
 def test_verified_view_lists_current_participants() -> None:
     view = _view()
     assert view.federation_id == "fed-test"
-    assert view.version == 3
+    assert view.version == 1
     assert view.participant("coordinator").role == Role.ROLE_COORDINATOR
     assert [p.id for p in view.by_role(Role.ROLE_AGENCY)] == ["trc"]
     assert view.box_public("trc") == BOX.public_bytes
@@ -80,34 +108,62 @@ def test_unknown_participant() -> None:
     assert error.value.reason == "UNKNOWN_PARTICIPANT"
 
 
-def test_wrong_root_is_refused() -> None:
-    envelope = sign_registry(_registry(), SigningKey.generate())
+def test_a_root_other_than_the_one_named_is_refused() -> None:
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(envelope, ROOT.verify_key, NOW)
-    assert error.value.reason == "BAD_REGISTRY"
+        verify_genesis(_signed(_registry(), SigningKey.generate()))
+    assert error.value.reason == "BELOW_THRESHOLD"
 
 
-@pytest.mark.parametrize("tamper", ["unsigned", "payload", "type"])
-def test_tampered_registry_is_refused(tamper: str) -> None:
-    envelope = sign_registry(_registry(), ROOT)
-    if tamper == "unsigned":
-        envelope.ClearField("signature")
-    elif tamper == "payload":
-        envelope.payload = envelope.payload.replace(b"fed-test", b"fed-evil")
-    else:
-        envelope = sign_bytes("fedscore.v1.Participant", envelope.payload, ROOT)
+def _other_type(signed: SignedRegistry) -> None:
+    # A signature by the root, but over the registry bytes as another payload type.
+    signature = ROOT.sign(pae("fedscore.v1.Participant", signed.registry))
+    signed.ClearField("signatures")
+    signed.signatures.append(RegistrySignature(key_id=ROOT.key_id, signature=signature))
+
+
+def _other_key_id(signed: SignedRegistry) -> None:
+    signed.signatures[0].key_id = SigningKey.generate().key_id
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda signed: signed.ClearField("signatures"), id="unsigned"),
+        pytest.param(
+            lambda signed: setattr(
+                signed, "registry", signed.registry.replace(b"chuangpao", b"chuangpa0")
+            ),
+            id="payload",
+        ),
+        pytest.param(_other_type, id="type"),
+        pytest.param(_other_key_id, id="key-id"),
+        pytest.param(
+            lambda signed: setattr(signed.signatures[0], "signature", b"\x00" * 64),
+            id="signature",
+        ),
+        pytest.param(
+            lambda signed: setattr(
+                signed.signatures[0], "signature", signed.signatures[0].signature[:-1]
+            ),
+            id="truncated",
+        ),
+    ],
+)
+def test_tampered_registry_is_refused(tamper: Callable[[SignedRegistry], object]) -> None:
+    signed = _signed(_registry())
+    tamper(signed)
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(envelope, ROOT.verify_key, NOW)
-    assert error.value.reason == "BAD_REGISTRY"
+        verify_genesis(signed, "fed-test")
+    assert error.value.reason == "BELOW_THRESHOLD"
 
 
 def test_expired_registry_is_refused() -> None:
-    envelope = sign_registry(_registry(not_after=NOW - 1), ROOT)
+    link = _link(_registry(not_after=NOW - 1))
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(envelope, ROOT.verify_key, NOW)
+        link.view(NOW)
     assert error.value.reason == "REGISTRY_EXPIRED"
     # The last second of validity is still valid.
-    verify_registry(envelope, ROOT.verify_key, NOW - 1)
+    assert link.view(NOW - 1).version == 1
 
 
 def test_node_key_cannot_verify_what_only_the_coordinator_signs() -> None:
@@ -175,7 +231,7 @@ def test_two_participants_sharing_a_key_is_a_bad_registry() -> None:
         _entry("impostor", Role.ROLE_COORDINATOR, AGENCY, NOW - DAY, NOW + DAY)
     )
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+        _link(registry)
     assert error.value.reason == "BAD_REGISTRY"
 
 
@@ -183,7 +239,7 @@ def test_malformed_key_is_a_bad_registry() -> None:
     registry = _registry()
     registry.participants[0].signing_public_key = b"short"
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+        _link(registry)
     assert error.value.reason == "BAD_REGISTRY"
 
 
@@ -226,8 +282,9 @@ def _asking_registry(*extra: Participant) -> TrustRegistry:
 
 
 def test_sectors_survive_signing_and_verifying() -> None:
-    envelope = sign_registry(_asking_registry(), ROOT)
-    view = verify_registry(Envelope.FromString(envelope.SerializeToString()), ROOT.verify_key, NOW)
+    signed = _signed(_asking_registry())
+    link = verify_genesis(SignedRegistry.FromString(signed.SerializeToString()), "fed-test")
+    view = link.view(NOW)
     assert view.sector("ptt") == Sector.SECTOR_COMMERCIAL
     assert view.sector("citizen-portal") == Sector.SECTOR_CITIZEN_AGENT
     # Roles that ask nothing carry no sector.
@@ -237,7 +294,7 @@ def test_sectors_survive_signing_and_verifying() -> None:
         "citizen-portal": "SECTOR_CITIZEN_AGENT",
         "ptt": "SECTOR_COMMERCIAL",
     }
-    later = verify_registry(envelope, ROOT.verify_key, NOW + DAY)
+    later = link.view(NOW + DAY)
     assert later.relying_party_sectors()["pea"] == "SECTOR_PUBLIC_SERVICE"
     with pytest.raises(NotFound) as error:
         view.sector("pea")
@@ -245,13 +302,13 @@ def test_sectors_survive_signing_and_verifying() -> None:
 
 
 def test_a_changed_sector_breaks_the_root_signature() -> None:
-    envelope = sign_registry(_asking_registry(), ROOT)
-    registry = TrustRegistry.FromString(envelope.payload)
+    signed = _signed(_asking_registry())
+    registry = TrustRegistry.FromString(signed.registry)
     next(p for p in registry.participants if p.id == "ptt").sector = Sector.SECTOR_CIVIL_SOCIETY
-    envelope.payload = registry.SerializeToString()
+    signed.registry = registry.SerializeToString(deterministic=True)
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(envelope, ROOT.verify_key, NOW)
-    assert error.value.reason == "BAD_REGISTRY"
+        verify_genesis(signed, "fed-test")
+    assert error.value.reason == "BELOW_THRESHOLD"
 
 
 def test_one_participant_with_two_sectors_at_once_is_a_bad_registry() -> None:
@@ -267,16 +324,19 @@ def test_one_participant_with_two_sectors_at_once_is_a_bad_registry() -> None:
             sector=Sector.SECTOR_PUBLIC_SERVICE,
         )
     )
+    # The version verifies (the two entries do not overlap when it was issued), but no
+    # view exists while both are valid.
+    link = _link(registry)
     with pytest.raises(Unauthenticated) as error:
-        verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+        link.view(NOW)
     assert error.value.reason == "BAD_REGISTRY"
     # Once the old entry has ended, the new sector is the participant's only one.
-    later = verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW + DAY + 1)
+    later = link.view(NOW + DAY + 1)
     assert later.sector("ptt") == Sector.SECTOR_PUBLIC_SERVICE
 
 
 def test_a_sector_this_version_does_not_know_keeps_a_name() -> None:
     registry = _asking_registry()
-    next(p for p in registry.participants if p.id == "ptt").sector = 99  # type: ignore[assignment]
-    view = verify_registry(sign_registry(registry, ROOT), ROOT.verify_key, NOW)
+    next(p for p in registry.participants if p.id == "ptt").sector = 99  # type: ignore[assignment, unused-ignore]
+    view = _view(registry=registry)
     assert view.relying_party_sectors()["ptt"] == "SECTOR_99"
