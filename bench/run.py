@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             figures["scenario_s"] = round(time.perf_counter() - began, 1)
             emit({**figures, "records_per_node": records, "build": build}, results)
-            for party_dir in (federation.workdir / "parties").iterdir():
+            for party_dir in (federation.workdir / "orgs").iterdir():
                 for database in party_dir.glob("state.db*"):
                     database.unlink()  # gigabytes each at 10M records: free them now
         timed(lambda: ingest_scenario(50_000 if quick else 1_000_000, root))

@@ -61,7 +61,7 @@ from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
 from fedscore.runtime.budget import BudgetStatus, PrivacyLedger, nano_up
 from fedscore.runtime.db import open_engine
-from fedscore.runtime.party import FederationPaths, Party
+from fedscore.runtime.party import Party
 from fedscore.v1.trust_pb2 import Role
 from policies.model import Policy
 from policies.releases import bins, l1_sensitivity, participants
@@ -122,7 +122,7 @@ def open_publisher(
         engine=engine,
         log=log,
         ledger=PrivacyLedger(engine),
-        releases_dir=FederationPaths(party.workdir).root / "releases",
+        releases_dir=party.paths.releases,
         clock=clock,
     )
 

@@ -103,28 +103,79 @@ def create_ca(name: str, *, now: datetime.datetime | None = None) -> tuple[bytes
     return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
-def issue_certificate(
-    ca_key_pem: bytes,
-    ca_cert_pem: bytes,
-    party_id: str,
-    hosts: Iterable[str] = (),
-    *,
-    now: datetime.datetime | None = None,
-) -> tuple[bytes, bytes]:
-    """A new key and certificate for `party_id`, signed by the CA: (key PEM, cert PEM)."""
+def _check_party_id(party_id: str) -> None:
     if not _DNS_NAME.match(party_id):
         raise InvalidArgument(
             f"party id {party_id!r} must be usable as a DNS name (letters, digits, '-', '.')",
             reason="BAD_PARTY_ID",
         )
+
+
+def create_csr(party_id: str) -> tuple[bytes, bytes]:
+    """A new TLS key and a certificate signing request for `party_id`: (key PEM, CSR PEM).
+
+    Made on the party's own host: the key never leaves it, only the request does.
+    """
+    _check_party_id(party_id)
+    key = _new_key()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, party_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def csr_public_key_pem(csr_pem: bytes) -> bytes:
+    """The public key a CSR asks a certificate for (PEM), after checking its signature."""
+    return (
+        _load_csr(csr_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise InvalidArgument("not a PEM certificate signing request", "BAD_CSR") from exc
+    if not csr.is_signature_valid:
+        raise InvalidArgument("the CSR's signature does not verify", "BAD_CSR")
+    public = csr.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+        raise InvalidArgument("the CSR's key must be ECDSA P-256", "BAD_CSR")
+    return csr
+
+
+def issue_from_csr(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    csr_pem: bytes,
+    party_id: str,
+    hosts: Iterable[str] = (),
+    *,
+    now: datetime.datetime | None = None,
+    validity: datetime.timedelta = PARTY_VALIDITY,
+) -> bytes:
+    """A certificate for the key in `csr_pem`, signed by the CA (cert PEM).
+
+    The CSR's subject must name `party_id`; the names the certificate carries are the
+    authority's choice (the party id, the local hosts and `hosts`), not the CSR's.
+    """
+    _check_party_id(party_id)
+    csr = _load_csr(csr_pem)
+    names_in_csr = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if [attribute.value for attribute in names_in_csr] != [party_id]:
+        raise InvalidArgument(f"the CSR does not name {party_id!r} as its subject", "BAD_CSR")
+    public = csr.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise InvalidArgument("CA key must be an ECDSA key", reason="BAD_KEY")
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     if ca_cert.public_key() != ca_key.public_key():
         raise InvalidArgument("CA key does not belong to the CA certificate", reason="BAD_KEY")
-    key = _new_key()
-    public = key.public_key()
     names: list[x509.GeneralName] = []
     for host in [party_id, *LOCAL_HOSTS, *hosts]:
         general_name = _general_name(host)
@@ -138,7 +189,7 @@ def issue_certificate(
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(min(start + PARTY_VALIDITY, ca_cert.not_valid_after_utc))
+        .not_valid_after(min(start + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -168,4 +219,26 @@ def issue_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_not_after(cert_pem: bytes) -> datetime.datetime:
+    """When a certificate expires (UTC)."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def issue_certificate(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    party_id: str,
+    hosts: Iterable[str] = (),
+    *,
+    now: datetime.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """A new key and certificate for `party_id`, signed by the CA: (key PEM, cert PEM).
+
+    For tests and the CA's own client certificate; an organisation makes its key with
+    `create_csr` on its own host.
+    """
+    key_pem, csr_pem = create_csr(party_id)
+    return key_pem, issue_from_csr(ca_key_pem, ca_cert_pem, csr_pem, party_id, hosts, now=now)

@@ -226,6 +226,6 @@ def test_every_party_signs_a_last_checkpoint_when_it_stops(audit_federation: Pat
 
     sizes = asyncio.run(scenario())
     for party, size in sizes.items():
-        with sqlite3.connect(root / "parties" / party / "state.db") as connection:
+        with sqlite3.connect(root / "orgs" / party / "state.db") as connection:
             (signed,) = connection.execute("select max(size) from audit_checkpoint").fetchone()
         assert signed == size, party

@@ -63,7 +63,7 @@ def test_a_clean_federation_verifies_and_the_regulator_remembers_it(audit_federa
             assert sizes["coordinator"] == 6
             assert all(sizes[a] == 3 for a in ("trc", "dsd", "chuangpao"))
             assert first["entries"] == sum(sizes.values())
-            assert (root / "parties" / "regulator" / "state.db").exists()
+            assert (root / "orgs" / "regulator" / "state.db").exists()
 
             # More happens; the next run proves the logs only grew.
             await live.score(await live.grant(BOB))

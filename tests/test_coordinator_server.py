@@ -134,7 +134,7 @@ def _check_log_holds_only_releases(fed: Federation) -> None:
     values = [e.fields["value"] for e in of_kind(fed.coordinator_log, "result_released")]
     assert values == ["3%", EXPECTED_TOTAL, 390]
     # The coordinator's database never holds a national ID.
-    database = (fed.root / "parties" / "coordinator" / "state.db").read_bytes()
+    database = (fed.root / "orgs" / "coordinator" / "state.db").read_bytes()
     assert CITIZEN.encode() not in database
 
 

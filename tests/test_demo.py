@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fedscore.apps.demo_data import DEMO_SEED, generate
-from fedscore.runtime.party import FederationPaths
+from fedscore.runtime.org_paths import FederationPaths
 from policies.loader import parse_policy
 from policies.model import Policy
 
@@ -115,5 +115,5 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["budget_remaining"] == release["budget"]["total"] - release["epsilon_spent"]
     assert (Path(summary["release"]).parent / "release.png").exists()
     # Every process was stopped: each server's log ends with its stop line.
-    for log in (workdir / "parties").glob("*/serve.log"):
+    for log in (workdir / "orgs").glob("*/serve.log"):
         assert log.read_text().strip().endswith("stopped"), log

@@ -34,6 +34,7 @@ from keys.registry_chain import (
     follow,
     follow_from_genesis,
     registry_digest,
+    root_verify_keys,
     signers,
     verify_genesis,
     verify_successor,
@@ -778,3 +779,19 @@ def test_a_rotated_agency_key(now: int, key_ids: set[str], current: SigningKey) 
     assert set(view.agency_keys()) == key_ids
     assert view.agency_keys().participants() == {"trc"}
     assert view.verify_key("trc") == current.verify_key
+
+
+def test_one_custodian_holding_two_root_keys_is_a_bad_root_policy() -> None:
+    """A threshold of two must mean two people: one custodian with two keys is refused."""
+    first, second = SigningKey.generate(), SigningKey.generate()
+    root = RootPolicy(
+        threshold=2,
+        keys=[
+            RootKey(custodian="alice", public_key=first.verify_key.encode()),
+            RootKey(custodian="alice", public_key=second.verify_key.encode()),
+        ],
+    )
+    with pytest.raises(Unauthenticated) as error:
+        root_verify_keys(root)
+    assert error.value.reason == "BAD_ROOT_POLICY"
+    assert "alice" in error.value.message

@@ -28,7 +28,7 @@ from coordinator.statistics import PublishedRelease, open_publisher, publish_rel
 from fedscore.apps.cli.stats_commands import verify
 from fedscore.apps.federation import init_federation
 from fedscore.errors import FedscoreError
-from fedscore.runtime.party import load_party, load_trust
+from fedscore.runtime.party import federation_view, load_party
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_bytes
 from keys.keyring import Keyring
@@ -52,7 +52,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[StatsFederation
 
 
 def _keyring(root: Path) -> Keyring:
-    return load_trust(root).coordinator_keys()
+    return federation_view(root).coordinator_keys()
 
 
 def _copy(release: PublishedRelease, tmp_path: Path) -> Path:
@@ -66,7 +66,7 @@ def test_the_bundle_holds_the_signed_release_json_csv_and_png(
 ) -> None:
     fed, release = published
     directory = release.directory
-    assert directory == fed.root / "releases" / release.release_id
+    assert directory == fed.root / "orgs" / "coordinator" / "releases" / release.release_id
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         [RELEASE_JSON, RELEASE_CSV, RELEASE_PNG, SIGNATURE]
     )

@@ -88,11 +88,11 @@ def test_publish_budget_and_verify_from_the_command_line(fed: StatsFederation) -
             )
             assert (code, err.split(": ")[2]) == (2, "UNKNOWN_RELEASE")
 
-            (fed.root / "releases" / summary["release_id"] / "release.csv").write_text("0\n")
+            (fed.root / "orgs" / "coordinator" / "releases" / summary["release_id"] / "release.csv").write_text("0\n")
             code, _, err = await fedscore("stats", "verify", summary["directory"])
             assert code == 2 and "BUNDLE_MISMATCH" in err
 
-        assert len(list((fed.root / "releases").iterdir())) == 1
+        assert len(list((fed.root / "orgs" / "coordinator" / "releases").iterdir())) == 1
 
     asyncio.run(scenario())
 
@@ -116,7 +116,7 @@ def test_two_concurrent_publishers_cannot_overspend(fed: StatsFederation) -> Non
     assert codes == [0, 2], outcomes
     refused = next(err for code, _, err in outcomes if code == 2)
     assert "BUDGET_EXHAUSTED" in refused
-    assert len(list((fed.root / "releases").iterdir())) == 1
+    assert len(list((fed.root / "orgs" / "coordinator" / "releases").iterdir())) == 1
 
     from fedscore.apps.cli.stats_commands import budget
 

@@ -155,7 +155,7 @@ def test_releases_until_the_budget_refuses_and_a_refusal_publishes_nothing(
         statistics["budget_epsilon_per_year"] = 2.5
 
     fed = new_stats_federation(citizens=120, change=tight)
-    releases = fed.root / "releases"
+    releases = fed.root / "orgs" / "coordinator" / "releases"
 
     async def scenario() -> None:
         async with servers(fed.root) as running:
@@ -235,6 +235,6 @@ def test_a_release_with_a_node_down_fails_and_spends_nothing(
             finally:
                 await publisher.close()
         assert budget(fed.root)["datasets"]["agency-records"]["spent"] == 0.0
-        assert not (fed.root / "releases").exists()
+        assert not (fed.root / "orgs" / "coordinator" / "releases").exists()
 
     asyncio.run(scenario())

@@ -16,13 +16,13 @@ from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation
 from fedscore.errors import NotFound
 from fedscore.runtime.db import open_engine
-from fedscore.runtime.party import Party, load_party, load_trust
+from fedscore.runtime.party import Party, federation_view, load_party
 from fedscore.v1.trust_pb2 import Role
 
 
 def party_with_role(workdir: Path, role: Role) -> Party:
     """The federation's (first) participant with `role`, loaded with its keys."""
-    listed = load_trust(workdir).by_role(role)
+    listed = federation_view(workdir).by_role(role)
     if not listed:
         raise NotFound(f"the federation has no {Role.Name(role)}", "UNKNOWN_PARTICIPANT")
     return load_party(workdir, listed[0].id)

@@ -1,41 +1,46 @@
-"""`fedscore federation init`: everything a local federation needs, in one folder.
+"""`fedscore federation init`: a local federation of separate organisations, in one folder.
 
-It plays the offline authorities once: the federation root signs the trust registry,
-the federation CA issues every party's TLS certificate, the policy authority signs the
-default policy. Their keys stay in `offline/`, encrypted; a party's own secrets stay in
-`parties/<id>/party.key`, encrypted with Argon2id. Nothing is written if the folder
-already holds a federation.
+It runs, on one machine, what separate organisations do on their own hosts, each in its
+own folder and through the same code as the commands they would type:
 
-As the federation authority admitting parties, it assigns each relying party its sector
-(`ptt` commercial, `citizen-portal` citizen agent; every other role unspecified) and
-checks the policy against the registry it signed (`policies.sectors.check_sectors`)
-before writing anything, so it never writes a federation whose parties would refuse to
-start.
+- three root custodians each make a root key in `custodians/<name>/` (`fedscore.apps.custodian`);
+- the federation authority makes its CA in `authority/` (`fedscore.apps.authority`);
+- every organisation makes its own keys, config and admission request in `orgs/<id>/`
+  (`fedscore.apps.org`), with its endpoint on a loopback address of its own (127.0.0.2,
+  127.0.0.3, ...), as if each were its own host;
+- the authority admits every request (assigning each relying party its sector: `ptt`
+  commercial, `citizen-portal` citizen agent), two of the three custodians sign version 1,
+  the policy authority signs the default policy with its own key, and the authority
+  publishes and hands each organisation its bundle, which the organisation installs.
+
+No folder ends up holding two parties' secrets, and the authority's and custodians'
+folders hold none of any party's. Before anything is published, the policy is checked
+against the registry (`policies.sectors.check_sectors`), so the federation it writes
+never has parties that would refuse to start. Nothing is written into a folder that
+already holds something.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedscore.apps.authority import Authority, init_authority
+from fedscore.apps.custodian import init_custodian, sign_draft
+from fedscore.apps.org import init_org, install_bundle, sign_policy_document
 from fedscore.errors import InvalidArgument
-from fedscore.runtime.party import FederationPaths
-from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
-from keys.box import BoxKeyPair
-from keys.keyfile import PartySecrets, save_pem_key, save_secrets, save_signing_key
-from keys.registry import sign_registry, verify_registry
-from keys.signing import SigningKey
-from keys.tls import create_ca, issue_certificate
+from fedscore.runtime.org_paths import FederationPaths
+from fedscore.runtime.party_config import SERVER_ROLES, role_name
+from fedscore.v1.trust_pb2 import Role, Sector, SignedRegistry
+from keys.registry_chain import verify_genesis
 from policies.defaults import default_policy_document
 from policies.loader import canonical_json, parse_policy
 from policies.sectors import check_sectors
-from policies.signing import sign_policy
 
 REGISTRY_ID = "consent-registry"
 COORDINATOR_ID = "coordinator"
@@ -58,7 +63,6 @@ CLIENT_PARTIES: dict[str, tuple[Role, str, Sector]] = {
         Sector.SECTOR_UNSPECIFIED,
     ),
 }
-VALIDITY_SECONDS = 2 * 365 * 24 * 3600
 
 
 @dataclass
@@ -101,12 +105,27 @@ def free_ports(host: str, count: int) -> list[int]:
         return ports
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+CUSTODIANS = ("custodian-1", "custodian-2", "custodian-3")
+ROOT_THRESHOLD = 2
+SECTOR_NAMES = {
+    Sector.SECTOR_UNSPECIFIED: "unspecified",
+    Sector.SECTOR_COMMERCIAL: "commercial",
+    Sector.SECTOR_CIVIL_SOCIETY: "civil-society",
+    Sector.SECTOR_CITIZEN_AGENT: "citizen-agent",
+    Sector.SECTOR_PUBLIC_SERVICE: "public-service",
+}
+
+
+def loopback_host(index: int) -> str:
+    """The loopback address of the index-th organisation: its own "host" on this machine."""
+    return f"127.0.0.{2 + index}"
+
+
+def _fetch_sources(role: Role, endpoints: dict[str, str]) -> tuple[str, ...]:
+    """Where a party follows the registry chain from: the other servers, registry first."""
+    order = [REGISTRY_ID, COORDINATOR_ID]
+    mine = {Role.ROLE_CONSENT_REGISTRY: REGISTRY_ID, Role.ROLE_COORDINATOR: COORDINATOR_ID}
+    return tuple(endpoints[p] for p in order if p != mine.get(role))
 
 
 def init_federation(
@@ -115,104 +134,94 @@ def init_federation(
     *,
     fast_kdf: bool = False,
     passphrase: str | None = None,
-    host: str = "127.0.0.1",
+    host: str | None = None,
 ) -> FederationLayout:
-    """Create a whole local federation in `workdir` (which must be empty or absent)."""
+    """Create a local federation in `workdir` (which must be empty or absent).
+
+    `host` puts every organisation on one address; by default each gets its own
+    loopback address (`loopback_host`).
+    """
     root = Path(workdir)
     if root.exists() and any(root.iterdir()):
         raise InvalidArgument(
             f"{root} is not empty; choose a new folder for the federation",
             reason="FOLDER_NOT_EMPTY",
         )
-    document = default_policy_document(agency_count)
-    policy = parse_policy(document)
+    policy = parse_policy(default_policy_document(agency_count))
     agencies = list(policy.agencies)
     paths = FederationPaths(root)
-    now = int(time.time())
-    passphrase = passphrase or secrets.token_urlsafe(24)
     layout = FederationLayout(
         root=root, federation_id="fedscore-local-" + secrets.token_hex(4), agencies=agencies
     )
-
-    ca_key_pem, ca_cert_pem = create_ca(f"{layout.federation_id} CA")
-    root_key = SigningKey.generate()
-    policy_key = SigningKey.generate()
-
-    servers = [REGISTRY_ID, COORDINATOR_ID, *agencies]
     unspecified = Sector.SECTOR_UNSPECIFIED
     roles: dict[str, tuple[Role, str, Sector]] = {
         REGISTRY_ID: (Role.ROLE_CONSENT_REGISTRY, "Consent registry", unspecified),
         COORDINATOR_ID: (Role.ROLE_COORDINATOR, "Coordinator", unspecified),
         **{a: (Role.ROLE_AGENCY, policy.agencies[a].name, unspecified) for a in agencies},
         **CLIENT_PARTIES,
+        POLICY_AUTHORITY_ID: (
+            Role.ROLE_POLICY_AUTHORITY,
+            "National committee (policy authority)",
+            unspecified,
+        ),
     }
-    ports = dict(zip(servers, free_ports(host, len(servers)), strict=True))
-    participants: list[Participant] = []
-    party_files: list[tuple[str, PartySecrets, bytes]] = []
-    for party_id, (role, name, sector) in roles.items():
-        signing = SigningKey.generate()
-        box = BoxKeyPair.generate()
-        tls_key_pem, cert_pem = issue_certificate(ca_key_pem, ca_cert_pem, party_id, [])
-        endpoint = f"{host}:{ports[party_id]}" if party_id in servers else ""
-        participants.append(
-            Participant(
-                id=party_id,
-                role=role,
-                display_name=name,
-                endpoint=endpoint,
-                signing_public_key=signing.verify_key.encode(),
-                box_public_key=box.public_bytes,
-                not_before=now - 60,
-                not_after=now + VALIDITY_SECONDS,
-                sector=sector,
-            )
-        )
-        secrets_ = PartySecrets(
-            signing_seed=signing.seed,
-            box_private=box.private_bytes,
-            tls_key_pem=tls_key_pem,
-            pseudonym_key=secrets.token_bytes(32),
-        )
-        party_files.append((party_id, secrets_, cert_pem))
-        layout.endpoints[party_id] = endpoint
-        layout.roles[party_id] = Role.Name(role)
-    participants.append(
-        Participant(
-            id=POLICY_AUTHORITY_ID,
-            role=Role.ROLE_POLICY_AUTHORITY,
-            display_name="National committee (policy authority)",
-            signing_public_key=policy_key.verify_key.encode(),
-            not_before=now - 60,
-            not_after=now + VALIDITY_SECONDS,
-        )
-    )
-    layout.roles[POLICY_AUTHORITY_ID] = Role.Name(Role.ROLE_POLICY_AUTHORITY)
-    registry = TrustRegistry(
-        federation_id=layout.federation_id,
-        version=1,
-        issued_at=now,
-        not_after=now + VALIDITY_SECONDS,
-        participants=participants,
-    )
-    signed_registry = sign_registry(registry, root_key)
-    # The check every party runs at start, run here first: refuse before writing anything.
-    trust = verify_registry(signed_registry, root_key.verify_key, now)
-    check_sectors(policy, trust.relying_party_sectors())
+    hosts = {pid: host or loopback_host(i) for i, pid in enumerate(roles)}
+    for pid, (role, _, _) in roles.items():
+        if role in SERVER_ROLES:
+            layout.endpoints[pid] = f"{hosts[pid]}:{free_port(hosts[pid])}"
+        else:
+            layout.endpoints[pid] = ""
+        layout.roles[pid] = Role.Name(role)
 
-    root.mkdir(parents=True, exist_ok=True)
-    _write(paths.passphrase, (passphrase + "\n").encode(), 0o600)
-    _write(paths.root_pub, root_key.verify_key.encode())
-    _write(paths.registry, signed_registry.SerializeToString())
-    _write(paths.ca_cert, ca_cert_pem)
-    _write(paths.policy_json, canonical_json(policy.document).encode("utf-8"))
-    _write(paths.policy_signed, sign_policy(policy, policy_key).SerializeToString())
-    save_signing_key(paths.offline / "root.key", root_key, passphrase, fast_kdf=fast_kdf)
-    save_signing_key(
-        paths.offline / "policy-authority.key", policy_key, passphrase, fast_kdf=fast_kdf
+    custodian_keys = [
+        init_custodian(paths.custodian(name), name, passphrase=passphrase, fast_kdf=fast_kdf)
+        for name in CUSTODIANS
+    ]
+    authority = Authority(
+        init_authority(
+            paths.authority,
+            layout.federation_id,
+            custodian_keys,
+            ROOT_THRESHOLD,
+            passphrase=passphrase,
+            fast_kdf=fast_kdf,
+        ).root,
+        passphrase,
     )
-    save_pem_key(paths.offline / "ca.key", ca_key_pem, passphrase, fast_kdf=fast_kdf)
-    for party_id, party_secrets, cert_pem in party_files:
-        save_secrets(paths.party_key(party_id), party_secrets, passphrase, fast_kdf=fast_kdf)
-        _write(paths.party_cert(party_id), cert_pem)
-    _write(paths.manifest, (json.dumps(layout.to_json(), indent=2) + "\n").encode())
+    for pid, (role, name, sector) in roles.items():
+        org = init_org(
+            paths.org(pid).root,
+            pid,
+            role_name(role),
+            display_name=name,
+            endpoint=layout.endpoints[pid],
+            fetch_registry_from=_fetch_sources(role, layout.endpoints),
+            passphrase=passphrase,
+            fast_kdf=fast_kdf,
+        )
+        if passphrase is not None:
+            # A test federation under one passphrase still keeps it in each folder.
+            org.passphrase.write_text(passphrase + "\n", "utf-8")
+            org.passphrase.chmod(0o600)
+        authority.admit(org.request, SECTOR_NAMES[sector])
+    for name in CUSTODIANS[:ROOT_THRESHOLD]:
+        sign_draft(paths.custodian(name), authority.paths.draft, passphrase=passphrase)
+
+    # The check every party runs at start, run first: refuse before publishing anything.
+    genesis = verify_genesis(
+        SignedRegistry.FromString(authority.paths.draft.read_bytes()), layout.federation_id
+    )
+    check_sectors(policy, genesis.view(int(time.time())).relying_party_sectors())
+    paths.policy_json.parent.mkdir(parents=True, exist_ok=True)
+    paths.policy_json.write_text(canonical_json(policy.document), "utf-8")
+    signed_policy = sign_policy_document(paths.org(POLICY_AUTHORITY_ID).root, paths.policy_json)
+    authority.publish(signed_policy)
+    for pid in roles:
+        install_bundle(paths.org(pid).root, authority.bundle(pid))
+    paths.manifest.write_text(json.dumps(layout.to_json(), indent=2) + "\n", "utf-8")
     return layout
+
+
+def free_port(host: str) -> int:
+    """A port free on `host` now."""
+    return free_ports(host, 1)[0]

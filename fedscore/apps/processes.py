@@ -19,7 +19,8 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from fedscore.errors import Unavailable
-from fedscore.runtime.party import FederationPaths, Party, load_trust
+from fedscore.runtime.org_paths import FederationPaths
+from fedscore.runtime.party import Party, federation_view
 from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.trust_pb2 import Role
 
@@ -45,7 +46,7 @@ def stop_on_signal() -> asyncio.Event:
 
 def server_party_ids(workdir: Path) -> list[str]:
     """Registry first, then agencies, then the coordinator: the order they start in."""
-    trust = load_trust(workdir)
+    trust = federation_view(workdir)
     return [p.id for role in SERVER_ROLES for p in trust.by_role(role)]
 
 
@@ -81,7 +82,7 @@ class FederationProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_party(self, party_id: str) -> subprocess.Popen[bytes]:
-        log_path = FederationPaths(self.workdir).party_dir(party_id) / "serve.log"
+        log_path = FederationPaths(self.workdir).org(party_id).serve_log
         log = log_path.open("ab")
         process = subprocess.Popen(
             [

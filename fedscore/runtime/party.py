@@ -1,13 +1,20 @@
-"""Load one party of a federation folder: keys, trust registry, policy, TLS material.
+"""Load one party from its own organisation's folder: config, keys, trust chain, policy, TLS.
 
 Invariants:
-- The trust registry is verified against the root key in `trust/root.pub` before
-  anything in it is used; the policy is verified against the policy authority's key
-  listed in that registry, and then checked against the registry's relying-party
-  sectors (`policies.sectors.check_sectors`): a policy with a purpose for a public-service
-  provider, or for a relying party without an admissible sector, loads for no party.
-- The party's secret keys must match the public keys the registry lists for it.
-- Everything is read once, at start; nothing here is read per query.
+- Only the party's own folder is read (`fedscore.runtime.org_paths.OrgPaths`): its config,
+  its encrypted secrets, its certificate, and the registry chain and policy it trusts.
+- The registry chain is verified from version 1 (received at admission) to the newest
+  stored version (`keys.registry_chain`); the policy is verified against the policy
+  authority's key listed in the newest version, and then checked against the registry's
+  relying-party sectors (`policies.sectors.check_sectors`): a policy with a purpose for a
+  public-service provider, or for a relying party without an admissible sector, loads for
+  no party.
+- The party's secret keys must match the public keys the registry lists for it. During a
+  key rotation (`next.key` present) the secrets whose signing key the registry lists as
+  current are used; once the registry lists the new key, `next.key` becomes `party.key`
+  and the old file moves to `retired/`.
+- Everything is read once, at start; what changes while serving arrives through
+  `fedscore.runtime.live_trust`, never by re-reading files per query.
 """
 
 from __future__ import annotations
@@ -18,13 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedscore.errors import FailedPrecondition, KeyFileError
+from fedscore.runtime.org_paths import REGISTRY_FILE_GLOB, FederationPaths, OrgPaths
+from fedscore.runtime.party_config import PartyConfig, load_config
 from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Role
+from fedscore.v1.trust_pb2 import Participant, Role, SignedRegistry
 from keys.box import BoxKeyPair
 from keys.keyfile import PartySecrets, load_secrets
-from keys.registry import TrustView, verify_registry
-from keys.signing import SigningKey, VerifyKey
+from keys.registry import TrustView
+from keys.registry_chain import ChainLink, follow_from_genesis
+from keys.signing import SigningKey
 from policies.model import Policy
 from policies.sectors import check_sectors
 from policies.signing import verify_policy
@@ -33,66 +43,18 @@ PASSPHRASE_ENV = "FEDSCORE_PASSPHRASE"  # noqa: S105 (a variable name, not a sec
 
 
 @dataclass(frozen=True)
-class FederationPaths:
-    """Where a federation folder keeps each file (see docs/modules.md)."""
-
-    root: Path
-
-    @property
-    def passphrase(self) -> Path:
-        return self.root / "passphrase"
-
-    @property
-    def root_pub(self) -> Path:
-        return self.root / "trust" / "root.pub"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "trust" / "registry.signed"
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "trust" / "ca.crt"
-
-    @property
-    def policy_json(self) -> Path:
-        return self.root / "policy" / "policy.json"
-
-    @property
-    def policy_signed(self) -> Path:
-        return self.root / "policy" / "policy.signed"
-
-    @property
-    def offline(self) -> Path:
-        return self.root / "offline"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "federation.json"
-
-    def party_dir(self, party_id: str) -> Path:
-        return self.root / "parties" / party_id
-
-    def party_key(self, party_id: str) -> Path:
-        return self.party_dir(party_id) / "party.key"
-
-    def party_cert(self, party_id: str) -> Path:
-        return self.party_dir(party_id) / "tls.crt"
-
-    def party_db(self, party_id: str) -> Path:
-        return self.party_dir(party_id) / "state.db"
-
-
-@dataclass(frozen=True)
 class Party:
     id: str
-    workdir: Path
+    config: PartyConfig
+    paths: OrgPaths
     participant: Participant
     secrets: PartySecrets
     signing_key: SigningKey
     box: BoxKeyPair
     trust: TrustView
+    chain: ChainLink
     policy: Policy
+    policy_envelope: Envelope
     tls: TlsMaterial
     db_url: str
 
@@ -101,14 +63,14 @@ class Party:
         return self.participant.role
 
 
-def read_passphrase(workdir: Path, passphrase: str | None = None) -> str:
-    """The passphrase: given, else $FEDSCORE_PASSPHRASE, else the federation's passphrase file."""
+def read_passphrase(org: Path, passphrase: str | None = None) -> str:
+    """The passphrase: given, else $FEDSCORE_PASSPHRASE, else the organisation's passphrase file."""
     if passphrase:
         return passphrase
     from_env = os.environ.get(PASSPHRASE_ENV)
     if from_env:
         return from_env
-    path = FederationPaths(workdir).passphrase
+    path = OrgPaths(Path(org)).passphrase
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     raise KeyFileError(
@@ -116,66 +78,146 @@ def read_passphrase(workdir: Path, passphrase: str | None = None) -> str:
     )
 
 
-def load_trust(workdir: Path, now: int | None = None) -> TrustView:
-    """Verify the federation's trust registry against its root key."""
-    paths = FederationPaths(workdir)
-    if not paths.registry.exists():
+def stored_chain(paths: OrgPaths) -> list[SignedRegistry]:
+    """The registry versions stored in an organisation's folder, oldest first."""
+    files = (
+        sorted(paths.registry_dir.glob(REGISTRY_FILE_GLOB)) if paths.registry_dir.exists() else []
+    )
+    if not files:
         raise FailedPrecondition(
-            f"{workdir} is not a federation folder (no {paths.registry}); "
-            "run 'fedscore federation init' first",
+            f"{paths.root} holds no trust registry (no {paths.registry_dir}/v*.signed); "
+            "install the admission bundle the federation authority sent",
             reason="NO_FEDERATION",
         )
-    root = VerifyKey.from_bytes(paths.root_pub.read_bytes())
-    envelope = Envelope.FromString(paths.registry.read_bytes())
-    return verify_registry(envelope, root, int(time.time()) if now is None else now)
+    return [SignedRegistry.FromString(f.read_bytes()) for f in files]
 
 
-def database_url(workdir: Path, party_id: str) -> str:
-    """SQLite file by default; FEDSCORE_DB_URL_<PARTY> selects another engine (e.g. PostgreSQL)."""
-    override = os.environ.get("FEDSCORE_DB_URL_" + party_id.upper().replace("-", "_"))
+def load_chain(org: Path) -> ChainLink:
+    """The newest registry version the organisation's stored chain reaches."""
+    return follow_from_genesis(stored_chain(OrgPaths(Path(org))))
+
+
+def load_trust(org: Path, now: int | None = None) -> TrustView:
+    """The organisation's trusted registry as seen now."""
+    return load_chain(org).view(int(time.time()) if now is None else now)
+
+
+def org_folder(workdir: Path, party_id: str) -> Path:
+    """A party's own folder inside a local federation's folder."""
+    return FederationPaths(Path(workdir)).org(party_id).root
+
+
+def database_url(config: PartyConfig, paths: OrgPaths) -> str:
+    """The config's URL; else FEDSCORE_DB_URL_<PARTY>; else the SQLite file in the folder."""
+    if config.database_url:
+        return config.database_url
+    override = os.environ.get("FEDSCORE_DB_URL_" + config.id.upper().replace("-", "_"))
     if override:
         return override
-    return f"sqlite:///{FederationPaths(workdir).party_db(party_id).resolve()}"
+    return f"sqlite:///{paths.database.resolve()}"
 
 
-def load_party(workdir: Path, party_id: str, passphrase: str | None = None) -> Party:
-    """Open one party's keys and verify everything it will trust."""
-    workdir = Path(workdir)
-    paths = FederationPaths(workdir)
-    trust = load_trust(workdir)
-    participant = trust.participant(party_id)
-    secrets = load_secrets(paths.party_key(party_id), read_passphrase(workdir, passphrase))
-    signing_key = SigningKey.from_seed(secrets.signing_seed)
-    box = BoxKeyPair.from_private(secrets.box_private)
-    if signing_key.verify_key.encode() != participant.signing_public_key:
+def _matches(secrets: PartySecrets, participant: Participant) -> bool:
+    return SigningKey.from_seed(secrets.signing_seed).verify_key.encode() == bytes(
+        participant.signing_public_key
+    )
+
+
+def current_secrets(paths: OrgPaths, participant: Participant, passphrase: str) -> PartySecrets:
+    """The secrets whose signing key the registry lists as current (see the invariants)."""
+    if paths.next_key.exists():
+        pending = load_secrets(paths.next_key, passphrase)
+        if _matches(pending, participant):
+            paths.retired.mkdir(exist_ok=True)
+            os.replace(paths.key, paths.retired / f"party.{int(time.time())}.key")
+            os.replace(paths.next_key, paths.key)
+            return pending
+    secrets = load_secrets(paths.key, passphrase)
+    if not _matches(secrets, participant):
         raise KeyFileError(
-            f"the signing key in {paths.party_key(party_id)} is not the one the trust "
-            f"registry lists for {party_id}",
+            f"the signing key in {paths.key} is not the one the trust "
+            f"registry lists for {participant.id}",
             reason="KEY_MISMATCH",
         )
+    return secrets
+
+
+def load_party_config(config_path: Path, passphrase: str | None = None) -> Party:
+    """Open one party from its config file and verify everything it will trust."""
+    config = load_config(Path(config_path))
+    paths = OrgPaths(config.key_folder)
+    chain = load_chain(paths.root)
+    trust = chain.view(int(time.time()))
+    participant = trust.participant(config.id)
+    if participant.role != config.role:
+        raise FailedPrecondition(
+            f"{config.path} says {config.id} is a {Role.Name(config.role)}, the trust "
+            f"registry says {Role.Name(participant.role)}",
+            reason="WRONG_ROLE",
+        )
+    secrets = current_secrets(paths, participant, read_passphrase(paths.root, passphrase))
+    signing_key = SigningKey.from_seed(secrets.signing_seed)
+    box = BoxKeyPair.from_private(secrets.box_private)
     if box.public_bytes != participant.box_public_key:
         raise KeyFileError(
-            f"the box key of {party_id} does not match the trust registry", reason="KEY_MISMATCH"
+            f"the box key of {config.id} does not match the trust registry", reason="KEY_MISMATCH"
         )
-    policy = verify_policy(
-        Envelope.FromString(paths.policy_signed.read_bytes()),
-        trust.policy_keys(),
-    )
+    policy_envelope = Envelope.FromString(paths.policy_signed.read_bytes())
+    policy = verify_policy(policy_envelope, trust.policy_keys())
     check_sectors(policy, trust.relying_party_sectors())
     tls = TlsMaterial(
         ca_pem=paths.ca_cert.read_bytes(),
-        cert_pem=paths.party_cert(party_id).read_bytes(),
+        cert_pem=paths.tls_cert.read_bytes(),
         key_pem=secrets.tls_key_pem,
     )
     return Party(
-        id=party_id,
-        workdir=workdir,
+        id=config.id,
+        config=config,
+        paths=paths,
         participant=participant,
         secrets=secrets,
         signing_key=signing_key,
         box=box,
         trust=trust,
+        chain=chain,
         policy=policy,
+        policy_envelope=policy_envelope,
         tls=tls,
-        db_url=database_url(workdir, party_id),
+        db_url=database_url(config, paths),
     )
+
+
+def load_party(workdir: Path, party_id: str, passphrase: str | None = None) -> Party:
+    """A party of a local federation's folder, from its own folder `orgs/<id>/` only."""
+    federation = FederationPaths(Path(workdir))
+    if not federation.orgs.is_dir():
+        raise FailedPrecondition(
+            f"{workdir} is not a federation folder (no {federation.orgs}); "
+            "run 'fedscore federation init' first",
+            reason="NO_FEDERATION",
+        )
+    if not federation.org(party_id).config.exists():
+        known = sorted(p.name for p in federation.orgs.iterdir() if (p / "party.toml").exists())
+        raise FailedPrecondition(
+            f"{workdir} has no organisation {party_id!r}; it has {', '.join(known)}",
+            reason="UNKNOWN_PARTICIPANT",
+        )
+    return load_party_config(OrgPaths(org_folder(workdir, party_id)).config, passphrase)
+
+
+def federation_view(workdir: Path, now: int | None = None) -> TrustView:
+    """The newest registry any organisation of a local federation's folder trusts.
+
+    For the tools that look at a whole local federation (the demo, the process starter);
+    a party itself only ever reads its own folder.
+    """
+    orgs = FederationPaths(Path(workdir)).orgs
+    folders = sorted(p for p in orgs.iterdir() if p.is_dir()) if orgs.exists() else []
+    if not folders:
+        raise FailedPrecondition(
+            f"{workdir} is not a federation folder (no {orgs}); "
+            "run 'fedscore federation init' first",
+            reason="NO_FEDERATION",
+        )
+    newest = max((load_chain(folder) for folder in folders), key=lambda link: link.version)
+    return newest.view(int(time.time()) if now is None else now)

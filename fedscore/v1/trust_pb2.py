@@ -22,21 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fedscore.v1 import envelope_pb2 as fedscore_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/trust.proto\x12\x0b\x66\x65\x64score.v1\"\xe2\x01\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.fedscore.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x05 \x01(\x0c\x12\x16\n\x0e\x62ox_public_key\x18\x06 \x01(\x0c\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\x12#\n\x06sector\x18\t \x01(\x0e\x32\x13.fedscore.v1.Sector\"\x8d\x01\n\rTrustRegistry\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x11\n\tnot_after\x18\x04 \x01(\x03\x12.\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x18.fedscore.v1.Participant*\xbe\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x19\n\x15ROLE_CONSENT_REGISTRY\x10\x02\x12\x14\n\x10ROLE_COORDINATOR\x10\x03\x12\x16\n\x12ROLE_RELYING_PARTY\x10\x04\x12\x12\n\x0eROLE_REGULATOR\x10\x05\x12\x17\n\x13ROLE_CITIZEN_PORTAL\x10\x06\x12\x19\n\x15ROLE_POLICY_AUTHORITY\x10\x07*\x86\x01\n\x06Sector\x12\x16\n\x12SECTOR_UNSPECIFIED\x10\x00\x12\x15\n\x11SECTOR_COMMERCIAL\x10\x01\x12\x18\n\x14SECTOR_CIVIL_SOCIETY\x10\x02\x12\x18\n\x14SECTOR_CITIZEN_AGENT\x10\x03\x12\x19\n\x15SECTOR_PUBLIC_SERVICE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64score/v1/trust.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\"\xe2\x01\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.fedscore.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x05 \x01(\x0c\x12\x16\n\x0e\x62ox_public_key\x18\x06 \x01(\x0c\x12\x12\n\nnot_before\x18\x07 \x01(\x03\x12\x11\n\tnot_after\x18\x08 \x01(\x03\x12#\n\x06sector\x18\t \x01(\x0e\x32\x13.fedscore.v1.Sector\"\xcd\x01\n\rTrustRegistry\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x11\n\tnot_after\x18\x04 \x01(\x03\x12.\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x18.fedscore.v1.Participant\x12\x17\n\x0fprevious_digest\x18\x06 \x01(\x0c\x12%\n\x04root\x18\x07 \x01(\x0b\x32\x17.fedscore.v1.RootPolicy\"0\n\x07RootKey\x12\x11\n\tcustodian\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"C\n\nRootPolicy\x12\x11\n\tthreshold\x18\x01 \x01(\r\x12\"\n\x04keys\x18\x02 \x03(\x0b\x32\x14.fedscore.v1.RootKey\"6\n\x11RegistrySignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"V\n\x0eSignedRegistry\x12\x10\n\x08registry\x18\x01 \x01(\x0c\x12\x32\n\nsignatures\x18\x02 \x03(\x0b\x32\x1e.fedscore.v1.RegistrySignature\"\xf1\x01\n\x10\x41\x64missionRequest\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x1f\n\x04role\x18\x02 \x01(\x0e\x32\x11.fedscore.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x05 \x01(\x0c\x12\x16\n\x0e\x62ox_public_key\x18\x06 \x01(\x0c\x12\x0f\n\x07\x63sr_pem\x18\x07 \x01(\x0c\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12#\n\x1breplaces_signing_public_key\x18\t \x01(\x0c\"`\n\nKeyRequest\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\x12*\n\x0b\x65ndorsement\x18\x02 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"(\n\x0fGetTrustRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x04\"e\n\x0bTrustUpdate\x12/\n\nregistries\x18\x01 \x03(\x0b\x32\x1b.fedscore.v1.SignedRegistry\x12%\n\x06policy\x18\x02 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"<\n\x10GetTrustResponse\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x18.fedscore.v1.TrustUpdate\"=\n\x11OfferTrustRequest\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x18.fedscore.v1.TrustUpdate\"C\n\x12OfferTrustResponse\x12\x18\n\x10registry_version\x18\x01 \x01(\x04\x12\x13\n\x0bpolicy_hash\x18\x02 \x01(\t*\xbe\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x19\n\x15ROLE_CONSENT_REGISTRY\x10\x02\x12\x14\n\x10ROLE_COORDINATOR\x10\x03\x12\x16\n\x12ROLE_RELYING_PARTY\x10\x04\x12\x12\n\x0eROLE_REGULATOR\x10\x05\x12\x17\n\x13ROLE_CITIZEN_PORTAL\x10\x06\x12\x19\n\x15ROLE_POLICY_AUTHORITY\x10\x07*\x86\x01\n\x06Sector\x12\x16\n\x12SECTOR_UNSPECIFIED\x10\x00\x12\x15\n\x11SECTOR_COMMERCIAL\x10\x01\x12\x18\n\x14SECTOR_CIVIL_SOCIETY\x10\x02\x12\x18\n\x14SECTOR_CITIZEN_AGENT\x10\x03\x12\x19\n\x15SECTOR_PUBLIC_SERVICE\x10\x04\x32\xa6\x01\n\x0cTrustService\x12G\n\x08GetTrust\x12\x1c.fedscore.v1.GetTrustRequest\x1a\x1d.fedscore.v1.GetTrustResponse\x12M\n\nOfferTrust\x12\x1e.fedscore.v1.OfferTrustRequest\x1a\x1f.fedscore.v1.OfferTrustResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedscore.v1.trust_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=414
-  _globals['_ROLE']._serialized_end=604
-  _globals['_SECTOR']._serialized_start=607
-  _globals['_SECTOR']._serialized_end=741
-  _globals['_PARTICIPANT']._serialized_start=41
-  _globals['_PARTICIPANT']._serialized_end=267
-  _globals['_TRUSTREGISTRY']._serialized_start=270
-  _globals['_TRUSTREGISTRY']._serialized_end=411
+  _globals['_ROLE']._serialized_start=1450
+  _globals['_ROLE']._serialized_end=1640
+  _globals['_SECTOR']._serialized_start=1643
+  _globals['_SECTOR']._serialized_end=1777
+  _globals['_PARTICIPANT']._serialized_start=69
+  _globals['_PARTICIPANT']._serialized_end=295
+  _globals['_TRUSTREGISTRY']._serialized_start=298
+  _globals['_TRUSTREGISTRY']._serialized_end=503
+  _globals['_ROOTKEY']._serialized_start=505
+  _globals['_ROOTKEY']._serialized_end=553
+  _globals['_ROOTPOLICY']._serialized_start=555
+  _globals['_ROOTPOLICY']._serialized_end=622
+  _globals['_REGISTRYSIGNATURE']._serialized_start=624
+  _globals['_REGISTRYSIGNATURE']._serialized_end=678
+  _globals['_SIGNEDREGISTRY']._serialized_start=680
+  _globals['_SIGNEDREGISTRY']._serialized_end=766
+  _globals['_ADMISSIONREQUEST']._serialized_start=769
+  _globals['_ADMISSIONREQUEST']._serialized_end=1010
+  _globals['_KEYREQUEST']._serialized_start=1012
+  _globals['_KEYREQUEST']._serialized_end=1108
+  _globals['_GETTRUSTREQUEST']._serialized_start=1110
+  _globals['_GETTRUSTREQUEST']._serialized_end=1150
+  _globals['_TRUSTUPDATE']._serialized_start=1152
+  _globals['_TRUSTUPDATE']._serialized_end=1253
+  _globals['_GETTRUSTRESPONSE']._serialized_start=1255
+  _globals['_GETTRUSTRESPONSE']._serialized_end=1315
+  _globals['_OFFERTRUSTREQUEST']._serialized_start=1317
+  _globals['_OFFERTRUSTREQUEST']._serialized_end=1378
+  _globals['_OFFERTRUSTRESPONSE']._serialized_start=1380
+  _globals['_OFFERTRUSTRESPONSE']._serialized_end=1447
+  _globals['_TRUSTSERVICE']._serialized_start=1780
+  _globals['_TRUSTSERVICE']._serialized_end=1946
 # @@protoc_insertion_point(module_scope)

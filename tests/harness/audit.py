@@ -82,7 +82,7 @@ class Live:
         return self.nodes[party_id].node.log
 
     def db(self, party_id: str) -> Path:
-        return self.root / "parties" / party_id / "state.db"
+        return self.root / "orgs" / party_id / "state.db"
 
     async def grant(self, citizen: str = ALICE, purpose: str = PURPOSE) -> GrantResponse:
         relying_party = "ptt" if purpose == PURPOSE else "citizen-portal"

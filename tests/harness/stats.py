@@ -22,8 +22,9 @@ from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps.demo_data import DemoData, generate, read_rows
 from fedscore.apps.federation import init_federation
-from fedscore.runtime.party import FederationPaths, load_party, read_passphrase
-from keys.keyfile import load_signing_key
+from fedscore.runtime.org_paths import FederationPaths, OrgPaths
+from fedscore.runtime.party import load_party, read_passphrase
+from keys.keyfile import load_secrets
 from node import server as node_server
 from node.ingest import ingest_file
 from node.store import NodeStore
@@ -45,9 +46,13 @@ def resign_policy(root: Path, change: Callable[[Statistics], None]) -> Policy:
     document = parse_policy(json.loads(paths.policy_json.read_text("utf-8"))).document
     change(document["statistics"])
     policy = parse_policy(document)
-    key = load_signing_key(paths.offline / "policy-authority.key", read_passphrase(root))
+    authority = paths.org("policy-authority")
+    key = load_secrets(authority.key, read_passphrase(authority.root)).signing_key
     paths.policy_json.write_text(canonical_json(policy.document), "utf-8")
-    paths.policy_signed.write_bytes(sign_policy(policy, key).SerializeToString())
+    signed = sign_policy(policy, key).SerializeToString()
+    # Delivered to every organisation before its server starts (as a bundle would).
+    for org in sorted(paths.orgs.iterdir()):
+        OrgPaths(org).policy_signed.write_bytes(signed)
     return policy
 
 

@@ -14,7 +14,8 @@ from fedscore.apps import client
 from fedscore.apps.federation import init_federation
 from fedscore.apps.processes import stop_on_signal
 from fedscore.errors import IngestError, InvalidArgument
-from fedscore.runtime.party import FederationPaths, load_party
+from fedscore.runtime.org_paths import OrgPaths
+from fedscore.runtime.party import load_party, load_party_config, org_folder
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
@@ -46,27 +47,41 @@ SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     # A server's log says when and how bad: ISO-like local time, level, where it came from.
-    logging.basicConfig(level=logging.INFO, format=SERVER_LOG_FORMAT)
-    party = load_party(args.workdir, args.party)
+    if args.config is not None:
+        if args.workdir is not None or args.party is not None:
+            raise InvalidArgument(
+                "give --config, or --workdir with --party, not both", "BAD_ARGUMENTS"
+            )
+        config_path = args.config
+    elif args.workdir is not None and args.party is not None:
+        config_path = OrgPaths(org_folder(args.workdir, args.party)).config
+    else:
+        raise InvalidArgument(
+            "give --config ORG/party.toml, or --workdir DIR --party ID", "BAD_ARGUMENTS"
+        )
+    party = load_party_config(config_path)
+    logging.basicConfig(level=getattr(logging, party.config.log_level), format=SERVER_LOG_FORMAT)
+    bind = args.bind or party.config.listen or None
     running: _Stoppable
     if party.role == Role.ROLE_AGENCY:
         from node import server as node_server
 
-        running = await node_server.start(party, bind=args.bind)
+        running = await node_server.start(party, bind=bind)
     elif party.role == Role.ROLE_CONSENT_REGISTRY:
         from consent import server as consent_server
 
-        running = await consent_server.start(party, bind=args.bind)
+        running = await consent_server.start(party, bind=bind)
     elif party.role == Role.ROLE_COORDINATOR:
         from coordinator import server as coordinator_server
 
-        running = await coordinator_server.start(party, bind=args.bind)
+        running = await coordinator_server.start(party, bind=bind)
     else:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
         )
     stop = stop_on_signal()
-    print(f"fedscore: {party.id} serving on {args.bind or party.participant.endpoint}", flush=True)
+    where = bind or party.participant.endpoint
+    print(f"fedscore: {party.id} serving on {where}", flush=True)
     await stop.wait()
     await running.stop()
     print(f"fedscore: {party.id} stopped", flush=True)
@@ -161,7 +176,7 @@ async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
     response = await client.grant(portal, national_id, args.purpose, args.relying_party, args.days)
     receipt = client.verify_receipt(portal, response.receipt)
     token = ConsentToken.FromString(response.token.payload)
-    wallet = FederationPaths(args.workdir).root / "wallet"
+    wallet = portal.paths.wallet
     token_path: Path = args.out or wallet / f"{token.token_id}.token"
     token_path.parent.mkdir(parents=True, exist_ok=True)
     token_path.write_bytes(response.token.SerializeToString())

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import fedscore.apps.cli.audit_commands as audit_commands
 import fedscore.apps.cli.commands as commands
+import fedscore.apps.cli.org_commands as org_commands
 import fedscore.apps.cli.stats_commands as stats_commands
 from fedscore.errors import FedscoreError
 
@@ -68,8 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(run=commands.federation_init)
 
     serve = parties.add_parser("serve", help="run one party's gRPC server until stopped")
-    _workdir(serve)
-    serve.add_argument("--party", required=True, help="party id, e.g. trc, coordinator")
+    serve.add_argument(
+        "--config", type=Path, help="the party's own config, ORG/party.toml (what production uses)"
+    )
+    serve.add_argument(
+        "--workdir", type=Path, help="a local federation's folder (with --party; not with --config)"
+    )
+    serve.add_argument("--party", help="party id in --workdir, e.g. trc, coordinator")
     serve.add_argument(
         "--bind",
         metavar="HOST:PORT",
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, help="folder to use (default: a new one here)")
     demo.add_argument("--citizens", type=int, default=1200, help="synthetic citizens (>=1000)")
     demo.set_defaults(run=commands.demo)
+    org_commands.register(parties)
     stats_commands.register(parties)
     audit_commands.register(parties)
     return parser

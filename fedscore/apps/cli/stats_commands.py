@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fedscore.errors import FailedPrecondition
-from fedscore.runtime.party import FederationPaths, load_party, load_trust
+from fedscore.runtime.org_paths import FederationPaths
+from fedscore.runtime.party import federation_view, load_party
 
 COORDINATOR_ID = "coordinator"
 
@@ -61,7 +62,7 @@ def budget(workdir: Path, year: int | None = None) -> dict[str, Any]:
 
 def _federation_of(bundle: Path) -> Path:
     for folder in bundle.resolve().parents:
-        if FederationPaths(folder).registry.exists():
+        if FederationPaths(folder).orgs.exists():
             return folder
     raise FailedPrecondition(
         f"{bundle} is not inside a federation folder; name it with --workdir",
@@ -73,7 +74,7 @@ def verify(bundle: Path, workdir: Path | None = None) -> dict[str, Any]:
     """Check a bundle's signature and files against the federation's trust registry."""
     from coordinator.bundle import verify_bundle
 
-    trust = load_trust(workdir or _federation_of(bundle))
+    trust = federation_view(workdir or _federation_of(bundle))
     verified = verify_bundle(bundle, trust.coordinator_keys())
     return {
         "verified": True,

@@ -1,0 +1,447 @@
+"""The federation authority: admits, removes and rotates participants from their requests.
+
+It never holds anyone's secrets: it reads admission requests (public keys, a CSR), issues
+TLS certificates from the CSRs with the federation CA, and drafts the next registry
+version. It cannot publish a version alone: a threshold of root custodians must sign the
+draft (`fedscore.apps.custodian`), and `publish` refuses a draft that does not verify as
+the successor of the last published version (`keys.registry_chain`).
+
+Files in the authority's folder (`AuthorityPaths`): `authority.json` (federation id, root
+policy), `ca.key` (encrypted) and `ca.crt`, `client.key` (encrypted) and `client.crt` (its
+TLS identity for offering new versions to servers), `registry/v000001.signed`...,
+`draft.registry`, `policy.signed` (the newest policy it was given), `issued/<id>.crt`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedscore.errors import FailedPrecondition, FedscoreError, InvalidArgument, NotFound
+from fedscore.runtime.org_paths import REGISTRY_FILE_GLOB
+from fedscore.runtime.party import read_passphrase
+from fedscore.runtime.party_config import SERVER_ROLES
+from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.v1.trust_pb2 import (
+    OfferTrustRequest,
+    OfferTrustResponse,
+    Participant,
+    RootKey,
+    RootPolicy,
+    Sector,
+    SignedRegistry,
+    TrustRegistry,
+    TrustUpdate,
+)
+from keys.admission import read_request, verify_request
+from keys.keyfile import load_pem_key, save_pem_key
+from keys.registry import TrustView
+from keys.registry_chain import (
+    ChainLink,
+    draft,
+    follow_from_genesis,
+    verify_genesis,
+    verify_successor,
+)
+from keys.tls import create_ca, issue_certificate, issue_from_csr
+
+AUTHORITY_CLIENT_ID = "federation-authority"
+PARTICIPANT_VALIDITY_SECONDS = 2 * 365 * 24 * 3600
+# A registry version must be re-signed before this passes, or parties see it frozen.
+REGISTRY_VALIDITY_SECONDS = 90 * 24 * 3600
+DEFAULT_OVERLAP_SECONDS = 24 * 3600
+SECTORS = {
+    "unspecified": Sector.SECTOR_UNSPECIFIED,
+    "commercial": Sector.SECTOR_COMMERCIAL,
+    "civil-society": Sector.SECTOR_CIVIL_SOCIETY,
+    "citizen-agent": Sector.SECTOR_CITIZEN_AGENT,
+    "public-service": Sector.SECTOR_PUBLIC_SERVICE,
+}
+
+
+@dataclass(frozen=True)
+class AuthorityPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "authority.json"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.root / "client.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.root / "client.crt"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    def version(self, number: int) -> Path:
+        return self.registry_dir / f"v{number:06d}.signed"
+
+    @property
+    def draft(self) -> Path:
+        return self.root / "draft.registry"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.signed"
+
+    def issued(self, participant_id: str) -> Path:
+        return self.root / "issued" / f"{participant_id}.crt"
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def init_authority(
+    folder: Path,
+    federation_id: str,
+    root_keys: list[RootKey],
+    threshold: int,
+    *,
+    passphrase: str | None = None,
+    fast_kdf: bool = False,
+) -> AuthorityPaths:
+    """A new federation authority: its CA, its TLS client identity and the root policy."""
+    paths = AuthorityPaths(Path(folder))
+    if paths.config.exists():
+        raise InvalidArgument(f"{folder} already holds an authority", reason="FOLDER_NOT_EMPTY")
+    if not 1 <= threshold <= len(root_keys):
+        raise InvalidArgument(
+            f"threshold {threshold} must be between 1 and the {len(root_keys)} root keys",
+            reason="BAD_ROOT_POLICY",
+        )
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if passphrase is None:
+        passphrase = secrets.token_urlsafe(24)
+        _write(paths.root / "passphrase", (passphrase + "\n").encode())
+        (paths.root / "passphrase").chmod(0o600)
+    ca_key_pem, ca_cert_pem = create_ca(f"{federation_id} CA")
+    client_key_pem, client_cert_pem = issue_certificate(
+        ca_key_pem, ca_cert_pem, AUTHORITY_CLIENT_ID
+    )
+    save_pem_key(paths.ca_key, ca_key_pem, passphrase, fast_kdf=fast_kdf)
+    save_pem_key(paths.client_key, client_key_pem, passphrase, fast_kdf=fast_kdf)
+    _write(paths.ca_cert, ca_cert_pem)
+    _write(paths.client_cert, client_cert_pem)
+    root = RootPolicy(threshold=threshold, keys=root_keys)
+    document = {
+        "federation_id": federation_id,
+        "root": json.loads(_root_json(root)),
+    }
+    _write(paths.config, (json.dumps(document, indent=2) + "\n").encode())
+    return paths
+
+
+def _root_json(root: RootPolicy) -> str:
+    return json.dumps(
+        {
+            "threshold": root.threshold,
+            "keys": [
+                {"custodian": k.custodian, "public_key": k.public_key.hex()} for k in root.keys
+            ],
+        }
+    )
+
+
+class Authority:
+    """An authority's folder, opened."""
+
+    def __init__(self, folder: Path, passphrase: str | None = None) -> None:
+        self.paths = AuthorityPaths(Path(folder))
+        try:
+            document = json.loads(self.paths.config.read_text("utf-8"))
+        except FileNotFoundError:
+            raise FailedPrecondition(
+                f"{folder} is not a federation authority's folder (no authority.json); "
+                "run 'fedscore authority init' first",
+                reason="NO_AUTHORITY",
+            ) from None
+        self.federation_id = str(document["federation_id"])
+        self.root = RootPolicy(
+            threshold=int(document["root"]["threshold"]),
+            keys=[
+                RootKey(custodian=k["custodian"], public_key=bytes.fromhex(k["public_key"]))
+                for k in document["root"]["keys"]
+            ],
+        )
+        self._passphrase = passphrase
+
+    def passphrase(self) -> str:
+        return read_passphrase(self.paths.root, self._passphrase)
+
+    # --- the chain ----------------------------------------------------------------------
+
+    def published(self) -> list[SignedRegistry]:
+        if not self.paths.registry_dir.exists():
+            return []
+        return [
+            SignedRegistry.FromString(p.read_bytes())
+            for p in sorted(self.paths.registry_dir.glob(REGISTRY_FILE_GLOB))
+        ]
+
+    def latest(self) -> ChainLink | None:
+        chain = self.published()
+        return follow_from_genesis(chain, self.federation_id) if chain else None
+
+    def draft_registry(self, now: int) -> TrustRegistry:
+        """The draft being prepared (its signatures dropped: a changed draft is re-signed)."""
+        if self.paths.draft.exists():
+            registry = TrustRegistry()
+            registry.ParseFromString(
+                SignedRegistry.FromString(self.paths.draft.read_bytes()).registry
+            )
+        else:
+            latest = self.latest()
+            registry = TrustRegistry()
+            if latest is not None:
+                registry.CopyFrom(latest.registry)
+                registry.version = latest.version + 1
+                registry.previous_digest = latest.digest
+            else:
+                registry.federation_id = self.federation_id
+                registry.version = 1
+                registry.root.CopyFrom(self.root)
+        registry.issued_at = now
+        registry.not_after = now + REGISTRY_VALIDITY_SECONDS
+        return registry
+
+    def save_draft(self, registry: TrustRegistry) -> Path:
+        _write(self.paths.draft, draft(registry).SerializeToString())
+        return self.paths.draft
+
+    # --- admissions, removals, rotations -----------------------------------------------
+
+    def _ca(self) -> tuple[bytes, bytes]:
+        return load_pem_key(self.paths.ca_key, self.passphrase()), self.paths.ca_cert.read_bytes()
+
+    def admit(
+        self, request_file: Path, sector: str = "unspecified", now: int | None = None
+    ) -> Participant:
+        """Verify an admission request, issue its certificate, add it to the draft."""
+        now = int(time.time()) if now is None else now
+        if sector not in SECTORS:
+            raise InvalidArgument(
+                f"sector {sector!r} is not one of {sorted(SECTORS)}", "BAD_SECTOR"
+            )
+        request = verify_request(read_request(Path(request_file).read_bytes()))
+        registry = self.draft_registry(now)
+        if any(p.id == request.participant_id for p in registry.participants):
+            raise FailedPrecondition(
+                f"{request.participant_id} is already a participant; rotate its key instead",
+                reason="ALREADY_ADMITTED",
+            )
+        participant = Participant(
+            id=request.participant_id,
+            role=request.role,
+            display_name=request.display_name or request.participant_id,
+            endpoint=request.endpoint,
+            signing_public_key=request.signing_public_key,
+            box_public_key=request.box_public_key,
+            not_before=now - 60,
+            not_after=now + PARTICIPANT_VALIDITY_SECONDS,
+            sector=SECTORS[sector],
+        )
+        registry.participants.append(participant)
+        self._issue(request.participant_id, request.csr_pem, request.endpoint)
+        self.save_draft(registry)
+        return participant
+
+    def _issue(self, participant_id: str, csr_pem: bytes, endpoint: str) -> bytes:
+        hosts = [endpoint.rsplit(":", 1)[0]] if endpoint else []
+        ca_key, ca_cert = self._ca()
+        cert = issue_from_csr(ca_key, ca_cert, bytes(csr_pem), participant_id, hosts)
+        _write(self.paths.issued(participant_id), cert)
+        return cert
+
+    def remove(self, participant_id: str, now: int | None = None) -> int:
+        """Drop every entry of `participant_id` from the draft; how many there were."""
+        registry = self.draft_registry(int(time.time()) if now is None else now)
+        kept = [p for p in registry.participants if p.id != participant_id]
+        removed = len(registry.participants) - len(kept)
+        if not removed:
+            raise NotFound(f"{participant_id} is not a participant", reason="UNKNOWN_PARTICIPANT")
+        del registry.participants[:]
+        registry.participants.extend(kept)
+        self.save_draft(registry)
+        return removed
+
+    def rotate(
+        self,
+        request_file: Path,
+        overlap_seconds: int = DEFAULT_OVERLAP_SECONDS,
+        now: int | None = None,
+    ) -> Participant:
+        """A new signing key for a participant; the old one verifies for `overlap_seconds`."""
+        now = int(time.time()) if now is None else now
+        request = verify_request(read_request(Path(request_file).read_bytes()), rotation=True)
+        registry = self.draft_registry(now)
+        current = [
+            p
+            for p in registry.participants
+            if p.id == request.participant_id
+            and p.signing_public_key == request.replaces_signing_public_key
+        ]
+        if not current:
+            raise FailedPrecondition(
+                f"{request.participant_id} does not hold the key the rotation replaces",
+                reason="NOT_CURRENT_KEY",
+            )
+        old = current[-1]
+        old.not_after = min(old.not_after, now + max(0, overlap_seconds))
+        new = Participant()
+        new.CopyFrom(old)
+        new.signing_public_key = request.signing_public_key
+        new.box_public_key = request.box_public_key or old.box_public_key
+        new.not_before = now
+        new.not_after = now + PARTICIPANT_VALIDITY_SECONDS
+        registry.participants.append(new)
+        self.save_draft(registry)
+        return new
+
+    def renew(self, request_file: Path) -> bytes:
+        """A new certificate from a participant's renewal request (a new CSR)."""
+        request = verify_request(read_request(Path(request_file).read_bytes()))
+        latest = self.latest()
+        if latest is None:
+            raise FailedPrecondition("nothing is published yet", reason="NO_REGISTRY")
+        listed = latest.view(int(time.time())).participant(request.participant_id)
+        if listed.signing_public_key != request.signing_public_key:
+            raise FailedPrecondition(
+                "a renewal must be signed with the participant's current key",
+                reason="NOT_CURRENT_KEY",
+            )
+        return self._issue(request.participant_id, request.csr_pem, listed.endpoint)
+
+    def set_endpoint(self, participant_id: str, endpoint: str, now: int | None = None) -> None:
+        registry = self.draft_registry(int(time.time()) if now is None else now)
+        found = [p for p in registry.participants if p.id == participant_id]
+        if not found:
+            raise NotFound(f"{participant_id} is not a participant", reason="UNKNOWN_PARTICIPANT")
+        for participant in found:
+            participant.endpoint = endpoint
+        self.save_draft(registry)
+
+    def set_root(self, root_keys: list[RootKey], threshold: int, now: int | None = None) -> None:
+        """A new root in the draft: it needs a threshold of the old and of the new root."""
+        registry = self.draft_registry(int(time.time()) if now is None else now)
+        registry.root.CopyFrom(RootPolicy(threshold=threshold, keys=root_keys))
+        self.save_draft(registry)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(self, policy: bytes | None = None) -> ChainLink:
+        """Verify the signed draft as the next version and append it to the chain."""
+        if not self.paths.draft.exists():
+            raise FailedPrecondition("there is no draft to publish", reason="NO_DRAFT")
+        signed = SignedRegistry.FromString(self.paths.draft.read_bytes())
+        latest = self.latest()
+        link = (
+            verify_genesis(signed, self.federation_id)
+            if latest is None
+            else verify_successor(latest, signed)
+        )
+        _write(self.paths.version(link.version), signed.SerializeToString())
+        self.paths.draft.unlink()
+        if policy is not None:
+            _write(self.paths.policy, policy)
+        if link.registry.root != self.root:
+            self.root = link.registry.root
+            document = json.loads(self.paths.config.read_text("utf-8"))
+            document["root"] = json.loads(_root_json(self.root))
+            _write(self.paths.config, (json.dumps(document, indent=2) + "\n").encode())
+        return link
+
+    def set_policy(self, policy: bytes) -> None:
+        _write(self.paths.policy, policy)
+
+    def bundle(self, participant_id: str) -> bytes:
+        """What an organisation installs: its certificate, the CA's, the chain, the policy."""
+        cert = self.paths.issued(participant_id)
+        if not cert.exists():
+            raise NotFound(f"no certificate was issued for {participant_id}", "UNKNOWN_PARTICIPANT")
+
+        document = {
+            "format": BUNDLE_FORMAT,
+            "federation_id": self.federation_id,
+            "participant_id": participant_id,
+            "tls_cert": cert.read_text("ascii"),
+            "ca_cert": self.paths.ca_cert.read_text("ascii"),
+            "registries": [
+                base64.b64encode(s.SerializeToString()).decode() for s in self.published()
+            ],
+            "policy": base64.b64encode(self.paths.policy.read_bytes()).decode()
+            if self.paths.policy.exists()
+            else "",
+        }
+        return (json.dumps(document, indent=2) + "\n").encode()
+
+    def client_tls(self) -> TlsMaterial:
+        """The authority's own TLS identity, for offering versions to servers."""
+        return TlsMaterial(
+            ca_pem=self.paths.ca_cert.read_bytes(),
+            cert_pem=self.paths.client_cert.read_bytes(),
+            key_pem=load_pem_key(self.paths.client_key, self.passphrase()),
+        )
+
+
+async def offer_to_servers(
+    authority: Authority, now: int | None = None, timeout: float = 5.0
+) -> dict[str, str]:
+    """Offer the whole published chain and policy to every server the newest version lists.
+
+    Returns, per participant id, the version it now trusts or the reason it refused or
+    could not be reached. A server that is down catches up from its peers later.
+    """
+    latest = authority.latest()
+    if latest is None:
+        return {}
+    update = TrustUpdate(registries=authority.published())
+    if authority.paths.policy.exists():
+        update.policy.ParseFromString(authority.paths.policy.read_bytes())
+    tls = authority.client_tls()
+    view = latest.view(int(time.time()) if now is None else now)
+    servers = [p for p in view.registry.participants if p.endpoint and p.id in _ids(view)]
+    results: dict[str, str] = {}
+    for participant in servers:
+        async with secure_channel(participant.endpoint, tls, server_name=participant.id) as channel:
+            try:
+                answer = await call_unary(
+                    channel,
+                    OFFER_TRUST,
+                    OfferTrustRequest(update=update),
+                    OfferTrustResponse,
+                    timeout,
+                )
+                results[participant.id] = f"v{answer.registry_version}"
+            except FedscoreError as error:
+                results[participant.id] = error.reason
+    return results
+
+
+def _ids(view: TrustView) -> set[str]:
+    return {p.id for role in SERVER_ROLES for p in view.by_role(role)}
+
+
+OFFER_TRUST = "/fedscore.v1.TrustService/OfferTrust"
+BUNDLE_FORMAT = "fedscore-admission-bundle-v1"
