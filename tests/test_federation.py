@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fedscore.apps.federation import CLIENT_PARTIES, free_ports, init_federation
+from fedscore.apps.authority import Authority
+from fedscore.apps.custodian import sign_draft
+from fedscore.apps.federation import CLIENT_PARTIES, CUSTODIANS, free_ports, init_federation
 from fedscore.errors import (
     FedscoreError,
     InvalidArgument,
@@ -18,11 +21,9 @@ from fedscore.errors import (
     PolicyError,
     Unauthenticated,
 )
-from fedscore.runtime.party import FederationPaths, load_party, read_passphrase
-from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.runtime.org_paths import FederationPaths
+from fedscore.runtime.party import load_party
 from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
-from keys.keyfile import load_signing_key
-from keys.registry import sign_registry
 
 
 @pytest.fixture
@@ -33,24 +34,43 @@ def federation(tmp_path: Path) -> Path:
 
 def test_init_writes_a_verifiable_federation(federation: Path) -> None:
     paths = FederationPaths(federation)
+    trc = paths.org("trc")
     for path in (
-        paths.root_pub,
-        paths.registry,
-        paths.ca_cert,
+        trc.config,
+        trc.key,
+        trc.passphrase,
+        trc.request,
+        trc.tls_cert,
+        trc.ca_cert,
+        trc.registry_version(1),
+        trc.policy_signed,
         paths.policy_json,
-        paths.policy_signed,
         paths.manifest,
-        paths.passphrase,
     ):
         assert path.exists(), path
-    assert oct(paths.passphrase.stat().st_mode & 0o777) == "0o600"
-    trc = load_party(federation, "trc")
-    assert trc.role == Role.ROLE_AGENCY
-    assert {p.id for p in trc.trust.by_role(Role.ROLE_AGENCY)} == {"trc", "dsd", "chuangpao"}
-    assert set(trc.policy.purpose("ptt-fuel-discount").participants) == {"trc", "dsd", "chuangpao"}
-    # No secret is stored in the clear: the key file does not contain the TLS key PEM.
-    assert b"PRIVATE KEY" not in paths.party_key("trc").read_bytes()
-    assert b"PRIVATE KEY" not in (paths.offline / "ca.key").read_bytes()
+    assert oct(trc.passphrase.stat().st_mode & 0o777) == "0o600"
+    party = load_party(federation, "trc")
+    assert party.role == Role.ROLE_AGENCY
+    assert {p.id for p in party.trust.by_role(Role.ROLE_AGENCY)} == {"trc", "dsd", "chuangpao"}
+    assert set(party.policy.purpose("ptt-fuel-discount").participants) == {
+        "trc",
+        "dsd",
+        "chuangpao",
+    }
+    assert party.chain.registry.root.threshold == 2
+    assert len(party.chain.registry.root.keys) == 3
+    # No secret is stored in the clear: the key files do not contain a TLS key PEM.
+    assert b"PRIVATE KEY" not in trc.key.read_bytes()
+    assert b"PRIVATE KEY" not in (paths.authority / "ca.key").read_bytes()
+
+
+def test_every_organisation_has_its_own_loopback_address(federation: Path) -> None:
+    endpoints = [
+        p.endpoint for p in load_party(federation, "trc").trust.registry.participants if p.endpoint
+    ]
+    hosts = {endpoint.rsplit(":", 1)[0] for endpoint in endpoints}
+    assert len(hosts) == len(endpoints) == 5
+    assert all(host.startswith("127.0.0.") and host != "127.0.0.1" for host in hosts)
 
 
 def test_every_server_of_a_federation_gets_its_own_port(federation: Path) -> None:
@@ -90,17 +110,17 @@ def test_wrong_passphrase_is_refused(federation: Path) -> None:
 
 
 def test_tampered_registry_is_refused(federation: Path) -> None:
-    registry = FederationPaths(federation).registry
+    registry = FederationPaths(federation).org("trc").registry_version(1)
     raw = bytearray(registry.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     registry.write_bytes(bytes(raw))
     with pytest.raises(FedscoreError) as refused:
         load_party(federation, "trc")
-    assert refused.value.reason in {"BAD_REGISTRY", "MALFORMED_PAYLOAD", "BAD_SIGNATURE"}
+    assert refused.value.reason in {"BAD_REGISTRY", "BELOW_THRESHOLD"}
 
 
 def test_tampered_policy_is_refused(federation: Path) -> None:
-    signed = FederationPaths(federation).policy_signed
+    signed = FederationPaths(federation).org("trc").policy_signed
     raw = signed.read_bytes()
     signed.write_bytes(raw.replace(b'"points":30', b'"points":90', 1))
     assert signed.read_bytes() != raw
@@ -110,7 +130,8 @@ def test_tampered_policy_is_refused(federation: Path) -> None:
 
 def test_a_key_file_of_another_party_is_refused(federation: Path) -> None:
     paths = FederationPaths(federation)
-    paths.party_key("trc").write_bytes(paths.party_key("dsd").read_bytes())
+    paths.org("trc").key.write_bytes(paths.org("dsd").key.read_bytes())
+    paths.org("trc").passphrase.write_bytes(paths.org("dsd").passphrase.read_bytes())
     with pytest.raises(KeyFileError) as refused:
         load_party(federation, "trc")
     assert refused.value.reason == "KEY_MISMATCH"
@@ -137,14 +158,19 @@ def test_init_refuses_a_public_service_relying_party_and_writes_nothing(
 
 
 def _readmit(root: Path, change: Callable[[TrustRegistry], None]) -> None:
-    """Change the trust registry and sign it again, as the federation root would offline."""
+    """A new registry version with `change`, made as the authority and two custodians do,
+    and delivered to every organisation (as their followers would fetch it)."""
     paths = FederationPaths(root)
-    root_key = load_signing_key(paths.offline / "root.key", read_passphrase(root))
-    envelope = Envelope.FromString(paths.registry.read_bytes())
-    registry = TrustRegistry.FromString(envelope.payload)
+    authority = Authority(paths.authority)
+    registry = authority.draft_registry(int(time.time()))
     change(registry)
-    registry.version += 1
-    paths.registry.write_bytes(sign_registry(registry, root_key).SerializeToString())
+    authority.save_draft(registry)
+    for name in CUSTODIANS[:2]:
+        sign_draft(paths.custodian(name), authority.paths.draft)
+    link = authority.publish()
+    for org in paths.orgs.iterdir():
+        target = FederationPaths(root).org(org.name).registry_version(link.version)
+        target.write_bytes(authority.paths.version(link.version).read_bytes())
 
 
 def _entry(registry: TrustRegistry, party_id: str) -> Participant:
@@ -191,7 +217,7 @@ def test_no_party_loads_a_policy_for_an_inadmissible_relying_party(
     # The signed policy is unchanged and still verifies; only the registry's facts changed.
     _readmit(federation, change)
     parties = json.loads(FederationPaths(federation).manifest.read_text("utf-8"))["parties"]
-    loadable = [pid for pid in parties if FederationPaths(federation).party_key(pid).exists()]
+    loadable = [pid for pid in parties if pid != "policy-authority"]
     assert len(loadable) == 8, loadable  # registry, coordinator, 3 agencies, 3 clients
     for party_id in loadable:
         if party_id == "ptt" and reason == "RELYING_PARTY_NOT_REGISTERED":

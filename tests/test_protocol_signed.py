@@ -319,7 +319,7 @@ VERIFIERS = frozenset({"verify_message", "verify_bytes"})
 # trailing "/" is a whole package. Every file listed by name must use a verifier.
 MAY_VERIFY = (
     "keys/envelope.py",
-    "keys/registry.py",  # the trust registry (RootKeys)
+    "keys/admission.py",  # admission and rotation requests (the key they name)
     "policies/signing.py",  # the policy (PolicyKeys)
     "audit/core/checkpoint.py",  # checkpoints (LogKeys)
     "coordinator/bundle.py",  # release bundles (CoordinatorKeys)

@@ -18,28 +18,22 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from fedscore.errors import FailedPrecondition, FedscoreError, InvalidArgument, NotFound
-from fedscore.runtime.org_paths import REGISTRY_FILE_GLOB
+from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound
+from fedscore.runtime.org_paths import BUNDLE_FORMAT, REGISTRY_FILE_GLOB, AuthorityPaths
 from fedscore.runtime.party import read_passphrase
-from fedscore.runtime.party_config import SERVER_ROLES
-from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.trust_pb2 import (
-    OfferTrustRequest,
-    OfferTrustResponse,
     Participant,
     RootKey,
     RootPolicy,
     Sector,
     SignedRegistry,
     TrustRegistry,
-    TrustUpdate,
 )
 from keys.admission import read_request, verify_request
 from keys.keyfile import load_pem_key, save_pem_key
-from keys.registry import TrustView
 from keys.registry_chain import (
     ChainLink,
     draft,
@@ -61,49 +55,6 @@ SECTORS = {
     "citizen-agent": Sector.SECTOR_CITIZEN_AGENT,
     "public-service": Sector.SECTOR_PUBLIC_SERVICE,
 }
-
-
-@dataclass(frozen=True)
-class AuthorityPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "authority.json"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "ca.key"
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "ca.crt"
-
-    @property
-    def client_key(self) -> Path:
-        return self.root / "client.key"
-
-    @property
-    def client_cert(self) -> Path:
-        return self.root / "client.crt"
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.root / "registry"
-
-    def version(self, number: int) -> Path:
-        return self.registry_dir / f"v{number:06d}.signed"
-
-    @property
-    def draft(self) -> Path:
-        return self.root / "draft.registry"
-
-    @property
-    def policy(self) -> Path:
-        return self.root / "policy.signed"
-
-    def issued(self, participant_id: str) -> Path:
-        return self.root / "issued" / f"{participant_id}.crt"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -403,45 +354,3 @@ class Authority:
             cert_pem=self.paths.client_cert.read_bytes(),
             key_pem=load_pem_key(self.paths.client_key, self.passphrase()),
         )
-
-
-async def offer_to_servers(
-    authority: Authority, now: int | None = None, timeout: float = 5.0
-) -> dict[str, str]:
-    """Offer the whole published chain and policy to every server the newest version lists.
-
-    Returns, per participant id, the version it now trusts or the reason it refused or
-    could not be reached. A server that is down catches up from its peers later.
-    """
-    latest = authority.latest()
-    if latest is None:
-        return {}
-    update = TrustUpdate(registries=authority.published())
-    if authority.paths.policy.exists():
-        update.policy.ParseFromString(authority.paths.policy.read_bytes())
-    tls = authority.client_tls()
-    view = latest.view(int(time.time()) if now is None else now)
-    servers = [p for p in view.registry.participants if p.endpoint and p.id in _ids(view)]
-    results: dict[str, str] = {}
-    for participant in servers:
-        async with secure_channel(participant.endpoint, tls, server_name=participant.id) as channel:
-            try:
-                answer = await call_unary(
-                    channel,
-                    OFFER_TRUST,
-                    OfferTrustRequest(update=update),
-                    OfferTrustResponse,
-                    timeout,
-                )
-                results[participant.id] = f"v{answer.registry_version}"
-            except FedscoreError as error:
-                results[participant.id] = error.reason
-    return results
-
-
-def _ids(view: TrustView) -> set[str]:
-    return {p.id for role in SERVER_ROLES for p in view.by_role(role)}
-
-
-OFFER_TRUST = "/fedscore.v1.TrustService/OfferTrust"
-BUNDLE_FORMAT = "fedscore-admission-bundle-v1"

@@ -37,6 +37,7 @@ from fedscore.errors import InvalidArgument
 from fedscore.runtime.org_paths import FederationPaths
 from fedscore.runtime.party_config import SERVER_ROLES, role_name
 from fedscore.v1.trust_pb2 import Role, Sector, SignedRegistry
+from keys.registry import ASKING_ROLES
 from keys.registry_chain import verify_genesis
 from policies.defaults import default_policy_document
 from policies.loader import canonical_json, parse_policy
@@ -165,6 +166,11 @@ def init_federation(
             unspecified,
         ),
     }
+    # What the authority will admit, checked against the policy before anything is written.
+    check_sectors(
+        policy,
+        {pid: Sector.Name(sec) for pid, (role, _, sec) in roles.items() if role in ASKING_ROLES},
+    )
     hosts = {pid: host or loopback_host(i) for i, pid in enumerate(roles)}
     for pid, (role, _, _) in roles.items():
         if role in SERVER_ROLES:

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedscore.errors import FailedPrecondition, InvalidArgument
-from fedscore.runtime.org_paths import OrgPaths
+from fedscore.runtime.org_paths import BUNDLE_FORMAT, OrgPaths
 from fedscore.runtime.party import read_passphrase, stored_chain
 from fedscore.runtime.party_config import ROLE_NAMES, PartyConfig, load_config
 from fedscore.v1.envelope_pb2 import Envelope
@@ -35,8 +35,6 @@ from keys.tls import create_csr
 from policies.loader import load_policy
 from policies.sectors import check_sectors
 from policies.signing import sign_policy, verify_policy
-
-BUNDLE_FORMAT = "fedscore-admission-bundle-v1"
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REGISTRY_FILE_GLOB = "v*.signed"
+# What the authority sends an organisation it admitted (nothing secret in it).
+BUNDLE_FORMAT = "fedscore-admission-bundle-v1"
 
 
 @dataclass(frozen=True)
@@ -134,3 +136,48 @@ class FederationPaths:
 
     def party_dir(self, party_id: str) -> Path:
         return self.org(party_id).root
+
+
+@dataclass(frozen=True)
+class AuthorityPaths:
+    """The federation authority's folder (see `fedscore.apps.authority`)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "authority.json"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.root / "client.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.root / "client.crt"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    def version(self, number: int) -> Path:
+        return self.registry_dir / f"v{number:06d}.signed"
+
+    @property
+    def draft(self) -> Path:
+        return self.root / "draft.registry"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.signed"
+
+    def issued(self, participant_id: str) -> Path:
+        return self.root / "issued" / f"{participant_id}.crt"

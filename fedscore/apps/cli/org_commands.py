@@ -17,8 +17,8 @@ from fedscore.apps.authority import (
     SECTORS,
     Authority,
     init_authority,
-    offer_to_servers,
 )
+from fedscore.apps.authority_offer import offer_to_servers
 from fedscore.apps.custodian import init_custodian, read_root_pub, sign_draft
 from fedscore.apps.org import (
     init_org,

@@ -1,0 +1,247 @@
+"""Every organisation holds its own keys: what the folders hold, and the commands that
+admit, rotate and remove through the authority and a threshold of custodians."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedscore.apps.authority import Authority
+from fedscore.apps.cli.main import main
+from fedscore.apps.federation import CUSTODIANS, init_federation
+from fedscore.errors import FedscoreError, KeyFileError, NotFound
+from fedscore.runtime.org_paths import FederationPaths, OrgPaths
+from fedscore.runtime.party import load_party, load_party_config, read_passphrase
+from fedscore.v1.trust_pb2 import AdmissionRequest
+from keys.admission import make_request, read_request, verify_request
+from keys.keyfile import load_pem_key, load_secrets, load_signing_key
+from keys.signing import SigningKey
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Path:
+    init_federation(tmp_path / "fed", 3, fast_kdf=True)
+    return tmp_path / "fed"
+
+
+def _forms(secret: bytes) -> list[bytes]:
+    """The ways a secret could sit in a file: raw, base64, hex."""
+    return [secret, base64.b64encode(secret), secret.hex().encode()]
+
+
+def _decrypted(path: Path) -> bytes:
+    """A key file's plaintext, opened with the passphrase of the folder it sits in."""
+    passphrase = read_passphrase(path.parent)
+    for opener in (
+        lambda: json.dumps(load_secrets(path, passphrase).__dict__, default=lambda b: b.hex()),
+        lambda: load_signing_key(path, passphrase).seed.hex(),
+        lambda: load_pem_key(path, passphrase).decode(),
+    ):
+        try:
+            return str(opener()).encode()
+        except KeyFileError:
+            continue
+    raise AssertionError(f"{path} opens as no kind of key file")
+
+
+def _secrets_by_owner(root: Path) -> dict[str, list[bytes]]:
+    """Every private key of every party, custodian and the authority, by owner folder."""
+    paths = FederationPaths(root)
+    owners: dict[str, list[bytes]] = {}
+    for org in sorted(paths.orgs.iterdir()):
+        held = load_secrets(OrgPaths(org).key, read_passphrase(org))
+        owners[str(org)] = [
+            held.signing_seed,
+            held.box_private,
+            held.pseudonym_key,
+            held.tls_key_pem.split(b"-----")[2].strip(),  # the key body, not the armour
+        ]
+    for name in CUSTODIANS:
+        folder = paths.custodian(name)
+        owners[str(folder)] = [load_signing_key(folder / "root.key", read_passphrase(folder)).seed]
+    authority = paths.authority
+    passphrase = read_passphrase(authority)
+    owners[str(authority)] = [
+        load_pem_key(authority / name, passphrase).split(b"-----")[2].strip()
+        for name in ("ca.key", "client.key")
+    ]
+    return owners
+
+
+def _files(root: Path) -> Iterator[tuple[Path, bytes]]:
+    """Every file's bytes, and each key file's plaintext too."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        yield path, path.read_bytes()
+        if path.suffix == ".key":
+            yield path, _decrypted(path)
+
+
+def test_no_private_key_is_outside_its_owners_folder(federation: Path) -> None:
+    owners = _secrets_by_owner(federation)
+    assert len(owners) == 9 + 3 + 1  # nine organisations, three custodians, the authority
+    holders: dict[Path, set[str]] = {}
+    for path, content in _files(federation):
+        for owner, secrets in owners.items():
+            if any(form in content for secret in secrets for form in _forms(secret)):
+                holders.setdefault(path, set()).add(owner)
+    for path, found in holders.items():
+        assert len(found) == 1, f"{path} holds secrets of {sorted(found)}"
+        (owner,) = found
+        assert path.is_relative_to(owner), f"{owner}'s secret is in {path}"
+    # Every owner's secrets are somewhere (the scan would notice a leak), only in its folder.
+    assert {owner for found in holders.values() for owner in found} == set(owners)
+    authority_files = [
+        p for p in holders if p.is_relative_to(FederationPaths(federation).authority)
+    ]
+    assert all(holders[p] == {str(FederationPaths(federation).authority)} for p in authority_files)
+
+
+def _fedscore(*args: str | Path) -> int:
+    return main([str(a) for a in args])
+
+
+def _sign_and_publish(root: Path, signers: int = 2) -> int:
+    paths = FederationPaths(root)
+    for name in CUSTODIANS[:signers]:
+        assert (
+            _fedscore(
+                "custodian", "sign", paths.custodian(name), paths.authority / "draft.registry"
+            )
+            == 0
+        )
+    return _fedscore("authority", "publish", paths.authority, "--no-offer")
+
+
+def _deliver(root: Path, version: int) -> None:
+    """What each party's follower fetches: the new version, into its own folder."""
+    paths = FederationPaths(root)
+    published = paths.authority / "registry" / f"v{version:06d}.signed"
+    for org in paths.orgs.iterdir():
+        shutil.copyfile(published, OrgPaths(org).registry_version(version))
+
+
+def test_an_agency_joins_through_the_commands(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = FederationPaths(federation)
+    nso = federation / "elsewhere" / "nso"
+    assert (
+        _fedscore(
+            "org", "init", nso, "--id", "nso", "--role", "agency", "--endpoint", "127.0.0.42:7100"
+        )
+        == 0
+    )
+    assert b"PRIVATE" not in (nso / "admission.request").read_bytes()
+    assert _fedscore("authority", "admit", paths.authority, nso / "admission.request") == 0
+    # One custodian is not enough: nothing is published, the draft stays.
+    assert _sign_and_publish(federation, signers=1) == 2
+    assert "BELOW_THRESHOLD" in capsys.readouterr().err
+    assert not (paths.authority / "registry" / "v000002.signed").exists()
+    assert _sign_and_publish(federation, signers=2) == 0
+    bundle = federation / "nso.bundle"
+    assert _fedscore("authority", "bundle", paths.authority, "--id", "nso", "--out", bundle) == 0
+    assert _fedscore("org", "install", nso, bundle) == 0
+    party = load_party_config(nso / "party.toml")
+    assert party.chain.version == 2
+    assert party.participant.endpoint == "127.0.0.42:7100"
+    # The others follow the chain to version 2 and see the new agency.
+    _deliver(federation, 2)
+    assert load_party(federation, "trc").trust.participant("nso").endpoint == "127.0.0.42:7100"
+
+
+def test_a_tampered_request_is_refused_and_changes_nothing(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = FederationPaths(federation)
+    nso = federation / "nso"
+    _fedscore("org", "init", nso, "--id", "nso", "--role", "agency")
+    raw = bytearray((nso / "admission.request").read_bytes())
+    raw[-80] ^= 0x01
+    (nso / "admission.request").write_bytes(bytes(raw))
+    assert _fedscore("authority", "admit", paths.authority, nso / "admission.request") == 2
+    assert "BAD_REQUEST" in capsys.readouterr().err or "BAD_CSR" in capsys.readouterr().err
+    assert not (paths.authority / "draft.registry").exists()
+
+
+def test_a_rotated_key_takes_over_and_the_old_one_lasts_its_overlap(federation: Path) -> None:
+    paths = FederationPaths(federation)
+    trc = paths.org("trc")
+    old_key = load_party(federation, "trc").signing_key.verify_key
+    assert _fedscore("org", "rotate-key", trc.root) == 0
+    assert (
+        _fedscore(
+            "authority",
+            "rotate",
+            paths.authority,
+            trc.rotation_request,
+            "--overlap-seconds",
+            "3600",
+        )
+        == 0
+    )
+    assert _sign_and_publish(federation) == 0
+    _deliver(federation, 2)
+    party = load_party(federation, "trc")
+    assert party.signing_key.verify_key != old_key  # next.key became party.key
+    assert not trc.next_key.exists() and any(trc.retired.iterdir())
+    keyring = load_party(federation, "coordinator").trust.agency_keys()
+    assert old_key.key_id in keyring and party.signing_key.key_id in keyring
+    later = party.chain.view(party.trust.now + 3601).agency_keys()
+    assert old_key.key_id not in later and party.signing_key.key_id in later
+
+
+def test_a_rotation_endorsed_by_another_partys_key_is_refused(federation: Path) -> None:
+    """dsd signs a well-formed rotation of trc's key with its own keys: trc's current key
+    did not endorse it, so the authority refuses it and the draft does not change."""
+    paths = FederationPaths(federation)
+    dsd = load_secrets(paths.org("dsd").key, read_passphrase(paths.org("dsd").root))
+    own = verify_request(read_request(paths.org("dsd").request.read_bytes()))
+    new_key = SigningKey.generate()
+    forged = AdmissionRequest()
+    forged.CopyFrom(own)
+    forged.participant_id = "trc"
+    forged.signing_public_key = new_key.verify_key.encode()
+    forged.replaces_signing_public_key = dsd.signing_key.verify_key.encode()
+    (federation / "forged.request").write_bytes(
+        make_request(forged, new_key, replaces=dsd.signing_key).SerializeToString()
+    )
+    with pytest.raises(FedscoreError) as refused:
+        Authority(paths.authority).rotate(federation / "forged.request")
+    assert refused.value.reason in {"NOT_CURRENT_KEY", "BAD_CSR"}
+    assert not (paths.authority / "draft.registry").exists()
+
+
+def test_a_removed_party_no_longer_loads(federation: Path) -> None:
+    paths = FederationPaths(federation)
+    assert _fedscore("authority", "remove", paths.authority, "--id", "ptt") == 0
+    # ptt's purpose goes with it: the policy authority signs a policy without it, and the
+    # authority publishes both together (no party loads a purpose for a party not admitted).
+    document = json.loads(paths.policy_json.read_text("utf-8"))
+    document["purposes"] = [p for p in document["purposes"] if "ptt" not in p["relying_parties"]]
+    (federation / "policy.json").write_text(json.dumps(document), "utf-8")
+    signed = federation / "policy.signed"
+    authority_org = paths.org("policy-authority").root
+    assert (
+        _fedscore("policy", "sign", authority_org, federation / "policy.json", "--out", signed) == 0
+    )
+    for name in CUSTODIANS[:2]:
+        assert (
+            _fedscore(
+                "custodian", "sign", paths.custodian(name), paths.authority / "draft.registry"
+            )
+            == 0
+        )
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer", "--policy", signed) == 0
+    _deliver(federation, 2)
+    for org in paths.orgs.iterdir():
+        shutil.copyfile(signed, OrgPaths(org).policy_signed)
+    with pytest.raises(NotFound) as refused:
+        load_party(federation, "ptt")
+    assert refused.value.reason == "UNKNOWN_PARTICIPANT"
+    trc = load_party(federation, "trc")
+    assert list(trc.policy.purposes) == ["self-view"]
