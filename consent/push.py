@@ -4,7 +4,10 @@ Invariants:
 - Notices go to every agency node and every coordinator listed in the trust registry,
   at the endpoint the registry lists, over mutual TLS with the peer's party id as the
   expected certificate name, so a notice reaches only the party it is meant for.
-- One channel per party, opened once at start and reused for every push.
+- One channel per party, opened at start and reused for every push; the targets follow
+  the trust registry (`RevocationPusher.follow`): a new party gets a channel, a moved one
+  a channel to its new endpoint, a removed one none (a channel left behind is closed
+  after the push timeout, so a push under way finishes).
 - All parties are told concurrently, each call bounded by a short timeout. A party that
   is down or slow never fails the revocation: the outcome records who acknowledged and
   who did not, in the registry's audit log, and the signed status list (with its short
@@ -79,8 +82,11 @@ class RevocationPusher:
         timeout: float = DEFAULT_PUSH_TIMEOUT_SECONDS,
     ) -> None:
         self._targets = list(targets)
+        self._tls = tls
         self._log = log
         self._timeout = timeout
+        # Channels of targets that left or moved, each with the task that will close it.
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         # grpc connects lazily: a party that is down now is reached once it comes back.
         self._channels: dict[str, grpc.aio.Channel] = {
             t.party_id: secure_channel(t.endpoint, tls, t.party_id) for t in self._targets
@@ -90,8 +96,31 @@ class RevocationPusher:
     def targets(self) -> tuple[PushTarget, ...]:
         return tuple(self._targets)
 
+    def follow(self, targets: list[PushTarget]) -> None:
+        """Push to `targets` from now on, keeping the channel of every unchanged target."""
+        kept = {t.party_id: t for t in self._targets}
+        channels: dict[str, grpc.aio.Channel] = {}
+        for target in targets:
+            same = kept.get(target.party_id) == target
+            channel = self._channels.get(target.party_id) if same else None
+            channels[target.party_id] = channel or secure_channel(
+                target.endpoint, self._tls, target.party_id
+            )
+        left = [c for pid, c in self._channels.items() if channels.get(pid) is not c]
+        self._targets, self._channels = list(targets), channels
+        for channel in left:
+            task = asyncio.get_running_loop().create_task(self._close_later(channel))
+            self._retiring[task] = channel
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def _close_later(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self._timeout)
+        await channel.close()
+
     async def _tell(self, target: PushTarget, notice: Envelope) -> bool:
-        channel = self._channels[target.party_id]
+        channel = self._channels.get(target.party_id)
+        if channel is None:  # it left the registry since the push began
+            return False
         try:
             if target.role == Role.ROLE_COORDINATOR:
                 await call_unary(
@@ -133,5 +162,10 @@ class RevocationPusher:
         return PushOutcome(token_id=token_id, acknowledged=acknowledged, not_acknowledged=missed)
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+        retiring = list(self._retiring.items())
+        self._retiring.clear()
+        for task, _ in retiring:
+            task.cancel()
+        channels = [*self._channels.values(), *(channel for _, channel in retiring)]
         self._channels.clear()
+        await asyncio.gather(*(channel.close() for channel in channels))

@@ -61,7 +61,12 @@ NOT_YET_VALID = "not_yet_valid"
 
 @dataclass(frozen=True)
 class ConsentRegistry:
-    """Everything the registry's workflows need, opened once at start."""
+    """Everything the registry's workflows need, opened once at start.
+
+    What follows the trust registry (`trust`, `policy`, `signing_key`) is replaced whole
+    by `follow` when the party's `LiveTrust` changes (`consent.server`): a grant is checked
+    against, and its token issued under, the newest policy and the view valid now.
+    """
 
     registry_id: str
     signing_key: SigningKey
@@ -98,6 +103,12 @@ class ConsentRegistry:
             log=log,
             status_ttl_seconds=status_ttl_seconds,
         )
+
+    def follow(self, trust: TrustView, policy: Policy, signing_key: SigningKey) -> None:
+        """Swap in the current view, policy and signing key, each whole."""
+        object.__setattr__(self, "trust", trust)
+        object.__setattr__(self, "policy", policy)
+        object.__setattr__(self, "signing_key", signing_key)
 
     def receipt(self, token: ConsentToken, *, event: str, event_time: int) -> Envelope:
         """The citizen's signed receipt for `event` on `token`."""

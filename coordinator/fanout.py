@@ -6,8 +6,8 @@ question on its own to each node (`coordinator.histograms`); both are checked, c
 and summed by the functions here.
 
 Invariants:
-- Channels to the agency nodes are opened once, at start, with mutual TLS; a query
-  never opens a connection or reads a file.
+- Channels to the agency nodes are opened at start, with mutual TLS, and follow the
+  trust registry (`NodeChannels.follow`); a query never opens a connection or reads a file.
 - Every participant is asked, concurrently, under one deadline per round trip
   (`call_node`: a node that refuses on the merits is passed on with its code and
   reason; one that is down, late or fails otherwise is unavailable, and its channel is
@@ -76,15 +76,32 @@ class NodeChannels:
     A channel whose node failed is replaced by a fresh, still idle one: gRPC would
     otherwise retry on its own backoff (up to two minutes), and a node that is back
     would stay unreachable that long. A healthy node's channel is never reopened.
+    The registry changing under it (`follow`): a new agency gets a channel, one whose
+    endpoint changed a new channel to the new endpoint, and a removed one none; a channel
+    left behind is closed after `grace` seconds, so a call already under way finishes.
     """
 
     def __init__(
-        self, endpoints: Mapping[str, str], open_channel: Callable[[str, str], grpc.aio.Channel]
+        self,
+        endpoints: Mapping[str, str],
+        open_channel: Callable[[str, str], grpc.aio.Channel],
+        grace: float = NODE_DEADLINE_SECONDS,
     ) -> None:
         self._endpoints = dict(endpoints)
         self._open = open_channel
+        self._grace = grace
         self._channels = {
             agency: open_channel(agency, endpoint) for agency, endpoint in self._endpoints.items()
+        }
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+
+    @staticmethod
+    def endpoints_of(trust: TrustView) -> dict[str, str]:
+        """Agency id -> the endpoint the registry lists for it now."""
+        return {
+            agency.id: agency.endpoint
+            for agency in trust.by_role(trust_pb2.ROLE_AGENCY)
+            if agency.endpoint
         }
 
     @classmethod
@@ -92,15 +109,37 @@ class NodeChannels:
         def open_channel(agency_id: str, endpoint: str) -> grpc.aio.Channel:
             return secure_channel(endpoint, tls, server_name=agency_id)
 
-        endpoints = {
-            agency.id: agency.endpoint
-            for agency in trust.by_role(trust_pb2.ROLE_AGENCY)
-            if agency.endpoint
-        }
-        return cls(endpoints, open_channel)
+        return cls(cls.endpoints_of(trust), open_channel)
 
     def get(self, agency_id: str) -> grpc.aio.Channel | None:
         return self._channels.get(agency_id)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return dict(self._endpoints)
+
+    def follow(self, endpoints: Mapping[str, str]) -> None:
+        """Open, move and drop channels to match `endpoints` (agency id -> endpoint)."""
+        for agency in [a for a in self._endpoints if endpoints.get(a) != self._endpoints[a]]:
+            del self._endpoints[agency]
+            channel = self._channels.pop(agency, None)
+            if channel is not None:
+                self._retire(channel)
+            _log.info("channel to agency %s closed", agency)
+        for agency, endpoint in endpoints.items():
+            if agency not in self._endpoints:
+                self._endpoints[agency] = endpoint
+                self._channels[agency] = self._open(agency, endpoint)
+                _log.info("channel to agency %s opened at %s", agency, endpoint)
+
+    def _retire(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_later(channel))
+        self._retiring[task] = channel
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def _close_later(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self._grace)
+        await channel.close()
 
     async def replace(self, agency_id: str, failed: grpc.aio.Channel) -> None:
         """Swap `failed` for a new channel, unless a concurrent query already did."""
@@ -113,6 +152,11 @@ class NodeChannels:
     async def close(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
+        retiring = list(self._retiring.items())
+        self._retiring.clear()
+        for task, _ in retiring:
+            task.cancel()
+        channels += [channel for _, channel in retiring]
         await asyncio.gather(*(channel.close() for channel in channels))
 
 

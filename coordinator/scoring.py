@@ -51,7 +51,12 @@ def unix_now() -> int:
 
 @dataclass(frozen=True)
 class Coordinator:
-    """Everything one Score call needs, derived once at start (no per-query file reads)."""
+    """Everything one Score call needs, derived at start (no per-query file reads).
+
+    What follows the trust registry (the view and its keyrings, the policies, the signing
+    key, the channels) is replaced whole by `follow` when the party's `LiveTrust` changes
+    (`coordinator.server`); every call reads it per request.
+    """
 
     id: str
     signing_key: SigningKey
@@ -73,6 +78,20 @@ class Coordinator:
         return BatchDispatcher(
             self.channels, self.signing_key, self.agency_keyring, self.node_deadline
         )
+
+    def follow(
+        self, trust: TrustView, policies: Mapping[str, Policy], signing_key: SigningKey
+    ) -> None:
+        """Swap in what `trust` lists now, each whole: keyrings, policies (every one still
+        held, so tokens issued under an older one verify), the signing key, the channels."""
+        object.__setattr__(self, "trust", trust)
+        object.__setattr__(self, "query_keyring", trust.requester_keys())
+        object.__setattr__(self, "agency_keyring", trust.agency_keys())
+        object.__setattr__(self, "policies", dict(policies))
+        object.__setattr__(self, "signing_key", signing_key)
+        self.dispatcher.signing_key = signing_key
+        self.dispatcher.agency_keyring = self.agency_keyring
+        self.channels.follow(NodeChannels.endpoints_of(trust))
 
 
 def admit(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,10 @@ from fedscore.errors import FedscoreError, InvalidArgument
 from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
 from fedscore.runtime.budget import BudgetStatus, PrivacyLedger, nano_up
 from fedscore.runtime.db import open_engine
+from fedscore.runtime.live_trust import LiveTrust
 from fedscore.runtime.party import Party
 from fedscore.v1.trust_pb2 import Role
+from keys.registry import TrustView
 from policies.model import Policy
 from policies.releases import bins, l1_sensitivity, participants
 from policies.statistics import PARTICIPATION, POINTS_IN_BANDS, ReleaseDefinition
@@ -95,27 +97,48 @@ class Publisher:
         await self.asker.channels.close()
         self.engine.dispose()
 
+    def follow(self, live: LiveTrust) -> None:
+        """Publish under what `live` trusts from now on: the newest policy, the agencies'
+        keys of the current view, the current signing key, channels to the agencies it
+        lists (each swapped whole when it changes)."""
+
+        def apply(view: TrustView, policy: Policy) -> None:
+            self.asker.channels.follow(NodeChannels.endpoints_of(view))
+            self.asker = replace(
+                self.asker, signing_key=live.signing_key, agency_keyring=view.agency_keys()
+            )
+            self.policy = policy
+
+        live.listen(apply)
+
 
 def open_publisher(
     party: Party,
     *,
     deadline: float = STATISTICS_DEADLINE_SECONDS,
     clock: Callable[[], int] = unix_now,
+    live: LiveTrust | None = None,
 ) -> Publisher:
-    """The coordinator party's publisher: its database, log, ledger and node channels."""
+    """The coordinator party's publisher: its database, log, ledger and node channels.
+
+    Given the coordinator's `live` trust (a publisher inside the running server), it
+    follows it; else it publishes under what the party's folder held when it was loaded
+    (a one-off `fedscore stats publish`, which reads the chain the server stored).
+    """
     if party.role != Role.ROLE_COORDINATOR:
         raise InvalidArgument(f"{party.id} is not the coordinator", reason="NOT_THE_COORDINATOR")
     engine = open_engine(party.db_url)
     log = EventLog(engine, party.id)
+    view = live.view() if live is not None else party.trust
     asker = StatisticsAsker(
         coordinator=party.id,
-        signing_key=party.signing_key,
-        agency_keyring=party.trust.agency_keys(),
-        channels=NodeChannels.open(party.trust, party.tls),
+        signing_key=live.signing_key if live is not None else party.signing_key,
+        agency_keyring=view.agency_keys(),
+        channels=NodeChannels.open(view, party.tls),
         log=log,
         deadline=deadline,
     )
-    return Publisher(
+    publisher = Publisher(
         id=party.id,
         asker=asker,
         policy=party.policy,
@@ -125,6 +148,9 @@ def open_publisher(
         releases_dir=party.paths.releases,
         clock=clock,
     )
+    if live is not None:
+        publisher.follow(live)
+    return publisher
 
 
 @dataclass(frozen=True)

@@ -86,15 +86,39 @@ Spec = TypeVar("Spec")  # QuerySpec or StatisticsSpec
 
 @dataclass(frozen=True)
 class NodeTrust:
-    """What the node trusts, fixed at start: keyrings, policies, revocations, its own id."""
+    """What the node trusts now: keyrings, policies, revocations, its own id.
+
+    Made whole from one registry view (`of`) and replaced whole when the registry or the
+    policy changes (`node.server`), so a question is checked under one view throughout.
+    """
 
     agency_id: str
     trust: TrustView
     coordinator_keyring: CoordinatorKeys
-    policies: Mapping[str, Policy]  # by content hash
+    # Every policy accepted and still admissible, by content hash: a consent token names
+    # the one it was issued under, which may be older than the newest.
+    policies: Mapping[str, Policy]
     revocations: RevocationState
     # Relying parties and the citizen portal: whoever may sign a score request.
     request_keyring: RequesterKeys
+
+    @classmethod
+    def of(
+        cls,
+        agency_id: str,
+        view: TrustView,
+        policies: Mapping[str, Policy],
+        revocations: RevocationState,
+    ) -> NodeTrust:
+        """What the node trusts under `view`: its keyrings, valid at the view's time."""
+        return cls(
+            agency_id=agency_id,
+            trust=view,
+            coordinator_keyring=view.coordinator_keys(),
+            policies=dict(policies),
+            revocations=revocations,
+            request_keyring=view.requester_keys(),
+        )
 
 
 @dataclass

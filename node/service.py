@@ -54,7 +54,12 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class AgencyNode:
-    """Everything the node's workflows need, set up once at start."""
+    """Everything the node's workflows need, set up once at start.
+
+    What follows the trust registry (`trust`, `signing_key`, `box`, `mask_seeds`) is
+    replaced whole by `follow`, told by the party's `LiveTrust` (`node.server`); every
+    workflow reads it per request. Nothing else ever changes.
+    """
 
     trust: NodeTrust
     signing_key: SigningKey
@@ -86,6 +91,22 @@ class AgencyNode:
     @property
     def agency_id(self) -> str:
         return self.trust.agency_id
+
+    def follow(
+        self,
+        trust: NodeTrust,
+        signing_key: SigningKey,
+        box: BoxKeyPair,
+        mask_seeds: Mapping[str, bytes],
+    ) -> None:
+        """Swap what follows the trust registry, each whole (one event-loop step: no
+        request sees half of it)."""
+        if trust.agency_id != self.agency_id:
+            raise ValueError("a node's trust must stay its own agency's")
+        object.__setattr__(self, "trust", trust)
+        object.__setattr__(self, "signing_key", signing_key)
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "mask_seeds", mask_seeds)
 
     def now(self) -> int:
         return int(self.clock())

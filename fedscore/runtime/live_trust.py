@@ -52,13 +52,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from fedscore.errors import FailedPrecondition, FedscoreError, PolicyError, Unauthenticated
+from fedscore.errors import (
+    FailedPrecondition,
+    FedscoreError,
+    KeyFileError,
+    PolicyError,
+    Unauthenticated,
+)
 from fedscore.runtime.org_paths import OrgPaths
-from fedscore.runtime.party import Party, current_secrets, stored_chain
+from fedscore.runtime.party import Party, current_secrets, read_passphrase, stored_chain
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Participant, Sector, SignedRegistry, TrustRegistry, TrustUpdate
 from keys.box import BoxKeyPair
-from keys.keyfile import PartySecrets
 from keys.registry import ASKING_ROLES, TrustView
 from keys.registry_chain import ChainLink, follow, registry_digest
 from keys.signing import SigningKey
@@ -104,11 +109,6 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _policy_hash(envelope: Envelope) -> str:
-    """The content hash a policy envelope claims (its payload's hash; not yet verified)."""
-    return content_hash_of(bytes(envelope.payload))
-
-
 class LiveTrust:
     """What one party trusts now, and who must be told when it changes."""
 
@@ -135,7 +135,6 @@ class LiveTrust:
         self._policy = party.policy
         self._policies: dict[str, Policy] = {party.policy.content_hash: party.policy}
         self._replaced: set[str] = set()
-        self._secrets = party.secrets
         self._signing_key = party.signing_key
         self._box = party.box
         self._listeners: list[Listener] = []
@@ -177,10 +176,6 @@ class LiveTrust:
     @property
     def box(self) -> BoxKeyPair:
         return self._box
-
-    @property
-    def secrets(self) -> PartySecrets:
-        return self._secrets
 
     @property
     def removed(self) -> bool:
@@ -302,7 +297,7 @@ class LiveTrust:
         held = (self._policy_envelope, self._policy)
         if not update.HasField("policy") or not update.policy.payload:
             return held
-        claimed = _policy_hash(update.policy)
+        claimed = content_hash_of(bytes(update.policy.payload))  # not verified yet
         if claimed == self._policy.content_hash or claimed in self._replaced:
             return held  # nothing new, or one this party already replaced
         return update.policy, verify_policy(update.policy, view.policy_keys())
@@ -369,7 +364,7 @@ class LiveTrust:
                 self.party_id,
             )
             return
-        self._secrets, self._signing_key, self._box = secrets, secrets.signing_key, box
+        self._signing_key, self._box = secrets.signing_key, box
         _log.warning("%s now signs with key %s", self.party_id, self._signing_key.key_id)
 
     def _notify(self) -> None:
@@ -378,3 +373,15 @@ class LiveTrust:
                 listener(self._view, self._policy)
             except Exception:
                 _log.exception("a trust listener failed; the new trust is applied regardless")
+
+
+def open_live_trust(
+    party: Party, *, passphrase: str | None = None, clock: Clock = time.time
+) -> LiveTrust:
+    """A server's live trust, keeping the passphrase (given, else the party's own) in memory."""
+    try:
+        held: str | None = read_passphrase(party.paths.root, passphrase)
+    except KeyFileError:
+        _log.warning("no passphrase for %s: a key rotation cannot be followed live", party.id)
+        held = None
+    return LiveTrust(party, passphrase=held, clock=clock)

@@ -28,10 +28,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc.aio
 
-from fedscore.errors import FedscoreError, Unavailable
+from fedscore.errors import FailedPrecondition, FedscoreError, Unavailable
 from fedscore.runtime.live_trust import Clock, LiveTrust
+from fedscore.runtime.party_config import PartyConfig
 from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
-from fedscore.v1.trust_pb2 import GetTrustRequest, GetTrustResponse, TrustUpdate
+from fedscore.v1.trust_pb2 import GetTrustRequest, GetTrustResponse, Role, TrustUpdate
+from keys.registry import TrustView
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +74,11 @@ class TrustFollower:
         # When the current run of failed rounds began (None while rounds succeed).
         self.failing_since: float | None = None
         self.failures = 0
+
+    @classmethod
+    def for_party(cls, live: LiveTrust, tls: TlsMaterial, config: PartyConfig) -> TrustFollower:
+        """The follower of a server: its config's sources and refresh interval."""
+        return cls(live, config.fetch_registry_from, config.trust_refresh_seconds, tls=tls)
 
     def peers(self) -> list[tuple[str, str]]:
         """(endpoint, participant id) of each source the trusted registry lists, in order."""
@@ -178,3 +185,54 @@ class TrustFollower:
         channels = list(self._channels.values())
         self._channels.clear()
         await asyncio.gather(*(channel.close() for channel in channels))
+
+
+class PeerChannel:
+    """A mutual-TLS channel to the one party of a role (the consent registry), following the
+    endpoint the registry lists for it: when a new view names another endpoint or party,
+    the next call dials that one and the old channel is closed after `grace` seconds (a
+    call already under way on it finishes). Call `follow(view)` from a trust listener."""
+
+    def __init__(self, view: TrustView, role: Role, tls: TlsMaterial, grace: float = 5.0) -> None:
+        self.role = role
+        self._tls = tls
+        self._grace = grace
+        self._target = self._listed(view)
+        self.channel = secure_channel(self._target[1], tls, server_name=self._target[0])
+        # Channels replaced but not closed yet, each with the task that will close it.
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+
+    def _listed(self, view: TrustView) -> tuple[str, str]:
+        listed = [p for p in view.by_role(self.role) if p.endpoint]
+        if not listed:
+            raise FailedPrecondition(
+                f"the trust registry lists no {Role.Name(self.role)} endpoint",
+                reason="NO_REGISTRY",
+            )
+        return listed[0].id, listed[0].endpoint
+
+    def follow(self, view: TrustView) -> None:
+        try:
+            target = self._listed(view)
+        except FailedPrecondition as error:
+            _log.error("%s; keeping the channel to %s", error, self._target[1])
+            return
+        if target == self._target:
+            return
+        old, self._target = self.channel, target
+        self.channel = secure_channel(target[1], self._tls, server_name=target[0])
+        _log.info("%s is now dialled at %s", target[0], target[1])
+        task = asyncio.get_running_loop().create_task(self._close_later(old))
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def _close_later(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self._grace)
+        await channel.close()
+
+    async def close(self) -> None:
+        retiring = list(self._retiring.items())
+        self._retiring.clear()
+        for task, _ in retiring:
+            task.cancel()
+        await asyncio.gather(self.channel.close(), *(old.close() for _, old in retiring))

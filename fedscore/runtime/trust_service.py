@@ -16,6 +16,10 @@ Invariants:
 - A refused offer is a gRPC status with its reason (ROLLBACK, CHAIN_GAP, BELOW_THRESHOLD,
   CHAIN_BROKEN, WRONG_FEDERATION, REGISTRY_EXPIRED, BAD_SIGNATURE, UNKNOWN_SIGNER, a
   policy's reason...), logged at WARNING with the caller; nothing stored changed.
+- `follow_audit` keeps a party's audit service on the current registry (who is the
+  regulator, whose receipts count) and its checkpoints signed with the party's current
+  key; `rekey_revocations` gives a party's revocation state the current registry keys.
+  Both keep the objects (the log, the revocations already known) and swap only keys.
 - `acting_only` wraps a party's own services so that each call first asks
   `LiveTrust.require_active()`: a party removed from the registry, or whose registry is
   frozen, refuses every such call (PARTY_REMOVED, REGISTRY_EXPIRED) but keeps serving
@@ -30,7 +34,9 @@ from collections.abc import AsyncIterator, Mapping
 import grpc.aio
 from google.protobuf.message import Message
 
+from audit.servicer import AuditEndpoint
 from fedscore.errors import FedscoreError, RateLimited
+from fedscore.protocol.status_list import RevocationState
 from fedscore.runtime.live_trust import LiveTrust
 from fedscore.runtime.ratelimit import CallLimiter, RateLimits
 from fedscore.runtime.rpc import (
@@ -47,6 +53,9 @@ from fedscore.v1.trust_pb2 import (
     OfferTrustRequest,
     OfferTrustResponse,
 )
+from keys.keyring import RegistryKeys
+from keys.registry import TrustView
+from policies.model import Policy
 
 _log = logging.getLogger(__name__)
 
@@ -127,3 +136,23 @@ def acting_only(live: LiveTrust, services: Services) -> dict[str, dict[str, Hand
         }
         for name, methods in services.items()
     }
+
+
+def rekey_revocations(state: RevocationState, keys: RegistryKeys) -> None:
+    """Verify the consent registry's lists and notices under `keys` from now on; what the
+    state already knows (revoked tokens, the last list) is kept."""
+    # RevocationState offers no setter yet (fedscore/protocol/status_list.py is not ours
+    # to change here); its one keyring attribute is replaced whole.
+    state._keys = keys
+
+
+def follow_audit(audit: AuditEndpoint, live: LiveTrust) -> None:
+    """Keep `audit` on the current registry and the party's current signing key."""
+
+    def apply(view: TrustView, policy: Policy) -> None:
+        audit.service.trust = view
+        # CheckpointSigner offers no setter yet (audit/store/checkpoints.py); its key is
+        # replaced whole, between two checkpoints (both run on the event loop).
+        audit.signer._key = live.signing_key
+
+    live.listen(apply)
