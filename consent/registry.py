@@ -194,6 +194,17 @@ def _agency_box_keys(trust: TrustView, purpose: Purpose) -> dict[str, bytes]:
         ) from exc
 
 
+def _still_registered(trust: TrustView, relying_party: str) -> None:
+    """A relying party the registry no longer lists could never use a token: none is made."""
+    try:
+        trust.participant(relying_party)
+    except NotFound:
+        raise PermissionDenied(
+            f"relying party {relying_party!r} is not in the trust registry valid now",
+            reason="RELYING_PARTY_NOT_REGISTERED",
+        ) from None
+
+
 def grant(
     registry: ConsentRegistry,
     *,
@@ -213,6 +224,7 @@ def grant(
             f"relying party {relying_party!r} may not ask for purpose {purpose.id}",
             reason="RELYING_PARTY_NOT_ALLOWED",
         )
+    _still_registered(registry.trust, relying_party)
     start = check_window(purpose, not_before, not_after, now)
     uses = check_uses(purpose, max_uses)
     box_keys = _agency_box_keys(registry.trust, purpose)
