@@ -21,6 +21,7 @@ from fedscore.apps.demo_data import DEMO_SEED, generate
 from fedscore.runtime.org_paths import FederationPaths
 from policies.loader import parse_policy
 from policies.model import Policy
+from tests.harness.secrets import assert_secrets_stay_home
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +115,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert release["budget"]["remaining"] == summary["budget_remaining"]
     assert summary["budget_remaining"] == release["budget"]["total"] - release["epsilon_spent"]
     assert (Path(summary["release"]).parent / "release.png").exists()
+    # Every organisation holds its own keys; the federation changed while it served.
+    assert summary["organisations"] == 10  # nine at set-up, one admitted live
+    assert assert_secrets_stay_home(workdir) == 10 + 3 + 1
+    assert summary["registry_version"] >= 3
+    assert summary["root_threshold"] == "2/3"
+    assert summary["key_rotation"] == "ok"
+    assert summary["removed_party"] in {"UNKNOWN_SIGNER", "UNKNOWN_PARTICIPANT"}
+    assert 0 <= summary["removal_effective_ms"] < 30_000
+    assert any((workdir / "orgs" / "trc" / "retired").iterdir())
     # Every process was stopped: each server's log ends with its stop line.
     for log in (workdir / "orgs").glob("*/serve.log"):
         assert log.read_text().strip().endswith("stopped"), log

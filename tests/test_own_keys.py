@@ -3,10 +3,8 @@ admit, rotate and remove through the authority and a threshold of custodians."""
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,14 @@ import pytest
 from fedscore.apps.authority import Authority
 from fedscore.apps.cli.main import main
 from fedscore.apps.federation import CUSTODIANS, init_federation
-from fedscore.errors import FedscoreError, KeyFileError, NotFound
+from fedscore.errors import FedscoreError, NotFound
 from fedscore.runtime.org_paths import FederationPaths, OrgPaths
 from fedscore.runtime.party import load_party, load_party_config, read_passphrase
 from fedscore.v1.trust_pb2 import AdmissionRequest
 from keys.admission import make_request, read_request, verify_request
-from keys.keyfile import load_pem_key, load_secrets, load_signing_key
+from keys.keyfile import load_secrets
 from keys.signing import SigningKey
+from tests.harness.secrets import assert_secrets_stay_home
 
 
 @pytest.fixture
@@ -29,76 +28,9 @@ def federation(tmp_path: Path) -> Path:
     return tmp_path / "fed"
 
 
-def _forms(secret: bytes) -> list[bytes]:
-    """The ways a secret could sit in a file: raw, base64, hex."""
-    return [secret, base64.b64encode(secret), secret.hex().encode()]
-
-
-def _decrypted(path: Path) -> bytes:
-    """A key file's plaintext, opened with the passphrase of the folder it sits in."""
-    passphrase = read_passphrase(path.parent)
-    for opener in (
-        lambda: json.dumps(load_secrets(path, passphrase).__dict__, default=lambda b: b.hex()),
-        lambda: load_signing_key(path, passphrase).seed.hex(),
-        lambda: load_pem_key(path, passphrase).decode(),
-    ):
-        try:
-            return str(opener()).encode()
-        except KeyFileError:
-            continue
-    raise AssertionError(f"{path} opens as no kind of key file")
-
-
-def _secrets_by_owner(root: Path) -> dict[str, list[bytes]]:
-    """Every private key of every party, custodian and the authority, by owner folder."""
-    paths = FederationPaths(root)
-    owners: dict[str, list[bytes]] = {}
-    for org in sorted(paths.orgs.iterdir()):
-        held = load_secrets(OrgPaths(org).key, read_passphrase(org))
-        owners[str(org)] = [
-            held.signing_seed,
-            held.box_private,
-            held.pseudonym_key,
-            held.tls_key_pem.split(b"-----")[2].strip(),  # the key body, not the armour
-        ]
-    for name in CUSTODIANS:
-        folder = paths.custodian(name)
-        owners[str(folder)] = [load_signing_key(folder / "root.key", read_passphrase(folder)).seed]
-    authority = paths.authority
-    passphrase = read_passphrase(authority)
-    owners[str(authority)] = [
-        load_pem_key(authority / name, passphrase).split(b"-----")[2].strip()
-        for name in ("ca.key", "client.key")
-    ]
-    return owners
-
-
-def _files(root: Path) -> Iterator[tuple[Path, bytes]]:
-    """Every file's bytes, and each key file's plaintext too."""
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        yield path, path.read_bytes()
-        if path.suffix == ".key":
-            yield path, _decrypted(path)
-
-
 def test_no_private_key_is_outside_its_owners_folder(federation: Path) -> None:
-    owners = _secrets_by_owner(federation)
-    assert len(owners) == 9 + 3 + 1  # nine organisations, three custodians, the authority
-    holders: dict[Path, set[str]] = {}
-    for path, content in _files(federation):
-        for owner, secrets in owners.items():
-            if any(form in content for secret in secrets for form in _forms(secret)):
-                holders.setdefault(path, set()).add(owner)
-    for path, found in holders.items():
-        assert len(found) == 1, f"{path} holds secrets of {sorted(found)}"
-        (owner,) = found
-        assert path.is_relative_to(owner), f"{owner}'s secret is in {path}"
-    # Every owner's secrets are somewhere (the scan would notice a leak), only in its folder.
-    assert {owner for found in holders.values() for owner in found} == set(owners)
-    authority_files = [
-        p for p in holders if p.is_relative_to(FederationPaths(federation).authority)
-    ]
-    assert all(holders[p] == {str(FederationPaths(federation).authority)} for p in authority_files)
+    # Nine organisations, three custodians, the authority: each with its own folder.
+    assert assert_secrets_stay_home(federation) == 9 + 3 + 1
 
 
 def _fedscore(*args: str | Path) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from audit.client.history import citizen_history, read_receipt
 from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation
+from fedscore.apps.client import up_to_date
 from fedscore.errors import NotFound
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, federation_view, load_party
@@ -29,13 +30,13 @@ def party_with_role(workdir: Path, role: Role) -> Party:
 
 
 async def audit_summary_async(workdir: Path, citizen_receipts: list[Path]) -> dict[str, Any]:
-    regulator = party_with_role(workdir, Role.ROLE_REGULATOR)
+    regulator = await up_to_date(party_with_role(workdir, Role.ROLE_REGULATOR))
     engine = open_engine(regulator.db_url)
     try:
         report = await audit_federation(regulator, RegulatorState(engine))
     finally:
         engine.dispose()
-    portal = party_with_role(workdir, Role.ROLE_CITIZEN_PORTAL)
+    portal = await up_to_date(party_with_role(workdir, Role.ROLE_CITIZEN_PORTAL))
     receipts = [read_receipt(portal.trust, path)[0] for path in citizen_receipts]
     history = await citizen_history(portal, receipts)
     return {

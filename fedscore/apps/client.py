@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc.aio
 
 from fedscore.errors import FedscoreError, Unauthenticated, Unavailable
 from fedscore.protocol.signed import SignedReceipt, SignedScoreResult
-from fedscore.runtime.party import Party
+from fedscore.runtime.live_trust import open_live_trust
+from fedscore.runtime.party import Party, load_party, load_party_config
 from fedscore.runtime.rpc import (
     call_unary,
     open_stream,
@@ -26,6 +29,7 @@ from fedscore.runtime.rpc import (
     stream_responses,
 )
 from fedscore.runtime.statuses import PEER_UNAVAILABLE, error_from_refusal
+from fedscore.runtime.trust_follower import TrustFollower
 from fedscore.v1.consent_pb2 import (
     ConsentReceipt,
     GrantRequest,
@@ -49,6 +53,8 @@ from fedscore.v1.query_pb2 import (
 from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 
+_log = logging.getLogger(__name__)
+
 CALL_TIMEOUT = 10.0
 # A whole batch stream: thousands of queries at a time.
 BATCH_TIMEOUT = 600.0
@@ -64,6 +70,36 @@ _UNAVAILABLE_REASONS = {
     Role.ROLE_COORDINATOR: "COORDINATOR_UNAVAILABLE",
     Role.ROLE_AGENCY: "NODE_UNAVAILABLE",
 }
+
+
+async def up_to_date(party: Party) -> Party:
+    """A client-only party first brings its registry chain and policy up to date.
+
+    It asks the servers its config names (`fetch_registry_from`) for newer versions,
+    verifies and stores them in its own folder (`fedscore.runtime.live_trust`), and is
+    loaded again. If no server answers it acts on what it holds, which the servers check
+    against their own, newer trust anyway.
+    """
+    if not party.config.fetch_registry_from:
+        return party
+    follower = TrustFollower.for_party(open_live_trust(party), party.tls, party.config)
+    try:
+        changed = await follower.refresh()
+    except FedscoreError as error:
+        _log.warning(
+            "trust registry not refreshed (%s): acting on version %s",
+            error.reason,
+            party.chain.version,
+        )
+        return party
+    finally:
+        await follower.stop()
+    return load_party_config(party.config.path) if changed else party
+
+
+async def current_party(workdir: Path, party_id: str) -> Party:
+    """`load_party`, then `up_to_date`: what every client command acts as."""
+    return await up_to_date(load_party(workdir, party_id))
 
 
 @asynccontextmanager

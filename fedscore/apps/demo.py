@@ -8,203 +8,21 @@ JSON object that tests and newcomers can check.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from audit.client.demo_summary import audit_summary
-from fedscore.apps.client import send_score_query, signed_score_query
-from fedscore.apps.demo_data import DEMO_SEED, DemoData, expected_total, generate
-from fedscore.apps.federation import init_federation
-from fedscore.apps.insider import HostileCoordinator
+from fedscore.apps import demo_live
+from fedscore.apps.demo_attacks import adversary, hostile_coordinator, nobody
+from fedscore.apps.demo_data import DEMO_SEED, expected_total, generate
+from fedscore.apps.demo_steps import PTT, cli, grant, narrate, reason, score, step
+from fedscore.apps.federation import ROOT_THRESHOLD, init_federation
 from fedscore.apps.processes import FederationProcesses
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party
-from fedscore.v1.envelope_pb2 import Envelope
-from keys.envelope import sign_bytes
-from keys.masks import MODULUS
-from keys.national_id import with_check_digit
-from keys.signing import SigningKey
 from policies.defaults import DEMO_RELEASE
-from policies.model import Policy
-
-WIDTH = 78
-PTT = "ptt-fuel-discount"
-
-
-def narrate(text: str) -> None:
-    print(text, flush=True)
-
-
-def step(title: str) -> None:
-    narrate("")
-    narrate(f"== {title} " + "=" * max(0, WIDTH - len(title) - 4))
-
-
-def cli(
-    workdir: Path, *args: str, expect_ok: bool = True, show_output: bool = False
-) -> tuple[int, dict[str, Any], str]:
-    """Run one `fedscore` command in its own process, as a user would type it."""
-    command = [sys.executable, "-m", "fedscore.apps.cli.main", *args]
-    shown = " ".join(["fedscore", *args]).replace(str(workdir), "$W")
-    narrate(f"  $ {shown}")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    data: dict[str, Any] = {}
-    if "--json" in args and done.stdout.strip():
-        # A command that fails may still print its result (audit verify's anomalies).
-        data = json.loads(done.stdout.strip().splitlines()[-1])
-    if show_output:
-        for line in done.stdout.rstrip().splitlines():
-            narrate(f"  {line}")
-    if expect_ok and done.returncode != 0:
-        raise RuntimeError(f"'{shown}' failed: {done.stderr.strip()}")
-    return done.returncode, data, done.stderr.strip()
-
-
-def _grant(
-    workdir: Path, citizen: str, purpose: str, relying_party: str, *, days: int
-) -> dict[str, Any]:
-    """`fedscore consent grant`, as the citizen portal would ask for the citizen."""
-    _, granted, _ = cli(
-        workdir,
-        "consent",
-        "grant",
-        "--workdir",
-        str(workdir),
-        "--citizen",
-        citizen,
-        "--purpose",
-        purpose,
-        "--relying-party",
-        relying_party,
-        "--days",
-        str(days),
-        "--json",
-    )
-    return granted
-
-
-def _score(
-    workdir: Path, party: str, token_file: str, *, expect_ok: bool = True
-) -> tuple[int, dict[str, Any], str]:
-    """`fedscore score` as `party` with the token in `token_file`."""
-    return cli(
-        workdir,
-        "score",
-        "--workdir",
-        str(workdir),
-        "--as",
-        party,
-        "--token",
-        token_file,
-        "--json",
-        expect_ok=expect_ok,
-    )
-
-
-def _reason(stderr: str) -> str:
-    # "fedscore: error: REASON: message"
-    parts = stderr.splitlines()[-1].split(": ") if stderr else []
-    return parts[2] if len(parts) > 2 else stderr
-
-
-async def _adversary(workdir: Path, self_view_token: Path) -> tuple[str, str]:
-    """A forged and a replayed request, sent straight to the coordinator."""
-    portal = load_party(workdir, "citizen-portal")
-    token = Envelope.FromString(self_view_token.read_bytes())
-    genuine = signed_score_query(portal, token, "self-view")
-    forger = SigningKey.generate()
-    forged = sign_bytes(genuine.payload_type, genuine.payload, forger)
-    forged.key_id = genuine.key_id  # claims to be the citizen portal
-    try:
-        await send_score_query(portal, forged)
-        forged_reason = "ACCEPTED"
-    except FedscoreError as error:
-        forged_reason = error.reason
-    narrate(
-        f"  forged request (signed by an outsider's key, claiming the portal's): {forged_reason}"
-    )
-    await send_score_query(portal, genuine)
-    try:
-        await send_score_query(portal, genuine)
-        replay_reason = "ACCEPTED"
-    except FedscoreError as error:
-        replay_reason = error.reason
-    narrate(f"  the same signed request sent a second time: {replay_reason}")
-    return forged_reason, replay_reason
-
-
-def _nobody(citizens: list[str]) -> str:
-    """A valid national ID that holds no record at any agency of the demo."""
-    held = set(citizens)
-    for serial in range(1, 10_000):
-        candidate = with_check_digit(f"3999900{serial:05d}")
-        if candidate not in held:
-            return candidate
-    raise FedscoreError("no record-less national ID left for the demo", "DEMO_FAILED")
-
-
-async def _hostile_coordinator(
-    workdir: Path, data: DemoData, policy: Policy, citizen_token: Path, nobody_token: Path
-) -> dict[str, Any]:
-    """The coordinator's operator asks each agency a different question under one query id.
-
-    It holds the coordinator's real key, database and log. PTT's requests about the demo
-    citizen and about a person with no records reach it; instead of serving them it logs two
-    "matching" entries under one query id and asks the first agency about the citizen and
-    the others about the record-less person. With masks over the query id alone, the sum
-    would have been the first agency's exact part of the citizen's score.
-    """
-    ptt = load_party(workdir, "ptt")
-    citizen = signed_score_query(ptt, Envelope.FromString(citizen_token.read_bytes()), PTT)
-    nobody = signed_score_query(ptt, Envelope.FromString(nobody_token.read_bytes()), PTT)
-    insider = HostileCoordinator.open(workdir)
-    try:
-        query_id = "hostile-" + str(time.time_ns())
-        to_citizen = insider.log_score(insider.score_spec(citizen, query_id))
-        to_nobody = insider.log_score(insider.score_spec(nobody, query_id))
-        target, *others = list(policy.purposes[PTT].participants)
-        asked = {target: to_citizen} | dict.fromkeys(others, to_nobody)
-        answers = await asyncio.gather(
-            *(insider.ask_in_batch(agency, [asked[agency]]) for agency in asked)
-        )
-    finally:
-        insider.close()
-    outcomes = [per_node[0] for per_node in answers]
-    refused = [answer for answer in outcomes if isinstance(answer, FedscoreError)]
-    truth = {
-        agency: expected_total({agency: path}, policy, data.demo_citizen, data.year)
-        for agency, path in data.files.items()
-    }
-    narrate(f"  {target} asked about the citizen, {', '.join(others)} about a record-less person")
-    if refused:
-        narrate(f"  the nodes refused: {', '.join(sorted({r.reason for r in refused}))}")
-        total = None
-    else:
-        total = sum(answer for answer in outcomes if isinstance(answer, int)) % MODULUS
-        narrate(f"  every node answered; the masked answers add up to {total}")
-    values = list(truth.values())
-    partial_sums = {
-        sum(chosen)
-        for size in range(1, len(values) + 1)
-        for chosen in itertools.combinations(values, size)
-    }
-    learned = total is not None and total in partial_sums
-    narrate(
-        f"  {target}'s true part of the citizen's score (from its export file): "
-        f"{truth[target]}; every agency's: {truth}"
-    )
-    narrate(
-        "  the sum is none of them, nor any partial sum: the masks were bound to the question "
-        "each node was asked, so different questions leave noise"
-        if not learned
-        else "  THE SUM REVEALED A CONTRIBUTION"
-    )
-    return {"tried": "different spec per node", "learned_a_contribution": learned}
 
 
 def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) -> dict[str, Any]:
@@ -268,14 +86,14 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
             narrate(f"  {party_id:18} pid {process.pid}  serving on {layout.endpoints[party_id]}")
 
         step(f"4. Citizen ...{citizen[-4:]} consents: PTT may ask for the fuel-discount band")
-        ptt_grant = _grant(workdir, citizen, PTT, "ptt", days=30)
+        ptt_grant = grant(workdir, citizen, PTT, "ptt", days=30)
         narrate(f"  token {ptt_grant['token_id']} sealed for {', '.join(ptt_grant['agencies'])}")
-        self_grant = _grant(workdir, citizen, "self-view", "citizen-portal", days=1)
+        self_grant = grant(workdir, citizen, "self-view", "citizen-portal", days=1)
 
         step("5. PTT asks; the coordinator sums masked answers it cannot read one by one")
-        _, band, _ = _score(workdir, "ptt", ptt_grant["token_file"])
+        _, band, _ = score(workdir, "ptt", ptt_grant["token_file"])
         narrate(f"  PTT learns only the band: {band['value']!r}")
-        _, own, _ = _score(workdir, "citizen-portal", self_grant["token_file"])
+        _, own, _ = score(workdir, "citizen-portal", self_grant["token_file"])
         federated = int(own["value"])
         expected = expected_total(data.files, policy, citizen, data.year)
         narrate(
@@ -296,12 +114,12 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
             ptt_grant["token_id"],
             "--json",
         )
-        code, _, stderr = _score(workdir, "ptt", ptt_grant["token_file"], expect_ok=False)
-        after = _reason(stderr) if code != 0 else "ACCEPTED"
+        code, _, stderr = score(workdir, "ptt", ptt_grant["token_file"], expect_ok=False)
+        after = reason(stderr) if code != 0 else "ACCEPTED"
         narrate(f"  refused: {after}")
 
         step("7. An attacker forges a request, then replays a genuine one")
-        forged, replayed = asyncio.run(_adversary(workdir, Path(self_grant["token_file"])))
+        forged, replayed = asyncio.run(adversary(workdir, Path(self_grant["token_file"])))
 
         step("8. The coordinator publishes overview statistics with differential privacy")
         _, release, _ = cli(
@@ -330,10 +148,10 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
 
         step("10. The coordinator's operator turns hostile: a different question per agency")
         narrate("  the citizen consents to PTT again, and so does a person with no records:")
-        again = _grant(workdir, citizen, PTT, "ptt", days=30)
-        nobody_grant = _grant(workdir, _nobody(data.citizens), PTT, "ptt", days=1)
+        again = grant(workdir, citizen, PTT, "ptt", days=30)
+        nobody_grant = grant(workdir, nobody(data.citizens), PTT, "ptt", days=1)
         hostile = asyncio.run(
-            _hostile_coordinator(
+            hostile_coordinator(
                 workdir,
                 data,
                 policy,
@@ -359,11 +177,34 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
         _, listing, _ = cli(
             workdir, "consent", "list", "--workdir", str(workdir), "--citizen", citizen, "--json"
         )
-        for grant in listing["grants"]:
-            narrate(f"  {grant['purpose']:20} {grant['relying_party']:16} {grant['status']}")
+        for listed in listing["grants"]:
+            narrate(f"  {listed['purpose']:20} {listed['relying_party']:16} {listed['status']}")
+
+        step("12. The federation changes while it serves: admission, key rotation, removal")
+        admitted = demo_live.admit_agency(
+            workdir,
+            processes,
+            data,
+            citizens,
+            seed,
+        )
+        narrate("  trc rotates its signing key; the old one verifies only inside its overlap:")
+        rotation = demo_live.rotate_key(
+            workdir,
+            layout.agencies[0],
+            lambda: score(workdir, "citizen-portal", admitted["token_file"])[0] == 0,
+        )
+        narrate("  the authority removes PTT; PTT keeps asking:")
+        removal_token = grant(workdir, citizen, PTT, "ptt", days=1)
+        removed_reason, removal_ms = demo_live.remove_relying_party(
+            workdir, Path(removal_token["token_file"]), admitted["policy_document"]
+        )
     finally:
-        step("12. Stopping every process the demo started")
+        step("13. Stopping every process the demo started")
         processes.stop_all()
+    organisations = len(list((workdir / "orgs").iterdir()))
+    registry_version = len(list((workdir / "authority" / "registry").glob("v*.signed")))
+    layout_custodians = list((workdir / "custodians").iterdir())
     narrate(f"  everything the federation wrote is in {workdir}")
     narrate(f"  demo took {time.monotonic() - started:.1f} s")
     summary: dict[str, Any] = {
@@ -374,6 +215,9 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
         and accountability["audit"]["anomalies"] == 0
         and hostile["learned_a_contribution"] is False
         and "SPEC_MISMATCH" in hostile["regulator_named"]
+        and admitted["four_agency_total"] == admitted["four_agency_expected"]
+        and rotation == "ok"
+        and removed_reason != "ACCEPTED"
         else "failed",
         "agencies": len(layout.agencies),
         "citizens": len(data.citizens),
@@ -392,6 +236,13 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
         "release": release["release"],
         "budget_remaining": release["budget_remaining"],
         "hostile_coordinator": hostile,
+        "organisations": organisations,
+        "registry_version": registry_version,
+        "root_threshold": f"{ROOT_THRESHOLD}/{len(layout_custodians)}",
+        "admitted_agency": admitted["admitted"],
+        "key_rotation": rotation,
+        "removed_party": removed_reason,
+        "removal_effective_ms": removal_ms,
         "workdir": str(workdir),
     }
     print(json.dumps(summary, ensure_ascii=False), flush=True)

@@ -17,9 +17,10 @@ from audit.client.demo_summary import party_with_role
 from audit.client.history import citizen_history, read_receipt
 from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation
+from fedscore.apps import client
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.db import open_engine
-from fedscore.runtime.party import Party, load_party
+from fedscore.runtime.party import Party
 from fedscore.v1.trust_pb2 import Role
 
 
@@ -28,10 +29,11 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
-def _as(args: argparse.Namespace, role: Role) -> Party:
+async def _as(args: argparse.Namespace, role: Role) -> Party:
+    """The client party, with its registry chain brought up to date first."""
     if args.as_party:
-        return load_party(args.workdir, args.as_party)
-    return party_with_role(args.workdir, role)
+        return await client.current_party(args.workdir, args.as_party)
+    return await client.up_to_date(party_with_role(args.workdir, role))
 
 
 def _when(seconds: int) -> str:
@@ -39,7 +41,7 @@ def _when(seconds: int) -> str:
 
 
 async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:
-    regulator = _as(args, Role.ROLE_REGULATOR)
+    regulator = await _as(args, Role.ROLE_REGULATOR)
     engine = open_engine(regulator.db_url)
     try:
         report = await audit_federation(regulator, RegulatorState(engine))
@@ -64,7 +66,7 @@ async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def audit_history(args: argparse.Namespace) -> dict[str, Any]:
-    portal = _as(args, Role.ROLE_CITIZEN_PORTAL)
+    portal = await _as(args, Role.ROLE_CITIZEN_PORTAL)
     receipts = [read_receipt(portal.trust, Path(path))[0] for path in args.receipt]
     history = await citizen_history(portal, receipts)
     for access in history.accesses:

@@ -172,7 +172,7 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
     national_id = validate_national_id(args.citizen)
-    portal = load_party(args.workdir, PORTAL_ID)
+    portal = await client.current_party(args.workdir, PORTAL_ID)
     response = await client.grant(portal, national_id, args.purpose, args.relying_party, args.days)
     receipt = client.verify_receipt(portal, response.receipt)
     token = ConsentToken.FromString(response.token.payload)
@@ -202,7 +202,7 @@ async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
 
 async def consent_revoke(args: argparse.Namespace) -> dict[str, Any]:
     national_id = validate_national_id(args.citizen)
-    portal = load_party(args.workdir, PORTAL_ID)
+    portal = await client.current_party(args.workdir, PORTAL_ID)
     receipt = await client.revoke(portal, national_id, args.token_id)
     _say(args, f"consent {args.token_id} revoked at {receipt.event_time}; every party refuses it")
     return {"token_id": args.token_id, "event": receipt.event, "revoked_at": receipt.event_time}
@@ -210,7 +210,7 @@ async def consent_revoke(args: argparse.Namespace) -> dict[str, Any]:
 
 async def consent_list(args: argparse.Namespace) -> dict[str, Any]:
     national_id = validate_national_id(args.citizen)
-    portal = load_party(args.workdir, PORTAL_ID)
+    portal = await client.current_party(args.workdir, PORTAL_ID)
     grants = await client.list_grants(portal, national_id)
     rows = [
         {
@@ -271,7 +271,7 @@ def read_batch_file(path: Path) -> list[Path]:
 
 async def score_batch(args: argparse.Namespace) -> None:
     """`score --batch FILE`: one ScoreBatch stream, one printed line per query."""
-    relying_party = load_party(args.workdir, args.relying_party)
+    relying_party = await client.current_party(args.workdir, args.relying_party)
     files = read_batch_file(args.batch)
     queries = [
         client.signed_score_query(relying_party, *_read_token(path), args.year) for path in files
@@ -301,7 +301,7 @@ async def score(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.batch is not None:
         await score_batch(args)
         return None
-    relying_party = load_party(args.workdir, args.relying_party)
+    relying_party = await client.current_party(args.workdir, args.relying_party)
     envelope, purpose_id = _read_token(args.token)
     outcome = await client.score(relying_party, envelope, purpose_id, args.year)
     result = outcome.result
