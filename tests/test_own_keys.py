@@ -177,3 +177,83 @@ def test_a_removed_party_no_longer_loads(federation: Path) -> None:
     assert refused.value.reason == "UNKNOWN_PARTICIPANT"
     trc = load_party(federation, "trc")
     assert list(trc.policy.purposes) == ["self-view"]
+
+
+def test_root_rotation_needs_a_threshold_of_the_old_and_of_the_new_root(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = FederationPaths(federation)
+    fourth = paths.custodian("custodian-4")
+    assert _fedscore("custodian", "init", fourth, "--name", "custodian-4") == 0
+    new_root = [paths.custodian("custodian-2"), paths.custodian("custodian-3"), fourth]
+    keys = [arg for folder in new_root for arg in ("--root-key", folder / "root.pub")]
+    assert _fedscore("authority", "set-root", paths.authority, *keys, "--threshold", "2") == 0
+    draft = paths.authority / "draft.registry"
+    # custodian-1 (old only) and custodian-4 (new only): one of each side is not enough.
+    for folder in (paths.custodian("custodian-1"), fourth):
+        assert _fedscore("custodian", "sign", folder, draft) == 0
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer") == 2
+    assert "BELOW_THRESHOLD" in capsys.readouterr().err
+    # custodian-2 and custodian-3 belong to both roots: now both thresholds are met.
+    for name in ("custodian-2", "custodian-3"):
+        assert _fedscore("custodian", "sign", paths.custodian(name), draft, "--json") == 0
+    signed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert any(change.startswith("root: 2 of 3 keys") for change in signed["changes"])
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer") == 0
+    _deliver(federation, 2)
+    assert load_party(federation, "trc").chain.registry.root.keys[-1].custodian == "custodian-4"
+    # From now on custodian-1 alone with an old key cannot help make a version.
+    assert _fedscore("authority", "renew-registry", paths.authority) == 0
+    for folder in (paths.custodian("custodian-1"), paths.custodian("custodian-2")):
+        assert _fedscore("custodian", "sign", folder, draft) == 0
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer") == 2
+    assert _fedscore("custodian", "sign", fourth, draft) == 0
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer") == 0
+
+
+def test_a_custodian_sees_what_a_draft_changes(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = FederationPaths(federation)
+    assert _fedscore("authority", "renew-registry", paths.authority) == 0
+    capsys.readouterr()
+    draft = paths.authority / "draft.registry"
+    assert _fedscore("custodian", "sign", paths.custodian("custodian-1"), draft) == 0
+    assert "nothing but its validity" in capsys.readouterr().out
+    nso = federation / "nso"
+    assert _fedscore("org", "init", nso, "--id", "nso", "--role", "agency") == 0
+    assert _fedscore("authority", "admit", paths.authority, nso / "admission.request") == 0
+    assert _fedscore("authority", "remove", paths.authority, "--id", "regulator") == 0
+    capsys.readouterr()
+    assert _fedscore("custodian", "sign", paths.custodian("custodian-1"), draft) == 0
+    out = capsys.readouterr().out
+    assert "adds nso (ROLE_AGENCY" in out and "removes regulator (ROLE_REGULATOR" in out
+
+
+def test_a_policy_alone_is_published_only_if_every_party_would_load_it(
+    federation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = FederationPaths(federation)
+    authority_org = paths.org("policy-authority").root
+    document = json.loads(paths.policy_json.read_text("utf-8"))
+    document["title"] = document["title"] + " (revised)"
+    (federation / "revised.json").write_text(json.dumps(document), "utf-8")
+    signed = federation / "revised.signed"
+    assert (
+        _fedscore("policy", "sign", authority_org, federation / "revised.json", "--out", signed)
+        == 0
+    )
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer", "--policy", signed) == 0
+    assert (paths.authority / "policy.signed").read_bytes() == signed.read_bytes()
+    # Signed by someone else (trc's key): refused, and the authority keeps what it had.
+    forged = federation / "forged.signed"
+    assert (
+        _fedscore(
+            "policy", "sign", paths.org("trc").root, federation / "revised.json", "--out", forged
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert _fedscore("authority", "publish", paths.authority, "--no-offer", "--policy", forged) == 2
+    assert "UNKNOWN_SIGNER" in capsys.readouterr().err
+    assert (paths.authority / "policy.signed").read_bytes() == signed.read_bytes()

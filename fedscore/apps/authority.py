@@ -24,6 +24,7 @@ from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound
 from fedscore.runtime.org_paths import BUNDLE_FORMAT, REGISTRY_FILE_GLOB, AuthorityPaths
 from fedscore.runtime.party import read_passphrase
 from fedscore.runtime.rpc import TlsMaterial
+from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import (
     Participant,
     RootKey,
@@ -42,6 +43,8 @@ from keys.registry_chain import (
     verify_successor,
 )
 from keys.tls import create_ca, issue_certificate, issue_from_csr
+from policies.sectors import check_sectors
+from policies.signing import verify_policy
 
 AUTHORITY_CLIENT_ID = "federation-authority"
 PARTICIPANT_VALIDITY_SECONDS = 2 * 365 * 24 * 3600
@@ -302,9 +305,19 @@ class Authority:
     # --- publishing ---------------------------------------------------------------------
 
     def publish(self, policy: bytes | None = None) -> ChainLink:
-        """Verify the signed draft as the next version and append it to the chain."""
+        """Verify the signed draft as the next version and append it to the chain.
+
+        With no draft, a policy alone is published against the newest version. Either
+        way the policy must verify under the policy authority's key that version lists and
+        pass the sector checks every party runs, or nothing is written.
+        """
         if not self.paths.draft.exists():
-            raise FailedPrecondition("there is no draft to publish", reason="NO_DRAFT")
+            latest = self.latest()
+            if policy is None or latest is None:
+                raise FailedPrecondition("there is no draft to publish", reason="NO_DRAFT")
+            self._check_policy(latest, policy)
+            _write(self.paths.policy, policy)
+            return latest
         signed = SignedRegistry.FromString(self.paths.draft.read_bytes())
         latest = self.latest()
         link = (
@@ -312,6 +325,8 @@ class Authority:
             if latest is None
             else verify_successor(latest, signed)
         )
+        if policy is not None:
+            self._check_policy(link, policy)
         _write(self.paths.version(link.version), signed.SerializeToString())
         self.paths.draft.unlink()
         if policy is not None:
@@ -323,8 +338,17 @@ class Authority:
             _write(self.paths.config, (json.dumps(document, indent=2) + "\n").encode())
         return link
 
-    def set_policy(self, policy: bytes) -> None:
-        _write(self.paths.policy, policy)
+    @staticmethod
+    def _check_policy(link: ChainLink, policy: bytes) -> None:
+        view = link.view(int(time.time()))
+        checked = verify_policy(Envelope.FromString(policy), view.policy_keys())
+        check_sectors(checked, view.relying_party_sectors())
+
+    def renew_registry(self, now: int | None = None) -> Path:
+        """A draft of the next version with nothing changed but its validity: custodians
+        sign it before the newest version expires, or every party sees the registry frozen."""
+        registry = self.draft_registry(int(time.time()) if now is None else now)
+        return self.save_draft(registry)
 
     def bundle(self, participant_id: str) -> bytes:
         """What an organisation installs: its certificate, the CA's, the chain, the policy."""

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from fedscore.errors import InvalidArgument
 from fedscore.runtime.party import read_passphrase
-from fedscore.v1.trust_pb2 import RootKey, SignedRegistry, TrustRegistry
+from fedscore.v1.trust_pb2 import Participant, Role, RootKey, Sector, SignedRegistry, TrustRegistry
+from keys.ids import key_id
 from keys.keyfile import load_signing_key, save_signing_key
-from keys.registry_chain import add_signature
+from keys.registry_chain import add_signature, registry_digest
 from keys.signing import SigningKey
 
 ROOT_KEY_FILE = "root.key"
@@ -32,13 +33,64 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 
 @dataclass(frozen=True)
 class Signed:
-    """What a custodian signed."""
+    """What a custodian signed, and what it changes from the version before it."""
 
     custodian: str
     federation_id: str
     version: int
     participants: int
     signatures: int
+    changes: tuple[str, ...]
+
+
+def _entry_text(p: Participant) -> str:
+    return f"{p.id} ({Role.Name(p.role)}, key {key_id(bytes(p.signing_public_key))[:12]})"
+
+
+def changes(previous: TrustRegistry | None, new: TrustRegistry) -> tuple[str, ...]:
+    """What `new` changes from `previous`, in words a custodian checks before signing."""
+    if previous is None:
+        return tuple(f"lists {_entry_text(p)}" for p in new.participants)
+    said: list[str] = []
+    old = {(p.id, bytes(p.signing_public_key)): p for p in previous.participants}
+    now = {(p.id, bytes(p.signing_public_key)): p for p in new.participants}
+    for key in sorted(now.keys() - old.keys()):
+        said.append(f"adds {_entry_text(now[key])}")
+    for key in sorted(old.keys() - now.keys()):
+        said.append(f"removes {_entry_text(old[key])}")
+    for key in sorted(now.keys() & old.keys()):
+        before, after = old[key], now[key]
+        if before.not_after != after.not_after:
+            said.append(f"{after.id}: key {key_id(key[1])[:12]} now valid until {after.not_after}")
+        if before.endpoint != after.endpoint:
+            said.append(f"{after.id}: endpoint {before.endpoint or '-'} -> {after.endpoint or '-'}")
+        if before.sector != after.sector:
+            said.append(
+                f"{after.id}: sector {Sector.Name(before.sector)} -> {Sector.Name(after.sector)}"
+            )
+    if previous.root != new.root:
+        said.append(
+            f"root: {new.root.threshold} of {len(new.root.keys)} keys "
+            f"({', '.join(k.custodian for k in new.root.keys)})"
+        )
+    return tuple(said) or ("nothing but its validity (until " + str(new.not_after) + ")",)
+
+
+def _previous(draft_path: Path, registry: TrustRegistry) -> TrustRegistry | None:
+    """The published version the draft follows, if it lies beside the draft (`registry/`)."""
+    if registry.version <= 1:
+        return None
+    path = draft_path.parent / "registry" / f"v{registry.version - 1:06d}.signed"
+    if not path.exists():
+        return None
+    signed = SignedRegistry.FromString(path.read_bytes())
+    if registry_digest(signed.registry) != bytes(registry.previous_digest):
+        raise InvalidArgument(
+            f"the draft does not follow {path}: it names another predecessor", "CHAIN_BROKEN"
+        )
+    previous = TrustRegistry()
+    previous.ParseFromString(signed.registry)
+    return previous
 
 
 def init_custodian(
@@ -108,4 +160,5 @@ def sign_draft(folder: Path, draft_path: Path, *, passphrase: str | None = None)
         version=int(registry.version),
         participants=len(registry.participants),
         signatures=len(signed.signatures),
+        changes=changes(_previous(draft_path, registry), registry),
     )

@@ -107,7 +107,9 @@ def custodian_sign(args: argparse.Namespace) -> dict[str, Any]:
         f"{signed.custodian} signed version {signed.version} of {signed.federation_id} "
         f"({signed.participants} participant entries; {signed.signatures} signatures now)",
     )
-    return signed.__dict__
+    for change in signed.changes:
+        _say(args, f"  {change}")
+    return {**signed.__dict__, "changes": list(signed.changes)}
 
 
 # --- authority -------------------------------------------------------------------------------
@@ -145,6 +147,30 @@ def authority_rotate(args: argparse.Namespace) -> dict[str, Any]:
     return _drafted(
         args, authority, f"new key for {new.id}; the old one verifies {args.overlap_seconds} s more"
     )
+
+
+def authority_set_root(args: argparse.Namespace) -> dict[str, Any]:
+    authority = Authority(args.dir)
+    roots = [read_root_pub(path) for path in args.root_key]
+    authority.set_root(roots, args.threshold)
+    return _drafted(
+        args,
+        authority,
+        f"new root {args.threshold} of {len(roots)}: a threshold of the old root and of the new "
+        "must sign",
+    )
+
+
+def authority_set_endpoint(args: argparse.Namespace) -> dict[str, Any]:
+    authority = Authority(args.dir)
+    authority.set_endpoint(args.id, args.endpoint)
+    return _drafted(args, authority, f"{args.id} moves to {args.endpoint}")
+
+
+def authority_renew_registry(args: argparse.Namespace) -> dict[str, Any]:
+    authority = Authority(args.dir)
+    authority.renew_registry()
+    return _drafted(args, authority, "the next version, unchanged but for its validity")
 
 
 def authority_renew(args: argparse.Namespace) -> dict[str, Any]:
@@ -261,6 +287,24 @@ def register(parties: Any) -> None:
     renew.add_argument("--out", type=Path, required=True, help="where to write the certificate")
     _json(renew)
     renew.set_defaults(run=authority_renew)
+    set_root = auth_sub.add_parser("set-root", help="draft a new root (root rotation)")
+    set_root.add_argument("dir", type=Path)
+    set_root.add_argument("--root-key", type=Path, action="append", required=True)
+    set_root.add_argument("--threshold", type=int, required=True)
+    _json(set_root)
+    set_root.set_defaults(run=authority_set_root)
+    moved = auth_sub.add_parser("set-endpoint", help="draft a participant's new endpoint")
+    moved.add_argument("dir", type=Path)
+    moved.add_argument("--id", required=True)
+    moved.add_argument("--endpoint", required=True, metavar="HOST:PORT")
+    _json(moved)
+    moved.set_defaults(run=authority_set_endpoint)
+    renew_registry = auth_sub.add_parser(
+        "renew-registry", help="draft the next version unchanged, before the newest expires"
+    )
+    renew_registry.add_argument("dir", type=Path)
+    _json(renew_registry)
+    renew_registry.set_defaults(run=authority_renew_registry)
     publish = auth_sub.add_parser(
         "publish", help="publish the signed draft and offer it to servers"
     )
