@@ -27,6 +27,7 @@ import json
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,11 +137,15 @@ def init_federation(
     fast_kdf: bool = False,
     passphrase: str | None = None,
     host: str | None = None,
+    hosts: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> FederationLayout:
     """Create a local federation in `workdir` (which must be empty or absent).
 
     `host` puts every organisation on one address; by default each gets its own
-    loopback address (`loopback_host`).
+    loopback address (`loopback_host`). `hosts` names the address of some organisations
+    (e.g. one network namespace each) and `port` the one port every server listens on
+    there; without `port`, a free port is chosen on each address.
     """
     root = Path(workdir)
     if root.exists() and any(root.iterdir()):
@@ -171,10 +176,10 @@ def init_federation(
         policy,
         {pid: Sector.Name(sec) for pid, (role, _, sec) in roles.items() if role in ASKING_ROLES},
     )
-    hosts = {pid: host or loopback_host(i) for i, pid in enumerate(roles)}
+    chosen = {pid: host or loopback_host(i) for i, pid in enumerate(roles)} | dict(hosts or {})
     for pid, (role, _, _) in roles.items():
         if role in SERVER_ROLES:
-            layout.endpoints[pid] = f"{hosts[pid]}:{free_port(hosts[pid])}"
+            layout.endpoints[pid] = f"{chosen[pid]}:{port or free_port(chosen[pid])}"
         else:
             layout.endpoints[pid] = ""
         layout.roles[pid] = Role.Name(role)
