@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.fanout import NodeChannels
 from fedscore.errors import (
     FailedPrecondition,
     FedscoreError,
@@ -34,7 +35,7 @@ from fedscore.runtime.org_paths import OrgPaths
 from fedscore.runtime.party import Party, load_chain, load_party_config
 from fedscore.runtime.party_config import PartyConfig
 from fedscore.runtime.ratelimit import RateLimits
-from fedscore.runtime.trust_follower import TrustFollower
+from fedscore.runtime.trust_follower import PeerChannel, TrustFollower
 from fedscore.runtime.trust_service import SERVICE_NAME, acting_only, trust_handlers
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import (
@@ -681,3 +682,64 @@ def test_a_removed_party_refuses_its_own_services_but_serves_the_chain(world: Wo
     assert refused.value.reason == "PARTY_REMOVED"
     served = _call(trust_handlers(live)[SERVICE_NAME]["GetTrust"], GetTrustRequest())
     assert len(served.update.registries) == 2
+
+
+# --- channels that follow the registry ------------------------------------------------
+
+
+class FakeChannel:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_node_channels_open_move_and_close_with_the_registry() -> None:
+    opened: list[FakeChannel] = []
+
+    def open_channel(agency: str, endpoint: str) -> Any:
+        opened.append(FakeChannel(f"{agency}@{endpoint}"))
+        return opened[-1]
+
+    async def scenario() -> None:
+        channels = NodeChannels({"trc": "h:1", "dsd": "h:2"}, open_channel, grace=0.01)
+        trc, dsd = channels.get("trc"), channels.get("dsd")
+        channels.follow({"trc": "h:1", "dsd": "h:9", "moph": "h:3"})
+        assert channels.get("trc") is trc  # unchanged: the same channel
+        assert channels.get("dsd").target == "dsd@h:9"  # type: ignore[union-attr]
+        assert channels.get("moph").target == "moph@h:3"  # type: ignore[union-attr]
+        channels.follow({"trc": "h:1", "dsd": "h:9"})
+        assert channels.get("moph") is None
+        assert channels.endpoints == {"trc": "h:1", "dsd": "h:9"}
+        assert not dsd.closed  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)  # a call under way on the old channel had its grace
+        assert dsd.closed and opened[-1].closed  # type: ignore[union-attr]
+        await channels.close()
+        assert all(channel.closed for channel in opened)
+
+    asyncio.run(scenario())
+
+
+def test_the_registry_channel_follows_the_endpoint_the_registry_lists(world: World) -> None:
+    live = world.live()
+    party = world.party()
+
+    def moved(registry: TrustRegistry) -> None:
+        for participant in registry.participants:
+            if participant.id == "consent-registry":
+                participant.endpoint = "127.0.0.1:7999"
+
+    async def scenario() -> None:
+        peer = PeerChannel(live.view(), Role.ROLE_CONSENT_REGISTRY, party.tls, grace=0.01)
+        live.listen(lambda view, policy: peer.follow(view))
+        first = peer.channel
+        live.offer(TrustUpdate(registries=[world.next_version(lambda r: None)]))
+        assert peer.channel is first
+        live.offer(TrustUpdate(registries=[world.next_version(moved)]))
+        assert peer.channel is not first
+        await asyncio.sleep(0.05)
+        await peer.close()
+
+    asyncio.run(scenario())
