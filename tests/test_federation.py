@@ -199,8 +199,6 @@ HOSTILE_REGISTRIES = [
      "PURPOSE_GATES_PUBLIC_SERVICE", "purposes.self-view.relying_parties: "),
     ("ptt has no sector", _set_sector("ptt", Sector.SECTOR_UNSPECIFIED),
      "SECTOR_UNDECLARED", "purposes.ptt-fuel-discount.relying_parties: "),
-    ("ptt is not admitted", _drop("ptt"),
-     "RELYING_PARTY_NOT_REGISTERED", "purposes.ptt-fuel-discount.relying_parties: "),
 ]  # fmt: skip
 
 
@@ -220,8 +218,6 @@ def test_no_party_loads_a_policy_for_an_inadmissible_relying_party(
     loadable = [pid for pid in parties if pid != "policy-authority"]
     assert len(loadable) == 8, loadable  # registry, coordinator, 3 agencies, 3 clients
     for party_id in loadable:
-        if party_id == "ptt" and reason == "RELYING_PARTY_NOT_REGISTERED":
-            continue  # ptt itself is no longer a participant at all
         with pytest.raises(PolicyError) as refused:
             load_party(federation, party_id)
         assert refused.value.reason == reason, (case, party_id)
@@ -258,3 +254,14 @@ def test_no_server_starts_under_a_public_service_relying_party(federation: Path)
             "public-service provider"
         ), stderr
         assert "serving" not in stdout
+
+
+def test_a_relying_party_removed_later_does_not_stop_a_restart(federation: Path) -> None:
+    """Removed while the policy still names it, ptt can sign nothing: every other party
+    still loads (restarts), and ptt itself is no longer a participant."""
+    _readmit(federation, _drop("ptt"))
+    for party_id in ("consent-registry", "coordinator", "trc", "regulator"):
+        assert "ptt-fuel-discount" in load_party(federation, party_id).policy.purposes
+    with pytest.raises(FedscoreError) as refused:
+        load_party(federation, "ptt")
+    assert refused.value.reason == "UNKNOWN_PARTICIPANT"

@@ -285,8 +285,12 @@ def test_a_rotated_agency_key_verifies_at_once_and_the_old_one_only_in_its_overl
             await fed.offer_to_registry(update)
             await _until(lambda: set(fed.versions().values()) == {2})
 
-            # trc switched to its new key, and moved its key files.
-            assert fed.nodes["trc"].node.signing_key.key_id == new.key_id
+            # trc keeps signing with its old key until every peer polling at its interval
+            # has the version too (two refresh intervals), then switches and moves its files.
+            seen = time.monotonic()
+            assert fed.nodes["trc"].node.signing_key.key_id == old.key_id
+            await _until(lambda: fed.nodes["trc"].node.signing_key.key_id == new.key_id, 10)
+            assert time.monotonic() - seen >= 2 * REFRESH - 0.6
             assert not trc.next_key.exists() and len(list(trc.retired.iterdir())) == 1
             keys = fed.coordinator.coordinator.agency_keyring
             SignedContributionAnswerBatch.verify(_answer_batch(new), keys)

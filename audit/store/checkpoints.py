@@ -61,6 +61,10 @@ class CheckpointSigner:
         self._lock = threading.Lock()
         create_tables(log.engine, [SIGNED_CHECKPOINT])
 
+    def use_key(self, key: SigningKey) -> None:
+        """Sign the next checkpoints with `key` (the party's key was rotated)."""
+        self._key = key
+
     def last(self) -> tuple[Checkpoint, Envelope] | None:
         """The latest checkpoint this party signed, if any."""
         newest = select(SIGNED_CHECKPOINT.c.envelope).order_by(SIGNED_CHECKPOINT.c.size.desc())

@@ -68,6 +68,11 @@ class RevocationState:
         self._revoked_indexes: set[int] = set()
         self._revoked_tokens: set[str] = set()
 
+    def use_registry_keys(self, registry_keys: RegistryKeys) -> None:
+        """Verify lists and notices under `registry_keys` from now on (a new registry
+        version); what is known already (revoked tokens, the last list) is kept."""
+        self._keys = registry_keys
+
     @property
     def sequence(self) -> int:
         return self._sequence

@@ -119,8 +119,13 @@ class LiveTrust:
         passphrase: str | None = None,
         clock: Clock = time.time,
         versions: Iterable[SignedRegistry] | None = None,
+        switch_grace: float = 0.0,
     ) -> None:
         self.party_id = party.id
+        # A rotated key is used only this long after this party first saw it listed (while
+        # its old key is still valid), so peers that have not polled yet still accept it.
+        self._switch_grace = switch_grace
+        self._new_key_seen_at: float | None = None
         self.paths: OrgPaths = party.paths
         self._clock = clock
         # Kept in memory from start, to open `next.key` when the registry lists it.
@@ -218,6 +223,11 @@ class LiveTrust:
     def tick(self) -> None:
         """Rebuild the view if the clock passed a window boundary, and tell listeners."""
         now = int(self._clock())
+        if self._new_key_seen_at is not None and not self._removed:
+            before = self._signing_key
+            self._own_entry(self._view)
+            if self._signing_key is not before:
+                self._notify()
         if self._boundary is None or now < self._boundary:
             return
         self._boundary = next_boundary(self._chain.registry, now)
@@ -338,8 +348,25 @@ class LiveTrust:
                 "%s is listed again in version %d; acting again", self.party_id, view.version
             )
         self._removed = False
-        if bytes(own.signing_public_key) != self._signing_key.verify_key.encode():
+        if bytes(own.signing_public_key) == self._signing_key.verify_key.encode():
+            self._new_key_seen_at = None
+            return
+        now = self._clock()
+        if self._new_key_seen_at is None:
+            self._new_key_seen_at = now
+        if now - self._new_key_seen_at >= self._switch_grace or not self._own_key_valid(view):
             self._switch_keys(own)
+            self._new_key_seen_at = None
+
+    def _own_key_valid(self, view: TrustView) -> bool:
+        """Whether the key this party signs with is still listed for it now."""
+        mine = self._signing_key.verify_key.encode()
+        return any(
+            p.id == self.party_id
+            and bytes(p.signing_public_key) == mine
+            and p.not_before <= view.now <= p.not_after
+            for p in view.registry.participants
+        )
 
     def _switch_keys(self, own: Participant) -> None:
         if self._passphrase is None:
@@ -378,10 +405,15 @@ class LiveTrust:
 def open_live_trust(
     party: Party, *, passphrase: str | None = None, clock: Clock = time.time
 ) -> LiveTrust:
-    """A server's live trust, keeping the passphrase (given, else the party's own) in memory."""
+    """A server's live trust, keeping the passphrase (given, else the party's own) in memory.
+
+    A rotated key takes over two refresh intervals after the party first sees it listed:
+    by then every peer polling at the same interval has the version too.
+    """
     try:
         held: str | None = read_passphrase(party.paths.root, passphrase)
     except KeyFileError:
         _log.warning("no passphrase for %s: a key rotation cannot be followed live", party.id)
         held = None
-    return LiveTrust(party, passphrase=held, clock=clock)
+    grace = 2 * party.config.trust_refresh_seconds
+    return LiveTrust(party, passphrase=held, clock=clock, switch_grace=grace)

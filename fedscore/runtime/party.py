@@ -29,10 +29,10 @@ from fedscore.runtime.org_paths import REGISTRY_FILE_GLOB, FederationPaths, OrgP
 from fedscore.runtime.party_config import PartyConfig, load_config
 from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Role, SignedRegistry
+from fedscore.v1.trust_pb2 import Participant, Role, Sector, SignedRegistry, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.keyfile import PartySecrets, load_secrets
-from keys.registry import TrustView
+from keys.registry import ASKING_ROLES, TrustView
 from keys.registry_chain import ChainLink, follow_from_genesis
 from keys.signing import SigningKey
 from policies.model import Policy
@@ -102,6 +102,25 @@ def load_trust(org: Path, now: int | None = None) -> TrustView:
     return load_chain(org).view(int(time.time()) if now is None else now)
 
 
+def sectors_as_last_listed(chain: list[SignedRegistry], view: TrustView) -> dict[str, str]:
+    """The sector of every relying party and portal as the chain last listed it, overlaid
+    with the view's: a party removed since keeps its last sector. It can sign nothing
+    now, so a policy still naming it is harmless, while a public-service provider named
+    by the policy is refused whenever it was listed (the rule `LiveTrust` applies too)."""
+    sectors: dict[str, str] = {}
+    for signed in chain:
+        registry = TrustRegistry()
+        registry.ParseFromString(signed.registry)
+        for participant in registry.participants:
+            if participant.role in ASKING_ROLES:
+                sectors[participant.id] = _sector_name(participant.sector)
+    return sectors | view.relying_party_sectors()
+
+
+def _sector_name(sector: int) -> str:
+    return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
+
+
 def org_folder(workdir: Path, party_id: str) -> Path:
     """A party's own folder inside a local federation's folder."""
     return FederationPaths(Path(workdir)).org(party_id).root
@@ -164,7 +183,7 @@ def load_party_config(config_path: Path, passphrase: str | None = None) -> Party
         )
     policy_envelope = Envelope.FromString(paths.policy_signed.read_bytes())
     policy = verify_policy(policy_envelope, trust.policy_keys())
-    check_sectors(policy, trust.relying_party_sectors())
+    check_sectors(policy, sectors_as_last_listed(stored_chain(paths), trust))
     tls = TlsMaterial(
         ca_pem=paths.ca_cert.read_bytes(),
         cert_pem=paths.tls_cert.read_bytes(),

@@ -141,9 +141,7 @@ def acting_only(live: LiveTrust, services: Services) -> dict[str, dict[str, Hand
 def rekey_revocations(state: RevocationState, keys: RegistryKeys) -> None:
     """Verify the consent registry's lists and notices under `keys` from now on; what the
     state already knows (revoked tokens, the last list) is kept."""
-    # RevocationState offers no setter yet (fedscore/protocol/status_list.py is not ours
-    # to change here); its one keyring attribute is replaced whole.
-    state._keys = keys
+    state.use_registry_keys(keys)
 
 
 def follow_audit(audit: AuditEndpoint, live: LiveTrust) -> None:
@@ -151,8 +149,7 @@ def follow_audit(audit: AuditEndpoint, live: LiveTrust) -> None:
 
     def apply(view: TrustView, policy: Policy) -> None:
         audit.service.trust = view
-        # CheckpointSigner offers no setter yet (audit/store/checkpoints.py); its key is
-        # replaced whole, between two checkpoints (both run on the event loop).
-        audit.signer._key = live.signing_key
+        # Between two checkpoints: both run on the event loop.
+        audit.signer.use_key(live.signing_key)
 
     live.listen(apply)
