@@ -97,6 +97,11 @@ def _sector_name(sector: int) -> str:
     return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
 
 
+def listed_sectors(registry: TrustRegistry) -> dict[str, str]:
+    """Sector name of every relying party and citizen portal a version lists at all."""
+    return {p.id: _sector_name(p.sector) for p in registry.participants if p.role in ASKING_ROLES}
+
+
 K = TypeVar("K", bound=Keyring)
 
 

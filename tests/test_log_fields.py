@@ -60,6 +60,7 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "fedscore/apps/client.py": {WHOLE_MODULE: f"{_PARTY_ID}; a protobuf oneof"},
     "fedscore/apps/demo.py": {WHOLE_MODULE: f"reading {_CLI_JSON}"},
     "fedscore/apps/federation.py": {WHOLE_MODULE: _PARTY_ID},
+    "fedscore/apps/demo_live.py": {WHOLE_MODULE: f"{_POLICY}; {_PARTY_ID}"},
     "fedscore/apps/insider.py": {"HostileCoordinator.open": _PARTY_ID},
     "fedscore/protocol/signed.py": {"SignedScoreResult.verify": "a protobuf oneof"},
     "fedscore/runtime/party_config.py": {WHOLE_MODULE: "role names in a party's config file"},

@@ -88,7 +88,14 @@ def test_publish_budget_and_verify_from_the_command_line(fed: StatsFederation) -
             )
             assert (code, err.split(": ")[2]) == (2, "UNKNOWN_RELEASE")
 
-            (fed.root / "orgs" / "coordinator" / "releases" / summary["release_id"] / "release.csv").write_text("0\n")
+            (
+                fed.root
+                / "orgs"
+                / "coordinator"
+                / "releases"
+                / summary["release_id"]
+                / "release.csv"
+            ).write_text("0\n")
             code, _, err = await fedscore("stats", "verify", summary["directory"])
             assert code == 2 and "BUNDLE_MISMATCH" in err
 

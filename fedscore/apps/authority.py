@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound
+from fedscore.runtime.files import write_atomically
 from fedscore.runtime.org_paths import BUNDLE_FORMAT, REGISTRY_FILE_GLOB, AuthorityPaths
 from fedscore.runtime.party import read_passphrase
 from fedscore.runtime.rpc import TlsMaterial
@@ -60,13 +61,6 @@ SECTORS = {
 }
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def init_authority(
     folder: Path,
     federation_id: str,
@@ -88,7 +82,7 @@ def init_authority(
     paths.root.mkdir(parents=True, exist_ok=True)
     if passphrase is None:
         passphrase = secrets.token_urlsafe(24)
-        _write(paths.root / "passphrase", (passphrase + "\n").encode())
+        write_atomically(paths.root / "passphrase", (passphrase + "\n").encode())
         (paths.root / "passphrase").chmod(0o600)
     ca_key_pem, ca_cert_pem = create_ca(f"{federation_id} CA")
     client_key_pem, client_cert_pem = issue_certificate(
@@ -96,14 +90,14 @@ def init_authority(
     )
     save_pem_key(paths.ca_key, ca_key_pem, passphrase, fast_kdf=fast_kdf)
     save_pem_key(paths.client_key, client_key_pem, passphrase, fast_kdf=fast_kdf)
-    _write(paths.ca_cert, ca_cert_pem)
-    _write(paths.client_cert, client_cert_pem)
+    write_atomically(paths.ca_cert, ca_cert_pem)
+    write_atomically(paths.client_cert, client_cert_pem)
     root = RootPolicy(threshold=threshold, keys=root_keys)
     document = {
         "federation_id": federation_id,
         "root": json.loads(_root_json(root)),
     }
-    _write(paths.config, (json.dumps(document, indent=2) + "\n").encode())
+    write_atomically(paths.config, (json.dumps(document, indent=2) + "\n").encode())
     return paths
 
 
@@ -181,7 +175,7 @@ class Authority:
         return registry
 
     def save_draft(self, registry: TrustRegistry) -> Path:
-        _write(self.paths.draft, draft(registry).SerializeToString())
+        write_atomically(self.paths.draft, draft(registry).SerializeToString())
         return self.paths.draft
 
     # --- admissions, removals, rotations -----------------------------------------------
@@ -225,7 +219,7 @@ class Authority:
         hosts = [endpoint.rsplit(":", 1)[0]] if endpoint else []
         ca_key, ca_cert = self._ca()
         cert = issue_from_csr(ca_key, ca_cert, bytes(csr_pem), participant_id, hosts)
-        _write(self.paths.issued(participant_id), cert)
+        write_atomically(self.paths.issued(participant_id), cert)
         return cert
 
     def remove(self, participant_id: str, now: int | None = None) -> int:
@@ -316,7 +310,7 @@ class Authority:
             if policy is None or latest is None:
                 raise FailedPrecondition("there is no draft to publish", reason="NO_DRAFT")
             self._check_policy(latest, policy)
-            _write(self.paths.policy, policy)
+            write_atomically(self.paths.policy, policy)
             return latest
         signed = SignedRegistry.FromString(self.paths.draft.read_bytes())
         latest = self.latest()
@@ -327,15 +321,15 @@ class Authority:
         )
         if policy is not None:
             self._check_policy(link, policy)
-        _write(self.paths.version(link.version), signed.SerializeToString())
+        write_atomically(self.paths.version(link.version), signed.SerializeToString())
         self.paths.draft.unlink()
         if policy is not None:
-            _write(self.paths.policy, policy)
+            write_atomically(self.paths.policy, policy)
         if link.registry.root != self.root:
             self.root = link.registry.root
             document = json.loads(self.paths.config.read_text("utf-8"))
             document["root"] = json.loads(_root_json(self.root))
-            _write(self.paths.config, (json.dumps(document, indent=2) + "\n").encode())
+            write_atomically(self.paths.config, (json.dumps(document, indent=2) + "\n").encode())
         return link
 
     @staticmethod

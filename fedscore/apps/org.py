@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedscore.errors import FailedPrecondition, InvalidArgument
+from fedscore.runtime.files import write_atomically
 from fedscore.runtime.org_paths import BUNDLE_FORMAT, OrgPaths
 from fedscore.runtime.party import read_passphrase, stored_chain
 from fedscore.runtime.party_config import ROLE_NAMES, PartyConfig, load_config
@@ -35,14 +36,6 @@ from keys.tls import create_csr
 from policies.loader import load_policy
 from policies.sectors import check_sectors
 from policies.signing import sign_policy, verify_policy
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
 
 
 def init_org(
@@ -71,7 +64,7 @@ def init_org(
     paths.root.mkdir(parents=True, exist_ok=True)
     if passphrase is None and not os.environ.get("FEDSCORE_PASSPHRASE"):
         passphrase = secrets.token_urlsafe(24)
-        _write(paths.passphrase, (passphrase + "\n").encode(), 0o600)
+        write_atomically(paths.passphrase, (passphrase + "\n").encode(), 0o600)
     save_secrets(
         paths.key, party_secrets, read_passphrase(paths.root, passphrase), fast_kdf=fast_kdf
     )
@@ -84,7 +77,7 @@ def init_org(
         key_folder=paths.root,
         fetch_registry_from=tuple(fetch_registry_from),
     )
-    _write(paths.config, config.to_toml().encode("utf-8"))
+    write_atomically(paths.config, config.to_toml().encode("utf-8"))
     request = AdmissionRequest(
         participant_id=participant_id,
         role=ROLE_NAMES[role],
@@ -95,7 +88,9 @@ def init_org(
         csr_pem=csr_pem,
         created_at=int(time.time()) if now is None else now,
     )
-    _write(paths.request, make_request(request, party_secrets.signing_key).SerializeToString())
+    write_atomically(
+        paths.request, make_request(request, party_secrets.signing_key).SerializeToString()
+    )
     return paths
 
 
@@ -157,10 +152,10 @@ def install_bundle(folder: Path, raw: bytes) -> ChainLink:
         version = int(_version_of(signed))
         target = paths.registry_version(version)
         if not target.exists():
-            _write(target, signed.SerializeToString())
-    _write(paths.policy_signed, policy_raw)
-    _write(paths.ca_cert, str(document.get("ca_cert", "")).encode("ascii"))
-    _write(paths.tls_cert, str(document.get("tls_cert", "")).encode("ascii"))
+            write_atomically(target, signed.SerializeToString())
+    write_atomically(paths.policy_signed, policy_raw)
+    write_atomically(paths.ca_cert, str(document.get("ca_cert", "")).encode("ascii"))
+    write_atomically(paths.tls_cert, str(document.get("tls_cert", "")).encode("ascii"))
     return link
 
 
@@ -194,7 +189,7 @@ def rotate_key(folder: Path, *, fast_kdf: bool = False) -> Path:
         replaces_signing_public_key=current.signing_key.verify_key.encode(),
     )
     signed: KeyRequest = make_request(request, new_key, replaces=current.signing_key)
-    _write(paths.rotation_request, signed.SerializeToString())
+    write_atomically(paths.rotation_request, signed.SerializeToString())
     return paths.rotation_request
 
 
@@ -233,7 +228,9 @@ def renew_cert(folder: Path, *, fast_kdf: bool = False) -> Path:
         csr_pem=csr_pem,
         created_at=int(time.time()),
     )
-    _write(paths.renewal_request, make_request(request, current.signing_key).SerializeToString())
+    write_atomically(
+        paths.renewal_request, make_request(request, current.signing_key).SerializeToString()
+    )
     return paths.renewal_request
 
 
@@ -265,5 +262,5 @@ def install_certificate(folder: Path, cert_pem: bytes, *, fast_kdf: bool = False
     save_secrets(
         paths.key, replace(current, tls_key_pem=renewed.tls_key_pem), passphrase, fast_kdf=fast_kdf
     )
-    _write(paths.tls_cert, cert_pem)
+    write_atomically(paths.tls_cert, cert_pem)
     _renewal_key(paths).unlink()

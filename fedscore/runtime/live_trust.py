@@ -47,10 +47,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 from fedscore.errors import (
     FailedPrecondition,
@@ -59,12 +57,13 @@ from fedscore.errors import (
     PolicyError,
     Unauthenticated,
 )
+from fedscore.runtime.files import write_atomically
 from fedscore.runtime.org_paths import OrgPaths
 from fedscore.runtime.party import Party, current_secrets, read_passphrase, stored_chain
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Sector, SignedRegistry, TrustRegistry, TrustUpdate
+from fedscore.v1.trust_pb2 import Participant, SignedRegistry, TrustRegistry, TrustUpdate
 from keys.box import BoxKeyPair
-from keys.registry import ASKING_ROLES, TrustView
+from keys.registry import TrustView, listed_sectors
 from keys.registry_chain import ChainLink, follow, registry_digest
 from keys.signing import SigningKey
 from policies.loader import content_hash_of
@@ -87,26 +86,6 @@ def next_boundary(registry: TrustRegistry, now: int) -> int | None:
         moments += [participant.not_before, participant.not_after + 1]
     later = [int(moment) for moment in moments if moment > now]
     return min(later, default=None)
-
-
-def _sector_name(sector: int) -> str:
-    return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
-
-
-def listed_sectors(registry: TrustRegistry) -> dict[str, str]:
-    """Sector name of every relying party and citizen portal a version lists at all."""
-    return {p.id: _sector_name(p.sector) for p in registry.participants if p.role in ASKING_ROLES}
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """`data` at `path`, or the file as it was: a temporary file, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class LiveTrust:

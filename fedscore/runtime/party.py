@@ -29,10 +29,10 @@ from fedscore.runtime.org_paths import REGISTRY_FILE_GLOB, FederationPaths, OrgP
 from fedscore.runtime.party_config import PartyConfig, load_config
 from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.envelope_pb2 import Envelope
-from fedscore.v1.trust_pb2 import Participant, Role, Sector, SignedRegistry, TrustRegistry
+from fedscore.v1.trust_pb2 import Participant, Role, SignedRegistry, TrustRegistry
 from keys.box import BoxKeyPair
 from keys.keyfile import PartySecrets, load_secrets
-from keys.registry import ASKING_ROLES, TrustView
+from keys.registry import TrustView, listed_sectors
 from keys.registry_chain import ChainLink, follow_from_genesis
 from keys.signing import SigningKey
 from policies.model import Policy
@@ -111,14 +111,8 @@ def sectors_as_last_listed(chain: list[SignedRegistry], view: TrustView) -> dict
     for signed in chain:
         registry = TrustRegistry()
         registry.ParseFromString(signed.registry)
-        for participant in registry.participants:
-            if participant.role in ASKING_ROLES:
-                sectors[participant.id] = _sector_name(participant.sector)
+        sectors |= listed_sectors(registry)
     return sectors | view.relying_party_sectors()
-
-
-def _sector_name(sector: int) -> str:
-    return Sector.Name(sector) if sector in Sector.values() else f"SECTOR_{sector}"
 
 
 def org_folder(workdir: Path, party_id: str) -> Path:
