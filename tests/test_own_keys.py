@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedscore.apps.authority import Authority
+from fedscore.apps.cli.commands import certificate_renewal_due
 from fedscore.apps.cli.main import main
 from fedscore.apps.federation import CUSTODIANS, init_federation
 from fedscore.errors import FedscoreError, NotFound
@@ -19,6 +20,7 @@ from fedscore.v1.trust_pb2 import AdmissionRequest
 from keys.admission import make_request, read_request, verify_request
 from keys.keyfile import load_secrets
 from keys.signing import SigningKey
+from keys.tls import certificate_not_after
 from tests.harness.secrets import assert_secrets_stay_home
 
 
@@ -257,3 +259,32 @@ def test_a_policy_alone_is_published_only_if_every_party_would_load_it(
     assert _fedscore("authority", "publish", paths.authority, "--no-offer", "--policy", forged) == 2
     assert "UNKNOWN_SIGNER" in capsys.readouterr().err
     assert (paths.authority / "policy.signed").read_bytes() == signed.read_bytes()
+
+
+def test_a_server_says_when_its_certificate_needs_renewing(federation: Path) -> None:
+    cert = FederationPaths(federation).org("trc").tls_cert.read_bytes()
+    expires = certificate_not_after(cert).timestamp()
+    assert certificate_renewal_due(cert, expires - 31 * 86400) is None
+    soon = certificate_renewal_due(cert, expires - 10 * 86400)
+    assert soon is not None and "10 days" in soon and "org renew-cert" in soon
+    late = certificate_renewal_due(cert, expires + 1)
+    assert late is not None and "expired" in late
+
+
+def test_a_renewed_certificate_replaces_the_tls_key_and_the_old_one(federation: Path) -> None:
+    paths = FederationPaths(federation)
+    trc = paths.org("trc")
+    before = load_party(federation, "trc")
+    assert _fedscore("org", "renew-cert", trc.root) == 0
+    assert b"PRIVATE" not in trc.renewal_request.read_bytes()
+    out = federation / "trc.crt"
+    assert _fedscore("authority", "renew", paths.authority, trc.renewal_request, "--out", out) == 0
+    # Another party's certificate is not for trc's pending key: refused, nothing changes.
+    other = paths.authority / "issued" / "dsd.crt"
+    assert _fedscore("org", "install-cert", trc.root, other) == 2
+    assert load_party(federation, "trc").tls.cert_pem == before.tls.cert_pem
+    assert _fedscore("org", "install-cert", trc.root, out) == 0
+    after = load_party(federation, "trc")
+    assert after.tls.cert_pem == out.read_bytes() != before.tls.cert_pem
+    assert after.tls.key_pem != before.tls.key_pem
+    assert after.signing_key.key_id == before.signing_key.key_id

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
 from keys.national_id import validate_national_id
+from keys.tls import certificate_not_after
 
 PORTAL_ID = "citizen-portal"
 
@@ -42,6 +44,24 @@ def federation_init(args: argparse.Namespace) -> dict[str, Any]:
     return layout.to_json()
 
 
+RENEW_CERTIFICATE_DAYS = 30
+
+
+def certificate_renewal_due(cert_pem: bytes, now: float) -> str | None:
+    """What to tell an operator whose certificate expires within RENEW_CERTIFICATE_DAYS."""
+    expires = certificate_not_after(cert_pem).timestamp()
+    days = (expires - now) / 86400
+    if days > RENEW_CERTIFICATE_DAYS:
+        return None
+    when = time.strftime("%Y-%m-%d", time.gmtime(expires))
+    if days <= 0:
+        return f"the TLS certificate expired on {when}: run 'fedscore org renew-cert' now"
+    return (
+        f"the TLS certificate expires on {when} ({days:.0f} days): run 'fedscore org "
+        "renew-cert', send renewal.request to the authority, then 'org install-cert'"
+    )
+
+
 SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -61,6 +81,9 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         )
     party = load_party_config(config_path)
     logging.basicConfig(level=getattr(logging, party.config.log_level), format=SERVER_LOG_FORMAT)
+    renewal = certificate_renewal_due(party.tls.cert_pem, time.time())
+    if renewal:
+        logging.getLogger("fedscore.serve").warning("%s: %s", party.id, renewal)
     bind = args.bind or party.config.listen or None
     running: _Stoppable
     if party.role == Role.ROLE_AGENCY:
