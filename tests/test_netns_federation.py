@@ -24,7 +24,6 @@ already runs the parties on separate loopback addresses.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import subprocess
 import sys
@@ -32,12 +31,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fedscore.apps import client
 from fedscore.apps.demo_data import DEMO_SEED, DemoData, expected_total, generate
+from fedscore.apps.demo_live import policy_without
 from fedscore.apps.demo_steps import cli, grant, reason, score
 from fedscore.apps.federation import (
     COORDINATOR_ID,
@@ -252,16 +251,6 @@ def test_an_agency_cut_off_the_bridge_fails_the_question_by_name_until_it_is_bac
     )
 
 
-def _without_relying_party(document: dict[str, Any], relying_party: str) -> dict[str, Any]:
-    """The policy without the purposes that name `relying_party`, under a new id."""
-    changed = copy.deepcopy(document)
-    changed["policy_id"] = f"{document['policy_id']}.without-{relying_party}"
-    changed["purposes"] = [
-        p for p in changed["purposes"] if relying_party not in p["relying_parties"]
-    ]
-    return changed
-
-
 def test_a_removal_published_from_the_root_namespace_refuses_ptt_everywhere(
     federation: Federation,
 ) -> None:
@@ -279,7 +268,7 @@ def test_a_removal_published_from_the_root_namespace_refuses_ptt_everywhere(
         cli(root, "custodian", "sign", str(paths.custodian(name)), str(draft))
     document = json.loads(paths.policy_json.read_text("utf-8"))
     source = root / "policy" / "policy-without-ptt.json"
-    source.write_text(canonical_json(_without_relying_party(document, PTT)), "utf-8")
+    source.write_text(canonical_json(policy_without(document, PTT, 2)), "utf-8")
     signed = source.with_suffix(".signed")
     policy_authority = str(paths.org(POLICY_AUTHORITY_ID).root)
     cli(root, "policy", "sign", policy_authority, str(source), "--out", str(signed))

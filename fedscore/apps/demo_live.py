@@ -84,7 +84,8 @@ def _with_new_agency(document: dict[str, Any], version: int) -> tuple[dict[str, 
     return changed, str(new["id"])
 
 
-def _without(document: dict[str, Any], relying_party: str, version: int) -> dict[str, Any]:
+def policy_without(document: dict[str, Any], relying_party: str, version: int) -> dict[str, Any]:
+    """The policy without the purposes that name `relying_party`, as version `version`."""
     changed = copy.deepcopy(document)
     changed["policy_id"] = f"{document['policy_id'].split('.v')[0]}.v{version}"
     changed["purposes"] = [
@@ -187,7 +188,7 @@ def remove_relying_party(
     """
     paths = FederationPaths(workdir)
     latest = len(list((paths.authority / "registry").glob("v*.signed")))
-    policy_document = _without(document, REMOVED, latest + 1)
+    policy_document = policy_without(document, REMOVED, latest + 1)
     cli(workdir, "authority", "remove", str(paths.authority), "--id", REMOVED)
     publish = _prepare(workdir, policy_document)
     narrate(f"  $ fedscore {' '.join(publish)}".replace(str(workdir), "$W"))
