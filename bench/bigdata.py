@@ -13,7 +13,7 @@ How, for a federation folder whose agencies already have their demo exports:
    unable to collide with a real 32-byte MAC. The query index (pseudonym, occurred_at)
    is dropped during the fill and rebuilt with one CREATE INDEX, as a first import
    (`node.ingest`) does. No journal while filling (a scratch file), WAL mode after.
-2. For each agency the template file is copied to `parties/<agency>/state.db` and the
+2. For each agency the template file is copied to `orgs/<agency>/state.db` and the
    agency's demo export is then imported into it through `node.ingest.ingest_file`:
    the people who are queried have their records under the agency's real pseudonyms,
    written by the real import code, among `records` others.
