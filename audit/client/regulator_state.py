@@ -7,7 +7,7 @@ Invariants:
 - State only moves forward: a party's record is replaced only by a checkpoint at least as
   large that was proven consistent with it and whose entries all re-hashed to its root,
   and the new leaves are written in the same transaction as the new checkpoint.
-- It lives in the regulator party's database (`DIR/parties/regulator/state.db` unless
+- It lives in the regulator party's database (`DIR/orgs/regulator/state.db` unless
   configured otherwise), which no audited party can write: a party that rewrites its own
   history cannot rewrite what the regulator remembers of it.
 """

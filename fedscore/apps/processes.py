@@ -1,7 +1,7 @@
 """Start and stop a federation's servers as separate processes (demo, tests, benchmarks).
 
 Each party runs `fedscore serve` in its own process with its output in
-`parties/<id>/serve.log`. Readiness is the gRPC health service answering SERVING over
+`orgs/<id>/serve.log`, started from its own config (`serve --config`). Readiness is the gRPC health service answering SERVING over
 mutual TLS, never a sleep.
 """
 
