@@ -1,4 +1,4 @@
-"""Signed release bundles: `ORG/releases/<id>/` (the coordinator's folder) holding exactly four files.
+"""Signed release bundles: `ORG/releases/<id>/` in the coordinator's folder, four files.
 
 - `release.json`: the release document as canonical JSON (sorted keys, compact, UTF-8);
 - `release.csv`: one row per bin with its coordinates, English and Thai labels, value;

@@ -1,8 +1,8 @@
 """Start and stop a federation's servers as separate processes (demo, tests, benchmarks).
 
-Each party runs `fedscore serve` in its own process with its output in
-`orgs/<id>/serve.log`, started from its own config (`serve --config`). Readiness is the gRPC health service answering SERVING over
-mutual TLS, never a sleep.
+Each party runs `fedscore serve --config` from its own folder, in its own process, with
+its output in `orgs/<id>/serve.log`. Readiness is the gRPC health service answering
+SERVING over mutual TLS, never a sleep.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 `publish` and `budget` run as the coordinator's operator (its key and database, in this
 process); `publish` asks the running agency nodes. `verify` needs only the federation's
-trust files: the root key, the signed trust registry it verifies, and the coordinator's
-key listed there. A bundle inside a federation folder (`DIR/orgs/coordinator/releases/<id>`) finds them
-by itself; anywhere else, `--workdir` names the federation.
+trust files: the registry chain and the coordinator's key listed there. A bundle inside
+a federation folder (`DIR/orgs/coordinator/releases/<id>`) finds them by itself;
+anywhere else, `--workdir` names the federation.
 """
 
 from __future__ import annotations
@@ -151,6 +151,6 @@ def register(subparsers: Any) -> None:
     verify_parser = actions.add_parser(
         "verify", help="check a release bundle's signature and files"
     )
-    verify_parser.add_argument("dir", type=Path, help="the bundle folder, e.g. DIR/orgs/coordinator/releases/<id>")
+    verify_parser.add_argument("dir", type=Path, help="the bundle folder, e.g. ORG/releases/<id>")
     common(verify_parser, workdir_required=False)
     verify_parser.set_defaults(run=_verify_command)
