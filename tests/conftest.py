@@ -152,3 +152,17 @@ def new_stats_federation(tmp_path: Path) -> NewStatsFederation:
         return stats_federation(tmp_path / "federation", **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (tests/harness/postgres.py): the one named
+    by FEDSCORE_TEST_POSTGRES_URL, or one this run starts and stops. Its tests are marked
+    `integration` (it is a process of its own)."""
+    from harness.postgres import postgres_server, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.fail(f"PostgreSQL is needed for this test and cannot be had: {reason}")
+    with postgres_server() as server:
+        yield server

@@ -42,14 +42,17 @@ from fedscore.errors import AlreadyExists, FedscoreError, ResourceExhausted
 from fedscore.runtime.budget import NANO, PrivacyLedger
 from fedscore.runtime.db import open_engine
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.integration))
 WRITERS = 4
 T = TypeVar("T")
 
 
 @pytest.fixture(params=BACKENDS)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of one backend."""
+    """A fresh, empty database of one backend (PostgreSQL: a new database on a real server)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres").fresh_database()
+        return
     assert request.param == "sqlite"
     yield f"sqlite:///{tmp_path / 'store.db'}"
 

@@ -38,7 +38,11 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def open_engine(db_url: str) -> Engine:
     """An engine for `db_url`. Parameters stay out of error messages (they may hold pseudonyms)."""
-    engine = create_engine(db_url, hide_parameters=True)
+    # `preserve_rowcount`: every store claims a row by an insert or update that affects
+    # one row or none, and reads `rowcount`; psycopg's rowcount reads -1 without it.
+    engine = create_engine(
+        db_url, hide_parameters=True, execution_options={"preserve_rowcount": True}
+    )
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     return engine
