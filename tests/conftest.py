@@ -166,3 +166,5 @@ def postgres() -> Iterator[Any]:
         pytest.fail(f"PostgreSQL is needed for this test and cannot be had: {reason}")
     with postgres_server() as server:
         yield server
+        # Stopping the session's server (pg_ctl) is not the doing of whichever test ran last.
+        _Guard.unit_test = None

@@ -64,6 +64,10 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "fedscore/apps/insider.py": {"HostileCoordinator.open": _PARTY_ID},
     "fedscore/protocol/signed.py": {"SignedScoreResult.verify": "a protobuf oneof"},
     "fedscore/runtime/party_config.py": {WHOLE_MODULE: "role names in a party's config file"},
+    **{
+        f"fedscore/runtime/migrations/{kind}/0001_initial.py": {WHOLE_MODULE: "column names"}
+        for kind in ("agency", "consent-registry", "coordinator")
+    },
     "fedscore/runtime/budget.py": {WHOLE_MODULE: "columns of the privacy ledger"},
     "fedscore/runtime/db.py": {WHOLE_MODULE: "columns of the token-use table"},
     "keys/keyring.py": {WHOLE_MODULE: "an attribute name (a keyring's purpose)"},

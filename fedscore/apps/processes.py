@@ -92,6 +92,9 @@ class FederationProcesses:
                 "serve",
                 "--config",
                 str(FederationPaths(self.workdir).org(party_id).config),
+                # The local federation's operator asks for its databases to be brought
+                # up to date; a production unit runs `fedscore db upgrade` as a step.
+                "--migrate",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fedscore.apps import client
+from fedscore.apps.cli import db_commands
 from fedscore.apps.federation import init_federation
 from fedscore.apps.processes import stop_on_signal
 from fedscore.errors import IngestError, InvalidArgument
-from fedscore.runtime.org_paths import OrgPaths
-from fedscore.runtime.party import load_party, load_party_config, org_folder
+from fedscore.runtime.db import open_engine
+from fedscore.runtime.party import Party, load_party, load_party_config
+from fedscore.runtime.schema import kind_of, require_current, upgrade
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
@@ -47,6 +49,18 @@ def federation_init(args: argparse.Namespace) -> dict[str, Any]:
 RENEW_CERTIFICATE_DAYS = 30
 
 
+def _schema_ready(party: Party, *, migrate: bool) -> None:
+    """Apply pending migrations when asked; otherwise refuse a database that is behind."""
+    engine = open_engine(party.db_url)
+    try:
+        kind = kind_of(party.role)
+        if migrate:
+            upgrade(engine, kind)
+        require_current(engine, kind)
+    finally:
+        engine.dispose()
+
+
 def certificate_renewal_due(cert_pem: bytes, now: float) -> str | None:
     """What to tell an operator whose certificate expires within RENEW_CERTIFICATE_DAYS."""
     expires = certificate_not_after(cert_pem).timestamp()
@@ -67,20 +81,10 @@ SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     # A server's log says when and how bad: ISO-like local time, level, where it came from.
-    if args.config is not None:
-        if args.workdir is not None or args.party is not None:
-            raise InvalidArgument(
-                "give --config, or --workdir with --party, not both", "BAD_ARGUMENTS"
-            )
-        config_path = args.config
-    elif args.workdir is not None and args.party is not None:
-        config_path = OrgPaths(org_folder(args.workdir, args.party)).config
-    else:
-        raise InvalidArgument(
-            "give --config ORG/party.toml, or --workdir DIR --party ID", "BAD_ARGUMENTS"
-        )
+    config_path = db_commands.config_path(args)
     party = load_party_config(config_path)
     logging.basicConfig(level=getattr(logging, party.config.log_level), format=SERVER_LOG_FORMAT)
+    _schema_ready(party, migrate=args.migrate)
     renewal = certificate_renewal_due(party.tls.cert_pem, time.time())
     if renewal:
         logging.getLogger("fedscore.serve").warning("%s: %s", party.id, renewal)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import fedscore.apps.cli.audit_commands as audit_commands
 import fedscore.apps.cli.commands as commands
+import fedscore.apps.cli.db_commands as db_commands
 import fedscore.apps.cli.org_commands as org_commands
 import fedscore.apps.cli.stats_commands as stats_commands
 from fedscore.errors import FedscoreError
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", type=Path, help="a local federation's folder (with --party; not with --config)"
     )
     serve.add_argument("--party", help="party id in --workdir, e.g. trc, coordinator")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending database migrations before serving (otherwise a database that "
+        "is behind is refused: run 'fedscore db upgrade')",
+    )
     serve.add_argument(
         "--bind",
         metavar="HOST:PORT",
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--citizens", type=int, default=1200, help="synthetic citizens (>=1000)")
     demo.set_defaults(run=commands.demo)
     org_commands.register(parties)
+    db_commands.register(parties)
     stats_commands.register(parties)
     audit_commands.register(parties)
     return parser
