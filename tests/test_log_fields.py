@@ -64,6 +64,7 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "fedscore/apps/insider.py": {"HostileCoordinator.open": _PARTY_ID},
     "fedscore/protocol/signed.py": {"SignedScoreResult.verify": "a protobuf oneof"},
     "fedscore/runtime/party_config.py": {WHOLE_MODULE: "role names in a party's config file"},
+    "fedscore/runtime/schema.py": {WHOLE_MODULE: "names of the kinds of party's migrations"},
     **{
         f"fedscore/runtime/migrations/{kind}/0001_initial.py": {WHOLE_MODULE: "column names"}
         for kind in ("agency", "consent-registry", "coordinator")
