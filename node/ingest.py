@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from psycopg import sql as psycopg_sql
+from sqlalchemy import Column, Connection, MetaData, Table, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from fedscore.errors import FailedPrecondition, IngestError
@@ -99,6 +101,52 @@ class _RecordWriter:
         # ON CONFLICT DO NOTHING: the rows it changed are exactly the new records.
         self.new_records += max(0, result.rowcount)
 
+    def finish(self) -> None:
+        """Every row is written as it comes."""
+
+
+class _CopyWriter:
+    """PostgreSQL: rows go by `COPY` into a temporary table, then one INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING moves them into the records; its row count is the new records.
+
+    COPY itself cannot skip a taken key, hence the staging table; it is dropped at commit.
+    The statements are SQLAlchemy Core constructs and psycopg's composed SQL: no SQL text
+    is pasted together.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        staging = Table(
+            "behaviour_record_staging",
+            MetaData(),
+            *(Column(name, BEHAVIOUR_RECORD.c[name].type) for name in RECORD_COLUMNS),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        staging.create(connection)
+        self.copy_sql = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
+            psycopg_sql.Identifier(staging.name),
+            psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(n) for n in RECORD_COLUMNS),
+        )
+        self.move = (
+            postgresql.insert(BEHAVIOUR_RECORD)
+            .from_select(list(RECORD_COLUMNS), select(*staging.c))
+            .on_conflict_do_nothing(index_elements=["record_key"])
+        )
+        self.new_records = 0
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def finish(self) -> None:
+        self.new_records = max(0, self.connection.execute(self.move).rowcount)
+
 
 def _holds_no_record(connection: Connection) -> bool:
     first = select(BEHAVIOUR_RECORD.c.id).limit(1)
@@ -152,7 +200,11 @@ def _import_once(
         rebuild_index = connection.dialect.name == "sqlite" and _holds_no_record(connection)
         if rebuild_index:
             QUERY_INDEX.drop(connection)
-        writer = _RecordWriter(connection)
+        writer: _RecordWriter | _CopyWriter = (
+            _CopyWriter(connection)
+            if connection.dialect.name == "postgresql"
+            else _RecordWriter(connection)
+        )
         raw = HashingReader(handle, reread)
         record = checker.record
         needs_certificate = checker.needs_certificate
@@ -181,6 +233,7 @@ def _import_once(
         if problems:
             raise _problem_error(path.name, problems)
         writer.write(chunk)
+        writer.finish()
         new_records = writer.new_records
         if rebuild_index:
             QUERY_INDEX.create(connection)
