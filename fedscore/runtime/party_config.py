@@ -10,6 +10,7 @@
     trust_refresh_seconds = 2.0
     log_level = "INFO"
     metrics_port = 0                     # 0 = no metrics endpoint
+    health_probe = ""                    # e.g. "127.0.0.1:7801": health without TLS, local only
 
 Invariants:
 - Every problem is `InvalidArgument BAD_CONFIG` naming the file and the key; nothing is
@@ -65,6 +66,7 @@ class PartyConfig:
     trust_refresh_seconds: float = DEFAULT_TRUST_REFRESH_SECONDS
     log_level: str = "INFO"
     metrics_port: int = 0
+    health_probe: str = ""
 
     @property
     def folder(self) -> Path:
@@ -87,6 +89,7 @@ class PartyConfig:
             "trust_refresh_seconds": float(self.trust_refresh_seconds),
             "log_level": self.log_level,
             "metrics_port": int(self.metrics_port),
+            "health_probe": self.health_probe,
         }
         # JSON strings, lists and numbers are valid TOML values.
         lines = [
@@ -120,6 +123,7 @@ def load_config(path: Path) -> PartyConfig:
     known = {
         "id", "role", "listen", "endpoint", "database_url", "key_folder",
         "fetch_registry_from", "trust_refresh_seconds", "log_level", "metrics_port",
+        "health_probe",
     }  # fmt: skip
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -151,4 +155,5 @@ def load_config(path: Path) -> PartyConfig:
         trust_refresh_seconds=float(refresh),
         log_level=level,
         metrics_port=metrics_port,
+        health_probe=_text(path, doc, "health_probe", ""),
     )

@@ -230,6 +230,8 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    # The services it serves (health and reflection aside), whose health a party reports.
+    services: tuple[str, ...] = ()
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -287,7 +289,7 @@ async def start_server(
     await server.start()
     for service_name in [*services.keys(), ""]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health_servicer)
+    return RunningServer(server=server, port=port, health=health_servicer, services=tuple(services))
 
 
 def secure_channel(target: str, tls: TlsMaterial, server_name: str) -> grpc.aio.Channel:

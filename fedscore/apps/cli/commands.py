@@ -15,10 +15,12 @@ from fedscore.apps import client
 from fedscore.apps.cli import db_commands
 from fedscore.apps.federation import init_federation
 from fedscore.apps.processes import stop_on_signal
+from fedscore.apps.readiness_checks import checks_for
 from fedscore.errors import IngestError, InvalidArgument
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party, load_party_config
-from fedscore.runtime.schema import kind_of, require_current, upgrade
+from fedscore.runtime.readiness import Readiness, probe_server
+from fedscore.runtime.schema import MIGRATED_ROLES, kind_of, require_current, upgrade
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
@@ -84,6 +86,10 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     config_path = db_commands.config_path(args)
     party = load_party_config(config_path)
     logging.basicConfig(level=getattr(logging, party.config.log_level), format=SERVER_LOG_FORMAT)
+    if party.role not in MIGRATED_ROLES or party.role == Role.ROLE_REGULATOR:
+        raise InvalidArgument(
+            f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
+        )
     _schema_ready(party, migrate=args.migrate)
     renewal = certificate_renewal_due(party.tls.cert_pem, time.time())
     if renewal:
@@ -106,13 +112,29 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
         )
+    readiness, probe = await _report_readiness(party, running)
     stop = stop_on_signal()
     where = bind or party.participant.endpoint
     print(f"fedscore: {party.id} serving on {where}", flush=True)
     await stop.wait()
+    await readiness.stop()
+    if probe is not None:
+        await probe.stop(1.0)
     await running.stop()
     print(f"fedscore: {party.id} stopped", flush=True)
     return {}
+
+
+async def _report_readiness(party: Party, running: Any) -> tuple[Readiness, Any]:
+    """Health follows the party's readiness checks; a local probe port if configured."""
+    server = running.server
+    readiness = Readiness(server.health, server.services, checks_for(kind_of(party.role), running))
+    await readiness.apply()
+    readiness.start()
+    probe = None
+    if party.config.health_probe:
+        probe = await probe_server(server.health, party.config.health_probe)
+    return readiness, probe
 
 
 def _when(unix_seconds: int) -> str:
