@@ -41,6 +41,7 @@ from coordinator.fanout import (
 )
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.questions import SignedContributionAnswerBatch
+from fedscore.runtime import metrics
 from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1 import query_pb2
 from keys.envelope import sign_message
@@ -181,6 +182,7 @@ class BatchDispatcher:
         request = query_pb2.ContributeBatchRequest(batch=envelope).SerializeToString()
         self.batches_sent += 1
         self.queries_sent += len(queries)
+        metrics.observe_batch(len(queries))
         batch_hash = hashlib.sha256(envelope.payload).digest()
         replies = await asyncio.gather(
             *(self._ask_node(agency, request, batch, batch_hash, queries) for agency in group)

@@ -48,6 +48,7 @@ from audit.core.fields import (
     YEAR,
 )
 from fedscore.errors import FedscoreError, InvalidArgument
+from fedscore.runtime import metrics
 from fedscore.runtime.prepared import Cursor
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.runtime.statuses import item_refusal
@@ -247,6 +248,7 @@ def contribute_batch(
     signed = authenticate_batch(envelope, node.trust)
     batch = signed.batch
     items = [_admit_item(node, signed.signer, query, now) for query in batch.queries]
+    metrics.observe_batch(len(items))
     with node.hot.transaction() as cursor:
         _claim_items(node, cursor, items, now)
         _answer_items(node, cursor, items)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from fedscore.errors import (
     RateLimited,
     ResourceExhausted,
 )
+from fedscore.runtime import calls
 from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
 from fedscore.runtime.statuses import error_from_rpc, status_for
 
@@ -93,20 +95,35 @@ def parse_request(raw: bytes, message_type: type[M], limit: int = MAX_MESSAGE_BY
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
-def unary(handler: Handler) -> grpc.RpcMethodHandler:
+def _told(method: str, context: grpc.aio.ServicerContext, started: float, error: Any) -> None:
+    """Tell the call observers (`fedscore.runtime.calls`) how a call ended."""
+    if not calls.watched():
+        return
+    reason = calls.OK if error is None else error.reason
+    code = "OK" if error is None else status_for(error).code.name
+    elapsed = time.perf_counter() - started
+    calls.tell(calls.CallOutcome(method, peer_common_name(context), reason, code, elapsed))
+
+
+def unary(handler: Handler, method: str = "") -> grpc.RpcMethodHandler:
     """Register `handler` (raw bytes in, message out) with error mapping."""
 
     async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        started = time.perf_counter()
         try:
-            return await handler(raw, context)
+            response = await handler(raw, context)
         except FedscoreError as error:
+            _told(method, context, started, error)
             await context.abort_with_status(status_for(error))
             raise AssertionError("unreachable") from error
         except Exception as exc:
             _log.exception("internal error in handler")
             internal = FedscoreError("internal error", reason="INTERNAL")
+            _told(method, context, started, internal)
             await context.abort_with_status(status_for(internal))
             raise AssertionError("unreachable") from exc
+        _told(method, context, started, None)
+        return response
 
     return grpc.unary_unary_rpc_method_handler(
         call,
@@ -125,21 +142,27 @@ class BidiStream:
     handler: StreamHandler
 
 
-def bidi_stream(method: BidiStream) -> grpc.RpcMethodHandler:
+def bidi_stream(method: BidiStream, name: str = "") -> grpc.RpcMethodHandler:
     """Register a streaming handler; a FedscoreError it raises ends the stream with its status."""
 
     async def call(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
+        started = time.perf_counter()
         try:
             async for response in method.handler(requests, context):
                 yield response
         except FedscoreError as error:
+            _told(name, context, started, error)
             await context.abort_with_status(status_for(error))
+            return
         except Exception:
             _log.exception("internal error in stream handler")
             internal = FedscoreError("internal error", reason="INTERNAL")
+            _told(name, context, started, internal)
             await context.abort_with_status(status_for(internal))
+            return
+        _told(name, context, started, None)
 
     return grpc.stream_stream_rpc_method_handler(
         call,
@@ -148,8 +171,8 @@ def bidi_stream(method: BidiStream) -> grpc.RpcMethodHandler:
     )
 
 
-def _method_handler(method: Handler | BidiStream) -> grpc.RpcMethodHandler:
-    return bidi_stream(method) if isinstance(method, BidiStream) else unary(method)
+def _method_handler(method: Handler | BidiStream, name: str = "") -> grpc.RpcMethodHandler:
+    return bidi_stream(method, name) if isinstance(method, BidiStream) else unary(method, name)
 
 
 def peer_common_name(context: grpc.aio.ServicerContext) -> str:
@@ -195,6 +218,9 @@ class PerCallerLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         except RateLimited as error:
             if self.on_rate_limited is not None:
                 self.on_rate_limited(caller, method)
+            if calls.watched():
+                code = status_for(error).code.name
+                calls.tell(calls.CallOutcome(method, caller, error.reason, code, 0.0))
             await context.abort_with_status(status_for(error))
 
     def _limited(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -262,7 +288,11 @@ async def start_server(
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
-                    service_name, {name: _method_handler(fn) for name, fn in methods.items()}
+                    service_name,
+                    {
+                        name: _method_handler(fn, f"/{service_name}/{name}")
+                        for name, fn in methods.items()
+                    },
                 ),
             )
         )

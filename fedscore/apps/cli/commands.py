@@ -14,10 +14,12 @@ from typing import Any, Protocol
 from fedscore.apps import client
 from fedscore.apps.cli import db_commands
 from fedscore.apps.federation import init_federation
+from fedscore.apps.party_metrics import PartyCollector
 from fedscore.apps.processes import stop_on_signal
 from fedscore.apps.readiness_checks import checks_for
 from fedscore.errors import IngestError, InvalidArgument
 from fedscore.runtime.db import open_engine
+from fedscore.runtime.metrics import serve_metrics
 from fedscore.runtime.party import Party, load_party, load_party_config
 from fedscore.runtime.readiness import Readiness, probe_server
 from fedscore.runtime.schema import MIGRATED_ROLES, kind_of, require_current, upgrade
@@ -134,6 +136,11 @@ async def _report_readiness(party: Party, running: Any) -> tuple[Readiness, Any]
     probe = None
     if party.config.health_probe:
         probe = await probe_server(server.health, party.config.health_probe)
+    if party.config.metrics_port:
+        host = (party.config.listen or party.participant.endpoint).rsplit(":", 1)[0]
+        collector = PartyCollector(kind_of(party.role), running, readiness)
+        port = serve_metrics(host, party.config.metrics_port, collector)
+        logging.getLogger("fedscore.serve").info("metrics on http://%s:%d/metrics", host, port)
     return readiness, probe
 
 
