@@ -41,7 +41,7 @@ from coordinator.fanout import (
 )
 from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.questions import SignedContributionAnswerBatch
-from fedscore.runtime import metrics
+from fedscore.runtime import logs, metrics
 from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1 import query_pb2
 from keys.envelope import sign_message
@@ -103,6 +103,8 @@ class BatchDispatcher:
         # Counters for operators and benchmarks: batches sent, and queries in them.
         self.batches_sent = 0
         self.queries_sent = 0
+        # The request id (fedscore.runtime.logs) each waiting question came with.
+        self._request_ids: dict[asyncio.Future[NodeAnswers[int]], str] = {}
 
     def ask(self, logged: LoggedQuery) -> asyncio.Future[NodeAnswers[int]]:
         """How every participant answered `logged`, once its batch came back."""
@@ -110,6 +112,8 @@ class BatchDispatcher:
         future: asyncio.Future[NodeAnswers[int]] = loop.create_future()
         group = tuple(logged.spec.participants)
         self._pending.setdefault(group, deque()).append((logged, future))
+        self._request_ids[future] = logs.REQUEST_ID.get()
+        future.add_done_callback(self._request_ids.pop)
         self._schedule(loop, group)
         return future
 
@@ -151,8 +155,13 @@ class BatchDispatcher:
         self, loop: asyncio.AbstractEventLoop, group: tuple[str, ...], take: list[Waiting]
     ) -> None:
         answers: list[NodeAnswers[int]] = [NodeAnswers() for _ in take]
+        batch_id = secrets.token_hex(16)
+        # The batch travels under its own request id; which requests it carries is logged.
+        logs.REQUEST_ID.set(f"batch-{batch_id}")
+        carried = [self._request_ids.get(future, "") for _, future in take]
+        _log.debug("batch %s carries requests %s", batch_id, ",".join(carried))
         try:
-            await self._round_trip(group, [logged for logged, _ in take], answers)
+            await self._round_trip(group, [logged for logged, _ in take], answers, batch_id)
         except Exception:
             _log.exception("contribution batch failed")
             answers = [NodeAnswers(unavailable=list(group)) for _ in take]
@@ -169,10 +178,14 @@ class BatchDispatcher:
                 future.set_result(answered)
 
     async def _round_trip(
-        self, group: tuple[str, ...], queries: list[LoggedQuery], answers: list[NodeAnswers[int]]
+        self,
+        group: tuple[str, ...],
+        queries: list[LoggedQuery],
+        answers: list[NodeAnswers[int]],
+        batch_id: str,
     ) -> None:
         batch = query_pb2.ContributionBatch(
-            batch_id=secrets.token_hex(16),
+            batch_id=batch_id,
             agency_ids=list(group),
             issued_at=int(time.time()),
             queries=[_batched(logged) for logged in queries],

@@ -9,6 +9,7 @@
     fetch_registry_from = ["127.0.0.2:7000"]   # servers to follow the registry chain from
     trust_refresh_seconds = 2.0
     log_level = "INFO"
+    log_format = "text"                  # or "json": one JSON object per line
     metrics_port = 0                     # 0 = no metrics endpoint
     health_probe = ""                    # e.g. "127.0.0.1:7801": health without TLS, local only
 
@@ -42,6 +43,7 @@ ROLE_NAMES: dict[str, Role] = {
 SERVER_ROLES = frozenset({Role.ROLE_AGENCY, Role.ROLE_CONSENT_REGISTRY, Role.ROLE_COORDINATOR})
 DEFAULT_TRUST_REFRESH_SECONDS = 2.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 def role_name(role: Role) -> str:
@@ -65,6 +67,7 @@ class PartyConfig:
     fetch_registry_from: tuple[str, ...] = field(default_factory=tuple)
     trust_refresh_seconds: float = DEFAULT_TRUST_REFRESH_SECONDS
     log_level: str = "INFO"
+    log_format: str = "text"
     metrics_port: int = 0
     health_probe: str = ""
 
@@ -88,6 +91,7 @@ class PartyConfig:
             "fetch_registry_from": list(self.fetch_registry_from),
             "trust_refresh_seconds": float(self.trust_refresh_seconds),
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "metrics_port": int(self.metrics_port),
             "health_probe": self.health_probe,
         }
@@ -123,7 +127,7 @@ def load_config(path: Path) -> PartyConfig:
     known = {
         "id", "role", "listen", "endpoint", "database_url", "key_folder",
         "fetch_registry_from", "trust_refresh_seconds", "log_level", "metrics_port",
-        "health_probe",
+        "health_probe", "log_format",
     }  # fmt: skip
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -140,6 +144,9 @@ def load_config(path: Path) -> PartyConfig:
     level = _text(path, doc, "log_level", "INFO").upper()
     if level not in LOG_LEVELS:
         raise _bad(path, f"'log_level' must be one of {list(LOG_LEVELS)}")
+    log_format = _text(path, doc, "log_format", "text")
+    if log_format not in LOG_FORMATS:
+        raise _bad(path, f"'log_format' must be one of {list(LOG_FORMATS)}")
     metrics_port = doc.get("metrics_port", 0)
     if not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535:
         raise _bad(path, "'metrics_port' must be a port number (0 for none)")
@@ -154,6 +161,7 @@ def load_config(path: Path) -> PartyConfig:
         fetch_registry_from=tuple(sources),
         trust_refresh_seconds=float(refresh),
         log_level=level,
+        log_format=log_format,
         metrics_port=metrics_port,
         health_probe=_text(path, doc, "health_probe", ""),
     )

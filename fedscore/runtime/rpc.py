@@ -42,7 +42,7 @@ from fedscore.errors import (
     RateLimited,
     ResourceExhausted,
 )
-from fedscore.runtime import calls
+from fedscore.runtime import calls, logs
 from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
 from fedscore.runtime.statuses import error_from_rpc, status_for
 
@@ -105,11 +105,18 @@ def _told(method: str, context: grpc.aio.ServicerContext, started: float, error:
     calls.tell(calls.CallOutcome(method, peer_common_name(context), reason, code, elapsed))
 
 
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's request id (`fedscore.runtime.logs`), or a new one."""
+    sent = dict(context.invocation_metadata() or ()).get(logs.METADATA_KEY)
+    return logs.accepted(sent if isinstance(sent, str) else None)
+
+
 def unary(handler: Handler, method: str = "") -> grpc.RpcMethodHandler:
     """Register `handler` (raw bytes in, message out) with error mapping."""
 
     async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
         started = time.perf_counter()
+        logs.REQUEST_ID.set(_request_id(context))
         try:
             response = await handler(raw, context)
         except FedscoreError as error:
@@ -149,6 +156,7 @@ def bidi_stream(method: BidiStream, name: str = "") -> grpc.RpcMethodHandler:
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Message]:
         started = time.perf_counter()
+        logs.REQUEST_ID.set(_request_id(context))
         try:
             async for response in method.handler(requests, context):
                 yield response
@@ -350,7 +358,9 @@ async def call_unary(
         method, request_serializer=_serialized, response_deserializer=response_type.FromString
     )
     try:
-        return await stub(request, timeout=timeout)  # type: ignore[no-any-return]
+        return await stub(  # type: ignore[no-any-return]
+            request, timeout=timeout, metadata=logs.outgoing_metadata()
+        )
     except grpc.RpcError as exc:
         raise error_from_rpc(exc) from exc
 
@@ -364,7 +374,7 @@ def open_stream(
         request_serializer=lambda message: message.SerializeToString(),
         response_deserializer=response_type.FromString,
     )
-    return stub(timeout=timeout)
+    return stub(timeout=timeout, metadata=logs.outgoing_metadata())
 
 
 async def stream_responses(call: grpc.aio.StreamStreamCall) -> AsyncIterator[Any]:

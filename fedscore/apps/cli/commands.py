@@ -18,6 +18,7 @@ from fedscore.apps.party_metrics import PartyCollector
 from fedscore.apps.processes import stop_on_signal
 from fedscore.apps.readiness_checks import checks_for
 from fedscore.errors import IngestError, InvalidArgument
+from fedscore.runtime import logs
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.metrics import serve_metrics
 from fedscore.runtime.party import Party, load_party, load_party_config
@@ -80,14 +81,12 @@ def certificate_renewal_due(cert_pem: bytes, now: float) -> str | None:
     )
 
 
-SERVER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     # A server's log says when and how bad: ISO-like local time, level, where it came from.
     config_path = db_commands.config_path(args)
     party = load_party_config(config_path)
-    logging.basicConfig(level=getattr(logging, party.config.log_level), format=SERVER_LOG_FORMAT)
+    logs.configure(party.config.log_level, party.config.log_format, party.id)
+    logs.log_every_call()
     if party.role not in MIGRATED_ROLES or party.role == Role.ROLE_REGULATOR:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
@@ -110,6 +109,10 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         from coordinator import server as coordinator_server
 
         running = await coordinator_server.start(party, bind=bind)
+    elif party.role == Role.ROLE_HELPER_AGGREGATOR:
+        from helper import server as helper_server
+
+        running = await helper_server.start(party, bind=bind)
     else:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"

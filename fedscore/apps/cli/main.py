@@ -23,6 +23,7 @@ import fedscore.apps.cli.db_commands as db_commands
 import fedscore.apps.cli.org_commands as org_commands
 import fedscore.apps.cli.stats_commands as stats_commands
 from fedscore.errors import FedscoreError
+from fedscore.runtime import logs
 
 DESCRIPTION = (
     "fedscore: a federated gateway for scores for positive behaviour. Records stay at "
@@ -174,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], Any] = args.run
+    # Every call this command makes carries one request id (fedscore.runtime.logs), so
+    # what it caused can be found in every party's log; FEDSCORE_REQUEST_ID chooses it.
+    logs.REQUEST_ID.set(logs.accepted(os.environ.get("FEDSCORE_REQUEST_ID")))
     try:
         outcome = run(args)
         if asyncio.iscoroutine(outcome):
