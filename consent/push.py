@@ -26,7 +26,7 @@ from audit.core import kinds
 from audit.core.fields import TOKEN_ID
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError
-from fedscore.runtime.rpc import TlsMaterial, call_unary, secure_channel
+from fedscore.runtime.rpc import TlsMaterial, call_unary, endpoint_addresses, secure_channel
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import (
     NotifyRevocationRequest,
@@ -49,8 +49,12 @@ class PushTarget:
     """A party that keeps revocation state, and where to reach it."""
 
     party_id: str
-    endpoint: str
+    endpoint: str  # one address: each replica of a party is told on its own
     role: int  # a fedscore.v1.Role value
+
+    @property
+    def key(self) -> str:
+        return f"{self.party_id}@{self.endpoint}"
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,13 @@ class PushOutcome:
 
 
 def push_targets(trust: TrustView) -> list[PushTarget]:
-    """Every agency node and coordinator with an endpoint, sorted by role then id."""
+    """Every agency node and coordinator, each address of each (every replica keeps its
+    own revocation state), sorted by role then id."""
     return [
-        PushTarget(party_id=p.id, endpoint=p.endpoint, role=p.role)
+        PushTarget(party_id=p.id, endpoint=address, role=p.role)
         for role in (Role.ROLE_AGENCY, Role.ROLE_COORDINATOR)
         for p in trust.by_role(role)
-        if p.endpoint
+        for address in endpoint_addresses(p.endpoint)
     ]
 
 
@@ -89,7 +94,7 @@ class RevocationPusher:
         self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         # grpc connects lazily: a party that is down now is reached once it comes back.
         self._channels: dict[str, grpc.aio.Channel] = {
-            t.party_id: secure_channel(t.endpoint, tls, t.party_id) for t in self._targets
+            t.key: secure_channel(t.endpoint, tls, t.party_id) for t in self._targets
         }
 
     @property
@@ -98,12 +103,12 @@ class RevocationPusher:
 
     def follow(self, targets: list[PushTarget]) -> None:
         """Push to `targets` from now on, keeping the channel of every unchanged target."""
-        kept = {t.party_id: t for t in self._targets}
+        kept = {t.key: t for t in self._targets}
         channels: dict[str, grpc.aio.Channel] = {}
         for target in targets:
-            same = kept.get(target.party_id) == target
-            channel = self._channels.get(target.party_id) if same else None
-            channels[target.party_id] = channel or secure_channel(
+            same = kept.get(target.key) == target
+            channel = self._channels.get(target.key) if same else None
+            channels[target.key] = channel or secure_channel(
                 target.endpoint, self._tls, target.party_id
             )
         left = [c for pid, c in self._channels.items() if channels.get(pid) is not c]
@@ -118,7 +123,7 @@ class RevocationPusher:
         await channel.close()
 
     async def _tell(self, target: PushTarget, notice: Envelope) -> bool:
-        channel = self._channels.get(target.party_id)
+        channel = self._channels.get(target.key)
         if channel is None:  # it left the registry since the push began
             return False
         try:

@@ -22,13 +22,24 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, RowMapping, Table, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    RowMapping,
+    Table,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlmodel import Field, SQLModel
 
 from audit.core import merkle
@@ -78,6 +89,13 @@ class EventLog:
         self._subtrees = CompleteSubtrees()
         # Built once: SQLAlchemy then reuses the compiled statements on every append.
         self._next_index = select(func.coalesce(func.max(AUDIT_ENTRY.c.index), -1) + 1)
+        # PostgreSQL: one sequencer per log in the database, for every process (replicas)
+        # that appends to it: a transaction-scoped advisory lock, taken before the index.
+        self._sequencer = select(
+            func.pg_advisory_xact_lock(bindparam("log_lock", type_=BigInteger))
+        )
+        digest = hashlib.sha256(b"fedscore-log:" + origin.encode()).digest()
+        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
         self._insert: Any = None
 
     @staticmethod
@@ -114,6 +132,9 @@ class EventLog:
     def _take_index(self, writer: Connection | Cursor, kind: str, body: str, now: int) -> LogRef:
         """Append one entry at max(index) + 1, trying the next index if another took it."""
         insert = self._insert_statement()
+        dialect = writer.hot.dialect if isinstance(writer, Cursor) else writer.dialect
+        if dialect.name == "postgresql":
+            writer.execute(self._sequencer, {"log_lock": self._lock_key})
         for _ in range(_MAX_ATTEMPTS):
             if isinstance(writer, Cursor):
                 index = int(writer.execute(self._next_index).fetchone()[0])

@@ -24,7 +24,7 @@ from fedscore.errors import FailedPrecondition, InvalidArgument, NotFound
 from fedscore.runtime.files import write_atomically
 from fedscore.runtime.org_paths import BUNDLE_FORMAT, REGISTRY_FILE_GLOB, AuthorityPaths
 from fedscore.runtime.party import read_passphrase
-from fedscore.runtime.rpc import TlsMaterial
+from fedscore.runtime.rpc import TlsMaterial, endpoint_addresses
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import (
     Participant,
@@ -216,7 +216,8 @@ class Authority:
         return participant
 
     def _issue(self, participant_id: str, csr_pem: bytes, endpoint: str) -> bytes:
-        hosts = [endpoint.rsplit(":", 1)[0]] if endpoint else []
+        # Every host of the endpoint (a party's replicas are listed "host:port,host:port").
+        hosts = list(dict.fromkeys(a.rsplit(":", 1)[0] for a in endpoint_addresses(endpoint)))
         ca_key, ca_cert = self._ca()
         cert = issue_from_csr(ca_key, ca_cert, bytes(csr_pem), participant_id, hosts)
         write_atomically(self.paths.issued(participant_id), cert)

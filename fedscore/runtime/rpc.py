@@ -330,12 +330,26 @@ async def start_server(
     return RunningServer(server=server, port=port, health=health_servicer, services=tuple(services))
 
 
+def endpoint_addresses(endpoint: str) -> list[str]:
+    """The addresses of an endpoint: one, or the replicas listed "host:port,host:port"."""
+    return [address.strip() for address in endpoint.split(",") if address.strip()]
+
+
 def secure_channel(target: str, tls: TlsMaterial, server_name: str) -> grpc.aio.Channel:
-    """An aio channel with mutual TLS; `server_name` is the peer's party id (its cert CN/SAN)."""
+    """An aio channel with mutual TLS; `server_name` is the peer's party id (its cert CN/SAN).
+
+    A target listing several addresses (a party's replicas, by IP address) is one channel
+    that spreads calls over them with gRPC's own `round_robin` and stops using a replica
+    that is down.
+    """
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
     )
     options = [*_options(), ("grpc.ssl_target_name_override", server_name)]
+    addresses = endpoint_addresses(target)
+    if len(addresses) > 1:
+        target = "ipv4:" + ",".join(addresses)
+        options.append(("grpc.lb_policy_name", "round_robin"))
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
