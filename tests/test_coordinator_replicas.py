@@ -28,6 +28,7 @@ from fedscore.errors import FedscoreError
 from fedscore.runtime.org_paths import FederationPaths, OrgPaths
 from fedscore.runtime.party import load_party
 from fedscore.runtime.rpc import call_unary, secure_channel
+from fedscore.v1.consent_pb2 import ConsentToken
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,16 @@ def test_a_replica_killed_under_load_loses_and_repeats_nothing(
         tokens = [
             (await client.grant(portal, c, PURPOSE, "ptt", 30)).token for c in data.citizens[:20]
         ]
+        # A revocation reaches every replica at once (pushed to each address).
+        revoked = await client.grant(portal, data.citizens[21], PURPOSE, "ptt", 30)
+        token_id = ConsentToken.FromString(revoked.token.payload).token_id
+        await client.revoke(portal, data.citizens[21], token_id)
+        for address in (first, second):
+            async with secure_channel(address, ptt.tls, "coordinator") as direct:
+                query = client.signed_score_query(ptt, revoked.token, PURPOSE)
+                with pytest.raises(FedscoreError) as refused:
+                    await client.send_score_query(ptt, query, direct)
+                assert refused.value.reason == "CONSENT_REVOKED", address
         outcomes: list[str] = []
         done = asyncio.Event()
         async with client.channel_to(ptt, "coordinator") as channel:
