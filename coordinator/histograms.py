@@ -1,20 +1,21 @@
-"""Exact federated histograms for a release, held in memory only until noise is added.
+"""A release's histogram question to the agency nodes: the coordinator's shares only.
 
 - Node-side releases: the coordinator logs "statistics_query_issued" (query id and hash,
-  release, year, participants) BEFORE asking, signs a log promise over the spec, and asks
-  every agency of the policy at once over the existing mutual-TLS channels, one signed
-  `StatisticsQuery` per node, sent as a batch of one (`NodeStatisticsService.HistogramBatch`:
-  every question travels as a batch). Asking, checking and summing are the score
-  question's (`coordinator.fanout`): each node is called as `call_node` says; it must send
-  exactly one outcome. A refused item counts as a refused call would; an answer must open
-  as a `fedscore.protocol.questions.SignedStatisticsAnswer` (under the agencies' keys), be
-  signed by the agency asked, answer this very question id and hash (`check_answer`), and
-  hold one masked value per bin (`check_items`); the bins are summed mod 2^64
-  (`bin_totals`, `secure_sum` per bin), where the per-bin pairwise masks cancel (only
-  because every node was asked these very spec bytes: each bin's mask is bound to the
-  spec's hash and the bin, docs/adr/0011). Any node down, refusing or answering wrongly
-  fails the whole release ("statistics_failed", named as a score's "query_failed" is); no
-  partial sum is computed.
+  release, year, participants, helper) BEFORE asking, signs a log promise over the spec,
+  and asks every agency of the policy at once over the existing mutual-TLS channels, one
+  signed `StatisticsQuery` per node, sent as a batch of one
+  (`NodeStatisticsService.HistogramBatch`: every question travels as a batch). The spec
+  names the helper aggregator every node shares with (docs/adr/0019). Asking and checking
+  are the score question's (`coordinator.fanout`): each node is called as `call_node`
+  says; it must send exactly one outcome. A refused item counts as a refused call would;
+  an answer must open as a `fedscore.protocol.questions.SignedStatisticsAnswer` (under the
+  agencies' keys), be signed by the agency asked, answer this very question id and hash
+  (`check_answer`), hold one coordinator share per bin (`check_items`) and carry the
+  node's signed share for the helper. The coordinator's shares are summed per bin mod
+  2^64: a uniformly random value, as every share is; the helper's shares are relayed to
+  the helper unopened (`coordinator.helper_link`). Any node down, refusing or answering
+  wrongly fails the whole release ("statistics_failed", named as a score's "query_failed"
+  is).
 - What differs from a score question: no relying party asked it and no consent covers
   it, so it is not batched with score questions nor dispatched by the score batcher (its
   batch holds this one question); it is addressed and signed per node (the
@@ -23,7 +24,9 @@
 - The score-query release reads the coordinator's own `coordinator_query` table, counting
   each consent token's earliest `contribution_bound` queries of the year.
 
-Invariants: the exact sums are returned to the caller and never logged, stored or raised.
+Invariants: no exact count and no masked count of a node-side release ever exists here;
+the score-query counts (the coordinator's own log) are returned to the caller and never
+logged, stored or raised.
 """
 
 from __future__ import annotations
@@ -47,16 +50,16 @@ from coordinator.fanout import (
     NodeAnswers,
     NodeChannels,
     NodeReply,
-    bin_totals,
     call_node,
     check_answer,
     check_items,
 )
 from coordinator.store import COORDINATOR_TABLES, IssuedQuery
-from fedscore.errors import FedscoreError
+from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.protocol.questions import SignedStatisticsAnswer
 from fedscore.runtime.db import create_tables
 from fedscore.runtime.statuses import error_from_refusal
+from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import QUESTION_KIND_HISTOGRAM
 from fedscore.v1.statistics_pb2 import (
     HistogramBatchRequest,
@@ -67,6 +70,7 @@ from fedscore.v1.statistics_pb2 import (
 )
 from keys.envelope import sign_message
 from keys.keyring import AgencyKeys
+from keys.shares import sum_shares
 from keys.signing import SigningKey
 from policies.model import Policy
 from policies.releases import bins, month_starts, participants
@@ -89,6 +93,31 @@ class StatisticsAsker:
     deadline: float = STATISTICS_DEADLINE_SECONDS
 
 
+@dataclass(frozen=True)
+class NodeShares:
+    """One node's answer: its shares for the coordinator, and its signed, sealed share for
+    the helper (relayed, never opened here)."""
+
+    coordinator: list[int]
+    helper: Envelope
+
+
+@dataclass(frozen=True)
+class SharedHistogram:
+    """What every node answered: the logged question, its signed promise, the per-bin sum
+    of the coordinator's shares (uniformly random) and each node's share for the helper,
+    in participant order."""
+
+    logged: LoggedQuery
+    promise: Envelope
+    coordinator_sums: list[int]
+    helper_shares: list[Envelope]
+
+    @property
+    def query_id(self) -> str:
+        return str(self.logged.spec.query_id)
+
+
 async def _ask(
     asker: StatisticsAsker,
     agency: str,
@@ -96,8 +125,8 @@ async def _ask(
     logged: LoggedQuery,
     width: int,
 ) -> NodeReply[Any]:
-    """One node's masked bins for `logged` (asked as a batch of one), or what its failure
-    counts as; a refused item counts as a refused call would."""
+    """One node's shares for `logged` (asked as a batch of one), or what its failure counts
+    as; a refused item counts as a refused call would."""
     response = await call_node(
         asker.channels, agency, HISTOGRAM_METHOD, request, HistogramBatchResponse, asker.deadline
     )
@@ -114,24 +143,33 @@ async def _ask(
         return INVALID
     try:
         signed = SignedStatisticsAnswer.verify(outcome.answer, asker.agency_keyring)
-        return NodeReply(masked=masked_bins_of(signed, agency, logged, width))
+        return NodeReply(masked=shares_of(signed, agency, logged, width))
     except FedscoreError:
         return INVALID
 
 
-def masked_bins_of(
+def shares_of(
     signed: SignedStatisticsAnswer, agency_id: str, logged: LoggedQuery, width: int
-) -> list[int]:
-    """The masked bins of `agency_id`'s opened answer, if it answers this very question
-    (`check_answer`) with one value per bin (`check_items`); raises otherwise."""
+) -> NodeShares:
+    """The shares in `agency_id`'s opened answer, if it answers this very question
+    (`check_answer`) with one coordinator share per bin (`check_items`) and a share for the
+    helper; raises otherwise (the helper checks that share's signature and contents)."""
     answer = signed.answer
     check_answer(answer, signed.signer, agency_id, logged)
-    check_items(len(answer.masked_bins), width, agency_id)
-    return [int(value) for value in answer.masked_bins]
+    check_items(len(answer.coordinator_shares), width, agency_id)
+    if not answer.helper_share.payload:
+        raise Unauthenticated(f"{agency_id} sent no share for the helper", "SHARE_MISSING")
+    shares = [int(value) for value in answer.coordinator_shares]
+    return NodeShares(shares, answer.helper_share)
 
 
 def statistics_spec(
-    asker: StatisticsAsker, policy: Policy, definition: ReleaseDefinition, year: int, now: int
+    asker: StatisticsAsker,
+    policy: Policy,
+    definition: ReleaseDefinition,
+    year: int,
+    now: int,
+    helper: str,
 ) -> StatisticsSpec:
     return StatisticsSpec(
         query_id=secrets.token_hex(16),
@@ -144,6 +182,7 @@ def statistics_spec(
         expires_at=now + int(asker.deadline),
         coordinator=asker.coordinator,
         kind=QUESTION_KIND_HISTOGRAM,
+        helper=helper,
     )
 
 
@@ -160,16 +199,22 @@ def issue_statistics_query(asker: StatisticsAsker, spec: StatisticsSpec) -> Logg
             YEAR: spec.year,
             PARTICIPANTS: list(spec.participants),
             "kind": "histogram",
+            "helper": spec.helper,
         },
     )
     return LoggedQuery.at(spec, spec_bytes, query_hash, ref)
 
 
-async def federated_histogram(
-    asker: StatisticsAsker, policy: Policy, definition: ReleaseDefinition, year: int, now: int
-) -> tuple[list[int], str]:
-    """The exact per-bin sums over every agency, and the query id; log before asking."""
-    spec = statistics_spec(asker, policy, definition, year, now)
+async def federated_shares(
+    asker: StatisticsAsker,
+    policy: Policy,
+    definition: ReleaseDefinition,
+    year: int,
+    now: int,
+    helper: str,
+) -> SharedHistogram:
+    """Every agency's shares of the release's histogram, shared with `helper`; log first."""
+    spec = statistics_spec(asker, policy, definition, year, now, helper)
     logged = issue_statistics_query(asker, spec)
     promise = sign_message(logged.promise, asker.signing_key)
     width = len(bins(policy, definition))
@@ -191,17 +236,23 @@ async def federated_histogram(
     replies = await asyncio.gather(
         *(_ask(asker, agency, request, logged, width) for agency, request in requests.items())
     )
-    answers: NodeAnswers[list[int]] = NodeAnswers()
+    answers: NodeAnswers[NodeShares] = NodeAnswers()
     # Recorded in the participant order, whatever order the nodes answered in.
     for agency, reply in zip(requests, replies, strict=True):
         reply.record(agency, answers)
     try:
-        sums = bin_totals(answers, width)
+        answers.raise_for_failure()
     except FedscoreError as error:
         fields = answers.failure_fields(spec.query_id, error.reason)
         asker.log.append_now(kinds.STATISTICS_FAILED, fields)
         raise
-    return sums, str(spec.query_id)
+    ordered = [answers.masked[agency] for agency in spec.participants]
+    return SharedHistogram(
+        logged,
+        promise,
+        sum_shares((shares.coordinator for shares in ordered), width),
+        [shares.helper for shares in ordered],
+    )
 
 
 def query_log_histogram(

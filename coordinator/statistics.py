@@ -1,28 +1,40 @@
-"""Publishing one differentially private release: budget, histogram, noise, bundle, log.
+"""Publishing one differentially private release: budget, shares, noise, bundle, log.
 
 `publish_release` runs as the coordinator (its key, its database, its channels):
  1. the definition is looked up (UNKNOWN_RELEASE) and OpenDP calibrates its noise; the
-    epsilon to spend is OpenDP's privacy map at the release's L1 sensitivity;
+    epsilon to spend is OpenDP's privacy map at the release's L1 sensitivity. A release
+    agency nodes compute needs the helper aggregator the registry lists (NO_HELPER) to be
+    serving (HELPER_UNAVAILABLE), checked before anything is spent;
  2. the epsilon is RESERVED: one committed transaction spends it in the ledger (a
     conditional update, which loses cleanly to a concurrent release: BUDGET_EXHAUSTED)
     under the release id, before any node is asked. Nodes charge their own ledgers as
     they answer, so two publishers racing for the last of a budget must be decided
     before either asks, or each could win at some nodes and lose at others and both fail;
- 3. the exact histogram is computed (nodes' masked sums, or the coordinator's own log),
-    noise is added and values clamped at zero, and the chart and CSV are drawn from the
-    noisy values, all in memory;
- 4. "statistics_released" is appended with the SHA-256 of release.json;
+ 3. node-side (docs/adr/0019): every node answers with its shares (`coordinator.histograms`),
+    the coordinator sums its own (uniformly random) and sends the helper a signed
+    `NoiseOrder` relaying the nodes' sealed shares with the release id and the epsilon it
+    charged; the helper checks it, charges its own ledger, and returns its share sums plus
+    OpenDP noise; the two sums, added, are the noisy counts, clamped at zero. The
+    score-query release is counted from the coordinator's own log and noised here. The
+    chart and CSV are drawn from the noisy values, all in memory;
+ 4. "statistics_released" is appended with the SHA-256 of release.json and who noised it;
  5. only then is the signed bundle written to `releases/<id>/`.
 
 Invariants:
 - A refused release publishes nothing: no bundle, no "statistics_released"; its refusal is
-  logged as "statistics_refused" with the reason, and its reservation is refunded in that
-  same transaction: no exact histogram existed (nodes that answered keep their own charge).
-- The exact histogram is a local variable of `publish_release`; it is never logged,
-  stored, written to a file or put in an error.
-- A crash or unexpected error after the reservation, or a bundle that cannot be written,
+  logged as "statistics_refused" with the reason. Refused before its reservation (budget,
+  no helper, helper down), it spent nothing anywhere and asked no node; refused after it
+  (a node or the helper refused or was unreachable) its reservation is refunded in the
+  refusal's transaction: nothing noisy existed, and the helper charged nothing (nodes that
+  answered keep their own charge).
+- No exact count of a node-side release ever exists in this process: only the
+  coordinator's shares, their sum and the helper's noisy share sums. The score-query
+  counts are a local variable of `publish_release`, never logged, stored or raised.
+- A failure after the helper may have charged (its answer came back and did not check, or
+  the call was sent and did not return), a crash, or a bundle that cannot be written,
   leaves the epsilon spent (the safe direction): nothing unaccounted is ever published.
-  The ledger may then count more than the log's "statistics_released" entries, never less.
+  The ledger may then count more than the log's "statistics_released" entries, never less,
+  and the regulator names a helper charge no release matches.
 """
 
 from __future__ import annotations
@@ -38,7 +50,16 @@ from typing import Any
 from sqlalchemy import Engine
 
 from audit.core import kinds
-from audit.core.fields import DATASET, EPSILON_SPENT, QUERY_ID, REASON, RELEASE, YEAR
+from audit.core.fields import (
+    DATASET,
+    EPSILON_SPENT,
+    NOISED_BY,
+    QUERY_ID,
+    REASON,
+    RELEASE,
+    RELEASE_ID,
+    YEAR,
+)
 from audit.store.log import EventLog
 from coordinator.bundle import (
     RELEASE_CSV,
@@ -51,29 +72,28 @@ from coordinator.bundle import (
 )
 from coordinator.chart import render_chart
 from coordinator.fanout import NodeChannels
+from coordinator.helper_link import HelperFailure, HelperLink, NoiseStep, helper_listed
 from coordinator.histograms import (
     STATISTICS_DEADLINE_SECONDS,
     StatisticsAsker,
-    federated_histogram,
     query_log_histogram,
 )
-from fedscore.errors import FedscoreError, InvalidArgument
-from fedscore.noise import MECHANISM, NoisyHistogram, histogram_mechanism, opendp_version
+from coordinator.release_document import budget_json, draft
+from coordinator.two_server import noisy_counts
+from fedscore.errors import FailedPrecondition, FedscoreError, InvalidArgument
+from fedscore.noise import histogram_mechanism
 from fedscore.runtime.budget import BudgetStatus, PrivacyLedger, nano_up
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.live_trust import LiveTrust
 from fedscore.runtime.party import Party
+from fedscore.runtime.rpc import TlsMaterial
 from fedscore.v1.trust_pb2 import Role
 from keys.registry import TrustView
 from policies.model import Policy
-from policies.releases import bins, l1_sensitivity, participants
-from policies.statistics import PARTICIPATION, POINTS_IN_BANDS, ReleaseDefinition
+from policies.releases import l1_sensitivity
+from policies.statistics import ReleaseDefinition
 
 MIN_YEAR, MAX_YEAR = 1970, 9998
-NEIGHBOURING = {
-    "person": "add or remove one person, with all their records at every agency",
-    "consent-token": "add or remove one consent token, with all its score queries",
-}
 
 
 def unix_now() -> int:
@@ -92,10 +112,32 @@ class Publisher:
     ledger: PrivacyLedger
     releases_dir: Path
     clock: Callable[[], int] = field(default=unix_now)
+    # Who adds the noise to a node-side release: the helper aggregator the registry lists
+    # (None while it lists none: such a release is refused, NO_HELPER).
+    noiser: NoiseStep | None = None
+    tls: TlsMaterial | None = field(default=None, repr=False)
 
     async def close(self) -> None:
         await self.asker.channels.close()
+        if self.noiser is not None:
+            await self.noiser.close()
         self.engine.dispose()
+
+    def follow_helper(self, view: TrustView) -> None:
+        """Reach the helper aggregator `view` lists (the first by id), following it."""
+        if self.noiser is not None:
+            self.noiser.follow(view)
+        elif self.tls is not None and helper_listed(view):
+            self.noiser = HelperLink.open(view, self.tls)
+
+    def helper(self) -> NoiseStep:
+        if self.noiser is None:
+            raise FailedPrecondition(
+                "the trust registry lists no helper aggregator to add the noise; nothing was "
+                "published and nothing spent",
+                reason="NO_HELPER",
+            )
+        return self.noiser
 
     def follow(self, live: LiveTrust) -> None:
         """Publish under what `live` trusts from now on: the newest policy, the agencies'
@@ -107,6 +149,7 @@ class Publisher:
             self.asker = replace(
                 self.asker, signing_key=live.signing_key, agency_keyring=view.agency_keys()
             )
+            self.follow_helper(view)
             self.policy = policy
 
         live.listen(apply)
@@ -119,7 +162,8 @@ def open_publisher(
     clock: Callable[[], int] = unix_now,
     live: LiveTrust | None = None,
 ) -> Publisher:
-    """The coordinator party's publisher: its database, log, ledger and node channels.
+    """The coordinator party's publisher: its database, log, ledger, node channels and the
+    link to the helper aggregator.
 
     Given the coordinator's `live` trust (a publisher inside the running server), it
     follows it; else it publishes under what the party's folder held when it was loaded
@@ -147,7 +191,9 @@ def open_publisher(
         ledger=PrivacyLedger(engine),
         releases_dir=party.paths.releases,
         clock=clock,
+        tls=party.tls,
     )
+    publisher.follow_helper(view)
     if live is not None:
         publisher.follow(live)
     return publisher
@@ -174,75 +220,8 @@ class PublishedRelease:
             "epsilon_spent": self.document["epsilon_spent"],
             "budget_remaining": self.document["budget"]["remaining"],
             "bins": len(self.document["values"]),
+            "noised_by": self.document["noised_by"],
         }
-
-
-def _counting(definition: ReleaseDefinition) -> str:
-    bound = definition.contribution_bound
-    if definition.kind == PARTICIPATION:
-        return (
-            "people with at least one counted record in the cell during the year, counted once "
-            "at each agency holding such records (agencies cannot link one person's records); "
-            f"at each agency a person counts in at most {bound} cells, their earliest of the year"
-        )
-    if definition.kind == POINTS_IN_BANDS:
-        return (
-            "people counted once at each agency holding counted records for them, in the band "
-            "of the points earned at that agency in the year (no party can compute a person's "
-            "federated total for statistics)"
-        )
-    return (
-        "score queries the coordinator issued, per purpose and month; each consent token "
-        f"counts at most {bound} queries in the year (its earliest)"
-    )
-
-
-def _draft(
-    publisher: Publisher,
-    definition: ReleaseDefinition,
-    year: int,
-    noise: NoisyHistogram,
-    noisy: list[int],
-    release_id: str,
-    query_id: str,
-) -> dict[str, Any]:
-    cells = bins(publisher.policy, definition)
-    return {
-        "format": "fedscore.release.v1",
-        "release_id": release_id,
-        "release": definition.name,
-        "year": year,
-        "definition": definition.document(),
-        "counting": _counting(definition),
-        "mechanism": {
-            "name": MECHANISM,
-            "library": f"opendp {opendp_version()}",
-            "scale": noise.scale,
-            "l1_sensitivity": noise.sensitivity,
-            "neighbouring": NEIGHBOURING[definition.privacy_unit],
-        },
-        "epsilon_spent": noise.epsilon,
-        "delta": 0.0,
-        "participants": list(participants(publisher.policy)) if definition.node_side else [],
-        "query_id": query_id,
-        "policy_hash": publisher.policy.content_hash,
-        "coordinator": publisher.id,
-        "values": [
-            {
-                "bin": cell.key,
-                "dimensions": dict(cell.dimensions),
-                "label": cell.label,
-                "label_th": cell.label_th,
-                "value": value,
-            }
-            for cell, value in zip(cells, noisy, strict=True)
-        ],
-    }
-
-
-def _budget_json(definition: ReleaseDefinition, year: int, status: BudgetStatus) -> dict[str, Any]:
-    """The release document's "budget": what is left of its dataset's yearly budget."""
-    return {"dataset": definition.dataset, "year": year, **status.to_json()}
 
 
 def _year(policy: Policy, year: int | None, now: int) -> int:
@@ -266,39 +245,58 @@ async def publish_release(
         noise = histogram_mechanism(
             l1_sensitivity(publisher.policy, definition), definition.epsilon
         )
+        if definition.node_side:
+            await publisher.helper().ready()
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
         release_id = f"{year}-{definition.name}-{stamp}-{secrets.token_hex(3)}"
-        status = _reserve(publisher, definition, year, release_id, nano_up(noise.epsilon), now)
+        cost = nano_up(noise.epsilon)
+        status = _reserve(publisher, definition, year, release_id, cost, now)
     except FedscoreError as error:
         publisher.log.append_now(kinds.STATISTICS_REFUSED, {REASON: error.reason, **facts})
         raise
     try:
-        query_id = ""
+        query_id, noised_by = "", publisher.id
         if definition.node_side:
-            exact, query_id = await federated_histogram(
-                publisher.asker, publisher.policy, definition, year, now
+            helper = publisher.helper()
+            noisy, query_id = await noisy_counts(
+                publisher.asker, helper, publisher.policy, definition, year, now, release_id, cost
             )
+            noised_by = helper.helper_id
         else:
             exact = query_log_histogram(publisher.engine, publisher.policy, definition, year)
+            noisy = noise.release(exact)
+            del exact  # from here on only noisy values exist
+    except HelperFailure as failure:
+        if not failure.charged:  # the helper charged nothing: nor does the coordinator
+            _refuse_reserved(publisher, release_id, failure, facts)
+        raise
     except FedscoreError as error:
         _refuse_reserved(publisher, release_id, error, facts)
         raise
-    noisy = noise.release(exact)
-    del exact  # from here on only noisy values exist
-    document = _draft(publisher, definition, year, noise, noisy, release_id, query_id)
+    document = draft(
+        publisher.policy,
+        publisher.id,
+        definition,
+        year,
+        noise,
+        noisy,
+        release_id,
+        query_id,
+        noised_by,
+    )
     files = {
         RELEASE_CSV: release_csv(release_id, document["values"]),
         RELEASE_PNG: render_chart(document),
     }
     published_at = publisher.clock()
-    document["budget"] = _budget_json(definition, year, status)
+    document["budget"] = budget_json(definition, year, status)
     document["published_at"] = datetime.fromtimestamp(published_at, UTC).isoformat()
     document["files"] = {name: sha256_of(data) for name, data in files.items()}
     files[RELEASE_JSON] = canonical_bytes(document)
     publisher.log.append_now(
         kinds.STATISTICS_RELEASED,
         {
-            "release_id": release_id,
+            RELEASE_ID: release_id,
             RELEASE: definition.name,
             DATASET: definition.dataset,
             YEAR: year,
@@ -309,6 +307,8 @@ async def publish_release(
             # The node-side statistics query this release charges for ("" if none):
             # the regulator matches every node's histogram answer to a charged release.
             QUERY_ID: query_id,
+            # Who added the noise: the helper aggregator (node-side), else the coordinator.
+            NOISED_BY: noised_by,
         },
         now=published_at,
     )
@@ -351,10 +351,11 @@ def _refuse_reserved(
 ) -> None:
     """Log the refusal of a reserved release and give its epsilon back, in one transaction.
 
-    The refusal came before an exact histogram existed here (a node refused, did not
-    answer, or sent an answer that does not verify; the masks did not cancel): what the
-    coordinator holds is masked values at most, so there is nothing to charge. Nodes that
-    did answer charged their own ledgers; theirs stay spent.
+    The refusal came before any noisy value existed (a node refused, did not answer, or
+    sent an answer that does not verify; the helper refused or could not be reached): what
+    the coordinator holds is its own shares at most, uniformly random, so there is nothing
+    to charge, and the helper charged nothing. Nodes that did answer charged their own
+    ledgers; theirs stay spent.
     """
     with publisher.engine.begin() as connection:
         publisher.ledger.refund(connection, release_id)

@@ -11,9 +11,15 @@ OpenDP gates every noise mechanism behind its "contrib" feature (their proofs ar
 published but not yet fully vetted upstream), so it is enabled here, and nothing else:
 neither "floating-point" nor "honest-but-curious" is needed by an integer mechanism.
 
+The mechanism is additive (its output is the input plus independent noise), so
+`NoisyHistogram.noise` draws the noise alone, as the mechanism's output on all-zero counts:
+the helper aggregator adds it to its share sums, and the sum of the two aggregators' values
+is the mechanism's output on the exact counts, which no process ever holds (docs/adr/0019).
+
 Invariants:
 - The exact histogram exists only as the argument of `NoisyHistogram.release`; the value
   returned is noisy and post-processed to non-negative integers (which costs no privacy).
+  `noise` takes no data at all.
 - Noise comes from OpenDP's own CSPRNG; it cannot be seeded.
 """
 
@@ -50,6 +56,11 @@ class NoisyHistogram:
         """Noisy counts, clamped at zero (post-processing)."""
         noisy = self.measurement([int(value) for value in exact])
         return [max(0, int(value)) for value in noisy]
+
+    def noise(self, width: int) -> list[int]:
+        """`width` independent draws of the mechanism's noise (its output on zero counts);
+        not clamped: noise may be negative."""
+        return [int(value) for value in self.measurement([0] * width)]
 
 
 def _space() -> tuple[Any, Any]:

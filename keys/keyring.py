@@ -6,8 +6,8 @@ carries itself. Because verifiers take a keyring rather than "any known key", a 
 can never verify what only the registry or the coordinator may sign.
 
 A keyring's type says whose keys it holds (`RegistryKeys`, `CoordinatorKeys`,
-`AgencyKeys`, `RequesterKeys`, `PolicyKeys`, `RootKeys`, `LogKeys`). Each signed object
-verifies only under its own type (`fedscore.protocol.signed`), so verifying, say, an
+`AgencyKeys`, `HelperKeys`, `RequesterKeys`, `PolicyKeys`, `RootKeys`, `LogKeys`). Each
+signed object verifies only under its own type (`fedscore.protocol.signed`), so verifying, say, an
 answer batch with the coordinator's keys is a type error, not a runtime surprise.
 
 Invariants:
@@ -91,6 +91,12 @@ class CoordinatorKeys(Keyring):
 
 class AgencyKeys(Keyring):
     """The agency nodes': answer batches and statistics answers."""
+
+    __slots__ = ()
+
+
+class HelperKeys(Keyring):
+    """The helper aggregator's: its noisy share sums for a statistics release."""
 
     __slots__ = ()
 

@@ -30,6 +30,7 @@ from fedscore.v1.trust_pb2 import Participant, Role, Sector, TrustRegistry
 from keys.keyring import (
     AgencyKeys,
     CoordinatorKeys,
+    HelperKeys,
     Keyring,
     LogKeys,
     PolicyKeys,
@@ -200,6 +201,10 @@ class TrustView:
     def agency_keys(self) -> AgencyKeys:
         """Every agency node's keys valid now."""
         return self._keyring(AgencyKeys, Role.ROLE_AGENCY)
+
+    def helper_keys(self) -> HelperKeys:
+        """The helper aggregators' keys valid now."""
+        return self._keyring(HelperKeys, Role.ROLE_HELPER_AGGREGATOR)
 
     def requester_keys(self) -> RequesterKeys:
         """The keys valid now of those who may ask for a score: relying parties, portals."""

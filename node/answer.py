@@ -3,7 +3,9 @@
 Both kinds of question are answered masked the same way, bound to the hash of the exact
 spec bytes asked and to the kind: a score item as one value (`masked_contribution`, kind
 `score-batch-item`), a histogram as one value per bin (`masked_bins`, kind
-`histogram-bin`, each bin its own mask). Reading a person's records is a score's alone.
+`histogram-bin`, each bin its own mask). A histogram's masked bins are then split between
+the two aggregators (`shared_bins`, docs/adr/0019): the coordinator's shares in the clear,
+the helper's sealed to the helper and signed. Reading a person's records is a score's alone.
 
 Invariants:
 - The node always answers an admitted query, with 0 when it holds nothing for the
@@ -33,9 +35,12 @@ from sqlalchemy import Select
 
 from fedscore.memo import BoundedMemo
 from fedscore.runtime.prepared import Cursor
+from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.query_pb2 import ContributionAnswer
+from fedscore.v1.statistics_pb2 import HelperShare
 from fedscore.v1.trust_pb2 import Role
 from keys.box import BoxKeyPair
+from keys.envelope import sign_message
 from keys.masks import (
     Question,
     QuestionKind,
@@ -47,6 +52,8 @@ from keys.masks import (
 from keys.pseudonym import pseudonym
 from keys.registry import TrustView
 from keys.seal import open_subject
+from keys.shares import ShareSource, seal_shares, split
+from keys.signing import SigningKey
 from node.checks import AdmittedQuery
 from node.question_checks import SignedSpec
 from node.store import as_pseudonym_bytes, quantities_of_many_query, quantities_query
@@ -136,6 +143,33 @@ def masked_bins(
     question = Question(QuestionKind.HISTOGRAM_BIN, signed.query_hash)
     masks = bin_masks(agency_id, seeds, signed.spec.participants, question, len(counts))
     return [masked_answer(count, mask) for count, mask in zip(counts, masks, strict=True)]
+
+
+def shared_bins(
+    counts: list[int],
+    agency_id: str,
+    seeds: Mapping[str, bytes],
+    signed: SignedSpec[Any],
+    helper_public: bytes,
+    source: ShareSource,
+    signing_key: SigningKey,
+) -> tuple[list[int], Envelope]:
+    """The coordinator's shares of the masked bins, and the helper's: sealed to the helper
+    (bound to this question and agency) inside a `HelperShare` the node signs.
+
+    Each masked bin v is split as c + h = v mod 2^64 (`keys.shares.split`); neither share
+    alone depends on v, and the masked values themselves exist only in this call.
+    """
+    shares = split(masked_bins(counts, agency_id, seeds, signed), source, agency_id)
+    helper_share = HelperShare(
+        query_id=signed.spec.query_id,
+        agency_id=agency_id,
+        query_hash=signed.query_hash,
+        helper=signed.spec.helper,
+        bins=len(counts),
+        sealed_shares=seal_shares(helper_public, signed.query_hash, agency_id, shares.helper),
+    )
+    return shares.coordinator, sign_message(helper_share, signing_key)
 
 
 @dataclass

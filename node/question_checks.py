@@ -46,6 +46,11 @@ Where the two kinds differ, they differ on purpose, and the caller says so expli
   histogram, whose count may be long, is checked here first and claimed
   (`ClaimStatements.claim_query_id`) in the transaction that charges the budget and logs it.
 
+The steps every party checking a coordinator's question shares (`signed_spec`,
+`check_kind`, `policy_named`, `check_freshness`, `check_promise`, `check_year_range`, with
+`SignedSpec`) are defined in `fedscore.protocol.spec_checks`, where the helper aggregator
+finds them too (docs/adr/0019); they are named here, for the node's callers, as they were.
+
 Invariants: every step reads in-memory state only, except `check_unanswered` (one read);
 none opens a sealed subject or reads a record. Only facts the coordinator's signature
 authenticated go into `RefusalNotes`, so a forger cannot put a query id, purpose or
@@ -54,34 +59,27 @@ release of its choosing into the node's log.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-from google.protobuf.message import DecodeError
 
 from audit.core.fields import PURPOSE, QUERY_ID, RELEASE
-from fedscore.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
-)
+from fedscore.errors import AlreadyExists, PermissionDenied
+from fedscore.protocol.spec_checks import CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS
+from fedscore.protocol.spec_checks import MAX_YEAR as MAX_YEAR
+from fedscore.protocol.spec_checks import MIN_YEAR as MIN_YEAR
+from fedscore.protocol.spec_checks import SignedSpec as SignedSpec
+from fedscore.protocol.spec_checks import check_freshness as check_freshness
+from fedscore.protocol.spec_checks import check_kind as check_kind
+from fedscore.protocol.spec_checks import check_participant_list
+from fedscore.protocol.spec_checks import check_promise as check_promise
+from fedscore.protocol.spec_checks import check_year_range as check_year_range
+from fedscore.protocol.spec_checks import policy_named as policy_named
+from fedscore.protocol.spec_checks import signed_spec as signed_spec
 from fedscore.protocol.status_list import RevocationState
-from fedscore.v1.query_pb2 import QuestionKind
 from keys.keyring import CoordinatorKeys, RequesterKeys
 from keys.registry import TrustView
 from node.store import NodeStore
 from policies.model import Policy
-
-# Clocks of the coordinator and the node may disagree by this much.
-CLOCK_SKEW_SECONDS = 30
-# No record predates Unix time; the upper bound keeps the year window a valid datetime.
-MIN_YEAR, MAX_YEAR = 1970, 9998
-
-Spec = TypeVar("Spec")  # QuerySpec or StatisticsSpec
 
 
 @dataclass(frozen=True)
@@ -137,86 +135,12 @@ class RefusalNotes:
         return {name: value for name, value in known.items() if value}
 
 
-@dataclass(frozen=True)
-class SignedSpec(Generic[Spec]):
-    """The spec of a question the coordinator signed: parsed, with its exact bytes' hash."""
-
-    spec: Spec
-    query_hash: bytes  # SHA-256 of the exact spec bytes the coordinator logged
-    coordinator: str  # participant id of the signer
-
-
 def addressed_to(agency_id: str, addressed: Collection[str]) -> None:
     """The signed question is addressed to this agency."""
     if agency_id not in addressed:
         raise PermissionDenied(
             f"the question is addressed to {sorted(addressed)}, not {agency_id!r}",
             reason="WRONG_AGENCY",
-        )
-
-
-def signed_spec(spec_bytes: bytes, spec_type: type[Spec], coordinator: str) -> SignedSpec[Spec]:
-    """The spec bytes of a question `coordinator` signed, parsed as `spec_type`."""
-    parsed: Any = spec_type()
-    try:
-        parsed.ParseFromString(spec_bytes)
-    except DecodeError as exc:
-        raise InvalidArgument(
-            f"the spec is not a valid {spec_type.__name__}", reason="MALFORMED_MESSAGE"
-        ) from exc
-    if not parsed.query_id:
-        raise InvalidArgument("the spec has no query id", reason="MALFORMED_MESSAGE")
-    return SignedSpec(parsed, hashlib.sha256(spec_bytes).digest(), coordinator)
-
-
-def check_kind(kind: int, expected: int) -> None:
-    """The spec asks the kind of question this path answers (a score, or a histogram)."""
-    if kind != expected:
-        raise PermissionDenied(
-            f"the spec does not ask a {QuestionKind.Name(expected)} question",
-            reason="QUESTION_KIND_MISMATCH",
-        )
-
-
-def policy_named(policy_hash: str, policies: Mapping[str, Policy]) -> Policy:
-    """The policy the question was asked under, if this node holds it."""
-    try:
-        return policies[policy_hash]
-    except KeyError:
-        raise FailedPrecondition(
-            f"the question names policy {policy_hash!r}, which this node does not hold",
-            reason="UNKNOWN_POLICY",
-        ) from None
-
-
-def check_freshness(issued_at: int, expires_at: int, now: int) -> None:
-    """Not past its expiry, and not issued in the future beyond the clock skew."""
-    if now > expires_at:
-        raise PermissionDenied(
-            f"the question expired at {expires_at} (now {now})", reason="QUERY_EXPIRED"
-        )
-    if issued_at > now + CLOCK_SKEW_SECONDS:
-        raise PermissionDenied(
-            f"the question was issued at {issued_at}, in the future of {now}",
-            reason="QUERY_EXPIRED",
-        )
-
-
-def check_promise(
-    origin: str, promised_hash: bytes, signed: SignedSpec[Any], *vouching: str
-) -> None:
-    """The coordinator logged exactly these spec bytes first, in its own log.
-
-    `origin` and `promised_hash` are the promise's; `signed.spec.coordinator` names the
-    coordinator, `signed.coordinator` signed the question, and every further signer in
-    `vouching` (a promise signed on its own) must be that same coordinator.
-    """
-    if promised_hash != signed.query_hash:
-        raise Unauthenticated("the log promise is for another question", reason="BAD_LOG_PROMISE")
-    if {origin, signed.spec.coordinator, *vouching} != {signed.coordinator}:
-        raise Unauthenticated(
-            "the log promise, the spec and the signatures name different coordinators",
-            reason="BAD_LOG_PROMISE",
         )
 
 
@@ -227,27 +151,10 @@ def check_participants(
 
     A subset would let the coordinator difference two sums; a duplicate is never the set.
     """
-    if in_order:
-        exact = tuple(listed) == tuple(required)
-    else:
-        exact = len(set(listed)) == len(listed) and set(listed) == set(required)
-    if not exact:
-        raise PermissionDenied(
-            f"the question lists participants {list(listed)}, the policy requires "
-            f"{list(required)}" + (" in this order" if in_order else ""),
-            reason="PARTICIPANT_SET_MISMATCH",
-        )
+    check_participant_list(listed, required, in_order=in_order)
     if agency_id not in listed:
         raise PermissionDenied(
             f"agency {agency_id!r} is not a participant", reason="PARTICIPANT_SET_MISMATCH"
-        )
-
-
-def check_year_range(year: int, latest: int) -> None:
-    """A year records can hold: from MIN_YEAR up to `latest` (what the kind allows)."""
-    if not MIN_YEAR <= year <= latest:
-        raise InvalidArgument(
-            f"year {year} is not between {MIN_YEAR} and {latest}", reason="BAD_YEAR"
         )
 
 

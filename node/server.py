@@ -48,6 +48,7 @@ from fedscore.runtime.trust_service import (
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
 from keys.registry import TrustView
+from keys.shares import RandomShares, ShareSource
 from node.answer import derive_mask_seeds
 from node.batch import batch_handlers
 from node.question_checks import NodeTrust
@@ -109,6 +110,7 @@ def open_node(
     log_factory: LogFactory = EventLog,
     refusal_allowance: RefusalAllowance = DEFAULT_REFUSAL_ALLOWANCE,
     live: LiveTrust | None = None,
+    share_source: ShareSource | None = None,
 ) -> AgencyNode:
     """The node's state and trust, derived from its party folder and following `live`."""
     if party.role != Role.ROLE_AGENCY:
@@ -128,6 +130,7 @@ def open_node(
         log=log,
         refusals=RefusalRecorder(log, refusal_allowance),
         clock=clock,
+        share_source=share_source or RandomShares(),
     )
     follow_trust(node, live)
     return node
@@ -143,6 +146,7 @@ async def start(
     rate_limits: RateLimits = DEFAULT_RATE_LIMITS,
     refusal_allowance: RefusalAllowance = DEFAULT_REFUSAL_ALLOWANCE,
     passphrase: str | None = None,
+    share_source: ShareSource | None = None,
 ) -> Running:
     """Open the node's state and serve `fedscore.v1.NodeService`, its statistics service,
     its AuditService and the TrustService.
@@ -150,9 +154,11 @@ async def start(
     `rate_limits` bound each caller's calls of each method; `refusal_allowance` how many
     of a caller's refusals per interval are logged one by one before they are summarised.
     `passphrase` (else the party's own) is kept to open `next.key` when the registry lists it.
+    `share_source` is for tests only (a seeded `keys.shares.SeededShares`, docs/adr/0019);
+    `fedscore serve` never passes one, and a node draws its shares from the OS's CSPRNG.
     """
     live = open_live_trust(party, passphrase=passphrase, clock=clock)
-    node = open_node(party, clock, log_factory, refusal_allowance, live)
+    node = open_node(party, clock, log_factory, refusal_allowance, live, share_source)
     registry_channel = PeerChannel(live.view(), Role.ROLE_CONSENT_REGISTRY, party.tls)
     live.listen(lambda view, policy: registry_channel.follow(view))
 

@@ -36,6 +36,7 @@ from fedscore.runtime.prepared import HotConnection
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.v1.query_pb2 import NotifyRevocationRequest, NotifyRevocationResponse
 from keys.box import BoxKeyPair
+from keys.shares import RandomShares, ShareSource
 from keys.signing import SigningKey
 from node.answer import RecordLookup
 from node.claims import ClaimStatements
@@ -71,6 +72,9 @@ class AgencyNode:
     # Refusals per caller: one by one up to an allowance, then summarised (audit.store.refusals).
     refusals: RefusalRecorder
     clock: Clock = time.time
+    # Where a histogram's shares are drawn from (keys.shares): the operating system's CSPRNG;
+    # a test may fix one aggregator's shares with a seed (keys.shares.SeededShares).
+    share_source: ShareSource = field(default_factory=RandomShares, repr=False)
     lookup: RecordLookup = field(init=False)
     # The score path's transactions and prepared statements (fedscore.runtime.prepared).
     hot: HotConnection = field(init=False)

@@ -1,4 +1,4 @@
-"""`fedscore.v1.NodeStatisticsService.HistogramBatch`: an agency node's masked histograms.
+"""`fedscore.v1.NodeStatisticsService.HistogramBatch`: an agency node's shared histograms.
 
 A statistics question always travels as an item of a `HistogramBatchRequest` (a lone
 question is a batch of one; there is no other way to ask a node for a histogram). A request
@@ -19,7 +19,8 @@ answers one only when, in this order (each refusal has a reason):
     coordinator's separately signed log promise opens as a `SignedLogPromise` and covers
     exactly these spec bytes (BAD_LOG_PROMISE, whatever is wrong with it);
  3. it names a release of that policy that nodes compute (UNKNOWN_RELEASE), with exactly
-    the definition's contribution bound (CONTRIBUTION_BOUND_NOT_ALLOWED);
+    the definition's contribution bound (CONTRIBUTION_BOUND_NOT_ALLOWED), and a helper
+    aggregator the registry lists, to seal the helper's shares to (HELPER_NOT_LISTED);
  4. it asks every agency of the policy, in policy order (PARTICIPANT_SET_MISMATCH), for a
     year that has begun (BAD_YEAR), under an unused query id (REPLAYED_QUERY);
  5. the node's own privacy budget can pay for it (BUDGET_EXHAUSTED).
@@ -27,11 +28,15 @@ Unlike a score question it carries no relying party's request and no consent tok
 histogram counts everyone, bounded per person, and is paid for with privacy budget.
 
 Invariants:
-- What leaves the node is one value per bin, `(count + mask_b) mod 2^64`, where `mask_b`
-  is the node's pairwise mask for bin b of the histogram question whose hash is the
-  spec's (`node.answer.masked_bins`, docs/adr/0011): the masks cancel only in the sum over
-  all agencies asked the very same spec bytes, so the coordinator learns federation-wide
-  sums alone.
+- No count leaves the node, nor a masked count: each bin's `(count + mask_b) mod 2^64`,
+  where `mask_b` is the node's pairwise mask for bin b of the histogram question whose
+  hash is the spec's (`node.answer.masked_bins`, docs/adr/0011), is split into two additive
+  shares mod 2^64 (`keys.shares.split`), each alone uniformly random: one for the
+  coordinator, in the answer, and one for the helper aggregator the spec names, sealed to
+  its box key inside a `HelperShare` the node signs (`node.answer.shared_bins`, docs/adr/0019).
+  Only the two shares of every agency, added, give the federation-wide sums, so neither
+  aggregator alone learns anything, and the two together only the federated counts
+  (which the helper noises before anything leaves it).
 - Every answer is paid for from the node's OWN privacy-budget ledger (`fedscore.runtime.budget`,
   in its database): the release's epsilon, as OpenDP's privacy map gives it for the policy
   (the same cost the coordinator charges), per dataset and year. A histogram the budget
@@ -63,10 +68,10 @@ from audit.core.fields import (
     RELEASE,
     YEAR,
 )
-from fedscore.errors import FedscoreError, InvalidArgument, PermissionDenied, Unauthenticated
-from fedscore.noise import histogram_mechanism
-from fedscore.protocol.questions import SignedLogPromise, SignedStatisticsQuery
-from fedscore.runtime.budget import epsilon_of, nano_up
+from fedscore.errors import FedscoreError, InvalidArgument
+from fedscore.protocol.questions import SignedStatisticsQuery
+from fedscore.protocol.spec_checks import helper_named, release_asked, verified_promise
+from fedscore.runtime.budget import epsilon_of, release_cost_nano
 from fedscore.runtime.rpc import Handler, parse_request, peer_common_name
 from fedscore.runtime.statuses import item_refusal
 from fedscore.v1.envelope_pb2 import Envelope
@@ -79,8 +84,7 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsSpec,
 )
 from keys.envelope import sign_message
-from keys.keyring import CoordinatorKeys
-from node.answer import masked_bins
+from node.answer import shared_bins
 from node.histogram import node_histogram
 from node.question_checks import (
     NodeTrust,
@@ -99,7 +103,7 @@ from node.question_checks import (
 from node.service import AgencyNode, uncertified_indicators
 from node.store import NodeStore
 from policies.model import Policy
-from policies.releases import l1_sensitivity, participants
+from policies.releases import participants
 from policies.statistics import ReleaseDefinition
 
 SERVICE_NAME = "fedscore.v1.NodeStatisticsService"
@@ -125,6 +129,7 @@ class AdmittedStatisticsQuery:
     definition: ReleaseDefinition
     year: int
     promise: LogPromise  # the coordinator's signed word that it logged this query first
+    helper_public: bytes  # the box key of the helper aggregator the spec names
 
     @property
     def query_id(self) -> str:
@@ -137,36 +142,6 @@ def authenticate_statistics_query(envelope: Envelope, node: NodeTrust) -> Addres
     addressed_to(node.agency_id, [question.query.agency_id])
     spec = signed_spec(question.query.spec, StatisticsSpec, question.signer)
     return AddressedStatisticsQuery(question, spec)
-
-
-def verified_promise(envelope: Envelope, keyring: CoordinatorKeys) -> SignedLogPromise:
-    """Step 2 (the promise's own signature): a histogram question's promise is an envelope
-    of its own, not covered by the question's signature; whatever is wrong with it, the
-    node's reason is BAD_LOG_PROMISE."""
-    if not envelope.payload and not envelope.signature:
-        raise Unauthenticated("query carries no log promise", reason="BAD_LOG_PROMISE")
-    try:
-        return SignedLogPromise.verify(envelope, keyring)
-    except (Unauthenticated, InvalidArgument) as exc:
-        raise Unauthenticated(
-            f"log promise does not verify ({exc.reason})", reason="BAD_LOG_PROMISE"
-        ) from exc
-
-
-def release_asked(spec: StatisticsSpec, policy: Policy) -> ReleaseDefinition:
-    """Step 3: a release nodes compute, asked with exactly the bound the policy sets."""
-    definition = policy.statistics_rules.release(spec.release)
-    if not definition.node_side:
-        raise PermissionDenied(
-            f"release {spec.release!r} is not computed by agency nodes", "UNKNOWN_RELEASE"
-        )
-    if spec.contribution_bound != definition.contribution_bound:
-        raise PermissionDenied(
-            f"release {definition.name!r} bounds each person to "
-            f"{definition.contribution_bound}, the query asks for {spec.contribution_bound}",
-            reason="CONTRIBUTION_BOUND_NOT_ALLOWED",
-        )
-    return definition
 
 
 def admit_statistics_query(
@@ -185,25 +160,13 @@ def admit_statistics_query(
     promise = vouched.promise
     check_promise(promise.origin, promise.query_hash, signed, vouched.signer)
     definition = release_asked(spec, policy)
+    helper_public = helper_named(spec.helper, node.trust)
     check_participants(spec.participants, participants(policy), node.agency_id, in_order=True)
     check_year_range(spec.year, policy.current_year(now))
     check_unanswered(store, spec.query_id)
-    return AdmittedStatisticsQuery(signed, policy, definition, int(spec.year), promise)
-
-
-_COSTS: dict[tuple[str, str], int] = {}
-
-
-def release_cost_nano(policy: Policy, definition: ReleaseDefinition) -> int:
-    """What one release of `definition` costs, in nano-epsilon, exactly as the coordinator
-    charges it: OpenDP's privacy map at the release's L1 sensitivity (`fedscore.noise`)."""
-    key = (policy.content_hash, definition.name)
-    cost = _COSTS.get(key)
-    if cost is None:
-        noise = histogram_mechanism(l1_sensitivity(policy, definition), definition.epsilon)
-        # A policy is immutable and named by its content hash: calibrated once per release.
-        cost = _COSTS[key] = nano_up(noise.epsilon)
-    return cost
+    return AdmittedStatisticsQuery(
+        signed, policy, definition, int(spec.year), promise, helper_public
+    )
 
 
 def answer_histogram(node: AgencyNode, envelope: Envelope, notes: RefusalNotes) -> Envelope:
@@ -224,11 +187,21 @@ def answer_histogram(node: AgencyNode, envelope: Envelope, notes: RefusalNotes) 
         uncertified_indicators(admitted.policy, node.agency_id),
     )
     spec = admitted.signed.spec
+    shares, helper_share = shared_bins(
+        counts,
+        node.agency_id,
+        node.mask_seeds,
+        admitted.signed,
+        admitted.helper_public,
+        node.share_source,
+        node.signing_key,
+    )
     answer = StatisticsAnswer(
         query_id=spec.query_id,
         agency_id=node.agency_id,
-        masked_bins=masked_bins(counts, node.agency_id, node.mask_seeds, admitted.signed),
+        coordinator_shares=shares,
         query_hash=admitted.signed.query_hash,
+        helper_share=helper_share,
     )
     with node.store.engine.begin() as connection:
         # The claim that decides a replay (step 4 only read): one space of ids with scores.

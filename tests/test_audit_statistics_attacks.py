@@ -41,6 +41,7 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsQuery,
     StatisticsSpec,
 )
+from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 from policies.releases import participants
 
@@ -63,6 +64,7 @@ def _spec(coordinator: Party, query_id: str, year: int, now: int) -> bytes:
         expires_at=now + 300,
         coordinator=coordinator.id,
         kind=QUESTION_KIND_HISTOGRAM,
+        helper=coordinator.trust.by_role(Role.ROLE_HELPER_AGGREGATOR)[0].id,
     )
     return spec.SerializeToString(deterministic=True)
 

@@ -28,7 +28,7 @@ from coordinator.fanout import (
     score_total,
     secure_sum,
 )
-from coordinator.histograms import masked_bins_of
+from coordinator.histograms import NodeShares, shares_of
 from fedscore.errors import Code, FedscoreError, PermissionDenied, Unavailable
 from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
 from fedscore.v1 import envelope_pb2, query_pb2, statistics_pb2
@@ -227,8 +227,9 @@ def _stats_answer(
     answer = statistics_pb2.StatisticsAnswer(
         query_id=logged.spec.query_id,
         agency_id=agency_id or signer,
-        masked_bins=[1, 2, 3],
+        coordinator_shares=[1, 2, 3],
         query_hash=logged.query_hash,
+        helper_share=envelope_pb2.Envelope(payload=b"sealed share"),
     )
     return sign_message(answer, SIGNING[signer])
 
@@ -247,11 +248,13 @@ def test_a_logged_question_carries_the_promise_of_where_it_was_logged() -> None:
 def test_a_histogram_answer_is_checked_as_a_score_answer_is() -> None:
     logged = _stats_logged()
 
-    def bins(envelope: envelope_pb2.Envelope, width: int = 3) -> list[int]:
+    def bins(envelope: envelope_pb2.Envelope, width: int = 3) -> NodeShares:
         signed = SignedStatisticsAnswer.verify(envelope, AGENCY_KEYRING)
-        return masked_bins_of(signed, IDS[0], logged, width)
+        return shares_of(signed, IDS[0], logged, width)
 
-    assert bins(_stats_answer(IDS[0], logged)) == [1, 2, 3]
+    shares = bins(_stats_answer(IDS[0], logged))
+    assert shares.coordinator == [1, 2, 3]
+    assert shares.helper.payload == b"sealed share"
     for envelope, width, reason in (
         (_stats_answer(IDS[1], logged), 3, "SIGNER_MISMATCH"),
         (_stats_answer(IDS[1], logged, agency_id=IDS[0]), 3, "SIGNER_MISMATCH"),

@@ -116,8 +116,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["budget_remaining"] == release["budget"]["total"] - release["epsilon_spent"]
     assert (Path(summary["release"]).parent / "release.png").exists()
     # Every organisation holds its own keys; the federation changed while it served.
-    assert summary["organisations"] == 10  # nine at set-up, one admitted live
-    assert assert_secrets_stay_home(workdir) == 10 + 3 + 1
+    assert summary["organisations"] == 11  # ten at set-up, one admitted live
+    assert assert_secrets_stay_home(workdir) == 11 + 3 + 1
     assert summary["registry_version"] >= 3
     assert summary["root_threshold"] == "2/3"
     assert summary["key_rotation"] == "ok"

@@ -69,7 +69,7 @@ def test_every_organisation_has_its_own_loopback_address(federation: Path) -> No
         p.endpoint for p in load_party(federation, "trc").trust.registry.participants if p.endpoint
     ]
     hosts = {endpoint.rsplit(":", 1)[0] for endpoint in endpoints}
-    assert len(hosts) == len(endpoints) == 5
+    assert len(hosts) == len(endpoints) == 6  # registry, coordinator, 3 agencies, helper
     assert all(host.startswith("127.0.0.") and host != "127.0.0.1" for host in hosts)
 
 
@@ -79,7 +79,7 @@ def test_every_server_of_a_federation_gets_its_own_port(federation: Path) -> Non
     endpoints = [
         p.endpoint for p in load_party(federation, "trc").trust.registry.participants if p.endpoint
     ]
-    assert len(endpoints) == 5
+    assert len(endpoints) == 6
     assert len(set(endpoints)) == len(endpoints)
 
 
@@ -216,7 +216,8 @@ def test_no_party_loads_a_policy_for_an_inadmissible_relying_party(
     _readmit(federation, change)
     parties = json.loads(FederationPaths(federation).manifest.read_text("utf-8"))["parties"]
     loadable = [pid for pid in parties if pid != "policy-authority"]
-    assert len(loadable) == 8, loadable  # registry, coordinator, 3 agencies, 3 clients
+    # registry, coordinator, 3 agencies, 3 clients, the helper aggregator
+    assert len(loadable) == 9, loadable
     for party_id in loadable:
         with pytest.raises(PolicyError) as refused:
             load_party(federation, party_id)

@@ -6,7 +6,8 @@
 - The leaves `keys/`, `policies/` and `audit/core/` load without any transport: importing
   every one of their modules pulls in no gRPC and nothing of fedscore but the error
   hierarchy and the generated wire types.
-- The three services `node/`, `consent/` and `coordinator/` never import each other.
+- The four services `node/`, `consent/`, `coordinator/` and `helper/` never import each
+  other.
 - Nothing but the CLI imports the CLI (the demo takes its release name from the policy).
 - The audit clients (the regulator's verifier, the history client) share only
   `audit/core/contract.py` with the audit servicer.
@@ -28,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = ("keys", "policies", "audit.core")
-SERVICES = ("node", "consent", "coordinator")
+SERVICES = ("node", "consent", "coordinator", "helper")
 LEAF_MAY_USE = ("fedscore.errors", "fedscore.v1", "audit.core")
 
 _PROBE = """

@@ -30,6 +30,7 @@ _POLICY = "keys of the policy document"
 NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "audit/client/crossmatch.py": {"cross_match": _ROLE},
     "audit/client/crossmatch_statistics.py": {"statistics_checks": _ROLE},
+    "audit/client/crossmatch_helper.py": {"helper_checks": _ROLE},
     "audit/client/crossmatch_entries.py": {
         "Anomaly.to_json": "an anomaly's JSON (its own reason code)",
         "VerifiedLogs.verified": _ROLE,
@@ -43,8 +44,9 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "coordinator/chart.py": {WHOLE_MODULE: "the release document's keys; a chart legend"},
     "coordinator/statistics.py": {
         "PublishedRelease.summary": "the publish summary the CLI prints",
-        "_draft": "the release document (fedscore.release.v1)",
-        "_budget_json": "the release document's budget block",
+    },
+    "coordinator/release_document.py": {
+        WHOLE_MODULE: "the release document (fedscore.release.v1) and its budget block"
     },
     "coordinator/store.py": {
         MODULE_LEVEL: "an issued query's outcome in the query table",
@@ -67,11 +69,12 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "fedscore/runtime/schema.py": {WHOLE_MODULE: "names of the kinds of party's migrations"},
     **{
         f"fedscore/runtime/migrations/{kind}/0001_initial.py": {WHOLE_MODULE: "column names"}
-        for kind in ("agency", "consent-registry", "coordinator")
+        for kind in ("agency", "consent-registry", "coordinator", "helper")
     },
     "fedscore/runtime/budget.py": {WHOLE_MODULE: "columns of the privacy ledger"},
     "fedscore/runtime/db.py": {WHOLE_MODULE: "columns of the token-use table"},
     "keys/keyring.py": {WHOLE_MODULE: "an attribute name (a keyring's purpose)"},
+    "keys/shares.py": {"Aggregator": "the name of who receives a share"},
     "policies/defaults.py": {WHOLE_MODULE: _POLICY},
     "policies/loader.py": {WHOLE_MODULE: _POLICY},
     "policies/releases.py": {WHOLE_MODULE: "a statistics bin's dimension"},
@@ -81,6 +84,7 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
 READERS = (
     "audit/client/crossmatch.py",
     "audit/client/crossmatch_entries.py",
+    "audit/client/crossmatch_helper.py",
     "audit/client/crossmatch_identity.py",
     "audit/client/crossmatch_statistics.py",
     "audit/client/history.py",

@@ -24,6 +24,7 @@ from fedscore.errors import FailedPrecondition
 from fedscore.runtime.budget import PRIVACY_BUDGET, PRIVACY_SPEND
 from fedscore.runtime.db import create_tables, open_engine
 from fedscore.runtime.schema import MIGRATED_ROLES, require_current, state, upgrade
+from helper.store import HELPER_TABLES
 from node.store import NODE_TABLES
 
 AUDIT = [AUDIT_ENTRY, SIGNED_CHECKPOINT]
@@ -34,6 +35,7 @@ MODELS: dict[str, list[Table]] = {
     "consent-registry": [GRANT, STATUS_LIST, *AUDIT],
     "coordinator": [*COORDINATOR_TABLES, *AUDIT, *LEDGER],
     "regulator": [VERIFIED_CHECKPOINT, VERIFIED_LEAF],
+    "helper": [*HELPER_TABLES, *AUDIT, *LEDGER],
 }
 BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.integration))
 

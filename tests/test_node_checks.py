@@ -256,6 +256,7 @@ def _stats_spec(policy: Any, **changes: Any) -> StatisticsSpec:
         "expires_at": now + 60,
         "coordinator": "coordinator",
         "kind": QUESTION_KIND_HISTOGRAM,
+        "helper": "regulator-helper",
     }
     return StatisticsSpec(**{**fields, **changes})
 
@@ -374,6 +375,12 @@ def test_statistics_admission_runs_the_shared_steps_in_order(
         ({"policy_hash": "sha256:00", "expires_at": late}, stranger, "UNKNOWN_POLICY"),
         ({"expires_at": late, "year": future}, stranger, "QUERY_EXPIRED"),
         ({"participants": subset, "year": future}, stranger, "BAD_LOG_PROMISE"),
+        # The helper it names must be one the registry lists, never the coordinator itself.
+        (
+            {"helper": "coordinator", "participants": subset, "year": future},
+            "coordinator",
+            "HELPER_NOT_LISTED",
+        ),
         ({"participants": subset, "year": future}, "coordinator", "PARTICIPANT_SET_MISMATCH"),
         ({"year": future}, "coordinator", "BAD_YEAR"),
     ]

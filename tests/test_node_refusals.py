@@ -509,6 +509,17 @@ async def stats_smaller_contribution_bound(live: LiveFederation) -> Sent:
     return _stats(_stats_query(live, spec), spec)
 
 
+async def stats_shared_with_no_helper(live: LiveFederation) -> Sent:
+    spec = live.stats_spec(helper="")
+    return _stats(_stats_query(live, spec), spec)
+
+
+async def stats_shared_with_the_coordinator_itself(live: LiveFederation) -> Sent:
+    """The helper's shares sealed to the coordinator would hand it both (docs/adr/0019)."""
+    spec = live.stats_spec(helper="coordinator")
+    return _stats(_stats_query(live, spec), spec)
+
+
 async def stats_participant_subset(live: LiveFederation) -> Sent:
     spec = live.stats_spec(participants=["trc", "dsd"])
     return _stats(_stats_query(live, spec), spec)
@@ -659,6 +670,8 @@ STATISTICS_ROWS = [
         S.PERMISSION_DENIED,
         "CONTRIBUTION_BOUND_NOT_ALLOWED",
     ),
+    Row(stats_shared_with_no_helper, S.PERMISSION_DENIED, "HELPER_NOT_LISTED"),
+    Row(stats_shared_with_the_coordinator_itself, S.PERMISSION_DENIED, "HELPER_NOT_LISTED"),
     Row(stats_participant_subset, S.PERMISSION_DENIED, "PARTICIPANT_SET_MISMATCH"),
     Row(
         stats_participants_out_of_policy_order,

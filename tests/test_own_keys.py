@@ -31,8 +31,9 @@ def federation(tmp_path: Path) -> Path:
 
 
 def test_no_private_key_is_outside_its_owners_folder(federation: Path) -> None:
-    # Nine organisations, three custodians, the authority: each with its own folder.
-    assert assert_secrets_stay_home(federation) == 9 + 3 + 1
+    # Ten organisations (the helper aggregator among them), three custodians, the
+    # authority: each with its own folder.
+    assert assert_secrets_stay_home(federation) == 10 + 3 + 1
 
 
 def _fedscore(*args: str | Path) -> int:

@@ -1,9 +1,11 @@
 """Each signed object opens only under its own party's keys, parses, then checks itself.
 
-`fedscore.protocol.signed` (the consent registry's objects, the score result) and
+`fedscore.protocol.signed` (the consent registry's objects, the score result),
 `fedscore.protocol.questions` (the questions and answers between the coordinator and the
-nodes): a keyring's type says whose keys it holds, so the wrong keyring is refused by
-mypy (checked here on a snippet) and, for an untyped caller, at run time; a payload that
+nodes) and `fedscore.protocol.helper_messages` (a two-server release's shares, order and
+noisy sums, docs/adr/0019): a keyring's type says whose keys it holds, so the wrong
+keyring is refused by mypy (checked here on a snippet) and, for an untyped caller, at
+run time; a payload that
 verifies but breaks its kind's invariants is refused by name. And no service opens an
 envelope itself: `verify_message` and `verify_bytes` are used only where a kind is defined.
 """
@@ -22,6 +24,11 @@ import pytest
 from google.protobuf.message import Message
 
 from fedscore.errors import Code, FedscoreError
+from fedscore.protocol.helper_messages import (
+    SignedHelperShare,
+    SignedNoiseOrder,
+    SignedNoisyShareSum,
+)
 from fedscore.protocol.questions import (
     MAX_BATCH_QUERIES,
     SignedContributionAnswerBatch,
@@ -38,6 +45,7 @@ from fedscore.protocol.signed import (
 )
 from fedscore.protocol.status_list import build_status_list
 from fedscore.v1.consent_pb2 import ConsentReceipt, RevocationNotice, StatusList
+from fedscore.v1.helper_pb2 import NoiseOrder, NoisyShareSum
 from fedscore.v1.query_pb2 import (
     BatchedContributionQuery,
     ContributionAnswerBatch,
@@ -45,9 +53,9 @@ from fedscore.v1.query_pb2 import (
     LogPromise,
     ScoreResult,
 )
-from fedscore.v1.statistics_pb2 import StatisticsAnswer, StatisticsQuery
+from fedscore.v1.statistics_pb2 import HelperShare, StatisticsAnswer, StatisticsQuery
 from keys.envelope import sign_message
-from keys.keyring import AgencyKeys, CoordinatorKeys, Keyring, RegistryKeys
+from keys.keyring import AgencyKeys, CoordinatorKeys, HelperKeys, Keyring, RegistryKeys
 from keys.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +65,8 @@ AGENCY = SigningKey.generate()
 REGISTRY_KEYS = RegistryKeys.of({"consent-registry": REGISTRY.verify_key})
 COORDINATOR_KEYS = CoordinatorKeys.of({"coordinator": COORDINATOR.verify_key})
 AGENCY_KEYS = AgencyKeys.of({"trc": AGENCY.verify_key})
+HELPER = SigningKey.generate()
+HELPER_KEYS = HelperKeys.of({"regulator-helper": HELPER.verify_key})
 NOW = 1_800_000_000
 
 
@@ -195,8 +205,41 @@ def _answers(**fields: Any) -> ContributionAnswerBatch:
 
 
 def _bins(**fields: Any) -> StatisticsAnswer:
-    values = {"query_id": "s1", "agency_id": "trc", "masked_bins": [7, 9], "query_hash": DIGEST}
+    values = {
+        "query_id": "s1",
+        "agency_id": "trc",
+        "coordinator_shares": [7, 9],
+        "query_hash": DIGEST,
+    }
     return StatisticsAnswer(**{**values, **fields})
+
+
+def _share(**fields: Any) -> HelperShare:
+    values = {
+        "query_id": "s1",
+        "agency_id": "trc",
+        "query_hash": DIGEST,
+        "helper": "regulator-helper",
+        "bins": 2,
+        "sealed_shares": b"sealed",
+    }
+    return HelperShare(**{**values, **fields})
+
+
+def _order(**fields: Any) -> NoiseOrder:
+    values = {"spec": b"spec", "release_id": "r1", "helper": "regulator-helper"}
+    return NoiseOrder(**{**values, **fields})
+
+
+def _noisy(**fields: Any) -> NoisyShareSum:
+    values = {
+        "query_id": "s1",
+        "query_hash": DIGEST,
+        "release_id": "r1",
+        "helper": "regulator-helper",
+        "noisy_sums": [1, 2],
+    }
+    return NoisyShareSum(**{**values, **fields})
 
 
 # kind, a message that keeps its invariants, who signs it, its keys, another party's keys
@@ -212,6 +255,9 @@ QUESTIONS: list[tuple[Any, Message, SigningKey, Keyring, Keyring]] = [
     (SignedLogPromise, _promise(), COORDINATOR, COORDINATOR_KEYS, AGENCY_KEYS),
     (SignedContributionAnswerBatch, _answers(), AGENCY, AGENCY_KEYS, COORDINATOR_KEYS),
     (SignedStatisticsAnswer, _bins(), AGENCY, AGENCY_KEYS, COORDINATOR_KEYS),
+    (SignedHelperShare, _share(), AGENCY, AGENCY_KEYS, HELPER_KEYS),
+    (SignedNoiseOrder, _order(), COORDINATOR, COORDINATOR_KEYS, HELPER_KEYS),
+    (SignedNoisyShareSum, _noisy(), HELPER, HELPER_KEYS, COORDINATOR_KEYS),
 ]
 QUESTION_IDS = [kind.__name__ for kind, *_ in QUESTIONS]
 
@@ -283,6 +329,13 @@ def test_a_batch_is_bound_by_the_hash_of_its_signed_payload_and_may_fill_the_lim
             Code.INVALID_ARGUMENT,
             "BAD_ANSWER",
         ),
+        (SignedHelperShare, _share(agency_id="dsd"), Code.UNAUTHENTICATED, "SIGNER_MISMATCH"),
+        (SignedHelperShare, _share(query_hash=b"short"), Code.INVALID_ARGUMENT, "BAD_SHARE"),
+        (SignedHelperShare, _share(sealed_shares=b""), Code.INVALID_ARGUMENT, "BAD_SHARE"),
+        (SignedNoiseOrder, _order(helper=""), Code.INVALID_ARGUMENT, "BAD_ORDER"),
+        (SignedNoiseOrder, _order(release_id=""), Code.INVALID_ARGUMENT, "BAD_ORDER"),
+        (SignedNoisyShareSum, _noisy(helper="other"), Code.UNAUTHENTICATED, "SIGNER_MISMATCH"),
+        (SignedNoisyShareSum, _noisy(release_id=""), Code.INVALID_ARGUMENT, "BAD_ANSWER"),
     ],
     ids=[
         "batch too large",
@@ -297,6 +350,13 @@ def test_a_batch_is_bound_by_the_hash_of_its_signed_payload_and_may_fill_the_lim
         "bins in another agency's name",
         "bins for no query",
         "bins without a query hash",
+        "helper share in another agency's name",
+        "helper share without a query hash",
+        "helper share holding nothing",
+        "noise order for no helper",
+        "noise order without a release id",
+        "noisy sum in another helper's name",
+        "noisy sum without a release id",
     ],
 )
 def test_a_verified_question_or_answer_that_breaks_its_invariants_is_refused(
@@ -304,7 +364,9 @@ def test_a_verified_question_or_answer_that_breaks_its_invariants_is_refused(
 ) -> None:
     signer, keys = (
         (AGENCY, AGENCY_KEYS)
-        if kind in (SignedContributionAnswerBatch, SignedStatisticsAnswer)
+        if kind in (SignedContributionAnswerBatch, SignedStatisticsAnswer, SignedHelperShare)
+        else (HELPER, HELPER_KEYS)
+        if kind is SignedNoisyShareSum
         else (COORDINATOR, COORDINATOR_KEYS)
     )
     with pytest.raises(FedscoreError) as refused:
@@ -325,7 +387,17 @@ MAY_VERIFY = (
     "coordinator/bundle.py",  # release bundles (CoordinatorKeys)
     "fedscore/protocol/",
 )
-SOURCES = ("fedscore", "keys", "policies", "audit", "node", "consent", "coordinator", "bench")
+SOURCES = (
+    "fedscore",
+    "keys",
+    "policies",
+    "audit",
+    "node",
+    "consent",
+    "coordinator",
+    "helper",
+    "bench",
+)
 
 
 def _verifier_uses(source: str) -> list[int]:

@@ -1,11 +1,13 @@
 """A real agency node's NodeStatisticsService over mutual TLS on 127.0.0.1.
 
-Answered queries: each node's answer is masked per bin; the masks cancel only in the sum
-over all agencies, which equals the sum of the nodes' own exact histograms; the answer
-is logged as "statistics_answered", the query id spent and the release's epsilon paid
-from the node's own ledger. Questions travel as batches (a lone one is a batch of one):
-each item of a request is answered or refused on its own, in order. Every refusal of a
-statistics query is a row of the node's refusal table, tests/test_node_refusals.py.
+Answered queries: each node's answer is masked per bin and split into two shares, the
+coordinator's and the helper aggregator's (sealed to it, docs/adr/0019); the two shares
+add up to the masked bins, and the masks cancel only in the sum over all agencies, which
+equals the sum of the nodes' own exact histograms; the answer is logged as
+"statistics_answered", the query id spent and the release's epsilon paid from the node's
+own ledger. Questions travel as batches (a lone one is a batch of one): each item of a
+request is answered or refused on its own, in order. Every refusal of a statistics query
+is a row of the node's refusal table, tests/test_node_refusals.py.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ import pytest
 from harness.node import RELEASE, assert_clean_log, live_federation, make_federation
 
 from fedscore.errors import FedscoreError
+from fedscore.protocol.helper_messages import SignedHelperShare
+from fedscore.runtime.budget import release_cost_nano
+from fedscore.runtime.party import load_party
 from keys.masks import MODULUS
+from keys.shares import open_shares
 from node.histogram import node_histogram
 from node.service import uncertified_indicators
-from node.statistics import MAX_HISTOGRAM_ITEMS, release_cost_nano
+from node.statistics import MAX_HISTOGRAM_ITEMS
 from policies.releases import bins
 
 pytestmark = pytest.mark.integration
@@ -35,12 +41,27 @@ def test_masked_bins_cancel_only_in_the_sum_over_every_agency(tmp_path: Path) ->
             definition = policy.statistics_rules.release(RELEASE)
             spec = live.stats_spec()
             cost = release_cost_nano(policy, definition)
+            helper = load_party(root, live.helper_id)
+            width = len(bins(policy, definition))
             masked: dict[str, list[int]] = {}
+            coordinator_shares: dict[str, list[int]] = {}
             for agency in live.agencies:
                 before, stored = live.log_size(agency), live.stored(agency)
                 answer = await live.histogram(agency, live.stats_query(spec, agency))
                 assert answer.query_id == spec.query_id
-                masked[agency] = list(answer.masked_bins)
+                coordinator_shares[agency] = list(answer.coordinator_shares)
+                # The helper's share: signed by the node, sealed to the helper alone.
+                share = SignedHelperShare.verify(
+                    answer.helper_share, helper.trust.agency_keys()
+                ).share
+                assert (share.helper, share.bins) == (live.helper_id, width)
+                helper_shares = open_shares(
+                    share.sealed_shares, helper.box, answer.query_hash, agency, width
+                )
+                masked[agency] = [
+                    (c + h) % MODULUS
+                    for c, h in zip(coordinator_shares[agency], helper_shares, strict=True)
+                ]
                 entries = live.log_entries(agency, before)
                 assert [e.kind for e in entries] == ["statistics_answered"]
                 assert entries[0].fields["release"] == RELEASE
@@ -50,7 +71,6 @@ def test_masked_bins_cancel_only_in_the_sum_over_every_agency(tmp_path: Path) ->
                 assert after.seen_queries == stored.seen_queries + 1
                 assert after.privacy_spends == stored.privacy_spends + 1
                 assert after.spent_nano == stored.spent_nano + cost > 0
-            width = len(bins(policy, definition))
             exact = {
                 agency: node_histogram(
                     live.node(agency).node.store.engine,
@@ -75,10 +95,16 @@ def test_masked_bins_cancel_only_in_the_sum_over_every_agency(tmp_path: Path) ->
                 "environment/50",
             ]
             assert sums == [1, 0, 1, 0, 1, 0]
-            # No single answer shows its counts: every bin is masked (2^-64 to collide).
+            # No single answer shows its counts: every bin is masked (2^-64 to collide), and
+            # the coordinator's shares alone sum to noise, not to the counts.
             for agency in live.agencies:
                 assert masked[agency] != exact[agency]
                 assert all(value >= 2**32 for value in masked[agency])
+                assert all(2**32 <= v <= MODULUS - 2**32 for v in coordinator_shares[agency])
+            own = [
+                sum(coordinator_shares[a][b] for a in live.agencies) % MODULUS for b in range(width)
+            ]
+            assert all(2**32 <= value <= MODULUS - 2**32 for value in own)
             # The same query id again is a replay.
             with pytest.raises(FedscoreError) as replay:
                 await live.histogram("trc", live.stats_query(spec, "trc"))

@@ -49,6 +49,7 @@ from audit.client.crossmatch_entries import (
     promised_query,
     refusals_logged,
 )
+from audit.client.crossmatch_helper import helper_checks
 from audit.client.crossmatch_identity import one_question_per_query_id
 from audit.client.crossmatch_statistics import statistics_checks
 from audit.core import kinds
@@ -87,6 +88,7 @@ def cross_match(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
         anomalies += _revocations_follow_grants(logs)
     anomalies += _outcomes_follow_queries(logs)
     anomalies += statistics_checks(logs, policy)
+    anomalies += helper_checks(logs, policy)
     anomalies += one_question_per_query_id(logs)
     return anomalies
 

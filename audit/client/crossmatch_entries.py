@@ -101,9 +101,11 @@ class VerifiedLogs:
     coordinators: dict[str, Sequence[LogEntry]] = field(default_factory=dict)
     agencies: dict[str, Sequence[LogEntry]] = field(default_factory=dict)
     registries: dict[str, Sequence[LogEntry]] = field(default_factory=dict)
+    # Helper aggregators (docs/adr/0019).
+    helpers: dict[str, Sequence[LogEntry]] = field(default_factory=dict)
     leaves: dict[str, Sequence[bytes]] = field(default_factory=dict)
-    # Party -> role ("coordinator", "agency", "registry") of logs that did not verify:
-    # every check that needs a party of that role is skipped.
+    # Party -> role ("coordinator", "agency", "registry", "helper") of logs that did not
+    # verify: every check that needs a party of that role is skipped.
     unverified: dict[str, str] = field(default_factory=dict)
 
     def verified(self, role: str) -> bool:
@@ -112,6 +114,7 @@ class VerifiedLogs:
             "coordinator": self.coordinators,
             "agency": self.agencies,
             "registry": self.registries,
+            "helper": self.helpers,
         }[role]
         return bool(present) and role not in set(self.unverified.values())
 

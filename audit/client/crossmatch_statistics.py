@@ -16,11 +16,15 @@ Checks (each failure is an `Anomaly` naming the party and entry index it is abou
 - a statistics query a node refused after authenticating it was logged (QUERY_NOT_LOGGED);
 - every statistics query asks a release the policy has nodes compute (UNKNOWN_RELEASE),
   of every agency of the policy, each once (PARTICIPANT_SUBSET, PARTICIPANT_SET_MISMATCH);
-- a statistics query that every participant answered with its very spec hash (so the
-  coordinator could sum it) is charged by a later "statistics_released" of the same
-  coordinator naming its query id (STATISTICS_NOT_CHARGED, on the issued entry, naming
-  who answered). A query some participant did not answer gave the coordinator only
-  masked values, so it needs no charge (e.g. "statistics_failed" with a node down);
+- a statistics query that every participant answered with its very spec hash (so it
+  could be summed) is charged by a later "statistics_released" of the same coordinator
+  naming its query id (STATISTICS_NOT_CHARGED, on the issued entry, naming who answered).
+  A query some participant did not answer gave the coordinator only shares, so it needs
+  no charge (e.g. "statistics_failed" with a node down); nor does one every node answered
+  whose failure at the helper the coordinator logged ("statistics_failed" naming it) and
+  no helper's log shows noised: without the helper's noisy share sums the coordinator
+  holds uniformly random shares (docs/adr/0019; the helper's charges are matched in
+  `audit.client.crossmatch_helper`);
 - every "statistics_released" charges a query its coordinator issued before it, for the
   same release and year, unless its release is computed from the coordinator's own log
   (query id "") (RELEASE_WITHOUT_QUERY, RELEASE_MISMATCH, UNKNOWN_RELEASE); every
@@ -87,10 +91,15 @@ def statistics_checks(logs: VerifiedLogs, policy: Policy) -> list[Anomaly]:
         found += _answers_match_queries(logs, answers, issued)
         found += refusals_logged(entries_of(logs.agencies, kinds.STATISTICS_REFUSED), issued)
     found += _query_scope(issued, policy)
-    found += _answered_queries_charged(issued, released, answers, policy)
+    failed = entries_of(logs.coordinators, kinds.STATISTICS_FAILED)
+    noised = entries_of(logs.helpers, kinds.STATISTICS_NOISED)
+    unnoised = {f.text(QUERY_ID) for f in failed} - {n.text(QUERY_ID) for n in noised}
+    if not logs.verified("helper"):
+        unnoised = set()  # without the helpers' logs no failure can be believed
+    found += _answered_queries_charged(issued, released, answers, policy, unnoised)
     found += _releases_follow_queries(issued, released, policy)
     found += outcomes_follow(issued, entries_of(logs.coordinators, kinds.STATISTICS_FAILED))
-    found += _budget_held(released, policy)
+    found += budget_held(released, policy)
     return found
 
 
@@ -148,6 +157,7 @@ def _answered_queries_charged(
     released: Sequence[Entry],
     answers: Sequence[Entry],
     policy: Policy,
+    unnoised: set[str],
 ) -> list[Anomaly]:
     answered: dict[tuple[str, str], set[str]] = defaultdict(set)
     for answer in answers:
@@ -163,6 +173,8 @@ def _answered_queries_charged(
         summable = bool(who) and ((bool(asked) and asked <= who) or every_agency <= who)
         # `charged` keeps each query id's LAST release: a charge before the query is none.
         if not summable or charged.get((query.party, query_id), -1) > query.index:
+            continue
+        if query_id in unnoised:  # failed at the helper: the coordinator holds shares only
             continue
         found.append(
             query.anomaly(
@@ -227,7 +239,9 @@ def _releases_follow_queries(
     return found
 
 
-def _budget_held(released: Sequence[Entry], policy: Policy) -> list[Anomaly]:
+def budget_held(released: Sequence[Entry], policy: Policy) -> list[Anomaly]:
+    """Per party, dataset and year, the charges of `released` ("statistics_released" at a
+    coordinator, "statistics_noised" at a helper) never exceed the policy's budget."""
     spent: dict[tuple[str, str, object], Fraction] = defaultdict(Fraction)
     found = []
     for release in released:

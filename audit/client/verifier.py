@@ -1,7 +1,8 @@
 """`fedscore audit verify`: the regulator fetches every party's log, proves it, cross-matches.
 
-For each party with a log (agencies first, then coordinators, then the consent registry,
-so that whatever a later log must contain was already logged when it is read), the
+For each party with a log (agencies first, then helper aggregators, then coordinators,
+then the consent registry, so that whatever a later log must contain was already logged
+when it is read: a coordinator's release follows its helper's charge), the
 regulator asks over mutual TLS for a signed checkpoint, every entry under it, and a
 consistency proof from the checkpoint it verified last time.
 
@@ -54,6 +55,7 @@ CALL_TIMEOUT = 10.0
 # Audit order: a log is read after every log whose entries it must account for.
 AUDITED_ROLES = (
     (Role.ROLE_AGENCY, "agency"),
+    (Role.ROLE_HELPER_AGGREGATOR, "helper"),
     (Role.ROLE_COORDINATOR, "coordinator"),
     (Role.ROLE_CONSENT_REGISTRY, "registry"),
 )
@@ -387,7 +389,11 @@ async def audit_federation(regulator: Party, state: RegulatorState) -> AuditRepo
         if not verdict.consistent:
             logs.unverified[verdict.party] = verdict.role
             continue
-        by_role = {"agency": logs.agencies, "coordinator": logs.coordinators}
+        by_role = {
+            "agency": logs.agencies,
+            "coordinator": logs.coordinators,
+            "helper": logs.helpers,
+        }
         by_role.get(verdict.role, logs.registries)[verdict.party] = verdict.entries
         logs.leaves[verdict.party] = verdict.leaves
     return AuditReport(verdicts, cross_match(logs, regulator.policy))

@@ -10,8 +10,8 @@ fields through the constants here, and a test finds any literal elsewhere.
 Fields that are written but read by no code stay literals where their entries are
 written and are described there: "kind" (the kind of question or masked answer, in
 "query_issued", "query_answered", "statistics_query_issued"), "bins", "epsilon_charged",
-"budget_remaining", "release_id", "release_sha256", "policy_hash", "unavailable",
-"invalid", "refused", "status_index", "status_sequence", "issuer", "sequence",
+"budget_remaining", "release_sha256", "policy_hash", "unavailable",
+"invalid", "refused", "helper", "status_index", "status_sequence", "issuer", "sequence",
 "size_bits", "revoked", "issued_at", "acknowledged", "not_acknowledged", and the
 "refusals_summarised" entry's own fields (its per-kind counts name a refusal's reason
 with `REASON`).
@@ -60,11 +60,16 @@ RELEASED = "released"
 VALUE = "value"
 
 # Statistics: RELEASE (the policy's release name) is in "statistics_query_issued",
-# "statistics_answered", "statistics_released" and, when known, "statistics_refused";
-# DATASET and EPSILON_SPENT (charged to the yearly budget) in "statistics_released".
+# "statistics_answered", "statistics_released", the helper's "statistics_noised" and, when
+# known, "statistics_refused"; DATASET, EPSILON_SPENT (charged to the yearly budget) and
+# RELEASE_ID (the coordinator's id of the release, under which both ledgers charge it) in
+# "statistics_released" and "statistics_noised"; NOISED_BY (the helper aggregator that
+# added the noise, docs/adr/0019) in a node-side "statistics_released".
 RELEASE = "release"
 DATASET = "dataset"
 EPSILON_SPENT = "epsilon_spent"
+RELEASE_ID = "release_id"
+NOISED_BY = "noised_by"
 
 # Consent: "consent_granted" carries NOT_BEFORE and NOT_AFTER (the token's validity);
 # "consent_revoked" and the coordinator's "revocation_received" carry REVOKED_AT;
@@ -93,6 +98,8 @@ ALL = frozenset(
         RELEASE,
         DATASET,
         EPSILON_SPENT,
+        RELEASE_ID,
+        NOISED_BY,
         NOT_BEFORE,
         NOT_AFTER,
         REVOKED_AT,

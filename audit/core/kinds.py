@@ -17,6 +17,9 @@ STATISTICS_QUERY_ISSUED = "statistics_query_issued"
 STATISTICS_FAILED = "statistics_failed"
 STATISTICS_REFUSED = "statistics_refused"
 STATISTICS_RELEASED = "statistics_released"
+# The helper aggregator: the releases it added noise to (and charged to its own ledger);
+# its refusals are "statistics_refused" too.
+STATISTICS_NOISED = "statistics_noised"
 # An agency node: what it answered and refused.
 QUERY_ANSWERED = "query_answered"
 QUERY_REFUSED = "query_refused"
@@ -44,6 +47,7 @@ ALL = frozenset(
         STATISTICS_FAILED,
         STATISTICS_REFUSED,
         STATISTICS_RELEASED,
+        STATISTICS_NOISED,
         QUERY_ANSWERED,
         QUERY_REFUSED,
         STATISTICS_ANSWERED,

@@ -6,6 +6,8 @@ own folder and through the same code as the commands they would type:
 - three root custodians each make a root key in `custodians/<name>/` (`fedscore.apps.custodian`);
 - the federation authority makes its CA in `authority/` (`fedscore.apps.authority`);
 - every organisation makes its own keys, config and admission request in `orgs/<id>/`
+  (the helper aggregator, `regulator-helper`, run by the regulator's organisation, is an
+  organisation of its own: docs/adr/0019)
   (`fedscore.apps.org`), with its endpoint on a loopback address of its own (127.0.0.2,
   127.0.0.3, ...), as if each were its own host;
 - the authority admits every request (assigning each relying party its sector: `ptt`
@@ -47,6 +49,10 @@ from policies.sectors import check_sectors
 REGISTRY_ID = "consent-registry"
 COORDINATOR_ID = "coordinator"
 POLICY_AUTHORITY_ID = "policy-authority"
+# The helper aggregator that adds the noise to statistics releases (docs/adr/0019): an
+# organisation other than the coordinator's operator runs it; here, the regulator's, as a
+# party of its own (own keys, folder, log and address).
+HELPER_ID = "regulator-helper"
 # Client-only parties: role, display name and the sector the federation authority assigns.
 CLIENT_PARTIES: dict[str, tuple[Role, str, Sector]] = {
     "ptt": (
@@ -168,6 +174,11 @@ def init_federation(
         POLICY_AUTHORITY_ID: (
             Role.ROLE_POLICY_AUTHORITY,
             "National committee (policy authority)",
+            unspecified,
+        ),
+        HELPER_ID: (
+            Role.ROLE_HELPER_AGGREGATOR,
+            "Personal Data Protection Committee (helper aggregator for statistics)",
             unspecified,
         ),
     }

@@ -13,7 +13,10 @@ nodes' promise checks pass and only what the design guarantees can stop it:
 - the nodes' own limits (`node.checks`, `node.claims`): only a relying party's own signed
   request, once; the token's uses counted at each node; the purpose's years; the node's
   own sealed subject (a batch has no field for another); the kind of question;
-- the regulator's cross-checks (`audit.crossmatch_*`), which name what was tried.
+- the regulator's cross-checks (`audit.crossmatch_*`), which name what was tried;
+- for statistics, the second aggregator (docs/adr/0019): a node answers the coordinator
+  only its share of each masked bin, uniformly random, and seals the other to the helper
+  aggregator, which adds noise to their sum and charges its own ledger, once per query.
 
 What the nodes answer it opens as the coordinator does, as a signed answer of its kind
 (`fedscore.protocol.questions`), under the agencies' keys.
@@ -46,6 +49,7 @@ from audit.core.fields import (
 )
 from audit.store.log import EventLog
 from fedscore.errors import FedscoreError, Unauthenticated
+from fedscore.protocol.helper_messages import SignedNoisyShareSum
 from fedscore.protocol.questions import SignedContributionAnswerBatch, SignedStatisticsAnswer
 from fedscore.protocol.requests import nonce_hash, requested_year
 from fedscore.runtime.db import open_engine
@@ -54,6 +58,7 @@ from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.runtime.statuses import error_from_refusal
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.v1.helper_pb2 import NoiseOrder, NoiseShareSumRequest, NoiseShareSumResponse
 from fedscore.v1.query_pb2 import (
     QUESTION_KIND_HISTOGRAM,
     QUESTION_KIND_SCORE,
@@ -72,11 +77,13 @@ from fedscore.v1.statistics_pb2 import (
     StatisticsQuery,
     StatisticsSpec,
 )
+from fedscore.v1.trust_pb2 import Role
 from keys.envelope import sign_message
 from policies.releases import participants as statistics_participants
 
 CONTRIBUTE_BATCH = "/fedscore.v1.NodeService/ContributeBatch"
 HISTOGRAM_BATCH = "/fedscore.v1.NodeStatisticsService/HistogramBatch"
+NOISE_SHARE_SUM = "/fedscore.v1.HelperService/NoiseShareSum"
 CALL_TIMEOUT = 30.0
 SPEC_LIFETIME_SECONDS = 60
 
@@ -112,6 +119,12 @@ class HostileCoordinator:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def helper_id(self) -> str:
+        """The helper aggregator the registry lists (the first by id), "" if none."""
+        helpers = self.party.trust.by_role(Role.ROLE_HELPER_AGGREGATOR)
+        return helpers[0].id if helpers else ""
 
     # -- questions, as an honest coordinator would build them -------------------------
 
@@ -154,6 +167,7 @@ class HostileCoordinator:
             expires_at=now + SPEC_LIFETIME_SECONDS,
             coordinator=self.party.id,
             kind=QUESTION_KIND_HISTOGRAM,
+            helper=self.helper_id,
         )
         for name, value in changes.items():
             setattr(spec, name, value)
@@ -189,6 +203,7 @@ class HostileCoordinator:
             YEAR: spec.year,
             PARTICIPANTS: list(spec.participants),
             "kind": "histogram",
+            "helper": spec.helper,
         }
         return self._promise(spec_bytes, kinds.STATISTICS_QUERY_ISSUED, fields)
 
@@ -205,9 +220,9 @@ class HostileCoordinator:
 
     # -- asking nodes directly, over mutual TLS ---------------------------------------
 
-    async def _call(self, agency: str, method: str, request: Message, reply: type[M]) -> M:
-        endpoint = self.party.trust.participant(agency).endpoint
-        async with secure_channel(endpoint, self.party.tls, server_name=agency) as channel:
+    async def _call(self, party: str, method: str, request: Message, reply: type[M]) -> M:
+        endpoint = self.party.trust.participant(party).endpoint
+        async with secure_channel(endpoint, self.party.tls, server_name=party) as channel:
             return await call_unary(channel, method, request, reply, CALL_TIMEOUT)
 
     async def ask_one(self, agency: str, asked: Asked) -> Answer:
@@ -248,8 +263,16 @@ class HostileCoordinator:
         return outcomes
 
     async def ask_histogram(self, agency: str, asked: Asked) -> list[int] | FedscoreError:
-        """One histogram question, as production asks it: a batch of one. The node's masked
-        bins, or its refusal (of the item, or of the whole call)."""
+        """One histogram question, as production asks it: a batch of one. What the node
+        answers the coordinator (its share of each masked bin), or its refusal."""
+        answer = await self.ask_histogram_shares(agency, asked)
+        return answer if isinstance(answer, FedscoreError) else answer[0]
+
+    async def ask_histogram_shares(
+        self, agency: str, asked: Asked
+    ) -> tuple[list[int], Envelope] | FedscoreError:
+        """The node's shares for the coordinator and its signed, sealed share for the helper
+        (which the coordinator cannot open), or its refusal (of the item, or the call)."""
         query = StatisticsQuery(
             spec=asked.spec,
             agency_id=agency,
@@ -268,4 +291,28 @@ class HostileCoordinator:
         if kind != "answer":
             return Unauthenticated("empty outcome", "BAD_ANSWER")
         signed = SignedStatisticsAnswer.verify(outcome.answer, self.party.trust.agency_keys())
-        return [int(value) for value in signed.answer.masked_bins]
+        answer = signed.answer
+        return [int(value) for value in answer.coordinator_shares], answer.helper_share
+
+    async def ask_helper(
+        self, asked: Asked, helper_shares: Sequence[Envelope], release_id: str, epsilon_nano: int
+    ) -> list[int] | FedscoreError:
+        """Relay the nodes' helper shares to the helper as an honest coordinator's signed
+        `NoiseOrder` would; the helper's noisy share sums, or its refusal."""
+        order = NoiseOrder(
+            spec=asked.spec,
+            log_promise=sign_message(asked.promise, self.party.signing_key),
+            release_id=release_id,
+            epsilon_nano=epsilon_nano,
+            shares=list(helper_shares),
+            helper=self.helper_id,
+        )
+        request = NoiseShareSumRequest(order=sign_message(order, self.party.signing_key))
+        try:
+            response = await self._call(
+                self.helper_id, NOISE_SHARE_SUM, request, NoiseShareSumResponse
+            )
+        except FedscoreError as error:
+            return error
+        signed = SignedNoisyShareSum.verify(response.sum, self.party.trust.helper_keys())
+        return [int(value) for value in signed.noisy.noisy_sums]

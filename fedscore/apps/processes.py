@@ -24,7 +24,14 @@ from fedscore.runtime.party import Party, federation_view
 from fedscore.runtime.rpc import call_unary, secure_channel
 from fedscore.v1.trust_pb2 import Role
 
-SERVER_ROLES = (Role.ROLE_CONSENT_REGISTRY, Role.ROLE_AGENCY, Role.ROLE_COORDINATOR)
+# The order servers start in: the helper aggregator is serving before the coordinator,
+# which may publish a release (docs/adr/0019) as soon as it serves.
+SERVER_ROLES = (
+    Role.ROLE_CONSENT_REGISTRY,
+    Role.ROLE_AGENCY,
+    Role.ROLE_HELPER_AGGREGATOR,
+    Role.ROLE_COORDINATOR,
+)
 
 
 def stop_on_signal() -> asyncio.Event:
@@ -45,7 +52,8 @@ def stop_on_signal() -> asyncio.Event:
 
 
 def server_party_ids(workdir: Path) -> list[str]:
-    """Registry first, then agencies, then the coordinator: the order they start in."""
+    """Registry first, then agencies, then the helper aggregator, then the coordinator: the
+    order they start in."""
     trust = federation_view(workdir)
     return [p.id for role in SERVER_ROLES for p in trust.by_role(role)]
 
@@ -105,12 +113,16 @@ class FederationProcesses:
         return process
 
     async def start_all(self, prober: Party, timeout: float = 60.0) -> None:
+        """The consent registry, then every agency and helper aggregator at once, then the
+        coordinator: each step serving before the next starts."""
+        trust = federation_view(self.workdir)
+        coordinators = [p.id for p in trust.by_role(Role.ROLE_COORDINATOR)]
         ids = server_party_ids(self.workdir)
-        self.start_party(ids[0])
-        await wait_serving(prober, ids[0], timeout)
-        for party_id in ids[1:]:
-            self.start_party(party_id)
-        await asyncio.gather(*(wait_serving(prober, pid, timeout) for pid in ids[1:]))
+        middle = [pid for pid in ids[1:] if pid not in coordinators]
+        for step in ([ids[0]], middle, coordinators):
+            for party_id in step:
+                self.start_party(party_id)
+            await asyncio.gather(*(wait_serving(prober, pid, timeout) for pid in step))
 
     def stop_party(self, party_id: str, timeout: float = 10.0) -> None:
         process = self.processes.pop(party_id, None)

@@ -2,7 +2,10 @@
 
 The coordinator keeps one for the releases it publishes; every agency node keeps its own
 for the histograms it answers (`node.statistics`), so a coordinator that asks without
-releasing still spends, at each node, from a budget it cannot reset (docs/adr/0011).
+releasing still spends, at each node, from a budget it cannot reset (docs/adr/0011); the
+helper aggregator keeps its own for the releases it adds noise to (`helper.noising`), which
+must agree with the coordinator's (docs/adr/0019). All of them charge a release what
+`release_cost_nano` says: OpenDP's privacy map at the release's L1 sensitivity.
 
 Invariants:
 - Amounts are stored as whole nano-epsilon (1e-9): a spend is rounded UP and a total
@@ -29,7 +32,11 @@ from sqlalchemy import BigInteger, Connection, Engine, Table, select, update
 from sqlmodel import Field, SQLModel
 
 from fedscore.errors import ResourceExhausted
+from fedscore.noise import histogram_mechanism
 from fedscore.runtime.db import create_tables, insert_unless_present
+from policies.model import Policy
+from policies.releases import l1_sensitivity
+from policies.statistics import ReleaseDefinition
 
 NANO = 10**9
 
@@ -74,6 +81,21 @@ def nano_down(epsilon: float) -> int:
 
 def epsilon_of(nano: int) -> float:
     return nano / NANO
+
+
+_COSTS: dict[tuple[str, str], int] = {}
+
+
+def release_cost_nano(policy: Policy, definition: ReleaseDefinition) -> int:
+    """What one release of `definition` costs, in nano-epsilon, wherever it is charged:
+    OpenDP's privacy map at the release's L1 sensitivity (`fedscore.noise`), rounded up."""
+    key = (policy.content_hash, definition.name)
+    cost = _COSTS.get(key)
+    if cost is None:
+        noise = histogram_mechanism(l1_sensitivity(policy, definition), definition.epsilon)
+        # A policy is immutable and named by its content hash: calibrated once per release.
+        cost = _COSTS[key] = nano_up(noise.epsilon)
+    return cost
 
 
 def budget_key(dataset: str, year: int) -> str:

@@ -39,8 +39,16 @@ ROLE_NAMES: dict[str, Role] = {
     "regulator": Role.ROLE_REGULATOR,
     "citizen-portal": Role.ROLE_CITIZEN_PORTAL,
     "policy-authority": Role.ROLE_POLICY_AUTHORITY,
+    "helper-aggregator": Role.ROLE_HELPER_AGGREGATOR,
 }
-SERVER_ROLES = frozenset({Role.ROLE_AGENCY, Role.ROLE_CONSENT_REGISTRY, Role.ROLE_COORDINATOR})
+SERVER_ROLES = frozenset(
+    {
+        Role.ROLE_AGENCY,
+        Role.ROLE_CONSENT_REGISTRY,
+        Role.ROLE_COORDINATOR,
+        Role.ROLE_HELPER_AGGREGATOR,
+    }
+)
 DEFAULT_TRUST_REFRESH_SECONDS = 2.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")

@@ -43,6 +43,7 @@ MIGRATED_ROLES: dict[Role, str] = {
     Role.ROLE_CONSENT_REGISTRY: "consent-registry",
     Role.ROLE_COORDINATOR: "coordinator",
     Role.ROLE_REGULATOR: "regulator",
+    Role.ROLE_HELPER_AGGREGATOR: "helper",
 }
 
 

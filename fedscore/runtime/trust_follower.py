@@ -188,15 +188,25 @@ class TrustFollower:
 
 
 class PeerChannel:
-    """A mutual-TLS channel to the one party of a role (the consent registry), following the
-    endpoint the registry lists for it: when a new view names another endpoint or party,
-    the next call dials that one and the old channel is closed after `grace` seconds (a
-    call already under way on it finishes). Call `follow(view)` from a trust listener."""
+    """A mutual-TLS channel to the one party of a role (the consent registry, the helper
+    aggregator; the first by id if the registry lists several), following the endpoint the
+    registry lists for it: when a new view names another endpoint or party, the next call
+    dials that one and the old channel is closed after `grace` seconds (a call already
+    under way on it finishes). Call `follow(view)` from a trust listener. With no such
+    party listed, `FailedPrecondition` with `missing_reason`."""
 
-    def __init__(self, view: TrustView, role: Role, tls: TlsMaterial, grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        view: TrustView,
+        role: Role,
+        tls: TlsMaterial,
+        grace: float = 5.0,
+        missing_reason: str = "NO_REGISTRY",
+    ) -> None:
         self.role = role
         self._tls = tls
         self._grace = grace
+        self._missing_reason = missing_reason
         self._target = self._listed(view)
         self.channel = secure_channel(self._target[1], tls, server_name=self._target[0])
         # Channels replaced but not closed yet, each with the task that will close it.
@@ -207,9 +217,14 @@ class PeerChannel:
         if not listed:
             raise FailedPrecondition(
                 f"the trust registry lists no {Role.Name(self.role)} endpoint",
-                reason="NO_REGISTRY",
+                reason=self._missing_reason,
             )
         return listed[0].id, listed[0].endpoint
+
+    @property
+    def party_id(self) -> str:
+        """The participant id of the party dialled now."""
+        return self._target[0]
 
     def follow(self, view: TrustView) -> None:
         try:

@@ -26,7 +26,7 @@ from fedscore.v1 import envelope_pb2 as fedscore_dot_v1_dot_envelope__pb2
 from fedscore.v1 import query_pb2 as fedscore_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64score/v1/statistics.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\x1a\x17\x66\x65\x64score/v1/query.proto\"\xed\x01\n\x0eStatisticsSpec\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x14\n\x0cparticipants\x18\x05 \x03(\t\x12\x1a\n\x12\x63ontribution_bound\x18\x06 \x01(\r\x12\x11\n\tissued_at\x18\x07 \x01(\x03\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\t \x01(\t\x12\'\n\x04kind\x18\n \x01(\x0e\x32\x19.fedscore.v1.QuestionKind\"^\n\x0fStatisticsQuery\x12\x0c\n\x04spec\x18\x01 \x01(\x0c\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12*\n\x0blog_promise\x18\x03 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"`\n\x10StatisticsAnswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x13\n\x0bmasked_bins\x18\x03 \x03(\x06\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\"5\n\rHistogramItem\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"B\n\x15HistogramBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.fedscore.v1.HistogramItem\"s\n\x10HistogramOutcome\x12\'\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.EnvelopeH\x00\x12+\n\x07refusal\x18\x02 \x01(\x0b\x32\x18.fedscore.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"I\n\x16HistogramBatchResponse\x12/\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1d.fedscore.v1.HistogramOutcome2r\n\x15NodeStatisticsService\x12Y\n\x0eHistogramBatch\x12\".fedscore.v1.HistogramBatchRequest\x1a#.fedscore.v1.HistogramBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64score/v1/statistics.proto\x12\x0b\x66\x65\x64score.v1\x1a\x1a\x66\x65\x64score/v1/envelope.proto\x1a\x17\x66\x65\x64score/v1/query.proto\"\xfd\x01\n\x0eStatisticsSpec\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07release\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x14\n\x0cparticipants\x18\x05 \x03(\t\x12\x1a\n\x12\x63ontribution_bound\x18\x06 \x01(\r\x12\x11\n\tissued_at\x18\x07 \x01(\x03\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\t \x01(\t\x12\'\n\x04kind\x18\n \x01(\x0e\x32\x19.fedscore.v1.QuestionKind\x12\x0e\n\x06helper\x18\x0b \x01(\t\"^\n\x0fStatisticsQuery\x12\x0c\n\x04spec\x18\x01 \x01(\x0c\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12*\n\x0blog_promise\x18\x03 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"\x94\x01\n\x10StatisticsAnswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x1a\n\x12\x63oordinator_shares\x18\x03 \x03(\x06\x12\x12\n\nquery_hash\x18\x04 \x01(\x0c\x12+\n\x0chelper_share\x18\x05 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"{\n\x0bHelperShare\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tagency_id\x18\x02 \x01(\t\x12\x12\n\nquery_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06helper\x18\x04 \x01(\t\x12\x0c\n\x04\x62ins\x18\x05 \x01(\r\x12\x15\n\rsealed_shares\x18\x06 \x01(\x0c\"5\n\rHistogramItem\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.Envelope\"B\n\x15HistogramBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.fedscore.v1.HistogramItem\"s\n\x10HistogramOutcome\x12\'\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.fedscore.v1.EnvelopeH\x00\x12+\n\x07refusal\x18\x02 \x01(\x0b\x32\x18.fedscore.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"I\n\x16HistogramBatchResponse\x12/\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1d.fedscore.v1.HistogramOutcome2r\n\x15NodeStatisticsService\x12Y\n\x0eHistogramBatch\x12\".fedscore.v1.HistogramBatchRequest\x1a#.fedscore.v1.HistogramBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedscore.v1.statistics_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATISTICSSPEC']._serialized_start=99
-  _globals['_STATISTICSSPEC']._serialized_end=336
-  _globals['_STATISTICSQUERY']._serialized_start=338
-  _globals['_STATISTICSQUERY']._serialized_end=432
-  _globals['_STATISTICSANSWER']._serialized_start=434
-  _globals['_STATISTICSANSWER']._serialized_end=530
-  _globals['_HISTOGRAMITEM']._serialized_start=532
-  _globals['_HISTOGRAMITEM']._serialized_end=585
-  _globals['_HISTOGRAMBATCHREQUEST']._serialized_start=587
-  _globals['_HISTOGRAMBATCHREQUEST']._serialized_end=653
-  _globals['_HISTOGRAMOUTCOME']._serialized_start=655
-  _globals['_HISTOGRAMOUTCOME']._serialized_end=770
-  _globals['_HISTOGRAMBATCHRESPONSE']._serialized_start=772
-  _globals['_HISTOGRAMBATCHRESPONSE']._serialized_end=845
-  _globals['_NODESTATISTICSSERVICE']._serialized_start=847
-  _globals['_NODESTATISTICSSERVICE']._serialized_end=961
+  _globals['_STATISTICSSPEC']._serialized_end=352
+  _globals['_STATISTICSQUERY']._serialized_start=354
+  _globals['_STATISTICSQUERY']._serialized_end=448
+  _globals['_STATISTICSANSWER']._serialized_start=451
+  _globals['_STATISTICSANSWER']._serialized_end=599
+  _globals['_HELPERSHARE']._serialized_start=601
+  _globals['_HELPERSHARE']._serialized_end=724
+  _globals['_HISTOGRAMITEM']._serialized_start=726
+  _globals['_HISTOGRAMITEM']._serialized_end=779
+  _globals['_HISTOGRAMBATCHREQUEST']._serialized_start=781
+  _globals['_HISTOGRAMBATCHREQUEST']._serialized_end=847
+  _globals['_HISTOGRAMOUTCOME']._serialized_start=849
+  _globals['_HISTOGRAMOUTCOME']._serialized_end=964
+  _globals['_HISTOGRAMBATCHRESPONSE']._serialized_start=966
+  _globals['_HISTOGRAMBATCHRESPONSE']._serialized_end=1039
+  _globals['_NODESTATISTICSSERVICE']._serialized_start=1041
+  _globals['_NODESTATISTICSSERVICE']._serialized_end=1155
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StatisticsSpec(_message.Message):
-    __slots__ = ("query_id", "release", "policy_hash", "year", "participants", "contribution_bound", "issued_at", "expires_at", "coordinator", "kind")
+    __slots__ = ("query_id", "release", "policy_hash", "year", "participants", "contribution_bound", "issued_at", "expires_at", "coordinator", "kind", "helper")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     POLICY_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class StatisticsSpec(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    HELPER_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     release: str
     policy_hash: str
@@ -30,7 +31,8 @@ class StatisticsSpec(_message.Message):
     expires_at: int
     coordinator: str
     kind: _query_pb2.QuestionKind
-    def __init__(self, query_id: _Optional[str] = ..., release: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., contribution_bound: _Optional[int] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ..., kind: _Optional[_Union[_query_pb2.QuestionKind, str]] = ...) -> None: ...
+    helper: str
+    def __init__(self, query_id: _Optional[str] = ..., release: _Optional[str] = ..., policy_hash: _Optional[str] = ..., year: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., contribution_bound: _Optional[int] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., coordinator: _Optional[str] = ..., kind: _Optional[_Union[_query_pb2.QuestionKind, str]] = ..., helper: _Optional[str] = ...) -> None: ...
 
 class StatisticsQuery(_message.Message):
     __slots__ = ("spec", "agency_id", "log_promise")
@@ -43,16 +45,34 @@ class StatisticsQuery(_message.Message):
     def __init__(self, spec: _Optional[bytes] = ..., agency_id: _Optional[str] = ..., log_promise: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
 
 class StatisticsAnswer(_message.Message):
-    __slots__ = ("query_id", "agency_id", "masked_bins", "query_hash")
+    __slots__ = ("query_id", "agency_id", "coordinator_shares", "query_hash", "helper_share")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
-    MASKED_BINS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_SHARES_FIELD_NUMBER: _ClassVar[int]
     QUERY_HASH_FIELD_NUMBER: _ClassVar[int]
+    HELPER_SHARE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     agency_id: str
-    masked_bins: _containers.RepeatedScalarFieldContainer[int]
+    coordinator_shares: _containers.RepeatedScalarFieldContainer[int]
     query_hash: bytes
-    def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., masked_bins: _Optional[_Iterable[int]] = ..., query_hash: _Optional[bytes] = ...) -> None: ...
+    helper_share: _envelope_pb2.Envelope
+    def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., coordinator_shares: _Optional[_Iterable[int]] = ..., query_hash: _Optional[bytes] = ..., helper_share: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class HelperShare(_message.Message):
+    __slots__ = ("query_id", "agency_id", "query_hash", "helper", "bins", "sealed_shares")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_HASH_FIELD_NUMBER: _ClassVar[int]
+    HELPER_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    agency_id: str
+    query_hash: bytes
+    helper: str
+    bins: int
+    sealed_shares: bytes
+    def __init__(self, query_id: _Optional[str] = ..., agency_id: _Optional[str] = ..., query_hash: _Optional[bytes] = ..., helper: _Optional[str] = ..., bins: _Optional[int] = ..., sealed_shares: _Optional[bytes] = ...) -> None: ...
 
 class HistogramItem(_message.Message):
     __slots__ = ("query",)

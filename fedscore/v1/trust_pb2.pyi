@@ -18,6 +18,7 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_REGULATOR: _ClassVar[Role]
     ROLE_CITIZEN_PORTAL: _ClassVar[Role]
     ROLE_POLICY_AUTHORITY: _ClassVar[Role]
+    ROLE_HELPER_AGGREGATOR: _ClassVar[Role]
 
 class Sector(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ ROLE_RELYING_PARTY: Role
 ROLE_REGULATOR: Role
 ROLE_CITIZEN_PORTAL: Role
 ROLE_POLICY_AUTHORITY: Role
+ROLE_HELPER_AGGREGATOR: Role
 SECTOR_UNSPECIFIED: Sector
 SECTOR_COMMERCIAL: Sector
 SECTOR_CIVIL_SOCIETY: Sector

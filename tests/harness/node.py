@@ -324,6 +324,12 @@ class LiveFederation:
 
     # -- statistics questions, one signed StatisticsQuery per node
 
+    @property
+    def helper_id(self) -> str:
+        """The helper aggregator the registry lists (docs/adr/0019)."""
+        [helper] = self.coordinator.trust.by_role(Role.ROLE_HELPER_AGGREGATOR)
+        return helper.id
+
     def stats_spec(self, **changes: Any) -> StatisticsSpec:
         """The spec of a node-side release, as the coordinator asks every node."""
         policy = self.coordinator.policy
@@ -339,6 +345,7 @@ class LiveFederation:
             expires_at=now + 60,
             coordinator=self.coordinator.id,
             kind=QUESTION_KIND_HISTOGRAM,
+            helper=self.helper_id,
         )
         _change(spec, changes)
         return spec

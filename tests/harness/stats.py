@@ -24,7 +24,10 @@ from fedscore.apps.demo_data import DemoData, generate, read_rows
 from fedscore.apps.federation import init_federation
 from fedscore.runtime.org_paths import FederationPaths, OrgPaths
 from fedscore.runtime.party import load_party, read_passphrase
+from fedscore.v1.trust_pb2 import Role
+from helper import server as helper_server
 from keys.keyfile import load_secrets
+from keys.shares import ShareSource
 from node import server as node_server
 from node.ingest import ingest_file
 from node.store import NodeStore
@@ -105,22 +108,48 @@ class Servers:
     consent: consent_server.Running
     nodes: dict[str, node_server.Running]
     coordinator: coordinator_server.Running | None
+    helper: helper_server.Running | None = None
+
+    async def stop_helper(self) -> None:
+        if self.helper is not None:
+            await self.helper.stop()
+            self.helper = None
+
+
+def helper_id(root: Path) -> str:
+    """The federation's helper aggregator (docs/adr/0019)."""
+    [helper] = load_party(root, "regulator").trust.by_role(Role.ROLE_HELPER_AGGREGATOR)
+    return helper.id
 
 
 @asynccontextmanager
-async def servers(root: Path, *, coordinator: bool = False) -> AsyncIterator[Servers]:
-    """The consent registry and every agency node (and the coordinator if asked), in-process."""
+async def servers(
+    root: Path,
+    *,
+    coordinator: bool = False,
+    helper: bool = True,
+    share_source: Callable[[], ShareSource] | None = None,
+) -> AsyncIterator[Servers]:
+    """The consent registry, every agency node and the helper aggregator (unless not asked;
+    and the coordinator if asked), in-process. `share_source` makes each node's source of
+    share randomness (a seeded one fixes what one aggregator receives)."""
     consent = await consent_server.start(load_party(root, "consent-registry"))
     running = Servers(consent, {}, None)
     try:
         for agency in load_party(root, "regulator").policy.agencies:
-            running.nodes[agency] = await node_server.start(load_party(root, agency))
+            source = share_source() if share_source is not None else None
+            running.nodes[agency] = await node_server.start(
+                load_party(root, agency), share_source=source
+            )
+        if helper:
+            running.helper = await helper_server.start(load_party(root, helper_id(root)))
         if coordinator:
             running.coordinator = await coordinator_server.start(load_party(root, "coordinator"))
         yield running
     finally:
         if running.coordinator is not None:
             await running.coordinator.stop()
+        await running.stop_helper()
         for node in running.nodes.values():
             await node.stop()
         await consent.stop()
