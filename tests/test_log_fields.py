@@ -67,6 +67,9 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     "fedscore/protocol/signed.py": {"SignedScoreResult.verify": "a protobuf oneof"},
     "fedscore/runtime/party_config.py": {WHOLE_MODULE: "role names in a party's config file"},
     "fedscore/runtime/schema.py": {WHOLE_MODULE: "names of the kinds of party's migrations"},
+    "fedscore/runtime/metrics.py": {WHOLE_MODULE: "Prometheus label names"},
+    "fedscore/apps/party_metrics.py": {WHOLE_MODULE: "kinds of party; Prometheus label names"},
+    "fedscore/apps/readiness_checks.py": {WHOLE_MODULE: "kinds of party"},
     **{
         f"fedscore/runtime/migrations/{kind}/0001_initial.py": {WHOLE_MODULE: "column names"}
         for kind in ("agency", "consent-registry", "coordinator", "helper")
