@@ -10,6 +10,8 @@ import csv
 import importlib.metadata
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,28 +70,42 @@ def test_an_unknown_purpose_lists_the_ones_there_are(federation: Path) -> None:
     assert refused.value.message.endswith("it has " + ", ".join(sorted(policy.purposes)))
 
 
-@pytest.mark.integration  # starts (tries to start) a party's gRPC server
-def test_a_port_in_use_is_a_one_line_error(
-    federation: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _serve(federation: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    """`fedscore serve` for trc as its own process, as an operator runs it."""
+    argv = ["serve", "--workdir", str(federation), "--party", "trc", *more]
+    return subprocess.run(
+        [sys.executable, "-m", "fedscore.apps.cli.main", *argv],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.integration  # runs `fedscore serve` as a process
+def test_a_port_in_use_is_one_line_of_ours_and_nothing_of_grpc(federation: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = _error_line(
-            capsys,
-            [
-                "serve",
-                "--workdir",
-                str(federation),
-                "--party",
-                "trc",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
-        )
+        done = _serve(federation, "--bind", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()  # no gRPC C-core line, no warning before it
     assert line.startswith(f"fedscore: error: ADDRESS_IN_USE: cannot listen on 127.0.0.1:{port}")
     assert "--bind HOST:PORT" in line
+
+
+@pytest.mark.integration  # runs `fedscore serve` as a process
+def test_a_port_a_grpc_server_holds_is_in_use_too(federation: Path) -> None:
+    """gRPC listens with SO_REUSEPORT: a party started twice must not share its port."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve(federation, "--bind", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("fedscore: error: ADDRESS_IN_USE: ")
+    assert "already running?" in line
 
 
 def test_too_many_agencies_is_named_as_such(

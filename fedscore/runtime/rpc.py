@@ -291,7 +291,8 @@ async def start_server(
     interceptors = (
         [PerCallerLimits(CallLimiter(rate_limits), on_rate_limited)] if rate_limits else []
     )
-    server = grpc.aio.server(options=_options(), interceptors=interceptors)
+    options = [*_options(), ("grpc.so_reuseport", 0)]  # a taken port fails: runtime/listen.py
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     for service_name, methods in services.items():
         server.add_generic_rpc_handlers(
             (
@@ -310,9 +311,7 @@ async def start_server(
         [*services.keys(), health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     credentials = grpc.ssl_server_credentials(
-        [(tls.key_pem, tls.cert_pem)],
-        root_certificates=tls.ca_pem,
-        require_client_auth=True,
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
     )
     try:
         port = server.add_secure_port(bind, credentials)

@@ -20,6 +20,7 @@ from fedscore.apps.readiness_checks import checks_for
 from fedscore.errors import IngestError, InvalidArgument
 from fedscore.runtime import logs
 from fedscore.runtime.db import open_engine
+from fedscore.runtime.listen import check_can_listen
 from fedscore.runtime.metrics import serve_metrics
 from fedscore.runtime.party import Party, load_party, load_party_config
 from fedscore.runtime.readiness import Readiness, probe_server
@@ -91,11 +92,14 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidArgument(
             f"{party.id} is a {Role.Name(party.role)} and runs no server", reason="NOT_A_SERVER"
         )
+    bind = args.bind or party.config.listen or None
+    where = bind or party.participant.endpoint
+    if "," not in where:  # one address (a replica binds its own, from 'listen')
+        check_can_listen(where)  # before anything is logged or gRPC tries (runtime/listen.py)
     _schema_ready(party, migrate=args.migrate)
     renewal = certificate_renewal_due(party.tls.cert_pem, time.time())
     if renewal:
         logging.getLogger("fedscore.serve").warning("%s: %s", party.id, renewal)
-    bind = args.bind or party.config.listen or None
     running: _Stoppable
     if party.role == Role.ROLE_AGENCY:
         from node import server as node_server
@@ -119,7 +123,6 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         )
     readiness, probe = await _report_readiness(party, running)
     stop = stop_on_signal()
-    where = bind or party.participant.endpoint
     print(f"fedscore: {party.id} serving on {where}", flush=True)
     await stop.wait()
     await readiness.stop()
