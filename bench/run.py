@@ -158,6 +158,10 @@ def summary(results: list[dict[str, Any]], small: int, large: int) -> dict[str, 
         "ingest_per_s": figure("ingest_one_node", "records_per_s"),
         "node_rss_mb_10m": figure(grown, "node_rss_mb_max"),
         "revocation_ms": figure("revocation_propagation", "revocation_ms"),
+        # Two-server release (the helper adds the noise) against one aggregator, issue 18.
+        "release_ratio_to_single_aggregator": figure(
+            "stats_release_5_agencies", "ratio_to_single_aggregator"
+        ),
         "throughput_qps_5": figure(product, "throughput_qps"),
         "ceiling_qps_5": figure(ceiling, "throughput_qps"),
         "lake_qps_5": figure("lake_5_agencies", "throughput_qps"),

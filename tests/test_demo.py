@@ -112,6 +112,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # The citizen's accesses: at least the band, the score, the refusal after revocation.
     assert summary["history_entries"] >= 3
     release = json.loads(Path(summary["release"]).read_text())
+    # The noise was added by the helper aggregator, a party of the regulator's organisation.
+    assert summary["release_noised_by"] == release["noised_by"] == "regulator-helper"
     assert release["budget"]["remaining"] == summary["budget_remaining"]
     assert summary["budget_remaining"] == release["budget"]["total"] - release["epsilon_spent"]
     assert (Path(summary["release"]).parent / "release.png").exists()

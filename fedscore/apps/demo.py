@@ -18,7 +18,7 @@ from fedscore.apps import demo_live
 from fedscore.apps.demo_attacks import adversary, hostile_coordinator, nobody
 from fedscore.apps.demo_data import DEMO_SEED, expected_total, generate
 from fedscore.apps.demo_steps import PTT, cli, grant, narrate, reason, score, step
-from fedscore.apps.federation import ROOT_THRESHOLD, init_federation
+from fedscore.apps.federation import HELPER_ID, ROOT_THRESHOLD, init_federation
 from fedscore.apps.processes import FederationProcesses
 from fedscore.errors import FedscoreError
 from fedscore.runtime.party import load_party
@@ -133,7 +133,12 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
             "--json",
         )
         narrate(
-            f"  epsilon spent {release['epsilon_spent']:g}; noisy counts only, in "
+            f"  each agency split its histogram into two shares: one for the coordinator, one "
+            f"sealed to {release['noised_by']}, which added the noise to the sum of its shares"
+        )
+        narrate(
+            f"  epsilon spent {release['epsilon_spent']:g} (charged by both aggregators); noisy "
+            f"counts only, and no process ever held an exact one, in "
             f"{Path(release['release']).parent}"
         )
         cli(workdir, "stats", "verify", str(Path(release["release"]).parent), show_output=True)
@@ -218,6 +223,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
         and admitted["four_agency_total"] == admitted["four_agency_expected"]
         and rotation == "ok"
         and removed_reason != "ACCEPTED"
+        and release["noised_by"] == HELPER_ID
         else "failed",
         "agencies": len(layout.agencies),
         "citizens": len(data.citizens),
@@ -234,6 +240,7 @@ def run_demo(workdir: Path | None, citizens: int = 1200, seed: int = DEMO_SEED) 
         },
         "history_entries": accountability["history_entries"],
         "release": release["release"],
+        "release_noised_by": release["noised_by"],
         "budget_remaining": release["budget_remaining"],
         "hostile_coordinator": hostile,
         "organisations": organisations,
