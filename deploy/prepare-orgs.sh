@@ -25,8 +25,9 @@ PORT=7000
 # policies/defaults.py DEFAULT_AGENCIES, first three: the default policy cut to three
 # agencies asks exactly these.
 AGENCIES="trc dsd chuangpao"
-# Start order: the consent registry, the agencies, the coordinator.
-SERVERS="consent-registry $AGENCIES coordinator"
+# Start order: the consent registry, the agencies, the helper aggregator (the regulator's
+# organisation runs it: docs/adr/0019), the coordinator.
+SERVERS="consent-registry $AGENCIES regulator-helper coordinator"
 CLIENTS="ptt citizen-portal regulator policy-authority"
 CUSTODIANS="custodian-1 custodian-2 custodian-3"
 
@@ -69,6 +70,7 @@ display_name() {
         citizen-portal) echo "Citizen portal (the citizen's own app)" ;;
         regulator) echo "Personal Data Protection Committee (regulator)" ;;
         policy-authority) echo "National committee (policy authority)" ;;
+        regulator-helper) echo "Personal Data Protection Committee (helper aggregator for statistics)" ;;
         *) echo "$1" ;;
     esac
 }
@@ -77,6 +79,7 @@ role_of() {
     case $1 in
         consent-registry | coordinator | citizen-portal | regulator | policy-authority) echo "$1" ;;
         ptt) echo relying-party ;;
+        regulator-helper) echo helper-aggregator ;;
         *) echo agency ;;
     esac
 }

@@ -47,6 +47,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 SERVE_IN_CONTAINER = ["serve", "--config", "/org/party.toml"]
 REGISTRY, COORDINATOR = "consent-registry", "coordinator"
+HELPER = "regulator-helper"  # the helper aggregator (docs/adr/0019)
 AGENCIES = list(DEFAULT_AGENCIES[:3])
 
 
@@ -214,7 +215,7 @@ def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_every_organisation_is_a_service_of_its_own(compose: dict[str, Any]) -> None:
     assert set(compose) <= {"name", "services", "networks", "volumes"}, sorted(compose)
-    assert set(_services(compose)) == {REGISTRY, COORDINATOR, *AGENCIES}
+    assert set(_services(compose)) == {REGISTRY, COORDINATOR, HELPER, *AGENCIES}
 
 
 def test_each_service_serves_from_its_own_volume_at_org(compose: dict[str, Any]) -> None:
@@ -245,13 +246,16 @@ def test_services_share_the_network_and_the_image_only(compose: dict[str, Any]) 
     )
 
 
-def test_start_order_is_registry_agencies_coordinator(compose: dict[str, Any]) -> None:
+def test_start_order_is_registry_agencies_and_helper_coordinator(
+    compose: dict[str, Any],
+) -> None:
     services = _services(compose)
     needs = {name: set(service.get("depends_on") or []) for name, service in services.items()}
     assert needs[REGISTRY] == set()
     for agency in AGENCIES:
         assert needs[agency] == {REGISTRY}, agency
-    assert needs[COORDINATOR] == {REGISTRY, *AGENCIES}
+    assert needs[HELPER] == {REGISTRY}
+    assert needs[COORDINATOR] == {REGISTRY, *AGENCIES, HELPER}
 
 
 def test_prepare_script_prepares_the_compose_servers(compose: dict[str, Any]) -> None:
@@ -263,7 +267,7 @@ def test_prepare_script_prepares_the_compose_servers(compose: dict[str, Any]) ->
     assert agencies and servers
     assert agencies.group(1).split() == AGENCIES
     order = servers.group(1).replace("$AGENCIES", agencies.group(1)).split()
-    assert order == [REGISTRY, *AGENCIES, COORDINATOR]
+    assert order == [REGISTRY, *AGENCIES, HELPER, COORDINATOR]
     assert set(order) == set(_services(compose))
 
 
