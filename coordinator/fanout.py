@@ -23,9 +23,11 @@ Invariants:
   question fails as a whole (`NodeAnswers.raise_for_failure`): no partial total is
   computed, returned or logged; the failure's log entry names the nodes and the reason
   (`NodeAnswers.failure_fields`), never a value.
-- Only masked values reach this module; they are summed mod 2^64 (`secure_sum`, per bin
-  for a histogram), where the pairwise masks cancel, and no single value is ever logged
-  or returned.
+- Only masked values reach this module; a score's are summed mod 2^64 (`secure_sum`),
+  where the pairwise masks cancel, and no single value is ever logged or returned. A
+  histogram's answers are shares of masked values, summed per aggregator
+  (`coordinator.histograms`, `keys.shares.sum_shares`): no total exists here
+  (docs/adr/0019).
 """
 
 from __future__ import annotations
@@ -247,13 +249,6 @@ def score_total(answers: NodeAnswers[int]) -> int:
     """The total of a score question every participant answered, or the one error."""
     answers.raise_for_failure()
     return secure_sum(answers.masked.values())
-
-
-def bin_totals(answers: NodeAnswers[list[int]], width: int) -> list[int]:
-    """The per-bin totals of a histogram question every participant answered (each bin's
-    masked values summed on their own), or the one error."""
-    answers.raise_for_failure()
-    return [secure_sum(values[b] for values in answers.masked.values()) for b in range(width)]
 
 
 def check_signer(signer: str, agency_id: str, named: str) -> None:

@@ -21,7 +21,6 @@ from coordinator.fanout import (
     NodeAnswers,
     NodeChannels,
     NodeReply,
-    bin_totals,
     call_node,
     check_answer,
     check_items,
@@ -44,6 +43,7 @@ from keys.masks import (
     masked_answer,
     pairwise_seeds,
 )
+from keys.shares import RandomShares, split, sum_shares
 from keys.signing import SigningKey
 
 IDS = [f"agency-{i:02d}" for i in range(8)]
@@ -297,11 +297,18 @@ def _masked_bins(counts: list[list[int]], spec_bytes: bytes) -> dict[str, list[i
         )
     )
 )
-def test_bin_totals_are_each_bins_secure_sum(per_bin: list[list[int]]) -> None:
-    """per_bin[b][a]: agency a's count in bin b; every bin's masks cancel on their own."""
+def test_each_bins_shares_add_up_to_its_total_and_only_both_do(per_bin: list[list[int]]) -> None:
+    """per_bin[b][a]: agency a's count in bin b; every bin's masks cancel on their own, in
+    the sum of both aggregators' shares (docs/adr/0019), never in the coordinator's alone."""
     counts = [list(column) for column in zip(*per_bin, strict=True)]
-    answers: NodeAnswers[list[int]] = NodeAnswers(masked=_masked_bins(counts, b"s-bins"))
-    assert bin_totals(answers, len(per_bin)) == [sum(row) for row in per_bin]
+    width = len(per_bin)
+    split_bins = [split(v, RandomShares(), a) for a, v in _masked_bins(counts, b"s-bins").items()]
+    own = sum_shares((s.coordinator for s in split_bins), width)
+    theirs = sum_shares((s.helper for s in split_bins), width)
+    assert [(c + h) % MODULUS for c, h in zip(own, theirs, strict=True)] == [
+        sum(row) for row in per_bin
+    ]
+    assert own != [sum(row) for row in per_bin]  # 2^-64 per bin to collide
 
 
 def test_a_histogram_with_one_node_missing_fails_whole_before_any_sum() -> None:
@@ -312,7 +319,7 @@ def test_a_histogram_with_one_node_missing_fails_whole_before_any_sum() -> None:
     UNAVAILABLE.record(IDS[2], answers)
     INVALID.record(IDS[3], answers)
     with pytest.raises(Unavailable) as failed:
-        bin_totals(answers, 3)
+        answers.raise_for_failure()
     assert failed.value.reason == "NODE_UNAVAILABLE"
     assert answers.failure_fields("s-missing", failed.value.reason) == {
         "query_id": "s-missing",
