@@ -14,6 +14,9 @@ Invariants:
   the number of rows it inserted is the number of new records.
 - Speed without shortcuts (about 10x the per-row cost of a naive loop): every row is
   still validated, with a bounded per-file cache of values already validated.
+- `progress(stage, done, total)`, if given, hears how far the import is: the bytes of the
+  file read (every row validated and written as it comes), then the index rebuild and
+  the commit; it is told at most once per block read, never per row.
 - When the node holds no record yet (a first import) on SQLite, the query index is
   dropped inside the import transaction and rebuilt once at its end (one sort instead of
   a million random B-tree inserts). DDL is transactional in SQLite and readers keep their
@@ -48,6 +51,8 @@ from node.store import (
 from policies.model import Policy
 
 CHUNK_ROWS = 50_000
+# (stage, done, total): what the import is doing and how far it is (bytes, then steps).
+ProgressHook = Callable[[str, int, int], None]
 _ATTEMPTS = 3
 _SHOWN_PROBLEMS = 5
 
@@ -179,6 +184,7 @@ def _import_once(
     checker: RowChecker,
     digest: str,
     now: float,
+    progress: ProgressHook | None = None,
 ) -> IngestReport:
     problems: list[tuple[int, str]] = []
     rows = 0
@@ -205,7 +211,15 @@ def _import_once(
             if connection.dialect.name == "postgresql"
             else _RecordWriter(connection)
         )
-        raw = HashingReader(handle, reread)
+        on_read = None
+        if progress is not None:
+            stage, size = f"checking {path.name}", path.stat().st_size
+            progress(stage, 0, size)
+
+            def on_read(read: int) -> None:
+                progress(stage, read, size)
+
+        raw = HashingReader(handle, reread, on_read)
         record = checker.record
         needs_certificate = checker.needs_certificate
         uncertified = 0
@@ -236,12 +250,16 @@ def _import_once(
         writer.finish()
         new_records = writer.new_records
         if rebuild_index:
+            if progress is not None:
+                progress("building the query index", 0, 1)
             QUERY_INDEX.create(connection)
         connection.execute(
             update(IMPORT_BATCH)
             .where(IMPORT_BATCH.c.id == batch_id)
             .values(row_count=rows, new_records=new_records)
         )
+        if progress is not None:
+            progress("committing", 0, 1)
     return IngestReport(
         digest,
         rows,
@@ -259,8 +277,11 @@ def ingest_file(
     agency_id: str,
     pseudonym_key: bytes,
     now: float | None = None,
+    progress: ProgressHook | None = None,
 ) -> IngestReport:
-    """Validate and import one export file (.csv or .jsonl) as a single transaction."""
+    """Validate and import one export file (.csv or .jsonl) as a single transaction.
+
+    `progress`, if given, hears (stage, done, total) as the import goes (see above)."""
     path = Path(path)
     rows_of = READERS.get(path.suffix.lower())
     if rows_of is None:
@@ -275,7 +296,7 @@ def ingest_file(
         if done is not None:
             return done
         try:
-            return _import_once(store, path, rows_of, checker, digest, checker.now)
+            return _import_once(store, path, rows_of, checker, digest, checker.now, progress)
         except IntegrityError:
             # Another import committed the same file first; the transaction rolled back,
             # so look again and retry on the new state.

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from fedscore.apps import client
 from fedscore.apps.cli import db_commands
+from fedscore.apps.cli.progress import Progress, shown
 from fedscore.apps.federation import init_federation
 from fedscore.apps.party_metrics import PartyCollector
 from fedscore.apps.processes import stop_on_signal
@@ -197,8 +198,10 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
     if party.role != Role.ROLE_AGENCY:
         raise InvalidArgument(f"{args.agency} is not an agency", reason="NOT_AN_AGENCY")
     store = NodeStore(party.db_url)
+    key = party.secrets.pseudonym_key
     try:
-        report = ingest_file(store, args.file, party.policy, party.id, party.secrets.pseudonym_key)
+        with Progress(shown(args), unit="B") as progress:
+            report = ingest_file(store, args.file, party.policy, party.id, key, progress=progress)
     except IngestError as error:
         if args.json:  # the rejection is data too: every row, on stdout
             problems = [{"row": row, "reason": why} for row, why in error.problems]
