@@ -1,7 +1,8 @@
 """The federation on a real multi-host network: every server organisation in its own
 network namespace, joined by a bridge (tests/harness/netns.py).
 
-The consent registry, the three agency nodes and the coordinator each run `fedscore serve
+The consent registry, the three agency nodes, the helper aggregator and the coordinator
+each run `fedscore serve
 --config orgs/<id>/party.toml` under `ip netns exec` in a namespace holding only `lo` and
 one veth with its own address (10.77.N.k/24), plugged into a bridge in a namespace of its
 own. The client parties (citizen portal, ptt, regulator, the federation authority) act
@@ -41,6 +42,7 @@ from fedscore.apps.demo_steps import cli, grant, reason, score
 from fedscore.apps.federation import (
     COORDINATOR_ID,
     CUSTODIANS,
+    HELPER_ID,
     POLICY_AUTHORITY_ID,
     REGISTRY_ID,
     ROOT_THRESHOLD,
@@ -60,7 +62,7 @@ pytestmark = pytest.mark.integration
 AGENCY_COUNT = 3
 AGENCIES = list(parse_policy(default_policy_document(AGENCY_COUNT)).agencies)
 # The order of their addresses (.2, .3, ...) and of their start.
-SERVERS = [REGISTRY_ID, *AGENCIES, COORDINATOR_ID]
+SERVERS = [REGISTRY_ID, *AGENCIES, HELPER_ID, COORDINATOR_ID]
 PORT = 7000
 CITIZENS = 200
 PTT = "ptt"

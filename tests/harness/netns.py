@@ -240,6 +240,7 @@ class NamespacedProcesses(FederationProcesses):
         command = [
             *self.network.exec_prefix(party_id),
             sys.executable, "-m", "fedscore.apps.cli.main", "serve", "--config", str(org.config),
+            "--migrate",
         ]  # fmt: skip
         with org.serve_log.open("ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
