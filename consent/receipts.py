@@ -8,12 +8,18 @@ on what legal basis, how to withdraw). Invariants:
   appears in the consent token they hold and in the withdrawal instructions), the
   purpose and its description, the relying party, the agencies asked and the times.
 - Every receipt says how to withdraw, in Thai and in English, in words a citizen can follow.
+- `receipt_text` renders a receipt for the citizen to read: every field under a Thai and
+  an English label, parties by their Thai and English names where the policy has them,
+  and every time twice, as a Thai date in the Buddhist era and in ISO 8601 with its UTC
+  offset (`fedscore.times`). It is a rendering of the signed fields, not part of them.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import tzinfo
 
+from fedscore.times import iso_time, thai_time
 from fedscore.v1.consent_pb2 import ConsentReceipt, ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from keys.envelope import sign_message
@@ -68,3 +74,48 @@ def signed_receipt(
         how_to_withdraw=how_to_withdraw(token.token_id),
     )
     return sign_message(receipt, key)
+
+
+# (Thai, English) of each event a receipt records.
+EVENTS = {
+    "granted": ("ให้ความยินยอม", "consent given"),
+    "revoked": ("ถอนความยินยอม", "consent withdrawn"),
+}
+
+
+def _names(policy: Policy | None, party_id: str) -> str:
+    """A party's id with its Thai and English names, where the policy has them."""
+    known = None
+    if policy is not None:
+        known = policy.agencies.get(party_id) or policy.relying_parties.get(party_id)
+    return f"{known.name_th} / {known.name} ({party_id})" if known is not None else party_id
+
+
+def _when(unix_seconds: int, zone: tzinfo | None) -> str:
+    return f"{thai_time(unix_seconds, zone)} / {iso_time(unix_seconds, zone)}"
+
+
+def receipt_text(
+    receipt: ConsentReceipt, policy: Policy | None = None, zone: tzinfo | None = None
+) -> str:
+    """The receipt as a citizen reads it: each field under a Thai and an English label."""
+    event_th, event_en = EVENTS.get(receipt.event, (receipt.event, receipt.event))
+    agencies = "; ".join(_names(policy, agency) for agency in receipt.agencies) or "-"
+    fields = [
+        ("เหตุการณ์", "Event", f"{event_th} / {event_en}"),
+        ("เมื่อ", "When", _when(receipt.event_time, zone)),
+        ("รหัสความยินยอม", "Consent id", receipt.token_id),
+        ("วัตถุประสงค์", "Purpose", receipt.purpose_id),
+        ("รายละเอียดวัตถุประสงค์", "Purpose description", receipt.purpose_description or "-"),
+        ("ผู้ขอใช้ข้อมูล", "Relying party", _names(policy, receipt.relying_party)),
+        ("หน่วยงานที่ถูกถาม", "Agencies asked", agencies),
+        ("มีผลตั้งแต่", "Valid from", _when(receipt.not_before, zone)),
+        ("ใช้ได้ถึง", "Valid until", _when(receipt.not_after, zone)),
+        ("ฐานทางกฎหมาย", "Legal basis", receipt.legal_basis),
+        ("ผู้ควบคุมข้อมูล", "Controller", _names(policy, receipt.controller)),
+        ("เลขที่ใบรับ", "Receipt id", receipt.receipt_id),
+    ]
+    lines = ["ใบรับความยินยอม / Consent receipt"]
+    lines += [f"{thai} / {english}: {value}" for thai, english, value in fields]
+    lines += ["วิธีถอนความยินยอม / How to withdraw:", receipt.how_to_withdraw]
+    return "\n".join(lines)

@@ -123,9 +123,9 @@ def test_too_many_agencies_is_named_as_such(
 def test_times_are_printed_in_iso_8601_with_the_local_offset() -> None:
     from datetime import datetime
 
-    from fedscore.apps.cli.commands import _when
+    from fedscore.times import iso_time
 
-    printed = _when(1_798_776_847)
+    printed = iso_time(1_798_776_847)
     assert datetime.fromisoformat(printed).timestamp() == 1_798_776_847
     assert printed[10] == "T" and printed[-6] in "+-"  # date, time and its UTC offset
 

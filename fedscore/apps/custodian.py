@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedscore.errors import InvalidArgument
 from fedscore.runtime.party import read_passphrase
+from fedscore.times import iso_time
 from fedscore.v1.trust_pb2 import Participant, Role, RootKey, Sector, SignedRegistry, TrustRegistry
 from keys.ids import key_id
 from keys.keyfile import load_signing_key, save_signing_key
@@ -61,7 +62,8 @@ def changes(previous: TrustRegistry | None, new: TrustRegistry) -> tuple[str, ..
     for key in sorted(now.keys() & old.keys()):
         before, after = old[key], now[key]
         if before.not_after != after.not_after:
-            said.append(f"{after.id}: key {key_id(key[1])[:12]} now valid until {after.not_after}")
+            until = iso_time(after.not_after)
+            said.append(f"{after.id}: key {key_id(key[1])[:12]} now valid until {until}")
         if before.endpoint != after.endpoint:
             said.append(f"{after.id}: endpoint {before.endpoint or '-'} -> {after.endpoint or '-'}")
         if before.sector != after.sector:
@@ -73,7 +75,7 @@ def changes(previous: TrustRegistry | None, new: TrustRegistry) -> tuple[str, ..
             f"root: {new.root.threshold} of {len(new.root.keys)} keys "
             f"({', '.join(k.custodian for k in new.root.keys)})"
         )
-    return tuple(said) or ("nothing but its validity (until " + str(new.not_after) + ")",)
+    return tuple(said) or (f"nothing but its validity (until {iso_time(new.not_after)})",)
 
 
 def _previous(draft_path: Path, registry: TrustRegistry) -> TrustRegistry | None:

@@ -61,6 +61,14 @@ class _RequestId(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """Text lines whose time is ISO 8601 with this machine's UTC offset, to the ms."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        moment = datetime.fromtimestamp(record.created).astimezone()
+        return moment.isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -83,7 +91,7 @@ def configure(level: str, log_format: str, party: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestId(party))
     formatter: logging.Formatter = (
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT)
     )
     handler.setFormatter(formatter)
     root = logging.getLogger()

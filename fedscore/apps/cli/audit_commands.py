@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from fedscore.apps import client
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party
+from fedscore.times import iso_time
 from fedscore.v1.trust_pb2 import Role
 
 
@@ -37,7 +37,7 @@ async def _as(args: argparse.Namespace, role: Role) -> Party:
 
 
 def _when(seconds: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+    return iso_time(seconds)  # ISO 8601 with this machine's UTC offset (fedscore.times)
 
 
 async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import csv
 import json
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,13 +25,11 @@ from fedscore.runtime.metrics import serve_metrics
 from fedscore.runtime.party import Party, load_party, load_party_config
 from fedscore.runtime.readiness import Readiness, probe_server
 from fedscore.runtime.schema import MIGRATED_ROLES, kind_of, require_current, upgrade
+from fedscore.times import iso_time
 from fedscore.v1.consent_pb2 import ConsentToken
 from fedscore.v1.envelope_pb2 import Envelope
 from fedscore.v1.trust_pb2 import Role
-from keys.national_id import validate_national_id
 from keys.tls import certificate_not_after
-
-PORTAL_ID = "citizen-portal"
 
 
 class _Stoppable(Protocol):
@@ -74,7 +71,7 @@ def certificate_renewal_due(cert_pem: bytes, now: float) -> str | None:
     days = (expires - now) / 86400
     if days > RENEW_CERTIFICATE_DAYS:
         return None
-    when = time.strftime("%Y-%m-%d", time.gmtime(expires))
+    when = iso_time(expires)
     if days <= 0:
         return f"the TLS certificate expired on {when}: run 'fedscore org renew-cert' now"
     return (
@@ -149,11 +146,6 @@ async def _report_readiness(party: Party, running: Any) -> tuple[Readiness, Any]
         port = serve_metrics(host, party.config.metrics_port, collector)
         logging.getLogger("fedscore.serve").info("metrics on http://%s:%d/metrics", host, port)
     return readiness, probe
-
-
-def _when(unix_seconds: int) -> str:
-    """A time as a person reads it: ISO 8601 in this machine's time zone."""
-    return datetime.fromtimestamp(unix_seconds).astimezone().isoformat(timespec="seconds")
 
 
 SHOWN_PROBLEMS = 10
@@ -233,71 +225,6 @@ def node_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "uncertified_records": report.uncertified_records,
         "already_imported": report.already_imported,
     }
-
-
-async def consent_grant(args: argparse.Namespace) -> dict[str, Any]:
-    national_id = validate_national_id(args.citizen)
-    portal = await client.current_party(args.workdir, PORTAL_ID)
-    response = await client.grant(portal, national_id, args.purpose, args.relying_party, args.days)
-    receipt = client.verify_receipt(portal, response.receipt)
-    token = ConsentToken.FromString(response.token.payload)
-    wallet = portal.paths.wallet
-    token_path: Path = args.out or wallet / f"{token.token_id}.token"
-    token_path.parent.mkdir(parents=True, exist_ok=True)
-    token_path.write_bytes(response.token.SerializeToString())
-    receipt_path = token_path.with_suffix(".receipt")
-    receipt_path.write_bytes(response.receipt.SerializeToString())
-    _say(
-        args,
-        f"consent {token.token_id} granted: {receipt.relying_party} may ask for "
-        f"'{receipt.purpose_id}' until {_when(token.not_after)}\n"
-        f"  token:   {token_path}  (hand this to {receipt.relying_party})\n"
-        f"  receipt: {receipt_path}\n  withdraw: {receipt.how_to_withdraw}",
-    )
-    return {
-        "token_id": token.token_id,
-        "purpose": token.purpose_id,
-        "relying_party": token.relying_party,
-        "not_after": token.not_after,
-        "agencies": list(token.agencies),
-        "token_file": str(token_path),
-        "receipt_file": str(receipt_path),
-    }
-
-
-async def consent_revoke(args: argparse.Namespace) -> dict[str, Any]:
-    national_id = validate_national_id(args.citizen)
-    portal = await client.current_party(args.workdir, PORTAL_ID)
-    receipt = await client.revoke(portal, national_id, args.token_id)
-    _say(args, f"consent {args.token_id} revoked at {receipt.event_time}; every party refuses it")
-    return {"token_id": args.token_id, "event": receipt.event, "revoked_at": receipt.event_time}
-
-
-async def consent_list(args: argparse.Namespace) -> dict[str, Any]:
-    national_id = validate_national_id(args.citizen)
-    portal = await client.current_party(args.workdir, PORTAL_ID)
-    grants = await client.list_grants(portal, national_id)
-    rows = [
-        {
-            "token_id": g.token_id,
-            "purpose": g.purpose_id,
-            "relying_party": g.relying_party,
-            "status": g.status,
-            "not_before": g.not_before,
-            "not_after": g.not_after,
-            "granted_at": g.granted_at,
-            "revoked_at": g.revoked_at,
-        }
-        for g in grants
-    ]
-    for row in rows:
-        _say(
-            args,
-            f"{row['token_id']}  {row['purpose']:20} {row['relying_party']:16} {row['status']}",
-        )
-    if not rows:
-        _say(args, "no consents granted")
-    return {"grants": rows}
 
 
 def _read_token(path: Path) -> tuple[Envelope, str]:

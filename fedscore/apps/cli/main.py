@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import fedscore.apps.cli.audit_commands as audit_commands
 import fedscore.apps.cli.commands as commands
+import fedscore.apps.cli.consent_commands as consent_commands
 import fedscore.apps.cli.db_commands as db_commands
 import fedscore.apps.cli.org_commands as org_commands
 import fedscore.apps.cli.stats_commands as stats_commands
@@ -106,28 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json(ingest)
     ingest.set_defaults(run=commands.node_ingest)
 
-    consent = parties.add_parser("consent", help="a citizen grants, revokes or lists consent")
-    consent_sub = consent.add_subparsers(dest="action", required=True, metavar="ACTION")
-    grant = consent_sub.add_parser("grant", help="consent to one purpose for one relying party")
-    _workdir(grant)
-    grant.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
-    grant.add_argument("--purpose", required=True, help="purpose id, e.g. ptt-fuel-discount")
-    grant.add_argument("--relying-party", required=True, help="who may ask, e.g. ptt")
-    grant.add_argument("--days", type=int, default=30, help="validity in days (default 30)")
-    grant.add_argument("--out", type=Path, help="where to write the token (default: wallet/)")
-    _json(grant)
-    grant.set_defaults(run=commands.consent_grant)
-    revoke = consent_sub.add_parser("revoke", help="withdraw a consent, effective everywhere")
-    _workdir(revoke)
-    revoke.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
-    revoke.add_argument("--token-id", required=True, help="id of the consent to withdraw")
-    _json(revoke)
-    revoke.set_defaults(run=commands.consent_revoke)
-    listing = consent_sub.add_parser("list", help="the citizen's grants and their status")
-    _workdir(listing)
-    listing.add_argument("--citizen", required=True, help="the citizen's 13-digit national ID")
-    _json(listing)
-    listing.set_defaults(run=commands.consent_list)
+    consent_commands.register(parties)
 
     score = parties.add_parser("score", help="a relying party asks for what a purpose releases")
     _workdir(score)
