@@ -26,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine
 
 from fedscore.errors import FailedPrecondition
@@ -87,6 +88,14 @@ def head(kind: str) -> str:
     revision = _script(kind).get_current_head()
     assert revision is not None, f"no migrations for {kind}"
     return revision
+
+
+def knows(kind: str, revision: str) -> bool:
+    """Whether `revision` is in the history of `kind` as this version of the code has it."""
+    try:
+        return _script(kind).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def state(engine: Engine, kind: str) -> SchemaState:

@@ -1,4 +1,5 @@
-"""`fedscore db upgrade|status`: a party's schema by its migrations (fedscore/runtime/schema.py)."""
+"""`fedscore db upgrade|status`: a party's schema by its migrations (fedscore/runtime/schema.py);
+`fedscore db backup|restore`: its database to and from a file (fedscore/runtime/backup.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedscore.errors import InvalidArgument
+from fedscore.runtime.backup import backup, backup_line, restore, restore_line, target_of
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.org_paths import OrgPaths
 from fedscore.runtime.party import load_party_config, org_folder
@@ -51,6 +53,20 @@ def db_status(args: argparse.Namespace) -> dict[str, Any]:
     return _run(args, apply=False)
 
 
+def db_backup(args: argparse.Namespace) -> dict[str, Any]:
+    done = backup(target_of(config_path(args)), args.out)
+    if not args.json:
+        print(backup_line(done), flush=True)
+    return done
+
+
+def db_restore(args: argparse.Namespace) -> dict[str, Any]:
+    done = restore(target_of(config_path(args)), args.source)
+    if not args.json:
+        print(restore_line(done), flush=True)
+    return done
+
+
 def party_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--config", type=Path, help="the party's own config, ORG/party.toml")
     sub.add_argument("--workdir", type=Path, help="a local federation's folder (with --party)")
@@ -58,7 +74,7 @@ def party_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def register(parties: Any) -> None:
-    db = parties.add_parser("db", help="a party's database schema (migrations)")
+    db = parties.add_parser("db", help="a party's database: schema (migrations), backup, restore")
     db_sub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, run, text in (
         ("upgrade", db_upgrade, "apply every pending migration to the party's database"),
@@ -66,5 +82,18 @@ def register(parties: Any) -> None:
     ):
         sub = db_sub.add_parser(name, help=text)
         party_arguments(sub)
+        sub.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        sub.set_defaults(run=run)
+    for name, run, text, option, dest, help_text in (
+        ("backup", db_backup, "a consistent copy of the party's database, while it serves",
+         "--out", "out", "the backup file to write (it must not exist)"),
+        ("restore", db_restore, "replace the party's database by a backup (stop the party first)",
+         "--from", "source", "the backup file to restore"),
+    ):  # fmt: skip
+        sub = db_sub.add_parser(name, help=text)
+        party_arguments(sub)
+        sub.add_argument(
+            option, dest=dest, type=Path, required=True, metavar="FILE", help=help_text
+        )
         sub.add_argument("--json", action="store_true", help="print the result as one JSON object")
         sub.set_defaults(run=run)
