@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -116,6 +117,8 @@ def _log_call(outcome: CallOutcome) -> None:
     )
 
 
-def log_every_call() -> None:
-    """One line per call a server handles: method, caller, outcome, duration."""
-    observe_calls(_log_call)
+def log_every_call() -> Callable[[], None]:
+    """One line per call a server handles: method, caller, outcome, duration (at INFO).
+
+    Returns what stops it."""
+    return observe_calls(_log_call)

@@ -10,9 +10,12 @@ Invariants:
   sent to the caller. Any other exception is reported as INTERNAL without details.
   An error with a retry hint also carries a `google.rpc.RetryInfo` detail, and
   `error_from_rpc` gives it back as `retry_after_seconds` (`fedscore.runtime.statuses`).
+- Every call of ours that ends, however it ends (answered, refused, failed, or
+  abandoned by its caller: CANCELLED), tells the call observers (`fedscore.runtime.calls`)
+  once: method, caller, reason, duration; a server's log writes one line of it.
 - Every method a server serves (ours, health and reflection alike) is rate limited per
   caller (its certificate's common name) and per method before it is handled
-  (`fedscore.runtime.ratelimit`): a call over the limit is not handled and fails with
+  (`fedscore.runtime.call_limits`): a call over the limit is not handled and fails with
   RESOURCE_EXHAUSTED, reason RATE_LIMITED and a RetryInfo saying when a call is allowed
   again; the server's `on_rate_limited(caller, method)` hook counts it (each party's
   refusal summary, `audit.store.refusals`), it is never logged one by one. A stream is
@@ -22,7 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -36,13 +39,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedscore.errors import (
+    Code,
     FailedPrecondition,
     FedscoreError,
     InvalidArgument,
-    RateLimited,
     ResourceExhausted,
 )
 from fedscore.runtime import calls, logs
+from fedscore.runtime.call_limits import PerCallerLimits
+from fedscore.runtime.call_limits import RateLimitedHook as RateLimitedHook
+from fedscore.runtime.call_limits import peer_common_name as peer_common_name
 from fedscore.runtime.ratelimit import DEFAULT_RATE_LIMITS, CallLimiter, RateLimits
 from fedscore.runtime.statuses import error_from_rpc, status_for
 
@@ -93,6 +99,9 @@ def parse_request(raw: bytes, message_type: type[M], limit: int = MAX_MESSAGE_BY
 
 
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]
+# How a call the caller abandoned (cancelled, or its deadline passed) is told and logged.
+CANCELLED = FedscoreError("the caller cancelled the call", reason="CANCELLED")
+CANCELLED.code = Code.CANCELLED
 
 
 def _told(method: str, context: grpc.aio.ServicerContext, started: float, error: Any) -> None:
@@ -119,6 +128,9 @@ def unary(handler: Handler, method: str = "") -> grpc.RpcMethodHandler:
         logs.REQUEST_ID.set(_request_id(context))
         try:
             response = await handler(raw, context)
+        except asyncio.CancelledError:  # the caller went away or its deadline passed
+            _told(method, context, started, CANCELLED)
+            raise
         except FedscoreError as error:
             _told(method, context, started, error)
             await context.abort_with_status(status_for(error))
@@ -160,6 +172,9 @@ def bidi_stream(method: BidiStream, name: str = "") -> grpc.RpcMethodHandler:
         try:
             async for response in method.handler(requests, context):
                 yield response
+        except asyncio.CancelledError:
+            _told(name, context, started, CANCELLED)
+            raise
         except FedscoreError as error:
             _told(name, context, started, error)
             await context.abort_with_status(status_for(error))
@@ -181,82 +196,6 @@ def bidi_stream(method: BidiStream, name: str = "") -> grpc.RpcMethodHandler:
 
 def _method_handler(method: Handler | BidiStream, name: str = "") -> grpc.RpcMethodHandler:
     return bidi_stream(method, name) if isinstance(method, BidiStream) else unary(method, name)
-
-
-def peer_common_name(context: grpc.aio.ServicerContext) -> str:
-    """The subject common name of the caller's verified TLS certificate ('' if none)."""
-    auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    return names[0].decode() if names else ""
-
-
-# Told of every call refused for its rate: (caller, full method name). Must not block.
-RateLimitedHook = Callable[[str, str], None]
-
-
-class PerCallerLimits(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Rate-limits every method of a server per (caller, method) before it is handled."""
-
-    def __init__(self, limiter: CallLimiter, on_rate_limited: RateLimitedHook | None) -> None:
-        self.limiter = limiter
-        self.on_rate_limited = on_rate_limited
-        # Wrapped once per method: generic handlers return the same handler every call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            known = (handler, self._limited(handler, method))
-            self._wrapped[method] = known
-        return known[1]
-
-    async def admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
-        """Spend one of the caller's calls of `method`, or end the call RATE_LIMITED."""
-        caller = peer_common_name(context)
-        try:
-            self.limiter.take(caller, method)
-        except RateLimited as error:
-            if self.on_rate_limited is not None:
-                self.on_rate_limited(caller, method)
-            if calls.watched():
-                code = status_for(error).code.name
-                calls.tell(calls.CallOutcome(method, caller, error.reason, code, 0.0))
-            await context.abort_with_status(status_for(error))
-
-    def _limited(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-        behaviours = {
-            kind: self._behaviour(getattr(handler, kind), method)
-            for kind in kinds
-            if getattr(handler, kind) is not None
-        }
-        return handler._replace(**behaviours)
-
-    def _behaviour(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
-        admit = self.admit
-        if inspect.isasyncgenfunction(inner):
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(context, method)
-                async for response in inner(request, context):
-                    yield response
-
-            return stream
-
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(context, method)
-            result = inner(request, context)
-            return await result if inspect.isawaitable(result) else result
-
-        return call
 
 
 @dataclass
