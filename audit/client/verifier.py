@@ -32,6 +32,7 @@ import grpc.aio
 from audit.client.crossmatch import cross_match
 from audit.client.crossmatch_entries import Anomaly, VerifiedLogs
 from audit.client.regulator_state import RegulatorState
+from audit.client.restored import behind_verified, first_divergence
 from audit.core import merkle
 from audit.core.checkpoint import Checkpoint
 from audit.core.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
@@ -190,15 +191,6 @@ def _entry_anomalies(
     return anomalies, recomputed
 
 
-def _first_divergence(
-    recomputed: Sequence[bytes | None], remembered: Sequence[bytes]
-) -> int | None:
-    for index, leaf in enumerate(remembered):
-        if index >= len(recomputed) or recomputed[index] != leaf:
-            return index
-    return None
-
-
 def _checkpoint_anomalies(
     fetched: FetchedLog,
     stored: Checkpoint | None,
@@ -227,7 +219,7 @@ def _checkpoint_anomalies(
         )
     if stored is None:
         return found
-    divergence = _first_divergence(recomputed, stored_leaves)
+    divergence = first_divergence(recomputed, stored_leaves)
     if checkpoint.size < stored.size:
         found.append(
             Anomaly(
@@ -277,12 +269,16 @@ def check_log(
     fetched: FetchedLog, role: str, stored: Checkpoint | None, stored_leaves: Sequence[bytes]
 ) -> PartyVerdict:
     """Judge one party's log from what it served and what the regulator remembers."""
+    behind = behind_verified(fetched, stored, stored_leaves)  # restored to an older state:
+    if behind:  # judged on its own; the one anomaly says it is behind what was verified
+        stored, stored_leaves = None, []
     checkpoint = fetched.checkpoint
     size = checkpoint.size if checkpoint is not None else fetched.log_size
     anomalies, recomputed = _entry_anomalies(fetched, size, stored, stored_leaves)
     anomalies += _checkpoint_anomalies(
         fetched, stored, stored_leaves, recomputed, entry_trouble=bool(anomalies)
     )
+    anomalies += behind
     anomalies.sort(key=lambda a: (a.index is None, a.index or 0, a.reason))
     entries = [fetched.entries[i] for i in range(size) if i in fetched.entries]
     leaves = [leaf for leaf in recomputed[:size] if leaf is not None]
