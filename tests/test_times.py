@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,7 +17,7 @@ from fedscore.v1.consent_pb2 import ConsentReceipt
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
 # 2026-12-06 13:04:05 in Bangkok (UTC+7): 06:04:05 UTC.
-MOMENT = int(datetime(2026, 12, 6, 6, 4, 5, tzinfo=timezone.utc).timestamp())
+MOMENT = int(datetime(2026, 12, 6, 6, 4, 5, tzinfo=UTC).timestamp())
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,7 +29,7 @@ def test_the_buddhist_era_is_543_years_ahead() -> None:
 
 def test_iso_8601_with_the_offset_of_the_zone() -> None:
     assert iso_time(MOMENT, BANGKOK) == "2026-12-06T13:04:05+07:00"
-    assert iso_time(MOMENT, timezone.utc) == "2026-12-06T06:04:05+00:00"
+    assert iso_time(MOMENT, UTC) == "2026-12-06T06:04:05+00:00"
     assert iso_time(MOMENT, timezone(timedelta(hours=-3, minutes=-30))).endswith("-03:30")
     local = iso_time(MOMENT)  # this machine's zone: still an offset, still the same moment
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", local)
