@@ -5,6 +5,7 @@ servers, through backups and `fedscore db restore`, are in tests/test_backup_res
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -191,5 +192,12 @@ def test_a_party_restored_to_an_older_state_is_reported_as_behind(audit_federati
                 while int(time.time()) <= _verified_time(root, "trc"):
                     await asyncio.sleep(0.05)
                 await live.score(grant)
+
+            # Told of the restore, the regulator forgets what it verified of trc
+            # (docs/operations.md, 4.5): the next run verifies trc's log from the start.
+            with sqlite3.connect(root / "orgs" / "regulator" / "state.db") as state:
+                state.execute("DELETE FROM regulator_leaf WHERE party = 'trc'")
+                state.execute("DELETE FROM regulator_checkpoint WHERE party = 'trc'")
+            assert (await clean())["logs"]["trc"]["size"] == 5
 
     asyncio.run(scenario())
