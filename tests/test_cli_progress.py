@@ -119,3 +119,68 @@ def test_a_large_import_shows_progress_on_a_terminal_only(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.startswith(f"{tmp_path / 'c.csv'}: {ROWS + 2} rows")
+
+
+ENTRIES = 60_000  # about 2 s to audit here
+
+
+def _long_log(workdir: Path) -> None:
+    """trc's log holds ENTRIES refusal summaries before it serves (a long-lived node's)."""
+    from audit.core import kinds
+    from audit.store.log import EventLog
+    from fedscore.runtime.db import open_engine
+
+    engine = open_engine(load_party(workdir, "trc").db_url)
+    try:
+        log = EventLog(engine, "trc")
+        fields = {"caller": "ptt", "interval_start": 1, "interval_seconds": 60,
+                  "counts": {"BAD_SIGNATURE": 5}}  # fmt: skip
+        for _ in range(ENTRIES // 10_000):
+            with engine.begin() as connection:
+                log.append_many(connection, [(kinds.REFUSALS_SUMMARISED, fields)] * 10_000)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration  # runs a federation and fedscore as processes
+def test_audit_verify_shows_progress_on_a_terminal_and_names_a_party_down_once(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from fedscore.apps.processes import FederationProcesses
+
+    workdir = tmp_path / "federation"
+    init_federation(workdir, 3, fast_kdf=True)
+    _long_log(workdir)
+    processes = FederationProcesses(workdir)
+    asyncio.run(processes.start_all(load_party(workdir, "regulator")))
+    verify = ["audit", "verify", "--workdir", str(workdir)]
+    try:
+        code, seen = _on_a_terminal(verify)
+        assert code == 0, seen
+        assert "trc: fetching entries" in seen and BAR in seen
+        assert seen.rstrip().splitlines()[-1].endswith("no anomalies")
+        code, seen = _on_a_terminal([*verify, "--json"])
+        assert code == 0, seen
+        assert "fetching" not in seen and BAR not in seen
+        assert json.loads(seen)["consistent"] is True
+        piped = subprocess.run(
+            [sys.executable, "-m", "fedscore.apps.cli.main", *verify],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+        assert str(ENTRIES) in piped.stdout and "fetching" not in piped.stdout
+        # A party that is down is named once, with where it was asked, not twice.
+        processes.stop_party("dsd")
+        down = subprocess.run(
+            [sys.executable, "-m", "fedscore.apps.cli.main", *verify],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        processes.stop_all()
+    assert down.returncode == 2
+    [line] = [line for line in down.stdout.splitlines() if line.startswith("  ! dsd")]
+    endpoint = load_party(workdir, "dsd").participant.endpoint
+    assert line.startswith(f"  ! dsd: PARTY_UNREACHABLE: at {endpoint}: PEER_UNAVAILABLE: ")
+    assert line.count("PEER_UNAVAILABLE") == 1

@@ -4,7 +4,7 @@ For each party with a log (agencies first, then helper aggregators, then coordin
 then the consent registry, so that whatever a later log must contain was already logged
 when it is read: a coordinator's release follows its helper's charge), the
 regulator asks over mutual TLS for a signed checkpoint, every entry under it, and a
-consistency proof from the checkpoint it verified last time.
+consistency proof from the checkpoint it verified last time (`audit.client.log_fetch`).
 
 Invariants:
 - Nothing a party says is believed until proven: the checkpoint must verify under that
@@ -23,36 +23,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import grpc
-import grpc.aio
 
 from audit.client.crossmatch import cross_match
 from audit.client.crossmatch_entries import Anomaly, VerifiedLogs
+from audit.client.log_fetch import FetchedLog as FetchedLog
+from audit.client.log_fetch import ProgressHook, fetch_log
 from audit.client.regulator_state import RegulatorState
 from audit.client.restored import behind_verified, first_divergence
 from audit.core import merkle
 from audit.core.checkpoint import Checkpoint
-from audit.core.contract import MAX_ENTRIES_PER_PAGE, SERVICE_NAME
 from audit.core.entries import LogEntry
-from fedscore.errors import Code, FedscoreError, Unauthenticated
+from fedscore.errors import FedscoreError, Unauthenticated
 from fedscore.runtime.party import Party
-from fedscore.runtime.rpc import call_unary, secure_channel
-from fedscore.v1.audit_pb2 import (
-    GetCheckpointRequest,
-    GetCheckpointResponse,
-    GetConsistencyProofRequest,
-    GetConsistencyProofResponse,
-    GetEntriesRequest,
-    GetEntriesResponse,
-)
-from fedscore.v1.envelope_pb2 import Envelope
+from fedscore.runtime.rpc import secure_channel
 from fedscore.v1.trust_pb2 import Role
 from keys.registry import TrustView
 
-CALL_TIMEOUT = 10.0
 # Audit order: a log is read after every log whose entries it must account for.
 AUDITED_ROLES = (
     (Role.ROLE_AGENCY, "agency"),
@@ -60,21 +48,6 @@ AUDITED_ROLES = (
     (Role.ROLE_COORDINATOR, "coordinator"),
     (Role.ROLE_CONSENT_REGISTRY, "registry"),
 )
-_UNREACHABLE = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
-
-
-@dataclass
-class FetchedLog:
-    """What one party served the regulator, before any of it is believed."""
-
-    party: str
-    checkpoint: Checkpoint | None = None
-    envelope: Envelope | None = None
-    checkpoint_error: FedscoreError | None = None
-    entries: dict[int, LogEntry] = field(default_factory=dict)
-    log_size: int = 0
-    consistency_proof: list[bytes] | None = None
-    proof_error: FedscoreError | None = None
 
 
 @dataclass
@@ -285,72 +258,6 @@ def check_log(
     return PartyVerdict(fetched.party, role, checkpoint, anomalies, entries, leaves)
 
 
-# --- fetching (network) ------------------------------------------------------------
-
-
-async def _call(channel: grpc.aio.Channel, method: str, request: Any, response: Any) -> Any:
-    return await call_unary(channel, f"/{SERVICE_NAME}/{method}", request, response, CALL_TIMEOUT)
-
-
-async def fetch_log(
-    channel: grpc.aio.Channel, party: str, trust: TrustView, stored: Checkpoint | None
-) -> FetchedLog:
-    """Ask `party` for its checkpoint, entries and a consistency proof; believe nothing yet."""
-    fetched = FetchedLog(party)
-    try:
-        response: GetCheckpointResponse = await _call(
-            channel, "GetCheckpoint", GetCheckpointRequest(), GetCheckpointResponse
-        )
-        fetched.envelope = response.checkpoint
-        role = trust.participant(party).role
-        fetched.checkpoint = Checkpoint.verify(response.checkpoint, trust.log_keys(role), party)
-    except FedscoreError as error:
-        if error.code in _UNREACHABLE:
-            raise
-        fetched.checkpoint_error = error
-    first: GetEntriesResponse = await _call(
-        channel, "GetEntries", GetEntriesRequest(start=0, end=0), GetEntriesResponse
-    )
-    fetched.log_size = int(first.log_size)
-    size = fetched.checkpoint.size if fetched.checkpoint is not None else fetched.log_size
-    upto = max(size, 0 if stored is None else stored.size)
-    for start in range(0, upto, MAX_ENTRIES_PER_PAGE):
-        page: GetEntriesResponse = await _call(
-            channel,
-            "GetEntries",
-            GetEntriesRequest(start=start, end=min(upto, start + MAX_ENTRIES_PER_PAGE)),
-            GetEntriesResponse,
-        )
-        for wire in page.entries:
-            fetched.entries.setdefault(
-                int(wire.index),
-                LogEntry(
-                    int(wire.index),
-                    wire.kind,
-                    wire.body,
-                    bytes(wire.leaf_hash),
-                    int(wire.logged_at),
-                ),
-            )
-    if stored is not None and fetched.checkpoint is not None:
-        if stored.size <= fetched.checkpoint.size:
-            try:
-                proof: GetConsistencyProofResponse = await _call(
-                    channel,
-                    "GetConsistencyProof",
-                    GetConsistencyProofRequest(
-                        first_size=stored.size, second_size=fetched.checkpoint.size
-                    ),
-                    GetConsistencyProofResponse,
-                )
-                fetched.consistency_proof = [bytes(p) for p in proof.proof]
-            except FedscoreError as error:
-                if error.code in _UNREACHABLE:
-                    raise
-                fetched.proof_error = error
-    return fetched
-
-
 def audited_parties(trust: TrustView) -> list[tuple[str, str, str]]:
     """(party id, role name, endpoint) of every party with a log, in audit order."""
     return [
@@ -361,8 +268,14 @@ def audited_parties(trust: TrustView) -> list[tuple[str, str, str]]:
     ]
 
 
-async def audit_federation(regulator: Party, state: RegulatorState) -> AuditReport:
-    """Verify every party's log and cross-match them; remember what verified."""
+async def audit_federation(
+    regulator: Party, state: RegulatorState, progress: ProgressHook | None = None
+) -> AuditReport:
+    """Verify every party's log and cross-match them; remember what verified.
+
+    `progress`, if given, hears (stage, done, total) as it goes (`log_fetch.ProgressHook`).
+    """
+    told = progress or _untold
     if regulator.role != Role.ROLE_REGULATOR:
         raise Unauthenticated(f"{regulator.id} is not the regulator", "NOT_THE_REGULATOR")
     verdicts: list[PartyVerdict] = []
@@ -371,13 +284,16 @@ async def audit_federation(regulator: Party, state: RegulatorState) -> AuditRepo
         stored_leaves = state.leaves(party) if stored is not None else []
         try:
             async with secure_channel(endpoint, regulator.tls, server_name=party) as channel:
-                fetched = await fetch_log(channel, party, regulator.trust, stored)
+                fetched = await fetch_log(channel, party, regulator.trust, stored, progress)
         except FedscoreError as error:
-            unreachable = Anomaly(party, None, "PARTY_UNREACHABLE", f"{error.reason}: {error}")
+            # str(error) is "REASON: message" already; say where the party was asked.
+            unreachable = Anomaly(party, None, "PARTY_UNREACHABLE", f"at {endpoint}: {error}")
             verdicts.append(PartyVerdict(party, role, None, [unreachable], [], []))
             continue
+        told(f"{party}: checking {len(fetched.entries):,} entries", 0, 1)
         verdict = check_log(fetched, role, stored, stored_leaves)
         if verdict.consistent and verdict.checkpoint is not None and fetched.envelope:
+            told(f"{party}: remembering what verified", 0, 1)
             state.advance(verdict.checkpoint, fetched.envelope, verdict.leaves, int(time.time()))
         verdicts.append(verdict)
     logs = VerifiedLogs()
@@ -392,4 +308,9 @@ async def audit_federation(regulator: Party, state: RegulatorState) -> AuditRepo
         }
         by_role.get(verdict.role, logs.registries)[verdict.party] = verdict.entries
         logs.leaves[verdict.party] = verdict.leaves
+    told("cross-matching the logs", 0, 1)
     return AuditReport(verdicts, cross_match(logs, regulator.policy))
+
+
+def _untold(stage: str, done: int, total: int) -> None:
+    """No one watches."""

@@ -17,6 +17,7 @@ from audit.client.history import citizen_history, read_receipt
 from audit.client.regulator_state import RegulatorState
 from audit.client.verifier import audit_federation
 from fedscore.apps import client
+from fedscore.apps.cli.progress import Progress, shown
 from fedscore.errors import FailedPrecondition
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party
@@ -44,7 +45,8 @@ async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:
     regulator = await _as(args, Role.ROLE_REGULATOR)
     engine = open_engine(regulator.db_url)
     try:
-        report = await audit_federation(regulator, RegulatorState(engine))
+        with Progress(shown(args)) as progress:
+            report = await audit_federation(regulator, RegulatorState(engine), progress)
     finally:
         engine.dispose()
     result = report.to_json()
