@@ -14,6 +14,10 @@ responses. Two shapes:
 - `batch_score_5_agencies_reused_tokens`: 1,000 tokens asked 6 times each (a partner
   re-checking its customers), where the parties' memory of verified tokens and opened
   subjects (`fedscore.memo`) saves that work on every use after the first.
+- `batch_floor_5_agencies`: the floor (bench.batched_ceiling --floor, its own folder and
+  registry) asked the same way with fresh tokens, in turns with `batch_score_5_agencies`
+  (`TURNS` of each, alternating, each with its share of the queries); the product's
+  record carries `ratio_to_floor`.
 Every response is checked AFTER the window: the coordinator's signature, the binding to
 its request's nonce, and that it released a band; a refused or wrong answer counts as an
 error, never as a score. `batch_scores_per_s` = verified scores
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import baselines, scenarios
 from bench.loadgen import process_cpu_seconds
 from fedscore.apps import client
 from fedscore.apps.client import COORDINATOR_ID
@@ -43,6 +47,9 @@ from fedscore.v1.envelope_pb2 import Envelope
 
 SCENARIO = "batch_score_5_agencies"
 REUSED_SCENARIO = "batch_score_5_agencies_reused_tokens"
+FLOOR_SCENARIO = "batch_floor_5_agencies"
+# Turns of the product and of the floor, alternating (each with its share of the queries).
+TURNS = 2
 AGENCIES = 5
 PURPOSE = "ptt-fuel-discount"
 RELYING_PARTY = "ptt"
@@ -154,17 +161,65 @@ def measure(
     return record
 
 
+def _in_turns(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from the turns of one target: counts added, rates over the summed windows."""
+    merged = dict(records[0])
+    for key in ("tokens", "queries", "scores", "errors"):
+        merged[key] = sum(r[key] for r in records)
+    seconds = sum(r["window_s"] for r in records)
+    rate = merged["scores"] / seconds if seconds else 0.0
+    merged.update(window_s=round(seconds, 2), batch_scores_per_s=round(rate, 1))
+    merged["scores_per_s"] = merged["batch_scores_per_s"]
+    merged["client_cores"] = round(
+        sum(r["client_cores"] * r["window_s"] for r in records) / seconds, 2
+    )
+    merged["server_cpu_ms_per_score"] = {
+        name: round(sum(r["server_cpu_ms_per_score"][name] for r in records) / len(records), 3)
+        for name in records[0]["server_cpu_ms_per_score"]
+    }
+    samples = [s for r in records for s in r.get("error_samples", [])][:3]
+    if samples:
+        merged["error_samples"] = samples
+    merged["turns"] = len(records)
+    return merged
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
-    """The batch scenarios for `make bench` (`bench.run` reads its dict lines)."""
+    """The batch scenarios for `make bench` (`bench.run` reads its dict lines).
+
+    The product with a fresh consent per query and the floor (bench.baselines: the batched
+    ceiling plus, per question at each node, the token's signature and the sealed subject,
+    asked on the same kind of stream with fresh tokens of its own registry) are measured
+    in turns, TURNS of each, alternating; then the product with reused tokens.
+    """
     count = 1500 if quick else 6000
     with tempfile.TemporaryDirectory(prefix="fedscore-batch-") as tmp:
-        federation, _ = scenarios.prepare(Path(tmp), "batch", AGENCIES)
-        with scenarios.running(federation) as processes:
+        root = Path(tmp)
+        federation, _ = scenarios.prepare(root, "batch", AGENCIES)
+        citizen = federation.data.demo_citizen
+        with (
+            scenarios.running(federation) as processes,
+            baselines.running(root, AGENCIES, None, citizen, floor=True) as floor,
+        ):
             pids = {"coordinator": processes.processes[COORDINATOR_ID].pid}
             pids.update({a: processes.processes[a].pid for a in federation.agencies})
-            distinct = measure(federation, pids, count, count)
+            on_floor = scenarios.Federation(
+                floor.workdir, floor.agencies, federation.data, floor.portal
+            )
+            turns: dict[str, list[dict[str, Any]]] = {SCENARIO: [], FLOOR_SCENARIO: []}
+            share = count // TURNS
+            for _ in range(TURNS):
+                turns[SCENARIO].append(measure(federation, pids, share, share))
+                turns[FLOOR_SCENARIO].append(
+                    measure(on_floor, floor.pids, share, share, FLOOR_SCENARIO)
+                )
+            distinct, floor_record = _in_turns(turns[SCENARIO]), _in_turns(turns[FLOOR_SCENARIO])
+            distinct["ratio_to_floor"] = round(
+                distinct["scores_per_s"] / max(floor_record["scores_per_s"], 1e-9), 3
+            )
+            floor_record["baseline"] = "floor (bench.batched_ceiling --floor)"
             reused = measure(federation, pids, count // 6, count, REUSED_SCENARIO)
-            return [distinct, reused]
+            return [distinct, floor_record, reused]
 
 
 def main(argv: list[str] | None = None) -> int:

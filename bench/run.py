@@ -6,17 +6,33 @@ Scenarios (issue 5), all in one run so the baselines share the machine's state:
   throughput at 32 concurrent requests (bench.loadgen: pre-signed requests, separate
   client processes, answers checked after the timed window);
 - ceiling_{3,5,10}_agencies: same topology and transport, one sign + one verify per hop
-  and nothing else (bench.ceiling), with the product's token bytes; it runs beside the
-  product and the two are measured in turns (sequential turns and throughput windows
-  alternate, `LoadPlan.rounds` of each), so both see the same state of a shared machine;
+  per question and nothing else (bench.ceiling), with the product's token bytes;
+- batched_ceiling_{3,5,10}_agencies: the product's processes, transport and
+  micro-batching (its own `BatchDispatcher`), one signature and one verification per
+  batch per hop and nothing else; floor_{3,5,10}_agencies: that plus, per question at
+  each node, the token's registry signature and opening the sealed subject, for tokens
+  not seen before (bench.batched_ceiling, bench.baselines). The three baselines run
+  beside the product and all four are measured in turns (sequential turns and
+  throughput windows alternate, `LoadPlan.rounds` of each), so all see the same state of
+  a shared machine;
 - lake_5_agencies: every agency's records in one SQLite table behind one service, one
   indexed SQL sum per query (bench.lake);
 - score_5_agencies_{100000,10000000}_records: the product with that many records per
   node (bench.bigdata: filler built by SQLite, queried people imported by node.ingest),
   plus each node process's resident memory (VmRSS) after the queries;
-- ingest_one_node: 1,000,000 CSV records into an empty node (node.ingest);
+- score_5_agencies_postgres and score_5_agencies_postgres_2_replicas: the nodes and the
+  coordinator on a real PostgreSQL server (bench.postgres), the coordinator as one
+  replica and as two behind round_robin, measured in turns with the SQLite federation
+  (bench.pg_scenarios);
+- ingest_one_node (SQLite) and ingest_one_node_postgres: 1,000,000 CSV records into an
+  empty node (node.ingest), against a bare executemany / COPY of the same rows into the
+  same table, timed in the same run (bench.ingest_bench);
 - revocation_propagation: revoke -> coordinator and every node refuse (bench.revocation);
-- the audit and statistics benchmarks (bench.audit_bench, bench.stats_bench) if present.
+- the batch, audit and statistics benchmarks (bench.batch_bench, with the floor asked on
+  the same kind of stream in turns; bench.audit_bench, bench.stats_bench) if present.
+
+The summary line holds issue 15's target ratios (`TARGETS`, and `targets_met`), the
+earlier figures, and the load averages before and after the run.
 
 `--quick` runs the same shapes smaller (3 and 5 agencies, 10,000/200,000 records,
 50,000 ingested) as a smoke check. Figures are from one run; the machine is shared, so
@@ -29,11 +45,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import importlib
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -41,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import chart, scenarios
+from bench import chart, ingest_bench, pg_scenarios, scenarios
 from bench.scenarios import LoadPlan
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,55 +64,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def emit(record: dict[str, Any], sink: list[dict[str, Any]]) -> None:
     sink.append(record)
     print(json.dumps(record, sort_keys=True), flush=True)
-
-
-def ingest_scenario(records: int, root: Path) -> dict[str, Any]:
-    """One agency's export of `records` rows (a tenth as many people) into an empty node."""
-    from fedscore.apps.demo_data import FIELDS, random_national_id
-    from fedscore.apps.federation import init_federation
-    from fedscore.runtime.party import load_party
-    from node.ingest import ingest_file
-    from node.store import NodeStore
-
-    workdir = root / "ingest"
-    init_federation(workdir, 3, fast_kdf=True)
-    party = load_party(workdir, "trc")
-    rng = random.Random(1)
-    people = [random_national_id(rng) for _ in range(max(1000, records // 10))]
-    codes = sorted(c for c, i in party.policy.indicators.items() if i.agency == "trc")
-    path = workdir / "trc-export.csv"
-    year = time.gmtime().tm_year
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(FIELDS)
-        for n in range(records):
-            writer.writerow(
-                [
-                    people[n % len(people)],
-                    codes[n % len(codes)],
-                    f"{year - 1}-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:00",
-                    1 + n % 3,
-                    "trc-certifier",
-                ]
-            )
-    store = NodeStore(party.db_url)
-    try:
-        start = time.perf_counter()
-        report = ingest_file(store, path, party.policy, "trc", party.secrets.pseudonym_key)
-        elapsed = time.perf_counter() - start
-        database = Path(str(store.engine.url.database))
-        size = sum(os.path.getsize(p) for p in database.parent.glob(database.name + "*"))
-    finally:
-        store.dispose()
-    return {
-        "scenario": "ingest_one_node",
-        "records": records,
-        "people": len(people),
-        "new_records": report.new_records,
-        "seconds": round(elapsed, 2),
-        "records_per_s": round(records / elapsed),
-        "database_mb": round(size / 1e6, 1),
-    }
 
 
 def _other_benchmarks(quick: bool) -> list[dict[str, Any]]:
@@ -130,6 +95,18 @@ def _ratio(numerator: float | None, denominator: float | None, digits: int = 3) 
     return round(numerator / denominator, digits)
 
 
+# Issue 15's targets: summary field -> (a lower bound?, the bound).
+TARGETS = {
+    "throughput_ratio_to_batched_ceiling": (True, 0.5),
+    "batch_ratio_to_floor": (True, 0.5),
+    "p50_ratio_to_ceiling": (False, 2.0),
+    "postgres_throughput_ratio_to_sqlite": (True, 0.7),
+    "replicas_throughput_ratio": (True, 0.9),
+    "ingest_ratio_to_raw_insert": (True, 0.5),
+    "postgres_ingest_ratio_to_copy": (True, 0.5),
+}
+
+
 def summary(results: list[dict[str, Any]], small: int, large: int) -> dict[str, Any]:
     by_name = {r["scenario"]: r for r in results}
 
@@ -140,12 +117,43 @@ def summary(results: list[dict[str, Any]], small: int, large: int) -> dict[str, 
     grown = f"score_5_agencies_{large}_records"
     base = f"score_5_agencies_{small}_records"
     batch = figure("batch_score_5_agencies", "scores_per_s")
+    batched_ceiling, postgres = "batched_ceiling_5_agencies", "score_5_agencies_postgres"
+    replicas = "score_5_agencies_postgres_2_replicas"
+    ratios = {
+        # Issue 15's targets, each against a baseline timed in the same run (TARGETS).
+        "throughput_ratio_to_batched_ceiling": _ratio(
+            figure(product, "throughput_qps"), figure(batched_ceiling, "throughput_qps")
+        ),
+        "batch_ratio_to_floor": _ratio(batch, figure("batch_floor_5_agencies", "scores_per_s")),
+        "p50_ratio_to_ceiling": _ratio(figure(product, "p50_ms"), figure(ceiling, "p50_ms")),
+        "postgres_throughput_ratio_to_sqlite": figure(postgres, "throughput_ratio_to_sqlite"),
+        "replicas_throughput_ratio": figure(replicas, "throughput_ratio_to_one_replica"),
+        "ingest_ratio_to_raw_insert": figure("ingest_one_node", "ratio_to_raw_insert"),
+        "postgres_ingest_ratio_to_copy": figure("ingest_one_node_postgres", "ratio_to_copy"),
+    }
+    met = {
+        name: None
+        if ratios[name] is None
+        else (ratios[name] >= bound if at_least else ratios[name] <= bound)
+        for name, (at_least, bound) in TARGETS.items()
+    }
     return {
         "summary": True,
+        **ratios,
+        "targets_met": met,
+        "batched_ceiling_qps_5": figure(batched_ceiling, "throughput_qps"),
+        "floor_qps_5": figure("floor_5_agencies", "throughput_qps"),
+        "batched_ceiling_p50_ms_5": figure(batched_ceiling, "p50_ms"),
+        "floor_batch_scores_per_s": figure("batch_floor_5_agencies", "scores_per_s"),
+        "postgres_qps_5": figure(postgres, "throughput_qps"),
+        "postgres_sqlite_qps_5": figure(postgres, "sqlite_throughput_qps"),
+        "replicas_qps_5": figure(replicas, "throughput_qps"),
+        "ingest_raw_insert_per_s": figure("ingest_one_node", "raw_insert_records_per_s"),
+        "ingest_per_s_postgres": figure("ingest_one_node_postgres", "records_per_s"),
+        "ingest_copy_per_s_postgres": figure("ingest_one_node_postgres", "copy_records_per_s"),
         "throughput_ratio_to_ceiling": _ratio(
             figure(product, "throughput_qps"), figure(ceiling, "throughput_qps")
         ),
-        "p50_ratio_to_ceiling": _ratio(figure(product, "p50_ms"), figure(ceiling, "p50_ms")),
         # Every query with a token no party has seen (no remembered verification helps).
         "p50_ratio_to_ceiling_fresh_tokens": _ratio(
             figure(product, "p50_ms_fresh_tokens"), figure(ceiling, "p50_ms_fresh_tokens")
@@ -186,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         sequential=60 if quick else 300, seconds=1.5 if quick else 4.0, clients=args.clients
     )
     small, large = (10_000, 200_000) if quick else (100_000, 10_000_000)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average before: {load_before}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="fedscore-bench-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedscore-bench-")))
 
         def timed(step: Callable[[], dict[str, Any]]) -> None:
             began = time.perf_counter()
@@ -197,19 +207,24 @@ def main(argv: list[str] | None = None) -> int:
             record["scenario_s"] = round(time.perf_counter() - began, 1)
             emit(record, results)
 
+        server = stack.enter_context(pg_scenarios.bench_server())
         for agencies in (3, 5) if quick else (3, 5, 10):
             began = time.perf_counter()
             federation, _ = scenarios.prepare(root, f"score-{agencies}", agencies)
-            product, ceiling, revocation = scenarios.paired_scenario(
+            paired, revocation = scenarios.paired_scenario(
                 root, federation, plan, revocation=agencies == 5
             )
-            product["scenario_s"] = ceiling["scenario_s"] = round(time.perf_counter() - began, 1)
-            emit(product, results)
-            emit(ceiling, results)
+            for record in paired:
+                record["scenario_s"] = round(time.perf_counter() - began, 1)
+                emit(record, results)
             if revocation is not None:
                 emit(revocation, results)
             if agencies == 5:
                 timed(lambda: scenarios.lake_scenario(root, federation, plan))  # noqa: B023
+                began = time.perf_counter()
+                for record in pg_scenarios.lines(root, federation, plan, server):
+                    record["scenario_s"] = round(time.perf_counter() - began, 1)
+                    emit(record, results)
         for records in (small, large):
             name = f"score-5-{records}"
             began = time.perf_counter()
@@ -225,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             for party_dir in (federation.workdir / "orgs").iterdir():
                 for database in party_dir.glob("state.db*"):
                     database.unlink()  # gigabytes each at 10M records: free them now
-        timed(lambda: ingest_scenario(50_000 if quick else 1_000_000, root))
+        for line in ingest_bench.run(50_000 if quick else 1_000_000, root, server):
+            emit(line, results)
     for line in _other_benchmarks(quick):
         emit(line, results)
     total = summary(results, small, large)
     total["bench_s"] = round(time.perf_counter() - started, 1)
+    # The 1-, 5- and 15-minute load averages before and after: a loaded machine is visible.
+    total["load_before"] = load_before
+    total["load_after"] = [round(x, 2) for x in os.getloadavg()]
     total["quick"] = quick
     RESULTS.mkdir(exist_ok=True)
     stem = "quick" if quick else "latest"  # a smoke run never overwrites the real figures

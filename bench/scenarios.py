@@ -1,4 +1,5 @@
-"""The score scenarios of `make bench`: product, ceiling and lake, each its own processes.
+"""The score scenarios of `make bench`: product, ceilings, floor and lake, each its own
+processes.
 
 Every scenario measures with `bench.loadgen.measure` (same client processes, same
 request shape, same answer checks) and adds the CPU each server process used per
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, lake
+from bench import baselines, ceiling, lake
 from bench.bigdata import fill_nodes
 from bench.loadgen import (
     WARM_UP_REQUESTS,
@@ -246,72 +247,107 @@ def ceiling_running(
             yield target, pids
 
 
+# Turn names, the scenario each names, and how many requests a client signs per second
+# of a throughput window (more than any of them answers).
+TURNS = {
+    "product": ("score", 1500),
+    "ceiling": ("ceiling", 2500),
+    "batched_ceiling": ("batched_ceiling", 4000),
+    "floor": ("floor", 4000),
+}
+
+
 def paired_scenario(
     root: Path, federation: Federation, plan: LoadPlan, *, revocation: bool = False
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    """The product and its ceiling, both running, measured in turns (`measure_interleaved`):
-    (product record, ceiling record, revocation figures if asked, taken afterwards on the
-    running product federation)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The product and its baselines (the per-query ceiling, the batched ceiling and the
+    floor, bench.baselines), all running, measured in turns (`measure_interleaved`): one
+    record per turn name in `TURNS`, and the revocation figures if asked, taken afterwards
+    on the running product federation."""
     agencies = len(federation.agencies)
     revoked: dict[str, Any] | None = None
-    with running(federation) as processes:
+    citizen = federation.data.demo_citizen
+    with running(federation) as processes, contextlib.ExitStack() as baselines_running:
         token = grant_token(federation)
         pids = _party_pids(processes, federation.agencies)
         target = score_target(federation, token, federation.expected_score)
-        with ceiling_running(root, agencies, token) as (ceiling_target, ceiling_pids):
-            samplers = {"product": CpuSampler(pids), "ceiling": CpuSampler(ceiling_pids)}
-            figures = measure_interleaved(
-                {"product": target, "ceiling": ceiling_target},
-                sequential=plan.sequential,
-                rounds=plan.rounds,
-                concurrency=plan.concurrency,
-                seconds=plan.seconds,
-                clients=plan.clients,
-                max_qps={"product": 1500, "ceiling": 2500},
-                on_window=samplers,
+        ceiling_target, ceiling_pids = baselines_running.enter_context(
+            ceiling_running(root, agencies, token)
+        )
+        batched, floor = (
+            baselines_running.enter_context(
+                baselines.running(root, agencies, token, citizen, floor=as_floor)
             )
-            fresh = _fresh_token_latency(federation, plan, target, ceiling_target)
+            for as_floor in (False, True)
+        )
+        targets = {
+            "product": target,
+            "ceiling": ceiling_target,
+            "batched_ceiling": batched.target,
+            "floor": floor.target,
+        }
+        all_pids = {"product": pids, "ceiling": ceiling_pids}
+        all_pids.update(batched_ceiling=batched.pids, floor=floor.pids)
+        samplers = {name: CpuSampler(all_pids[name]) for name in targets}
+        figures = measure_interleaved(
+            targets,
+            sequential=plan.sequential,
+            rounds=plan.rounds,
+            concurrency=plan.concurrency,
+            seconds=plan.seconds,
+            clients=plan.clients,
+            max_qps={name: TURNS[name][1] for name in targets},
+            on_window=samplers,
+        )
+        fresh = _fresh_token_latency(federation, plan, targets, floor)
+        baselines_running.close()
         if revocation:
             began = time.perf_counter()
             revoked = asyncio.run(
-                measure_revocation(
-                    federation.workdir, federation.agencies, federation.data.demo_citizen
-                )
+                measure_revocation(federation.workdir, federation.agencies, citizen)
             )
             revoked["scenario_s"] = round(time.perf_counter() - began, 1)
-    records = {}
-    for name, label in (("product", "score"), ("ceiling", "ceiling")):
+    records = []
+    for name in targets:
         result = figures[name].as_dict()
         result["server_cpu_ms_per_query"] = samplers[name].ms_per_query(
             figures[name].concurrent_queries
         )
-        records[name] = {
-            "scenario": f"{label}_{agencies}_agencies",
-            "agencies": agencies,
-            "tls": True,
-            "measured_in_turns_with": "ceiling" if name == "product" else "score",
-            "rounds": plan.rounds,
-            **result,
-            **{f"{key}_fresh_tokens": value for key, value in fresh[name].items()},
-        }
-    return records["product"], records["ceiling"], revoked
+        records.append(
+            {
+                "scenario": f"{TURNS[name][0]}_{agencies}_agencies",
+                "agencies": agencies,
+                "tls": True,
+                "measured_in_turns_with": [TURNS[n][0] for n in targets if n != name],
+                "rounds": plan.rounds,
+                **result,
+                **{f"{key}_fresh_tokens": value for key, value in fresh[name].items()},
+            }
+        )
+    return records, revoked
 
 
 def _fresh_token_latency(
-    federation: Federation, plan: LoadPlan, product: Target, ceiling_target: Target
+    federation: Federation,
+    plan: LoadPlan,
+    targets: dict[str, Target],
+    floor: baselines.Baseline,
 ) -> dict[str, dict[str, Any]]:
     """Sequential latency when every query carries a consent token no party has seen.
 
     The paired measurement repeats one token, so after its first use every party finds
     its signature verified and its sealed subject opened (ADR 0010). Here each query has
     its own token (all granted to the demo citizen, so the expected score stays the
-    same), and the ceiling is asked right after with the same requests' weight.
+    same): the product's from its registry, the floor's from its own; the ceilings, which
+    check no token, are asked right after with the same requests' weight.
     """
     count = plan.sequential + WARM_UP_REQUESTS
     citizens = [federation.data.demo_citizen] * count
     tokens = asyncio.run(grant_many(federation.workdir, citizens, PURPOSE, PORTAL))
-    fresh = dataclasses.replace(product, tokens=tuple(tokens))
-    return measure_sequential({"product": fresh, "ceiling": ceiling_target}, plan.sequential)
+    fresh = dict(targets)
+    fresh["product"] = dataclasses.replace(targets["product"], tokens=tuple(tokens))
+    fresh["floor"] = floor.fresh(federation.data.demo_citizen, count)
+    return measure_sequential(fresh, plan.sequential)
 
 
 async def _wait_all(prober: Party, party_ids: list[str]) -> None:
