@@ -1,25 +1,35 @@
 """Where the score path spends its time: py-spy on the coordinator and one node under load.
 
     python -m bench.profile_score --py-spy /path/to/py-spy [--agencies 5] [--seconds 8]
+        [--scenario score|batch|postgres|floor-batch]
 
 Starts the product federation as `make bench` does (separate processes, mutual TLS,
-demo data), drives 32 concurrent score queries with bench.loadgen, and samples the
-coordinator and the first agency node with `py-spy record --format raw` (py-spy is a
-profiler outside the project's dependencies: point --py-spy at it). Prints, per
-process, the functions with the largest share of samples (own time and inclusive) and
-keeps the raw stacks in the output folder for flame graphs.
+demo data) and samples the coordinator and the first agency node with `py-spy record
+--format raw` (py-spy is a profiler outside the project's dependencies: point --py-spy
+at it) while it is loaded: `score` drives 32 concurrent score queries with
+bench.loadgen; `batch` streams ScoreBatch queries, each with a fresh token, as
+bench.batch_bench does; `postgres` is `score` on the PostgreSQL federation of
+bench.pg_scenarios (one replica asked); `floor-batch` is `batch` against the floor
+(bench.batched_ceiling --floor). Prints, per process, the functions with the largest
+share of samples (own time and inclusive) and keeps the raw stacks in the output folder
+for flame graphs.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import dataclasses
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench import scenarios
+from bench import baselines, batch_bench, pg_scenarios, scenarios
 from bench.loadgen import measure
 from fedscore.apps.client import COORDINATOR_ID
 
@@ -51,18 +61,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--scenario", choices=("score", "batch", "postgres", "floor-batch"), default="score"
+    )
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="fedscore-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fedscore-profile-run-") as tmp:
-        federation, _ = scenarios.prepare(Path(tmp), "profile", args.agencies)
-        with scenarios.running(federation) as processes:
-            token = scenarios.grant_token(federation)
-            target = scenarios.score_target(federation, token, federation.expected_score)
-            profiled = {
-                COORDINATOR_ID: processes.processes[COORDINATOR_ID].pid,
-                federation.agencies[0]: processes.processes[federation.agencies[0]].pid,
-            }
+        root = Path(tmp)
+        federation, _ = scenarios.prepare(root, "profile", args.agencies)
+        with contextlib.ExitStack() as stack:
+            processes = stack.enter_context(scenarios.running(federation))
+            pids = {COORDINATOR_ID: processes.processes[COORDINATOR_ID].pid}
+            pids.update({a: processes.processes[a].pid for a in federation.agencies})
+            load: Callable[[], dict[str, Any]]
+            if args.scenario in ("batch", "floor-batch"):
+                asked = federation
+                if args.scenario == "floor-batch":
+                    floor = stack.enter_context(
+                        baselines.running(
+                            root, args.agencies, None, federation.data.demo_citizen, floor=True
+                        )
+                    )
+                    asked = scenarios.Federation(
+                        floor.workdir, floor.agencies, federation.data, floor.portal
+                    )
+                    pids = {COORDINATOR_ID: floor.pids["coordinator"]}
+                    pids.update({a: floor.pids[a] for a in floor.agencies})
+                count = int(1500 * args.seconds)
+
+                def load() -> dict[str, Any]:
+                    return batch_bench.measure(asked, pids, count, count)
+
+            else:
+                if args.scenario == "postgres":
+                    server = stack.enter_context(pg_scenarios.bench_server())
+                    assert server is not None, "no PostgreSQL server can be had here"
+                    replicated = pg_scenarios.prepare_postgres(root, args.agencies, server, 5)
+                    pids = stack.enter_context(pg_scenarios.running_replicated(replicated))
+                    pids[COORDINATOR_ID] = pids.pop("coordinator")
+                    federation = replicated.federation
+                token = scenarios.grant_token(federation)
+                target = scenarios.score_target(federation, token, federation.expected_score)
+                if args.scenario == "postgres":
+                    target = dataclasses.replace(target, endpoint=replicated.first)
+
+                def load() -> dict[str, Any]:
+                    return measure(target, sequential=20, seconds=args.seconds).as_dict()
+
+            profiled = {COORDINATOR_ID: pids[COORDINATOR_ID], "node": pids[federation.agencies[0]]}
             spies = [
                 subprocess.Popen(
                     [
@@ -74,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                         "raw",
                         "--rate",
                         "250",
-                        "--duration",
-                        str(int(args.seconds) + 4),
                         "--output",
                         str(out / f"{party}.txt"),
                     ],
@@ -84,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for party, pid in profiled.items()
             ]
-            figures = measure(target, sequential=20, seconds=args.seconds)
-            for spy in spies:
+            figures = load()
+            for spy in spies:  # py-spy writes what it sampled when interrupted
+                spy.send_signal(signal.SIGINT)
                 spy.wait()
-    print(figures.as_dict())
+    print(figures)
     for party in profiled:
         print("\n".join(summarise(out / f"{party}.txt", args.top)))
     print(f"raw stacks in {out}")
