@@ -41,7 +41,7 @@ from audit.store.refusals import (
 )
 from consent import server as consent_server
 from coordinator import server as coordinator_server
-from fedscore.apps.federation import init_federation
+from fedscore.apps.federation import HELPER_ID, init_federation
 from fedscore.errors import Code, FedscoreError, RateLimited
 from fedscore.runtime.db import open_engine
 from fedscore.runtime.party import Party, load_party
@@ -53,6 +53,7 @@ from fedscore.v1.query_pb2 import (
     ScoreRequest,
     ScoreResponse,
 )
+from helper import server as helper_server
 from keys.envelope import sign_bytes
 from keys.signing import SigningKey
 from node import server as node_server
@@ -255,6 +256,7 @@ class Federation:
     consent: consent_server.Running
     coordinator: coordinator_server.Running | None = None
     nodes: dict[str, node_server.Running] = field(default_factory=dict)
+    helper: helper_server.Running | None = None
 
     def party(self, party_id: str) -> Party:
         return load_party(self.root, party_id)
@@ -262,16 +264,20 @@ class Federation:
 
 @asynccontextmanager
 async def running(root: Path, **limits: Any) -> AsyncIterator[Federation]:
-    """The registry, every node and the coordinator, each with `limits`; stopped after."""
+    """The registry, every node, the helper aggregator and the coordinator, each with
+    `limits`; stopped after."""
     fed = Federation(root, await consent_server.start(load_party(root, "consent-registry")))
     try:
         for agency in AGENCIES:
             fed.nodes[agency] = await node_server.start(load_party(root, agency), **limits)
+        fed.helper = await helper_server.start(load_party(root, HELPER_ID), **limits)
         fed.coordinator = await coordinator_server.start(load_party(root, "coordinator"), **limits)
         yield fed
     finally:
         if fed.coordinator is not None:
             await fed.coordinator.stop()
+        if fed.helper is not None:
+            await fed.helper.stop()
         for node in fed.nodes.values():
             await node.stop()
         await fed.consent.stop()

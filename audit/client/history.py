@@ -167,9 +167,14 @@ def verify_history(
 
 
 def history_parties(trust: TrustView) -> list[tuple[str, str]]:
-    """(party id, endpoint) of every party with a log."""
+    """(party id, endpoint) of every party whose log may name a consent token: every party
+    with a log but the helper aggregator, which logs statistics releases only (ADR 0019)."""
     return [
-        (p.id, p.endpoint) for role, _ in AUDITED_ROLES for p in trust.by_role(role) if p.endpoint
+        (p.id, p.endpoint)
+        for role, _ in AUDITED_ROLES
+        if role != Role.ROLE_HELPER_AGGREGATOR
+        for p in trust.by_role(role)
+        if p.endpoint
     ]
 
 

@@ -31,7 +31,7 @@ from audit.store.log import EventLog
 from consent import server as consent_server
 from coordinator import server as coordinator_server
 from fedscore.apps import client
-from fedscore.apps.federation import init_federation
+from fedscore.apps.federation import HELPER_ID, init_federation
 from fedscore.protocol.questions import SignedContributionAnswerBatch
 from fedscore.runtime.party import Party, load_party
 from fedscore.runtime.rpc import call_unary, secure_channel
@@ -50,6 +50,7 @@ from fedscore.v1.query_pb2 import (
     QuerySpec,
     ScoreQuery,
 )
+from helper import server as helper_server
 from keys.envelope import sign_message
 from keys.national_id import with_check_digit
 from node import server as node_server
@@ -181,17 +182,22 @@ def make_federation(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def live_federation(root: Path) -> AsyncIterator[Live]:
+    """Every server of the federation, in-process: the regulator audits every one of them,
+    the helper aggregator included (docs/adr/0019)."""
     registry = await consent_server.start(load_party(root, "consent-registry"))
     nodes: dict[str, node_server.Running] = {}
-    coordinator = None
+    coordinator = helper = None
     try:
         for agency in AGENCIES:
             nodes[agency] = await node_server.start(load_party(root, agency))
+        helper = await helper_server.start(load_party(root, HELPER_ID))
         coordinator = await coordinator_server.start(load_party(root, "coordinator"))
         yield Live(root, registry, nodes, coordinator, {})
     finally:
         if coordinator is not None:
             await coordinator.stop()
+        if helper is not None:
+            await helper.stop()
         for node in nodes.values():
             await node.stop()
         await registry.stop()
