@@ -96,3 +96,16 @@ def test_every_call_is_one_info_line_without_what_it_carried(
     assert 250 <= seen["Dawdle"][2] < 5000  # it ran until its caller gave up
     everything = caplog.text + "".join(r.getMessage() for r in caplog.records)
     assert NATIONAL_ID not in everything and TOKEN not in everything
+
+
+def test_an_answered_poll_is_debug_and_everything_else_info() -> None:
+    from fedscore.runtime.calls import CallOutcome
+
+    def level(method: str, reason: str) -> int:
+        return logs.call_level(CallOutcome(method, "trc", reason, "OK", 0.001))
+
+    assert level("/fedscore.v1.TrustService/GetTrust", "OK") == logging.DEBUG
+    assert level("/fedscore.v1.ConsentService/GetStatusList", "OK") == logging.DEBUG
+    assert level("/fedscore.v1.TrustService/GetTrust", "RATE_LIMITED") == logging.INFO
+    assert level("/fedscore.v1.ConsentService/Grant", "OK") == logging.INFO
+    assert level("/fedscore.v1.CoordinatorService/Score", "CONSENT_REVOKED") == logging.INFO

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from fedscore.runtime.calls import CallOutcome, observe_calls
+from fedscore.runtime.calls import OK, CallOutcome, observe_calls
 
 METADATA_KEY = "x-request-id"
 REQUEST_ID: ContextVar[str] = ContextVar("fedscore_request_id", default="")
@@ -105,10 +105,23 @@ def configure(level: str, log_format: str, party: str) -> None:
 
 
 _calls_log = logging.getLogger("fedscore.calls")
+# What peers ask on a timer (every trust_refresh_seconds and status-list interval, from
+# every peer): answered, a line each at DEBUG; at INFO they would be most of a party's log.
+# Refused or failed, they are INFO like every other call.
+POLLED_METHODS = frozenset(
+    {"/fedscore.v1.TrustService/GetTrust", "/fedscore.v1.ConsentService/GetStatusList"}
+)
+
+
+def call_level(outcome: CallOutcome) -> int:
+    """INFO for every call a server handles, but DEBUG for a poll that was answered."""
+    routine = outcome.reason == OK and outcome.method in POLLED_METHODS
+    return logging.DEBUG if routine else logging.INFO
 
 
 def _log_call(outcome: CallOutcome) -> None:
-    _calls_log.info(
+    _calls_log.log(
+        call_level(outcome),
         "%s from %s: %s in %.1f ms",
         outcome.method,
         outcome.caller or "-",
@@ -118,7 +131,8 @@ def _log_call(outcome: CallOutcome) -> None:
 
 
 def log_every_call() -> Callable[[], None]:
-    """One line per call a server handles: method, caller, outcome, duration (at INFO).
+    """One line per call a server handles: method, caller, outcome, duration (at INFO;
+    an answered poll at DEBUG, `call_level`).
 
     Returns what stops it."""
     return observe_calls(_log_call)
