@@ -55,6 +55,7 @@ NOT_LOG_FIELDS: dict[str, dict[str, str]] = {
     },
     "node/claims.py": {WHOLE_MODULE: "columns of the node's claim tables"},
     "fedscore/apps/cli/commands.py": {WHOLE_MODULE: _CLI_JSON},
+    "fedscore/apps/cli/consent_commands.py": {WHOLE_MODULE: _CLI_JSON},
     "fedscore/apps/cli/main.py": {WHOLE_MODULE: "command-line argument names"},
     "fedscore/apps/cli/stats_commands.py": {
         WHOLE_MODULE: f"{_PARTY_ID}; the release document; {_CLI_JSON}"

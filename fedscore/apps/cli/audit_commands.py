@@ -41,6 +41,10 @@ def _when(seconds: int) -> str:
     return iso_time(seconds)  # ISO 8601 with this machine's UTC offset (fedscore.times)
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:
     regulator = await _as(args, Role.ROLE_REGULATOR)
     engine = open_engine(regulator.db_url)
@@ -80,7 +84,8 @@ async def audit_history(args: argparse.Namespace) -> dict[str, Any]:
         )
     _say(
         args,
-        f"{len(history.accesses)} accesses to {len(history.tokens)} consents; "
+        f"{_count(len(history.accesses), 'access', 'accesses')} to "
+        f"{_count(len(history.tokens), 'consent', 'consents')}; "
         f"{len(history.entries)} log entries, each proven in its party's signed checkpoint",
     )
     return history.to_json()

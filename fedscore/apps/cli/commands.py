@@ -47,7 +47,38 @@ def federation_init(args: argparse.Namespace) -> dict[str, Any]:
     for party_id, role in layout.roles.items():
         endpoint = layout.endpoints.get(party_id) or "(client only)"
         _say(args, f"  {party_id:18} {role:24} {endpoint}")
-    return layout.to_json()
+    document = layout.to_json()
+    if args.examples:
+        from fedscore.apps.examples import write_examples
+
+        policy = load_party(args.dir, "regulator").policy
+        examples = write_examples(Path(args.dir), policy, layout.agencies)
+        _say(args, f"example exports (synthetic) in {examples.with_errors.parent}:")
+        for agency, path in examples.files.items():
+            _say(args, f"  {agency:18} {path.name}")
+        _say(args, f"  {'(to fix)':18} {examples.with_errors.name}")
+        _say(
+            args,
+            f"example citizen: {examples.citizen} (records at every agency; a yearly total "
+            f"of {examples.total} once every file is imported)",
+        )
+        document["examples"] = examples.to_json()
+    _next_steps(args, Path(args.dir))
+    return document
+
+
+def _next_steps(args: argparse.Namespace, workdir: Path) -> None:
+    """What a person does next with a new local federation (the README's first hour)."""
+    from fedscore.apps.processes import server_party_ids
+
+    _say(
+        args,
+        f"next: import each agency's export (fedscore node ingest --workdir {workdir} "
+        "--agency ID FILE), then start the servers in this order, each in its own terminal "
+        "once the one before says 'serving on' (--migrate makes its database the first time):",
+    )
+    for party_id in server_party_ids(workdir):
+        _say(args, f"  fedscore serve --workdir {workdir} --party {party_id} --migrate")
 
 
 RENEW_CERTIFICATE_DAYS = 30

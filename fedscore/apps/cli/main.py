@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("dir", type=Path, help="new, empty folder for the federation")
     init.add_argument("--agencies", type=int, default=3, help="number of agencies (2-10)")
+    init.add_argument(
+        "--examples",
+        action="store_true",
+        help="also write synthetic example exports (DIR/exports/) and name a citizen in them",
+    )
     _json(init)
     init.set_defaults(run=commands.federation_init)
 
