@@ -54,6 +54,7 @@ async def audit_verify(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         engine.dispose()
     result = report.to_json()
+    _say(args, f"  {'party':18} {'entries':>8}  log")
     for party, log in result["logs"].items():
         state = "consistent" if log["consistent"] else "NOT VERIFIED"
         _say(args, f"  {party:18} {log['size'] if log['size'] is not None else '-':>8}  {state}")

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,14 +72,16 @@ def _next_steps(args: argparse.Namespace, workdir: Path) -> None:
     """What a person does next with a new local federation (the README's first hour)."""
     from fedscore.apps.processes import server_party_ids
 
+    # As the person typed it: `.venv/bin/fedscore` works where a bare `fedscore` may not.
+    typed = sys.argv[0] if Path(sys.argv[0]).name == "fedscore" else "fedscore"
     _say(
         args,
-        f"next: import each agency's export (fedscore node ingest --workdir {workdir} "
+        f"next: import each agency's export ({typed} node ingest --workdir {workdir} "
         "--agency ID FILE), then start the servers in this order, each in its own terminal "
         "once the one before says 'serving on' (--migrate makes its database the first time):",
     )
     for party_id in server_party_ids(workdir):
-        _say(args, f"  fedscore serve --workdir {workdir} --party {party_id} --migrate")
+        _say(args, f"  {typed} serve --workdir {workdir} --party {party_id} --migrate")
 
 
 RENEW_CERTIFICATE_DAYS = 30

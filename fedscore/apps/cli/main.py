@@ -31,6 +31,12 @@ DESCRIPTION = (
     "each agency; only signed, consented, purpose-limited questions cross the network."
 )
 
+FIRST_STEPS = (
+    "New here? 'fedscore federation init DIR --examples' makes a local federation with "
+    "example exports and says what to do next; README.md, 'The first hour', walks each "
+    "role through it. 'fedscore COMMAND --help' for each command."
+)
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line too, naming the problem and where to get help."""
@@ -57,7 +63,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fedscore", description=DESCRIPTION)
+    parser = _Parser(prog="fedscore", description=DESCRIPTION, epilog=FIRST_STEPS)
     parser.add_argument("--version", action="version", version=f"fedscore {_version()}")
     parties = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
