@@ -156,7 +156,7 @@ def rotate_key(workdir: Path, agency: str, check: Callable[[], bool]) -> str:
         "--overlap-seconds", "60",
     )  # fmt: skip
     _publish(workdir)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while org.next_key.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     switched = not org.next_key.exists() and org.key.read_bytes() != before

@@ -142,7 +142,9 @@ def current_secrets(paths: OrgPaths, participant: Participant, passphrase: str) 
         pending = load_secrets(paths.next_key, passphrase)
         if _matches(pending, participant):
             paths.retired.mkdir(exist_ok=True)
-            os.replace(paths.key, paths.retired / f"party.{int(time.time())}.key")
+            # Kept under retired/ first, then replaced in one step: party.key never goes
+            # missing, even for a moment (a crash between the two leaves both copies).
+            os.link(paths.key, paths.retired / f"party.{time.time_ns()}.key")
             os.replace(paths.next_key, paths.key)
             return pending
     secrets = load_secrets(paths.key, passphrase)
