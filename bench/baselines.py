@@ -24,11 +24,14 @@ from coordinator.release import release_for
 from fedscore.apps.client import COORDINATOR_ID, REGISTRY_ID
 from fedscore.apps.federation import init_federation
 from fedscore.apps.processes import FederationProcesses, wait_serving
+from fedscore.errors import Unavailable
 from fedscore.runtime.party import Party, load_party
 from fedscore.v1.envelope_pb2 import Envelope
 
 PORTAL = "citizen-portal"
 PURPOSE = "self-view"
+# Ten nodes, a registry and a product federation beside them start slowly on two cores.
+START_TIMEOUT = 120.0
 
 
 @dataclass
@@ -86,7 +89,7 @@ def running(
         nodes += [batched_ceiling.start_process(workdir, a, floor) for a in layout.agencies]
         asyncio.run(_wait_all(portal, [*layout.agencies, *registry.processes]))
         nodes.append(batched_ceiling.start_process(workdir, COORDINATOR_ID, floor))
-        asyncio.run(wait_serving(portal, COORDINATOR_ID))
+        asyncio.run(_wait_all(portal, [COORDINATOR_ID]))
         pids = {"coordinator": nodes[-1].pid}
         pids.update({a: p.pid for a, p in zip(layout.agencies, nodes, strict=False)})
         policy = portal.policy
@@ -112,4 +115,11 @@ def running(
 
 
 async def _wait_all(prober: Party, party_ids: list[str]) -> None:
-    await asyncio.gather(*(wait_serving(prober, party_id) for party_id in party_ids))
+    """Every party serving within START_TIMEOUT; else the error names what the logs say."""
+    try:
+        await asyncio.gather(*(wait_serving(prober, p, START_TIMEOUT) for p in party_ids))
+    except Unavailable as error:
+        folder = prober.paths.root.parent.parent
+        logs = sorted(folder.glob("baseline-*.log")) + sorted(folder.glob("orgs/*/serve.log"))
+        told = [line for log in logs for line in log.read_text().splitlines()[-2:]]
+        raise Unavailable(f"{error.message}; logs end: {' | '.join(told)}", error.reason) from error
