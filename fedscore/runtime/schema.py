@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,10 @@ def _script(kind: str) -> ScriptDirectory:
     return ScriptDirectory.from_config(_config(kind))
 
 
+@functools.cache
 def head(kind: str) -> str:
+    """The newest revision of `kind`'s history (read from its scripts once per process:
+    readiness asks every second)."""
     revision = _script(kind).get_current_head()
     assert revision is not None, f"no migrations for {kind}"
     return revision
